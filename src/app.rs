@@ -1,0 +1,143 @@
+//! The application: bind, wire, run, shut down.
+//!
+//! [`App::build`] binds the listener first (so a `:0` port is known before anything is
+//! advertised), opens the store, creates the CSEBase and imports `init/`. [`App::run`]
+//! serves until the shutdown future resolves, then drains in-flight requests and waits
+//! for every background task within a grace period.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::bootstrap;
+use crate::config::{Config, HttpConfig};
+use crate::dispatcher::Cse;
+use crate::event::{Event, EventBus};
+use crate::storage::Storage;
+
+/// How long shutdown waits for in-flight work and background tasks.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    cse: Cse,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl App {
+    /// Bind, open storage, create the start-up resources. `init_dir` holds the `init/`
+    /// files applied to a new database.
+    pub async fn build(config: Config, init_dir: Option<PathBuf>) -> anyhow::Result<App> {
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+        let local_addr = listener.local_addr()?;
+        let database = config.database.clone();
+        let storage = tokio::task::spawn_blocking(move || Storage::open(&database))
+            .await?
+            .map_err(|error| anyhow::anyhow!("cannot open the database: {}", error.dbg))?;
+        let poa = advertised_poa(&config.http, local_addr);
+        let cse = Cse::new(Arc::new(config), storage, EventBus::default());
+        let new_database = bootstrap::ensure_cse_base(&cse, poa)
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
+        if new_database {
+            if let Some(dir) = init_dir {
+                bootstrap::import_init_dir(&cse, &dir).await.map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
+            }
+        }
+        info!(
+            address = %local_addr,
+            cse_id = %cse.config.cse.cse_id,
+            kind = ?cse.config.cse.kind,
+            database = %cse.config.database.path.as_ref().map_or("in memory".to_string(), |p| p.display().to_string()),
+            "CSE ready"
+        );
+        Ok(App { listener, local_addr, cse, shutdown: CancellationToken::new(), tracker: TaskTracker::new() })
+    }
+
+    /// The address actually bound (the real port after binding `:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn cse(&self) -> &Cse {
+        &self.cse
+    }
+
+    /// Cancelling this token stops the application (as the shutdown future does).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serve until `signal` resolves (or the shutdown token is cancelled), then drain.
+    pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App { listener, local_addr, cse, shutdown, tracker } = self;
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = signal => token.cancel(),
+                () = token.cancelled() => {}
+            }
+        });
+
+        tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
+
+        cse.events.emit(Event::CseStarted);
+        info!(address = %local_addr, "serving HTTP");
+        axum::serve(listener, crate::http::router(cse.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("HTTP server failed")?;
+
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+            warn!(grace = ?SHUTDOWN_GRACE, "background tasks did not stop in time");
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Remove expired resources every `expiration_check_interval`.
+async fn expiry_worker(cse: Cse, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(cse.config.cse.expiration_check_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => match cse.remove_expired().await {
+                Ok(0) => {}
+                Ok(count) => info!(count, "removed expired resources"),
+                Err(error) => warn!(%error, "expiration run failed"),
+            },
+        }
+    }
+}
+
+/// The `poa` this CSE advertises: the configured list, else the public URL, else the bound
+/// address (a wildcard address is advertised as loopback).
+pub fn advertised_poa(http: &HttpConfig, local_addr: SocketAddr) -> Vec<String> {
+    if !http.poa.is_empty() {
+        return http.poa.clone();
+    }
+    if let Some(url) = &http.public_url {
+        return vec![url.clone()];
+    }
+    let ip = match local_addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    vec![format!("http://{}", SocketAddr::new(ip, local_addr.port()))]
+}

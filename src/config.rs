@@ -1,0 +1,847 @@
+//! Configuration: `acme.toml`, layered and validated once into typed values.
+//!
+//! Layers, later wins: built-in defaults (the `Default` impls below), the TOML file
+//! (`--config`, default `./acme.toml`), environment variables (`ACME_` prefix, `__` between
+//! levels, e.g. `ACME_CSE__CSE_ID=/id-mn`), then the few command-line flags
+//! ([`Overrides`]). Unknown keys and invalid values are errors that name the key; the
+//! rest of the program only ever sees a valid [`Config`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Problems found in the configuration; each names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("invalid configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { key: key.to_string(), reason: reason.into() }
+    }
+
+    /// The key the error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::File { .. } => None,
+        }
+    }
+}
+
+/// The CSE type (`cst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum CseKind {
+    #[serde(rename = "IN", alias = "in")]
+    In,
+    #[serde(rename = "MN", alias = "mn")]
+    Mn,
+    #[serde(rename = "ASN", alias = "asn")]
+    Asn,
+}
+
+impl CseKind {
+    /// The `cst` number: 1 IN, 2 MN, 3 ASN.
+    pub fn cst(self) -> u8 {
+        match self {
+            CseKind::In => 1,
+            CseKind::Mn => 2,
+            CseKind::Asn => 3,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CseKind> {
+        match text.to_ascii_uppercase().as_str() {
+            "IN" => Some(CseKind::In),
+            "MN" => Some(CseKind::Mn),
+            "ASN" => Some(CseKind::Asn),
+            _ => None,
+        }
+    }
+}
+
+/// How hard a commit is pushed to disk (SQLite `synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync on every commit: an acknowledged CREATE survives a power loss.
+    Full,
+    /// fsync at checkpoints only: survives a crash of the process, not of the machine.
+    Normal,
+}
+
+// ---------------------------------------------------------------------------------------
+// The file format. Field names are the `acme.toml` keys (a contract: extend, never rename).
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub cse: CseSettings,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub logging: LoggingSettings,
+    pub resource: ResourceSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CseSettings {
+    #[serde(rename = "type")]
+    pub kind: CseKind,
+    pub cse_id: String,
+    /// CSEBase `ri`; default: the CSE-ID without its slash.
+    pub resource_id: Option<String>,
+    pub resource_name: String,
+    pub sp_id: String,
+    pub admin_originator: String,
+    pub release_versions: Vec<String>,
+    /// `X-M2M-RVI` of requests this CSE sends to a configured URL.
+    pub release_version: String,
+    #[serde(with = "humantime_serde")]
+    pub max_expiration_delta: Duration,
+    #[serde(with = "humantime_serde")]
+    pub expiration_check_interval: Duration,
+    pub registration: RegistrationSettings,
+    pub registrar: Option<RegistrarSettings>,
+    pub sp: SpSettings,
+}
+
+impl Default for CseSettings {
+    fn default() -> Self {
+        CseSettings {
+            kind: CseKind::In,
+            cse_id: "/id-in".into(),
+            resource_id: None,
+            resource_name: "cse-in".into(),
+            sp_id: "acme.example.com".into(),
+            admin_originator: "CAdmin".into(),
+            release_versions: ["2a", "3", "4", "5"].map(String::from).to_vec(),
+            release_version: "5".into(),
+            max_expiration_delta: Duration::from_secs(157_680_000),
+            expiration_check_interval: Duration::from_secs(60),
+            registration: RegistrationSettings::default(),
+            registrar: None,
+            sp: SpSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationSettings {
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    pub check_liveliness: bool,
+    pub unregister_when_stopping: bool,
+    pub allowed_csr_originators: Vec<String>,
+    pub allowed_ae_originators: Vec<String>,
+}
+
+impl Default for RegistrationSettings {
+    fn default() -> Self {
+        RegistrationSettings {
+            check_interval: Duration::from_secs(60),
+            check_liveliness: true,
+            unregister_when_stopping: true,
+            allowed_csr_originators: Vec::new(),
+            allowed_ae_originators: ["C*", "S*", "/*/C*", "/*/S*"].map(String::from).to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarSettings {
+    /// Base URLs of the registrar, most preferred first.
+    pub address: Vec<String>,
+    pub root: String,
+    pub cse_id: String,
+    pub resource_name: String,
+    pub sp_id: Option<String>,
+    pub serialization: Option<String>,
+    pub exclude_csr_attributes: Vec<String>,
+    pub originator: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpSettings {
+    /// `[cse.sp.registrar.NAME]`: registrars in other service providers (IN-CSE only).
+    pub registrar: BTreeMap<String, RegistrarSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub listen: String,
+    /// The URL other CSEs reach this one at, when the listen address is not it.
+    pub public_url: Option<String>,
+    /// Explicit `poa` list; wins over `public_url` and the listen address.
+    pub poa: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_size: usize,
+    /// Longest time one incoming request may take.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Time-out of requests this CSE sends.
+    #[serde(with = "humantime_serde")]
+    pub client_timeout: Duration,
+    /// Most incoming requests served at once.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: "0.0.0.0:8080".into(),
+            public_url: None,
+            poa: Vec::new(),
+            max_body_size: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            client_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub path: PathBuf,
+    pub in_memory: bool,
+    pub durability: Durability,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            path: PathBuf::from("./data/acme.db"),
+            in_memory: false,
+            durability: Durability::Full,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        LoggingSettings { level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceSettings {
+    pub cnt: ContainerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerSettings {
+    /// Give containers without limits the default `mni`/`mbs` below.
+    pub enable_limits: bool,
+    pub mni: u64,
+    pub mbs: u64,
+}
+
+impl Default for ContainerSettings {
+    fn default() -> Self {
+        ContainerSettings { enable_limits: false, mni: 10, mbs: 10_000 }
+    }
+}
+
+/// The command-line flags that override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub http_port: Option<u16>,
+    pub cse_id: Option<String>,
+    pub cse_type: Option<CseKind>,
+    pub db_path: Option<PathBuf>,
+    pub in_memory: bool,
+    pub log_level: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// The validated configuration the program runs with.
+// ---------------------------------------------------------------------------------------
+
+/// A valid configuration. Built only by [`Settings::validate`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cse: CseConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub registration: RegistrationConfig,
+    /// The same-SP registrar (MN/ASN only).
+    pub registrar: Option<RegistrarConfig>,
+    /// Registrars in other service providers (IN only), by section name.
+    pub sp_registrars: Vec<RegistrarConfig>,
+    pub log_level: String,
+    pub container: ContainerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct CseConfig {
+    pub kind: CseKind,
+    /// `/id-in`
+    pub cse_id: String,
+    /// CSEBase `ri`
+    pub resource_id: String,
+    /// CSEBase `rn`
+    pub resource_name: String,
+    /// SP-ID without the leading slashes: `acme.example.com`.
+    pub sp_id: String,
+    pub admin_originator: String,
+    pub release_versions: Vec<String>,
+    pub release_version: String,
+    pub max_expiration_delta: Duration,
+    pub expiration_check_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub poa: Vec<String>,
+    pub max_body_size: usize,
+    pub request_timeout: Duration,
+    pub client_timeout: Duration,
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `None`: a throw-away in-memory store.
+    pub path: Option<PathBuf>,
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrationConfig {
+    pub check_interval: Duration,
+    pub check_liveliness: bool,
+    pub unregister_when_stopping: bool,
+    pub allowed_csr_originators: Vec<String>,
+    pub allowed_ae_originators: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrarConfig {
+    /// The config section this came from (`cse.registrar` or `cse.sp.registrar.NAME`).
+    pub section: String,
+    /// Base URLs (no trailing slash), most preferred first; never empty.
+    pub addresses: Vec<String>,
+    pub root: String,
+    pub cse_id: String,
+    pub resource_name: String,
+    /// SP-ID without slashes.
+    pub sp_id: String,
+    pub exclude_csr_attributes: Vec<String>,
+    pub originator: String,
+}
+
+impl Config {
+    /// Built-in defaults only, validated (tests start from here).
+    pub fn defaults() -> Config {
+        Settings::default().validate().expect("the built-in defaults are valid")
+    }
+}
+
+impl Settings {
+    /// Read the layers: defaults, the file (if it exists, or fail if it was named
+    /// explicitly), then `ACME_*__*` environment variables from `env`.
+    pub fn load(
+        path: &Path,
+        path_required: bool,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        if path.exists() {
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
+            );
+        } else if path_required {
+            return Err(ConfigError::File {
+                path: path.to_path_buf(),
+                reason: "no such file".into(),
+            });
+        }
+        // Only ACME_ variables with a level separator are configuration: others (ACME_WORK,
+        // ...) belong to other tools and must not be rejected as unknown keys.
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("ACME_") && name.contains("__"))
+            .collect();
+        let mut environment = config::Environment::with_prefix("ACME")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .source(Some(env));
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        builder = builder.add_source(environment);
+        let layered = builder.build().map_err(|error| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        serde_path_to_error::deserialize(layered).map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError::invalid(&key, error.into_inner().to_string())
+        })
+    }
+
+    /// Parse a TOML text on top of the defaults (for tests and embedders).
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let layered = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|error| ConfigError::invalid(".", error.to_string()))?;
+        serde_path_to_error::deserialize(layered).map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError::invalid(&key, error.into_inner().to_string())
+        })
+    }
+
+    pub fn apply(&mut self, overrides: &Overrides) {
+        if let Some(port) = overrides.http_port {
+            let host = match self.http.listen.rsplit_once(':') {
+                Some((host, _)) => host.to_string(),
+                None => "0.0.0.0".to_string(),
+            };
+            self.http.listen = format!("{host}:{port}");
+        }
+        if let Some(cse_id) = &overrides.cse_id {
+            self.cse.cse_id = cse_id.clone();
+        }
+        if let Some(kind) = overrides.cse_type {
+            self.cse.kind = kind;
+        }
+        if let Some(path) = &overrides.db_path {
+            self.database.path = path.clone();
+        }
+        if overrides.in_memory {
+            self.database.in_memory = true;
+        }
+        if let Some(level) = &overrides.log_level {
+            self.logging.level = level.clone();
+        }
+    }
+
+    /// Check every rule and build the typed [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let Settings { cse, http, database, logging, resource } = self;
+
+        check_cse_id("cse.cse_id", &cse.cse_id)?;
+        let stem = cse.cse_id.trim_start_matches('/').to_string();
+        let resource_id = cse.resource_id.clone().unwrap_or_else(|| stem.clone());
+        check_name("cse.resource_id", &resource_id)?;
+        check_name("cse.resource_name", &cse.resource_name)?;
+        if cse.resource_name == stem {
+            return Err(ConfigError::invalid(
+                "cse.resource_name",
+                "must differ from the CSE-ID without its slash",
+            ));
+        }
+        let sp_id = normalize_sp_id("cse.sp_id", &cse.sp_id)?;
+        if cse.admin_originator.is_empty() || cse.admin_originator.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid("cse.admin_originator", "must be a non-empty ID"));
+        }
+        if cse.release_versions.is_empty() {
+            return Err(ConfigError::invalid("cse.release_versions", "must not be empty"));
+        }
+        for version in &cse.release_versions {
+            if !KNOWN_RELEASES.contains(&version.as_str()) {
+                return Err(ConfigError::invalid(
+                    "cse.release_versions",
+                    format!("unknown release version {version:?} (known: {KNOWN_RELEASES:?})"),
+                ));
+            }
+        }
+        if !cse.release_versions.contains(&cse.release_version) {
+            return Err(ConfigError::invalid(
+                "cse.release_version",
+                "must be one of cse.release_versions",
+            ));
+        }
+        positive("cse.max_expiration_delta", cse.max_expiration_delta)?;
+        positive("cse.expiration_check_interval", cse.expiration_check_interval)?;
+
+        let registration = &cse.registration;
+        positive("cse.registration.check_interval", registration.check_interval)?;
+        for pattern in &registration.allowed_csr_originators {
+            if !pattern.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    "cse.registration.allowed_csr_originators",
+                    format!(
+                        "{pattern:?} must be an SP-relative (/id-mn) or absolute (//sp/id-mn) CSE-ID pattern"
+                    ),
+                ));
+            }
+        }
+        for pattern in &registration.allowed_ae_originators {
+            if pattern.is_empty() {
+                return Err(ConfigError::invalid(
+                    "cse.registration.allowed_ae_originators",
+                    "entries must not be empty",
+                ));
+            }
+        }
+
+        let registrar = match &cse.registrar {
+            None => None,
+            Some(settings) => {
+                if cse.kind == CseKind::In {
+                    return Err(ConfigError::invalid(
+                        "cse.registrar",
+                        "an IN-CSE has no registrar in its own service provider (use [cse.sp.registrar.NAME])",
+                    ));
+                }
+                Some(registrar_config("cse.registrar", settings, &cse, &sp_id, false)?)
+            }
+        };
+        let mut sp_registrars = Vec::new();
+        for (name, settings) in &cse.sp.registrar {
+            let section = format!("cse.sp.registrar.{name}");
+            if cse.kind != CseKind::In {
+                return Err(ConfigError::invalid(
+                    &section,
+                    "only an IN-CSE may have registrars in other service providers",
+                ));
+            }
+            sp_registrars.push(registrar_config(&section, settings, &cse, &sp_id, true)?);
+        }
+
+        let listen: SocketAddr = http.listen.parse().map_err(|_| {
+            ConfigError::invalid("http.listen", format!("{:?} is not a socket address like 0.0.0.0:8080", http.listen))
+        })?;
+        if let Some(url) = &http.public_url {
+            check_url("http.public_url", url)?;
+        }
+        for url in &http.poa {
+            check_url("http.poa", url)?;
+        }
+        if http.max_body_size == 0 {
+            return Err(ConfigError::invalid("http.max_body_size", "must be greater than 0"));
+        }
+        positive("http.request_timeout", http.request_timeout)?;
+        positive("http.client_timeout", http.client_timeout)?;
+        if http.max_concurrent_requests == 0 {
+            return Err(ConfigError::invalid("http.max_concurrent_requests", "must be greater than 0"));
+        }
+
+        if !database.in_memory && database.path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("database.path", "must not be empty unless database.in_memory = true"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
+            return Err(ConfigError::invalid(
+                "logging.level",
+                format!("{:?} is not a log filter (e.g. \"info\", \"acme_cse=debug\")", logging.level),
+            ));
+        }
+
+        Ok(Config {
+            cse: CseConfig {
+                kind: cse.kind,
+                cse_id: cse.cse_id.clone(),
+                resource_id,
+                resource_name: cse.resource_name.clone(),
+                sp_id,
+                admin_originator: cse.admin_originator.clone(),
+                release_versions: cse.release_versions.clone(),
+                release_version: cse.release_version.clone(),
+                max_expiration_delta: cse.max_expiration_delta,
+                expiration_check_interval: cse.expiration_check_interval,
+            },
+            http: HttpConfig {
+                listen,
+                public_url: http.public_url.map(|url| url.trim_end_matches('/').to_string()),
+                poa: http.poa.iter().map(|url| url.trim_end_matches('/').to_string()).collect(),
+                max_body_size: http.max_body_size,
+                request_timeout: http.request_timeout,
+                client_timeout: http.client_timeout,
+                max_concurrent_requests: http.max_concurrent_requests,
+            },
+            database: DatabaseConfig {
+                path: (!database.in_memory).then_some(database.path),
+                durability: database.durability,
+            },
+            registration: RegistrationConfig {
+                check_interval: registration.check_interval,
+                check_liveliness: registration.check_liveliness,
+                unregister_when_stopping: registration.unregister_when_stopping,
+                allowed_csr_originators: registration.allowed_csr_originators.clone(),
+                allowed_ae_originators: registration.allowed_ae_originators.clone(),
+            },
+            registrar,
+            sp_registrars,
+            log_level: logging.level,
+            container: resource.cnt,
+        })
+    }
+}
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: [&str; 6] = [
+    "cse.release_versions",
+    "cse.registration.allowed_csr_originators",
+    "cse.registration.allowed_ae_originators",
+    "cse.registrar.address",
+    "cse.registrar.exclude_csr_attributes",
+    "http.poa",
+];
+
+const KNOWN_RELEASES: [&str; 6] = ["1", "2", "2a", "3", "4", "5"];
+
+fn registrar_config(
+    section: &str,
+    settings: &RegistrarSettings,
+    cse: &CseSettings,
+    own_sp: &str,
+    other_sp: bool,
+) -> Result<RegistrarConfig, ConfigError> {
+    let key = |name: &str| format!("{section}.{name}");
+    if settings.address.is_empty() {
+        return Err(ConfigError::invalid(&key("address"), "at least one registrar URL is required"));
+    }
+    let mut addresses = Vec::new();
+    for address in &settings.address {
+        check_url(&key("address"), address)?;
+        addresses.push(address.trim_end_matches('/').to_string());
+    }
+    if settings.cse_id.is_empty() {
+        return Err(ConfigError::invalid(&key("cse_id"), "the registrar's CSE-ID is required"));
+    }
+    check_cse_id(&key("cse_id"), &settings.cse_id)?;
+    if settings.resource_name.is_empty() {
+        return Err(ConfigError::invalid(&key("resource_name"), "the registrar's CSEBase name is required"));
+    }
+    check_name(&key("resource_name"), &settings.resource_name)?;
+    let sp_id = match &settings.sp_id {
+        Some(sp) => normalize_sp_id(&key("sp_id"), sp)?,
+        None if other_sp => {
+            return Err(ConfigError::invalid(&key("sp_id"), "the SP-ID of the other service provider is required"));
+        }
+        None => own_sp.to_string(),
+    };
+    if other_sp && sp_id == own_sp {
+        return Err(ConfigError::invalid(&key("sp_id"), "names this CSE's own service provider"));
+    }
+    if !other_sp && sp_id != own_sp {
+        return Err(ConfigError::invalid(
+            &key("sp_id"),
+            "a same-SP registrar must be in this CSE's service provider (use [cse.sp.registrar.NAME] on an IN-CSE)",
+        ));
+    }
+    if !other_sp && settings.cse_id == cse.cse_id {
+        return Err(ConfigError::invalid(&key("cse_id"), "is this CSE's own CSE-ID"));
+    }
+    match settings.serialization.as_deref() {
+        None | Some("json") => {}
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                &key("serialization"),
+                format!("{other:?} is not supported (supported: \"json\")"),
+            ));
+        }
+    }
+    for name in &settings.exclude_csr_attributes {
+        if matches!(name.as_str(), "rn" | "rr" | "poa") {
+            return Err(ConfigError::invalid(
+                &key("exclude_csr_attributes"),
+                format!("{name:?} cannot be excluded"),
+            ));
+        }
+    }
+    let root = settings.root.trim_end_matches('/');
+    let root = if root.is_empty() || root.starts_with('/') { root.to_string() } else { format!("/{root}") };
+    let originator = match &settings.originator {
+        Some(originator) if !originator.is_empty() => originator.clone(),
+        _ if other_sp => format!("//{own_sp}{}", cse.cse_id),
+        _ => cse.cse_id.clone(),
+    };
+    Ok(RegistrarConfig {
+        section: section.to_string(),
+        addresses,
+        root,
+        cse_id: settings.cse_id.clone(),
+        resource_name: settings.resource_name.clone(),
+        sp_id,
+        exclude_csr_attributes: settings.exclude_csr_attributes.clone(),
+        originator,
+    })
+}
+
+fn positive(key: &str, duration: Duration) -> Result<(), ConfigError> {
+    if duration.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+/// `/` followed by unreserved characters.
+fn check_cse_id(key: &str, cse_id: &str) -> Result<(), ConfigError> {
+    match cse_id.strip_prefix('/') {
+        Some(stem) if !stem.is_empty() && crate::address::is_unreserved(stem) => Ok(()),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!("{cse_id:?} is not a CSE-ID: '/' followed by letters, digits, '-', '.', '_' or '~'"),
+        )),
+    }
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || !crate::address::is_unreserved(name) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{name:?} must be letters, digits, '-', '.', '_' or '~'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Accept `acme.example.com` and `//acme.example.com`; keep the bare form.
+fn normalize_sp_id(key: &str, sp_id: &str) -> Result<String, ConfigError> {
+    let bare = sp_id.trim_start_matches('/');
+    if bare.is_empty() || !crate::address::is_unreserved(bare) {
+        return Err(ConfigError::invalid(key, format!("{sp_id:?} is not an SP-ID like acme.example.com")));
+    }
+    Ok(bare.to_string())
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Err(ConfigError::invalid(key, format!("{url:?} is not a URL")));
+    };
+    if parsed.scheme() != "http" || parsed.host().is_none() {
+        return Err(ConfigError::invalid(key, format!("{url:?} must be an http:// URL with a host")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_key(text: &str) -> String {
+        let error = Settings::from_toml(text)
+            .and_then(Settings::validate)
+            .expect_err("configuration should be rejected");
+        error.key().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn the_defaults_follow_onem2m_conventions() {
+        let config = Config::defaults();
+        assert_eq!(config.cse.kind, CseKind::In);
+        assert_eq!(config.cse.cse_id, "/id-in");
+        assert_eq!(config.cse.resource_id, "id-in");
+        assert_eq!(config.cse.resource_name, "cse-in");
+        assert_eq!(config.cse.sp_id, "acme.example.com");
+        assert_eq!(config.cse.admin_originator, "CAdmin");
+        assert_eq!(config.cse.release_versions, ["2a", "3", "4", "5"]);
+        assert_eq!(config.http.listen.port(), 8080);
+        assert!(config.registrar.is_none());
+    }
+
+    #[test]
+    fn the_shipped_acme_toml_is_valid() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/acme.toml"))
+            .expect("acme.toml at the repository root");
+        Settings::from_toml(&text).and_then(Settings::validate).expect("acme.toml is valid");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let error = Settings::from_toml("[cse]\ncse_idd = \"/x\"\n").expect_err("unknown key");
+        let text = error.to_string();
+        assert!(text.contains("cse_idd"), "{text}");
+        assert_eq!(error_key("[cse.registration]\nbogus = 1\n"), "cse.registration.bogus");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        assert_eq!(error_key("[cse]\ncse_id = \"id-in\"\n"), "cse.cse_id");
+        assert_eq!(error_key("[cse]\ntype = \"XYZ\"\n"), "cse.type");
+        assert_eq!(error_key("[http]\nlisten = \"localhost\"\n"), "http.listen");
+        assert_eq!(error_key("[cse.registration]\ncheck_interval = \"0s\"\n"), "cse.registration.check_interval");
+        assert_eq!(error_key("[cse.registration]\ncheck_interval = \"soon\"\n"), "cse.registration.check_interval");
+        assert_eq!(
+            error_key("[cse.registration]\nallowed_csr_originators = [\"id-mn\"]\n"),
+            "cse.registration.allowed_csr_originators"
+        );
+        assert_eq!(error_key("[cse]\nresource_name = \"id-in\"\n"), "cse.resource_name");
+        assert_eq!(error_key("[cse]\nrelease_versions = [\"9\"]\n"), "cse.release_versions");
+    }
+
+    #[test]
+    fn registrar_rules_are_enforced() {
+        // An IN has no same-SP registrar.
+        let text = "[cse.registrar]\naddress = [\"http://127.0.0.1:8080\"]\ncse_id = \"/id-x\"\nresource_name = \"cse-x\"\n";
+        assert_eq!(error_key(text), "cse.registrar");
+        // An MN has no SP registrars.
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.sp.registrar.peer]\naddress = [\"http://127.0.0.1:9\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nsp_id = \"other.com\"\n";
+        assert_eq!(error_key(text), "cse.sp.registrar.peer");
+        // Required fields.
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
+        assert_eq!(error_key(text), "cse.registrar.address");
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"http://127.0.0.1:8080\"]\nresource_name = \"cse-in\"\n";
+        assert_eq!(error_key(text), "cse.registrar.cse_id");
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"ftp://x\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
+        assert_eq!(error_key(text), "cse.registrar.address");
+    }
+
+    #[test]
+    fn a_valid_mn_configuration_is_accepted() {
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"http://127.0.0.1:8080/\", \"http://127.0.0.2:8080\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
+        let registrar = config.registrar.expect("registrar");
+        assert_eq!(registrar.addresses, ["http://127.0.0.1:8080", "http://127.0.0.2:8080"]);
+        assert_eq!(registrar.originator, "/id-mn");
+        assert_eq!(registrar.sp_id, "acme.example.com");
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_and_cli_flags_override_both() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("acme.toml");
+        std::fs::write(&path, "[cse]\ncse_id = \"/id-file\"\n[http]\nlisten = \"127.0.0.1:9000\"\n").expect("write");
+        let env = [
+            ("ACME_CSE__CSE_ID".to_string(), "/id-env".to_string()),
+            ("ACME_CSE__REGISTRATION__ALLOWED_CSR_ORIGINATORS".to_string(), "/id-mn,/id-asn*".to_string()),
+            ("ACME_WORK".to_string(), "/tmp/not-config".to_string()),
+        ];
+        let mut settings = Settings::load(&path, true, env).expect("load");
+        assert_eq!(settings.cse.cse_id, "/id-env");
+        assert_eq!(settings.cse.registration.allowed_csr_originators, ["/id-mn", "/id-asn*"]);
+        settings.apply(&Overrides { http_port: Some(9100), cse_id: Some("/id-cli".into()), ..Overrides::default() });
+        let config = settings.validate().expect("valid");
+        assert_eq!(config.cse.cse_id, "/id-cli");
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:9100");
+
+        let env = [("ACME_HTTP__LISTEN_PORT".to_string(), "1".to_string())];
+        let error = Settings::load(&path, true, env).expect_err("unknown env key");
+        assert!(error.to_string().contains("listen_port"), "{error}");
+    }
+
+    #[test]
+    fn a_named_but_missing_file_is_an_error() {
+        let error = Settings::load(Path::new("/nonexistent/acme.toml"), true, []).expect_err("missing");
+        assert!(matches!(error, ConfigError::File { .. }));
+    }
+}

@@ -1,0 +1,944 @@
+//! The dispatcher: applies oneM2M requests to the resource tree.
+//!
+//! [`Cse`] is the handle every caller shares (the HTTP binding, the background workers,
+//! embedders): cloning it is cheap. `Cse::handle` checks a request, resolves its target,
+//! and runs the operation in one storage transaction, so that every change (a CIN and its
+//! container's counters, an eviction, a name check and an insert) is atomic. Changes that
+//! others must hear about are emitted as events after the commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use tracing::{debug, error, instrument};
+
+use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
+use crate::config::{Config, CseKind};
+use crate::error::{Error, Result, Rsc};
+use crate::event::{Event, EventBus};
+use crate::request::{IdForm, Operation, Request, Response};
+use crate::resource::{
+    self, Resource, ResourceType, content_size, known_unsupported_type, normalize_timestamp,
+    parse_timestamp, random_id, timestamp,
+};
+use crate::storage::{ReadTx, Storage, WriteTx};
+
+/// Length of the random part of generated IDs.
+const ID_LENGTH: usize = 10;
+
+/// Media types this CSE can read and write.
+pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/vnd.onem2m-res+json"];
+
+/// The CSE: configuration, identity, storage and events, shared by every caller.
+#[derive(Clone)]
+pub struct Cse {
+    pub config: Arc<Config>,
+    pub identity: Arc<Identity>,
+    pub storage: Storage,
+    pub events: EventBus,
+}
+
+impl Cse {
+    pub fn new(config: Arc<Config>, storage: Storage, events: EventBus) -> Cse {
+        let identity = Arc::new(Identity {
+            cse_id: config.cse.cse_id.clone(),
+            sp_id: config.cse.sp_id.clone(),
+            resource_id: config.cse.resource_id.clone(),
+            resource_name: config.cse.resource_name.clone(),
+        });
+        Cse { config, identity, storage, events }
+    }
+
+    /// Handle one request; every failure becomes an error response.
+    #[instrument(name = "request", skip_all, fields(op = request.op.name(), to = %request.to, fr = ?request.originator, rqi = %request.rqi))]
+    pub async fn handle(&self, request: Request) -> Response {
+        match self.dispatch(&request).await {
+            Ok(response) => {
+                debug!(rsc = response.rsc.code(), "done");
+                response
+            }
+            Err(failure) => {
+                if failure.rsc == Rsc::InternalServerError {
+                    error!(error = %failure, "request failed");
+                } else {
+                    debug!(rsc = failure.rsc.code(), dbg = %failure.dbg, "rejected");
+                }
+                Response::error(&request, &failure)
+            }
+        }
+    }
+
+    async fn dispatch(&self, request: &Request) -> Result<Response> {
+        self.check_request(request)?;
+        let local = match self.identity.resolve(&request.to)? {
+            Target::Local(local) => local,
+            Target::Remote(remote) => return self.forward(request, &remote).await,
+        };
+        let originator = request.originator.as_deref().map(|o| self.identity.simplify_originator(o));
+        match request.op {
+            Operation::Create => self.create(request, originator, local).await,
+            Operation::Retrieve => self.retrieve(request, local).await,
+            Operation::Update => self.update(request, originator, local).await,
+            Operation::Delete => self.delete(request, local).await,
+            Operation::Notify => Err(Error::not_implemented(
+                "this CSE does not host notification targets (no subscriptions)",
+            )),
+        }
+    }
+
+    /// Request-level checks that do not depend on the target.
+    fn check_request(&self, request: &Request) -> Result<()> {
+        if !self.config.cse.release_versions.contains(&request.rvi) {
+            return Err(Error::new(
+                Rsc::ReleaseVersionNotSupported,
+                format!(
+                    "release version {:?} is not supported (supported: {})",
+                    request.rvi,
+                    self.config.cse.release_versions.join(", ")
+                ),
+            ));
+        }
+        let is_ae_create = request.op == Operation::Create && request.ty == Some(2);
+        if request.originator.is_none() && !is_ae_create {
+            return Err(Error::bad_request("missing originator (X-M2M-Origin)"));
+        }
+        if let Some(rqet) = &request.rqet {
+            if rqet.as_str() < resource::now().as_str() {
+                return Err(Error::new(Rsc::RequestTimeout, "request expiration time has passed"));
+            }
+        }
+        if let Some(rcn) = request.rcn {
+            let allowed: &[u8] = match (request.op, request.filter.is_discovery()) {
+                (Operation::Create, _) => &[0, 1, 2, 3, 9],
+                (Operation::Retrieve, true) => &[6, 11],
+                (Operation::Retrieve, false) => &[1, 4, 5, 6, 7, 8],
+                (Operation::Update, _) => &[0, 1, 9],
+                (Operation::Delete, _) => &[0, 1],
+                (Operation::Notify, _) => &[0],
+            };
+            if !allowed.contains(&rcn) {
+                return Err(Error::bad_request(format!(
+                    "rcn {rcn} is not allowed for {} (allowed: {allowed:?})",
+                    request.op.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A target on another CSE. Forwarding is not available yet: answer 5103 with the
+    /// CSE that has no route.
+    async fn forward(&self, _request: &Request, remote: &RemoteTarget) -> Result<Response> {
+        let cse = match &remote.sp_id {
+            Some(sp) => format!("//{sp}{}", remote.cse_id),
+            None => remote.cse_id.clone(),
+        };
+        Err(Error::not_reachable(format!("no route to CSE {cse}")))
+    }
+
+    // -------------------------------------------------------------------------------------
+    // CREATE
+    // -------------------------------------------------------------------------------------
+
+    async fn create(&self, request: &Request, originator: Option<String>, target: LocalTarget) -> Result<Response> {
+        if target.virtual_child.is_some() {
+            return Err(Error::not_allowed("resources cannot be created under la or ol"));
+        }
+        let code = request.ty.ok_or_else(|| Error::bad_request("CREATE needs a resource type (ty)"))?;
+        let ty = match ResourceType::from_code(code) {
+            Some(ResourceType::CseBase) => return Err(Error::not_allowed("a CSEBase cannot be created")),
+            Some(ty) => ty,
+            None => match known_unsupported_type(code) {
+                Some(name) => {
+                    return Err(Error::not_implemented(format!("resource type {code} ({name}) is not supported")));
+                }
+                None => return Err(Error::bad_request(format!("unknown resource type {code}"))),
+            },
+        };
+        let attributes = unwrap_content(request.content.as_ref(), ty, Rsc::BadRequest)?;
+        let originator = match ty {
+            ResourceType::Ae => self.ae_originator(originator.as_deref())?,
+            ResourceType::Csr => self.csr_originator(originator.as_deref())?,
+            _ => originator.unwrap_or_default(),
+        };
+        let plan = CreatePlan {
+            ty,
+            target: target.id,
+            attributes,
+            originator,
+            rvi: request.rvi.clone(),
+            config: self.config.clone(),
+            identity: self.identity.clone(),
+        };
+        let resource = self.storage.write(move |tx| plan.apply(tx)).await?;
+        if ty == ResourceType::Csr {
+            self.events.emit(Event::RemoteCseRegistered { csr: Arc::new(resource.clone()) });
+        }
+        let request_attributes = match request.content.as_ref().and_then(|c| c.get(ty.wrapper())) {
+            Some(Value::Object(map)) => map.clone(),
+            _ => Map::new(),
+        };
+        let address = self.address_of(&resource, request.drt);
+        let content = match request.rcn.unwrap_or(1) {
+            0 => None,
+            2 => Some(json!({ "m2m:uri": address })),
+            3 => Some(json!({ "m2m:rce": { "uri": address, ty.wrapper(): resource.attributes } })),
+            9 => Some(modified_attributes(&resource, &request_attributes)),
+            _ => Some(resource.to_json()),
+        };
+        let mut response = Response::new(request, Rsc::Created, content);
+        response.content_location = Some(address);
+        Ok(response)
+    }
+
+    /// AE registration rules: who may register, and the AE-ID they get.
+    fn ae_originator(&self, originator: Option<&str>) -> Result<String> {
+        let originator = originator.unwrap_or("C");
+        let allowed = originator == self.config.cse.admin_originator
+            || matches_any(&self.config.registration.allowed_ae_originators, originator);
+        if !allowed {
+            return Err(Error::new(
+                Rsc::SecurityAssociationRequired,
+                format!("originator {originator} is not allowed to register an AE"),
+            ));
+        }
+        Ok(match originator {
+            "C" => format!("C{}", random_id(ID_LENGTH)),
+            "S" => format!("S{}", random_id(ID_LENGTH)),
+            other => other.to_string(),
+        })
+    }
+
+    /// CSR registration rules (who may register a CSE here).
+    fn csr_originator(&self, originator: Option<&str>) -> Result<String> {
+        let originator = originator.unwrap_or_default();
+        let admin = originator == self.config.cse.admin_originator;
+        let allowed = admin
+            || originator == self.identity.cse_id
+            || matches_any(&self.config.registration.allowed_csr_originators, originator);
+        if !allowed {
+            return Err(Error::no_privilege(format!(
+                "originator {originator} is not allowed to register a CSE (cse.registration.allowed_csr_originators)"
+            )));
+        }
+        if self.config.cse.kind == CseKind::Asn {
+            return Err(Error::not_allowed("an ASN-CSE does not accept CSE registrations"));
+        }
+        if !admin && !is_cse_id(originator) {
+            return Err(Error::not_allowed(format!(
+                "originator {originator} is not a CSE-ID (/csi or //sp/csi); AEs cannot register as CSEs"
+            )));
+        }
+        Ok(if originator.starts_with('/') { originator.to_string() } else { format!("/{originator}") })
+    }
+
+    // -------------------------------------------------------------------------------------
+    // RETRIEVE
+    // -------------------------------------------------------------------------------------
+
+    async fn retrieve(&self, request: &Request, target: LocalTarget) -> Result<Response> {
+        if request.filter.is_discovery() {
+            return self.discover(request, target).await;
+        }
+        let rcn = request.rcn.unwrap_or(1);
+        let lvl = request.filter.lvl;
+        let result = self
+            .storage
+            .write(move |tx| {
+                let mut resource = match target.virtual_child {
+                    Some(which) => edge_instance(tx, &target.id, which)?,
+                    None => locate(tx, &target.id)?,
+                };
+                check_instance_readable(tx, &resource)?;
+                consume_delete_count(tx, &mut resource)?;
+                let children = match rcn {
+                    4 | 8 => Some(descendants_by_parent(tx, &resource)?),
+                    5 | 6 => Some(visible_children(tx, &resource)?),
+                    _ => None,
+                };
+                Ok((resource, children))
+            })
+            .await?;
+        let (mut resource, children) = result;
+        if resource.ty == ResourceType::CseBase {
+            resource.set("ctm", resource::now());
+        }
+        let content = match (rcn, children) {
+            (4, Some(Children::Tree(tree))) => with_children(&resource, &tree, true, lvl),
+            (8, Some(Children::Tree(tree))) => with_children(&resource, &tree, false, lvl),
+            (5, Some(Children::Direct(children))) => {
+                let mut json = resource.to_json();
+                if let Some(Value::Object(attributes)) = json.get_mut(resource.ty.wrapper()) {
+                    attributes.insert("ch".into(), Value::Array(child_references(&children)));
+                }
+                json
+            }
+            (6, Some(Children::Direct(children))) => json!({ "m2m:rrl": { "rrf": child_references(&children) } }),
+            _ => resource.to_json(),
+        };
+        Ok(Response::new(request, Rsc::Ok, Some(content)))
+    }
+
+    async fn discover(&self, request: &Request, target: LocalTarget) -> Result<Response> {
+        if target.virtual_child.is_some() {
+            return Err(Error::bad_request("discovery cannot start at la or ol"));
+        }
+        let filter = request.filter.clone();
+        let found = self
+            .storage
+            .read(move |tx| {
+                let root = locate(tx, &target.id)?;
+                let depth = root.path.matches('/').count();
+                let mut found = Vec::new();
+                for resource in tx.subtree(&root.path)? {
+                    if resource.path == root.path {
+                        continue;
+                    }
+                    let level = resource.path.matches('/').count() - depth;
+                    if filter.lvl.is_some_and(|lvl| level > lvl) {
+                        continue;
+                    }
+                    if !filter.ty.is_empty() && !filter.ty.contains(&u64::from(resource.ty.code())) {
+                        continue;
+                    }
+                    if !filter.lbl.is_empty() {
+                        let labels = resource.str_list("lbl");
+                        if !filter.lbl.iter().any(|label| labels.contains(label)) {
+                            continue;
+                        }
+                    }
+                    if filter.rn.as_ref().is_some_and(|rn| rn != resource.rn()) {
+                        continue;
+                    }
+                    found.push(resource);
+                }
+                Ok(found)
+            })
+            .await?;
+        let found = found.into_iter().skip(request.filter.ofst.unwrap_or(0));
+        let found: Vec<Resource> = match request.filter.lim {
+            Some(lim) => found.take(lim).collect(),
+            None => found.collect(),
+        };
+        let content = match request.rcn.unwrap_or(11) {
+            6 => json!({ "m2m:rrl": { "rrf": child_references(&found) } }),
+            _ => {
+                let uris: Vec<Value> = found
+                    .iter()
+                    .map(|resource| Value::String(self.scoped(request, self.address_of(resource, request.drt))))
+                    .collect();
+                json!({ "m2m:uril": uris })
+            }
+        };
+        Ok(Response::new(request, Rsc::Ok, Some(content)))
+    }
+
+    // -------------------------------------------------------------------------------------
+    // UPDATE
+    // -------------------------------------------------------------------------------------
+
+    async fn update(&self, request: &Request, _originator: Option<String>, target: LocalTarget) -> Result<Response> {
+        if target.virtual_child.is_some() {
+            return Err(Error::not_allowed("la and ol cannot be updated"));
+        }
+        let content = request.content.clone();
+        let max_et = self.config.cse.max_expiration_delta;
+        let identity = self.identity.clone();
+        let (resource, changes) = self
+            .storage
+            .write(move |tx| {
+                let mut resource = locate(tx, &target.id)?;
+                match resource.ty {
+                    ResourceType::CseBase => return Err(Error::not_allowed("the CSEBase cannot be updated")),
+                    ResourceType::Cin => return Err(Error::not_allowed("a contentInstance cannot be updated")),
+                    _ => {}
+                }
+                let changes = unwrap_content(content.as_ref(), resource.ty, Rsc::ContentsUnacceptable)?;
+                resource::validate_update(resource.ty, &changes)?;
+                apply_update(tx, &identity, &mut resource, &changes, max_et)?;
+                Ok((resource, changes))
+            })
+            .await?;
+        if resource.ty == ResourceType::Csr {
+            self.events.emit(Event::CsrUpdated { csr: Arc::new(resource.clone()), changes: Arc::new(changes.clone()) });
+        }
+        let content = match request.rcn.unwrap_or(1) {
+            0 => None,
+            9 => {
+                let mut modified = Map::new();
+                for name in changes.keys().map(String::as_str).chain(["lt"]) {
+                    modified.insert(name.to_string(), resource.attributes.get(name).cloned().unwrap_or(Value::Null));
+                }
+                Some(json!({ resource.ty.wrapper(): modified }))
+            }
+            _ => Some(resource.to_json()),
+        };
+        Ok(Response::new(request, Rsc::Updated, content))
+    }
+
+    // -------------------------------------------------------------------------------------
+    // DELETE
+    // -------------------------------------------------------------------------------------
+
+    async fn delete(&self, request: &Request, target: LocalTarget) -> Result<Response> {
+        let virtual_child = target.virtual_child;
+        let resource = self
+            .storage
+            .write(move |tx| {
+                let resource = match target.virtual_child {
+                    Some(which) => edge_instance(tx, &target.id, which)?,
+                    None => locate(tx, &target.id)?,
+                };
+                if resource.ty == ResourceType::CseBase {
+                    return Err(Error::not_allowed("the CSEBase cannot be deleted"));
+                }
+                check_instance_readable(tx, &resource)?;
+                delete_resource(tx, &resource)?;
+                Ok(resource)
+            })
+            .await?;
+        if resource.ty == ResourceType::Csr {
+            self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource.clone()) });
+        }
+        let content = match (virtual_child, request.rcn.unwrap_or(0)) {
+            (Some(_), _) | (None, 1) => Some(resource.to_json()),
+            _ => None,
+        };
+        Ok(Response::new(request, Rsc::Deleted, content))
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Housekeeping and helpers for other components
+    // -------------------------------------------------------------------------------------
+
+    /// Delete every resource whose `et` has passed, with the same bookkeeping as a DELETE.
+    /// Returns how many were removed.
+    pub async fn remove_expired(&self) -> Result<usize> {
+        let mut removed = 0;
+        loop {
+            let now = resource::now();
+            let batch = self
+                .storage
+                .write(move |tx| {
+                    let expired = tx.expired(&now, 100)?;
+                    let mut deleted = Vec::new();
+                    for resource in expired {
+                        // An earlier deletion in this batch may have removed it with its parent.
+                        if tx.get(resource.ri())?.is_none() {
+                            continue;
+                        }
+                        delete_resource(tx, &resource)?;
+                        deleted.push(resource);
+                    }
+                    Ok(deleted)
+                })
+                .await?;
+            let count = batch.len();
+            for resource in batch {
+                debug!(ri = resource.ri(), "expired");
+                if resource.ty == ResourceType::Csr {
+                    self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource) });
+                }
+            }
+            removed += count;
+            if count < 100 {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// The address of a resource in the requested form: structured path, or `ri`.
+    fn address_of(&self, resource: &Resource, form: IdForm) -> String {
+        match form {
+            IdForm::Structured => resource.path.clone(),
+            IdForm::Unstructured => format!("{}/{}", self.identity.cse_id, resource.ri()),
+        }
+    }
+
+    /// Express a CSE-relative ID in the scope the originator used (SP-relative or absolute).
+    fn scoped(&self, request: &Request, id: String) -> String {
+        if id.starts_with('/') {
+            return id;
+        }
+        match request.originator.as_deref() {
+            Some(o) if o.starts_with("//") => format!("//{}{}/{id}", self.identity.sp_id, self.identity.cse_id),
+            Some(o) if o.starts_with('/') => format!("{}/{id}", self.identity.cse_id),
+            _ => id,
+        }
+    }
+}
+
+/// An SP-relative (`/id-mn`) or absolute (`//sp/id-mn`) CSE-ID: one CSE element.
+fn is_cse_id(originator: &str) -> bool {
+    let elements: Vec<&str> = if let Some(rest) = originator.strip_prefix("//") {
+        rest.split('/').skip(1).collect()
+    } else if let Some(rest) = originator.strip_prefix('/') {
+        rest.split('/').collect()
+    } else {
+        return false;
+    };
+    matches!(elements.as_slice(), [csi] if !csi.is_empty() && crate::address::is_unreserved(csi))
+}
+
+/// The attribute map inside `{"m2m:xxx": {...}}`, checked against the expected type.
+fn unwrap_content(content: Option<&Value>, ty: ResourceType, wrong_type: Rsc) -> Result<Map<String, Value>> {
+    let Some(content) = content else {
+        return Err(Error::bad_request("missing content"));
+    };
+    let Value::Object(wrapper) = content else {
+        return Err(Error::bad_request("content must be a JSON object like {\"m2m:cnt\": {...}}"));
+    };
+    let mut entries = wrapper.iter();
+    let (Some((key, value)), None) = (entries.next(), entries.next()) else {
+        return Err(Error::bad_request("content must have exactly one member like \"m2m:cnt\""));
+    };
+    if key != ty.wrapper() {
+        return Err(Error::new(
+            wrong_type,
+            format!("content {key} does not match the resource type (expected {})", ty.wrapper()),
+        ));
+    }
+    match value {
+        Value::Object(attributes) => Ok(attributes.clone()),
+        _ => Err(Error::bad_request(format!("{key} must be a JSON object"))),
+    }
+}
+
+/// Attributes of the new resource that the request did not carry as they are now.
+fn modified_attributes(resource: &Resource, requested: &Map<String, Value>) -> Value {
+    let modified: Map<String, Value> = resource
+        .attributes
+        .iter()
+        .filter(|(name, value)| requested.get(*name) != Some(value))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    json!({ resource.ty.wrapper(): modified })
+}
+
+/// Find the target resource; 4004 when it does not exist.
+fn locate(tx: &dyn ReadTx, id: &LocalId) -> Result<Resource> {
+    let found = match id {
+        LocalId::Structured(path) => tx.get_by_path(path)?,
+        LocalId::Unstructured(ri) => tx.get(ri)?,
+    };
+    found.ok_or_else(|| {
+        let id = match id {
+            LocalId::Structured(path) | LocalId::Unstructured(path) => path,
+        };
+        Error::not_found(format!("resource {id} does not exist"))
+    })
+}
+
+/// The newest or oldest CIN of the container `id`.
+fn edge_instance(tx: &dyn ReadTx, id: &LocalId, which: VirtualChild) -> Result<Resource> {
+    let container = locate(tx, id)?;
+    if container.ty != ResourceType::Cnt {
+        return Err(Error::not_found(format!("{} is not a container: it has no la/ol", container.path)));
+    }
+    let newest = which == VirtualChild::Latest;
+    tx.edge_child(container.ri(), ResourceType::Cin, newest)?
+        .ok_or_else(|| Error::not_found(format!("container {} has no content instances", container.path)))
+}
+
+/// CINs of a container with `disr` = true cannot be read or deleted.
+fn check_instance_readable(tx: &dyn ReadTx, resource: &Resource) -> Result<()> {
+    if resource.ty != ResourceType::Cin {
+        return Ok(());
+    }
+    let parent = tx.get(resource.pi())?;
+    if parent.is_some_and(|parent| parent.bool("disr") == Some(true)) {
+        return Err(Error::not_allowed("retrieval of instances is disabled for this container (disr)"));
+    }
+    Ok(())
+}
+
+/// A RETRIEVE of a CIN with `dcnt` shows the count and decrements it; at the last one the
+/// CIN is deleted.
+fn consume_delete_count(tx: &mut dyn WriteTx, resource: &mut Resource) -> Result<()> {
+    if resource.ty != ResourceType::Cin {
+        return Ok(());
+    }
+    let Some(count) = resource.u64("dcnt") else {
+        return Ok(());
+    };
+    if count <= 1 {
+        return delete_resource(tx, resource);
+    }
+    let mut stored = resource.clone();
+    stored.set("dcnt", count - 1);
+    tx.update(&stored)
+}
+
+enum Children {
+    Direct(Vec<Resource>),
+    Tree(HashMap<String, Vec<Resource>>),
+}
+
+/// Direct children, minus the CINs of a container whose retrieval is disabled.
+fn visible_children(tx: &dyn ReadTx, resource: &Resource) -> Result<Children> {
+    let mut children = tx.children(resource.ri(), None)?;
+    if resource.bool("disr") == Some(true) {
+        children.retain(|child| child.ty != ResourceType::Cin);
+    }
+    Ok(Children::Direct(children))
+}
+
+/// All descendants grouped by parent `ri`, siblings in creation order.
+fn descendants_by_parent(tx: &dyn ReadTx, resource: &Resource) -> Result<Children> {
+    let mut tree: HashMap<String, Vec<Resource>> = HashMap::new();
+    for descendant in tx.subtree(&resource.path)? {
+        if descendant.path != resource.path {
+            tree.entry(descendant.pi().to_string()).or_default().push(descendant);
+        }
+    }
+    for siblings in tree.values_mut() {
+        siblings.sort_by(|a, b| (a.ct(), a.ri()).cmp(&(b.ct(), b.ri())));
+    }
+    Ok(Children::Tree(tree))
+}
+
+/// `{"m2m:xx": {attributes?, "m2m:child": [...]}}`, recursively, down to `lvl` levels.
+fn with_children(resource: &Resource, tree: &HashMap<String, Vec<Resource>>, attributes: bool, lvl: Option<usize>) -> Value {
+    fn nest(resource: &Resource, tree: &HashMap<String, Vec<Resource>>, attributes: bool, remaining: Option<usize>) -> Map<String, Value> {
+        let mut map = if attributes { resource.attributes.clone() } else { Map::new() };
+        if remaining == Some(0) {
+            return map;
+        }
+        let hidden = resource.bool("disr") == Some(true);
+        for child in tree.get(resource.ri()).into_iter().flatten() {
+            if hidden && child.ty == ResourceType::Cin {
+                continue;
+            }
+            let nested = nest(child, tree, true, remaining.map(|n| n - 1));
+            let list = map.entry(child.ty.wrapper().to_string()).or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(list) = list {
+                list.push(Value::Object(nested));
+            }
+        }
+        map
+    }
+    json!({ resource.ty.wrapper(): nest(resource, tree, attributes, lvl) })
+}
+
+/// `[{"nm": rn, "typ": ty, "val": path}]`
+fn child_references(children: &[Resource]) -> Vec<Value> {
+    children
+        .iter()
+        .map(|child| json!({ "nm": child.rn(), "typ": child.ty.code(), "val": child.path }))
+        .collect()
+}
+
+/// Delete a resource and its subtree, keeping the parent container's counters right.
+fn delete_resource(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> {
+    if resource.ty == ResourceType::Cin {
+        if let Some(mut container) = tx.get(resource.pi())? {
+            let size = resource.u64("cs").unwrap_or(0);
+            container.set("cni", container.u64("cni").unwrap_or(0).saturating_sub(1));
+            container.set("cbs", container.u64("cbs").unwrap_or(0).saturating_sub(size));
+            tx.update(&container)?;
+        }
+    }
+    tx.delete_subtree(resource)?;
+    Ok(())
+}
+
+/// Delete the oldest CINs of `container` until it is within its `mni` and `mbs`.
+fn enforce_container_limits(tx: &mut dyn WriteTx, container: &mut Resource) -> Result<()> {
+    let mni = container.u64("mni");
+    let mbs = container.u64("mbs");
+    loop {
+        let cni = container.u64("cni").unwrap_or(0);
+        let cbs = container.u64("cbs").unwrap_or(0);
+        let over = mni.is_some_and(|mni| cni > mni) || mbs.is_some_and(|mbs| cbs > mbs);
+        if !over {
+            return Ok(());
+        }
+        let Some(oldest) = tx.edge_child(container.ri(), ResourceType::Cin, false)? else {
+            return Ok(());
+        };
+        let size = oldest.u64("cs").unwrap_or(0);
+        tx.delete_subtree(&oldest)?;
+        container.set("cni", cni.saturating_sub(1));
+        container.set("cbs", cbs.saturating_sub(size));
+    }
+}
+
+/// The `et` of a new or updated resource: the requested one, clipped to the parent's (for a
+/// non-CSEBase parent) and to the maximum; the default is the parent's or the maximum.
+fn expiration(requested: Option<&Value>, parent: Option<&Resource>, max_delta: Duration) -> Result<String> {
+    let now = Utc::now();
+    let max = now + chrono::Duration::from_std(max_delta).unwrap_or(chrono::Duration::MAX);
+    let parent_et = parent
+        .filter(|parent| parent.ty != ResourceType::CseBase)
+        .and_then(|parent| parent.et())
+        .and_then(parse_timestamp);
+    let limit = parent_et.map_or(max, |parent_et| parent_et.min(max));
+    let Some(requested) = requested.and_then(Value::as_str) else {
+        return Ok(timestamp(limit));
+    };
+    let requested = parse_timestamp(requested)
+        .ok_or_else(|| Error::bad_request(format!("et {requested:?} is not a timestamp")))?;
+    if requested < now {
+        return Err(Error::bad_request("et is in the past"));
+    }
+    Ok(timestamp(requested.min(limit)))
+}
+
+/// Resolve `acpi` entries to the `ri`s of existing ACPs.
+fn resolve_acpi(tx: &dyn ReadTx, identity: &Identity, value: &Value) -> Result<Value> {
+    let mut resolved = Vec::new();
+    for entry in value.as_array().into_iter().flatten().filter_map(Value::as_str) {
+        let acp = match identity.resolve(entry) {
+            Ok(Target::Local(target)) if target.virtual_child.is_none() => match locate(tx, &target.id) {
+                Ok(resource) => Some(resource),
+                Err(error) if error.rsc == Rsc::NotFound => None,
+                Err(error) => return Err(error),
+            },
+            _ => None,
+        };
+        match acp {
+            Some(acp) if acp.ty == ResourceType::Acp => resolved.push(Value::String(acp.ri().to_string())),
+            _ => return Err(Error::bad_request(format!("acpi entry {entry} is not an existing accessControlPolicy"))),
+        }
+    }
+    Ok(Value::Array(resolved))
+}
+
+/// Apply an UPDATE's attributes to `resource` and store it (with the type's side effects).
+fn apply_update(
+    tx: &mut dyn WriteTx,
+    identity: &Identity,
+    resource: &mut Resource,
+    changes: &Map<String, Value>,
+    max_et: Duration,
+) -> Result<()> {
+    if changes.contains_key("acpi") && changes.len() > 1 {
+        return Err(Error::bad_request("acpi must be the only attribute of an update"));
+    }
+    let parent = tx.get(resource.pi())?;
+    for (name, value) in changes {
+        if value.is_null() {
+            if name == "et" {
+                resource.set("et", expiration(None, parent.as_ref(), max_et)?);
+            } else {
+                resource.attributes.remove(name);
+            }
+            continue;
+        }
+        let value = match name.as_str() {
+            "et" => Value::String(expiration(Some(value), parent.as_ref(), max_et)?),
+            _ => value.clone(),
+        };
+        resource.attributes.insert(name.clone(), value);
+    }
+    if let Some(acpi) = changes.get("acpi").filter(|value| !value.is_null()) {
+        let resolved = resolve_acpi(&*tx, identity, acpi)?;
+        resource.set("acpi", resolved);
+    }
+    resource.set("lt", resource::now());
+    if resource.ty == ResourceType::Cnt {
+        resource.set("st", resource.u64("st").unwrap_or(0) + 1);
+        if changes.get("disr") == Some(&Value::Bool(false)) {
+            for instance in tx.children(resource.ri(), Some(ResourceType::Cin))? {
+                tx.delete_subtree(&instance)?;
+            }
+            resource.set("cni", 0);
+            resource.set("cbs", 0);
+        }
+        enforce_container_limits(tx, resource)?;
+    }
+    tx.update(resource)
+}
+
+/// Everything a CREATE needs, moved onto the storage thread.
+struct CreatePlan {
+    ty: ResourceType,
+    target: LocalId,
+    attributes: Map<String, Value>,
+    /// The (simplified) originator; for an AE its AE-ID, for a CSR its CSE-ID.
+    originator: String,
+    rvi: String,
+    config: Arc<Config>,
+    identity: Arc<Identity>,
+}
+
+impl CreatePlan {
+    fn apply(self, tx: &mut dyn WriteTx) -> Result<Resource> {
+        let CreatePlan { ty, target, mut attributes, originator, rvi, config, identity } = self;
+        let parent = locate(&*tx, &target)?;
+        if !ty.allowed_under(parent.ty) {
+            return Err(Error::new(
+                Rsc::InvalidChildResourceType,
+                format!("a {} cannot be created under a {}", ty.wrapper(), parent.ty.wrapper()),
+            ));
+        }
+        // Identity of the new resource.
+        let (ri, rn) = match ty {
+            ResourceType::Ae => {
+                if tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae) {
+                    return Err(Error::new(
+                        Rsc::OriginatorHasAlreadyRegistered,
+                        format!("an AE with AE-ID {originator} is already registered"),
+                    ));
+                }
+                let ri = last_element(&originator).to_string();
+                let rn = attributes.get("rn").and_then(Value::as_str).map(str::to_string);
+                (ri, rn.unwrap_or_else(|| format!("ae_{}", random_id(ID_LENGTH))))
+            }
+            ResourceType::Csr => {
+                if originator != format!("/{}", config.cse.admin_originator)
+                    && tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae)
+                {
+                    return Err(Error::not_allowed(format!("originator {originator} has registered an AE")));
+                }
+                let ri = csi_to_name(&originator);
+                let rn = match attributes.get("csi").and_then(Value::as_str) {
+                    Some(_) => ri.clone(),
+                    None => attributes
+                        .get("rn")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| format!("csr_{}", random_id(ID_LENGTH)), str::to_string),
+                };
+                attributes.insert("csi".into(), Value::String(originator.clone()));
+                (ri, rn)
+            }
+            _ => {
+                let ri = loop {
+                    let candidate = format!("{}{}", ty.short_name(), random_id(ID_LENGTH));
+                    if tx.get(&candidate)?.is_none() {
+                        break candidate;
+                    }
+                };
+                let rn = attributes.get("rn").and_then(Value::as_str).map(str::to_string);
+                (ri, rn.unwrap_or_else(|| format!("{}_{}", ty.short_name(), random_id(ID_LENGTH))))
+            }
+        };
+        attributes.insert("rn".into(), Value::String(rn.clone()));
+        resource::validate_create(ty, &attributes)?;
+
+        // Type-specific rules on the content.
+        match ty {
+            ResourceType::Ae => check_ae(&attributes, &rvi)?,
+            ResourceType::Csr => {
+                let cb = attributes.get("cb").and_then(Value::as_str).unwrap_or_default();
+                if !cb.starts_with('/') {
+                    return Err(Error::bad_request(format!("cb {cb:?} must be the CSEBase address /<csi>/<name>")));
+                }
+            }
+            _ => {}
+        }
+
+        let path = format!("{}/{}", parent.path, rn);
+        if tx.get(&ri)?.is_some() {
+            return Err(Error::conflict(format!("a resource with ri {ri} already exists")));
+        }
+        if tx.get_by_path(&path)?.is_some() {
+            return Err(Error::conflict(format!("a resource named {rn} already exists under {}", parent.path)));
+        }
+        if let Some(acpi) = attributes.get("acpi") {
+            let resolved = resolve_acpi(&*tx, &identity, acpi)?;
+            attributes.insert("acpi".into(), resolved);
+        }
+        if attributes.contains_key("cr") {
+            attributes.insert("cr".into(), Value::String(originator.clone()));
+        }
+        let now = resource::now();
+        let mut et = expiration(attributes.get("et"), Some(&parent), config.cse.max_expiration_delta)?;
+        attributes.insert("ri".into(), Value::String(ri));
+        attributes.insert("pi".into(), Value::String(parent.ri().to_string()));
+        attributes.insert("ty".into(), json!(ty.code()));
+        attributes.insert("ct".into(), Value::String(now.clone()));
+        attributes.insert("lt".into(), Value::String(now));
+        if ty == ResourceType::Ae {
+            attributes.insert("aei".into(), Value::String(originator.clone()));
+        }
+
+        let mut container_update = None;
+        match ty {
+            ResourceType::Cnt => {
+                attributes.insert("cni".into(), json!(0));
+                attributes.insert("cbs".into(), json!(0));
+                attributes.insert("st".into(), json!(0));
+                if config.container.enable_limits {
+                    attributes.entry("mni").or_insert(json!(config.container.mni));
+                    attributes.entry("mbs").or_insert(json!(config.container.mbs));
+                }
+            }
+            ResourceType::Cin => {
+                let size = content_size(attributes.get("con"));
+                let mut container = parent.clone();
+                if let Some(mbs) = container.u64("mbs") {
+                    if size > mbs {
+                        return Err(Error::new(
+                            Rsc::NotAcceptable,
+                            format!("content size {size} exceeds the container's mbs {mbs}"),
+                        ));
+                    }
+                }
+                if let Some(mia) = container.u64("mia") {
+                    let by_age = timestamp(Utc::now() + chrono::Duration::seconds(i64::try_from(mia).unwrap_or(i64::MAX / 1000)));
+                    if by_age < et {
+                        et = by_age;
+                    }
+                }
+                let st = container.u64("st").unwrap_or(0) + 1;
+                container.set("st", st);
+                container.set("cni", container.u64("cni").unwrap_or(0) + 1);
+                container.set("cbs", container.u64("cbs").unwrap_or(0) + size);
+                attributes.insert("cs".into(), json!(size));
+                attributes.insert("st".into(), json!(st));
+                container_update = Some(container);
+            }
+            _ => {}
+        }
+        attributes.insert("et".into(), Value::String(et));
+
+        let resource = Resource { ty, attributes, path, creator: Some(originator) };
+        tx.insert(&resource)?;
+        if let Some(mut container) = container_update {
+            enforce_container_limits(tx, &mut container)?;
+            tx.update(&container)?;
+        }
+        Ok(resource)
+    }
+}
+
+/// `api`, `csz` rules of AE registration.
+fn check_ae(attributes: &Map<String, Value>, rvi: &str) -> Result<()> {
+    let api = attributes.get("api").and_then(Value::as_str).unwrap_or_default();
+    let valid = match api.chars().next() {
+        _ if api.len() < 2 => false,
+        Some('N') => true,
+        Some('R') => api.split('.').count() >= 3,
+        Some('r') => matches!(rvi, "2a" | "3") && api.split('.').count() >= 3,
+        _ => false,
+    };
+    if !valid {
+        return Err(Error::bad_request(format!(
+            "api {api:?} must start with N (non-registered) or R (registered, like Rcom.example.app)"
+        )));
+    }
+    for media in attributes.get("csz").and_then(Value::as_array).into_iter().flatten() {
+        let media = media.as_str().unwrap_or_default();
+        if !SUPPORTED_MEDIA_TYPES.contains(&media) && !media.contains("cbor") {
+            return Err(Error::bad_request(format!("csz entry {media:?} is not a supported serialization")));
+        }
+    }
+    Ok(())
+}
+
+fn last_element(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
+}
+
+/// A CSE-ID as a resource name: `/id-mn` → `id-mn`, `//sp/id-mn` → `sp_id-mn`.
+pub fn csi_to_name(csi: &str) -> String {
+    csi.replace('/', "_").trim_matches('_').to_string()
+}
+
+/// Normalise an `et` value on the wire to the stored fixed-width form.
+pub fn normalize_et(value: &str) -> Option<String> {
+    normalize_timestamp(value)
+}

@@ -1,0 +1,208 @@
+//! The one error type of the library, carrying the oneM2M Response Status Code.
+//!
+//! Every failure a client can see is an [`Error`] with an [`Rsc`] and a short, lowercase
+//! debug text (`m2m:dbg`). The HTTP binding turns it into a response in exactly one place
+//! (`http.rs`); this module knows nothing about HTTP beyond the status number of each code.
+
+use std::fmt;
+
+/// oneM2M Response Status Code (TS-0004 §6.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Rsc {
+    Accepted = 1000,
+    Ok = 2000,
+    Created = 2001,
+    Deleted = 2002,
+    Updated = 2004,
+    BadRequest = 4000,
+    ReleaseVersionNotSupported = 4001,
+    NotFound = 4004,
+    OperationNotAllowed = 4005,
+    RequestTimeout = 4008,
+    UnsupportedMediaType = 4015,
+    ContentsUnacceptable = 4102,
+    OriginatorHasNoPrivilege = 4103,
+    Conflict = 4105,
+    SecurityAssociationRequired = 4107,
+    InvalidChildResourceType = 4108,
+    OriginatorHasAlreadyRegistered = 4117,
+    AppRuleValidationFailed = 4126,
+    InternalServerError = 5000,
+    NotImplemented = 5001,
+    TargetNotReachable = 5103,
+    ReceiverHasNoPrivileges = 5105,
+    AlreadyExists = 5106,
+    NotAcceptable = 5207,
+}
+
+impl Rsc {
+    /// All codes, for parsing a peer's `X-M2M-RSC`.
+    const ALL: [Rsc; 24] = [
+        Rsc::Accepted,
+        Rsc::Ok,
+        Rsc::Created,
+        Rsc::Deleted,
+        Rsc::Updated,
+        Rsc::BadRequest,
+        Rsc::ReleaseVersionNotSupported,
+        Rsc::NotFound,
+        Rsc::OperationNotAllowed,
+        Rsc::RequestTimeout,
+        Rsc::UnsupportedMediaType,
+        Rsc::ContentsUnacceptable,
+        Rsc::OriginatorHasNoPrivilege,
+        Rsc::Conflict,
+        Rsc::SecurityAssociationRequired,
+        Rsc::InvalidChildResourceType,
+        Rsc::OriginatorHasAlreadyRegistered,
+        Rsc::AppRuleValidationFailed,
+        Rsc::InternalServerError,
+        Rsc::NotImplemented,
+        Rsc::TargetNotReachable,
+        Rsc::ReceiverHasNoPrivileges,
+        Rsc::AlreadyExists,
+        Rsc::NotAcceptable,
+    ];
+
+    /// The numeric code as sent in `X-M2M-RSC`.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The code for a number, if this CSE knows it.
+    pub fn from_code(code: u16) -> Option<Rsc> {
+        Rsc::ALL.into_iter().find(|rsc| rsc.code() == code)
+    }
+
+    /// True for the 1xxx and 2xxx codes.
+    pub fn is_success(self) -> bool {
+        self.code() < 4000
+    }
+
+    /// The HTTP status of this code (TS-0009 as implemented by the reference CSE).
+    /// One arm per code and no wildcard, so that a new code forces a decision.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Rsc::Accepted => 202,
+            Rsc::Ok => 200,
+            Rsc::Created => 201,
+            Rsc::Deleted => 200,
+            Rsc::Updated => 200,
+            Rsc::BadRequest => 400,
+            Rsc::ReleaseVersionNotSupported => 501,
+            Rsc::NotFound => 404,
+            Rsc::OperationNotAllowed => 405,
+            Rsc::RequestTimeout => 504,
+            Rsc::UnsupportedMediaType => 415,
+            Rsc::ContentsUnacceptable => 400,
+            Rsc::OriginatorHasNoPrivilege => 403,
+            Rsc::Conflict => 409,
+            Rsc::SecurityAssociationRequired => 403,
+            Rsc::InvalidChildResourceType => 403,
+            Rsc::OriginatorHasAlreadyRegistered => 403,
+            Rsc::AppRuleValidationFailed => 403,
+            Rsc::InternalServerError => 500,
+            Rsc::NotImplemented => 501,
+            Rsc::TargetNotReachable => 404,
+            Rsc::ReceiverHasNoPrivileges => 403,
+            Rsc::AlreadyExists => 409,
+            Rsc::NotAcceptable => 406,
+        }
+    }
+}
+
+impl fmt::Display for Rsc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+/// A failed oneM2M operation: the status code for the peer, a text for the peer, and
+/// (for the log only) the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{rsc} {dbg}")]
+pub struct Error {
+    pub rsc: Rsc,
+    pub dbg: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(rsc: Rsc, dbg: impl Into<String>) -> Error {
+        Error { rsc, dbg: dbg.into(), source: None }
+    }
+
+    /// Attach the cause, kept for the log.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub fn bad_request(dbg: impl Into<String>) -> Error {
+        Error::new(Rsc::BadRequest, dbg)
+    }
+    pub fn not_found(dbg: impl Into<String>) -> Error {
+        Error::new(Rsc::NotFound, dbg)
+    }
+    pub fn not_allowed(dbg: impl Into<String>) -> Error {
+        Error::new(Rsc::OperationNotAllowed, dbg)
+    }
+    pub fn conflict(dbg: impl Into<String>) -> Error {
+        Error::new(Rsc::Conflict, dbg)
+    }
+    pub fn no_privilege(dbg: impl Into<String>) -> Error {
+        Error::new(Rsc::OriginatorHasNoPrivilege, dbg)
+    }
+    pub fn not_reachable(dbg: impl Into<String>) -> Error {
+        Error::new(Rsc::TargetNotReachable, dbg)
+    }
+    pub fn not_implemented(dbg: impl Into<String>) -> Error {
+        Error::new(Rsc::NotImplemented, dbg)
+    }
+    /// An internal failure. The text goes to the log; the peer sees a generic message.
+    pub fn internal(dbg: impl Into<String>) -> Error {
+        Error::new(Rsc::InternalServerError, dbg)
+    }
+
+    /// The text shown to the peer: 5xxx details stay in the log.
+    pub fn public_dbg(&self) -> &str {
+        match self.rsc {
+            Rsc::InternalServerError => "internal server error",
+            _ => &self.dbg,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Error {
+        Error::internal(format!("database: {error}")).with_source(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_and_maps_to_an_http_status() {
+        for rsc in Rsc::ALL {
+            assert_eq!(Rsc::from_code(rsc.code()), Some(rsc));
+            let status = rsc.http_status();
+            assert!((200..600).contains(&status), "{rsc:?} -> {status}");
+        }
+        assert_eq!(Rsc::TargetNotReachable.http_status(), 404);
+        assert_eq!(Rsc::ReleaseVersionNotSupported.http_status(), 501);
+        assert_eq!(Rsc::from_code(4242), None);
+    }
+
+    #[test]
+    fn internal_details_are_not_shown_to_the_peer() {
+        let error = Error::internal("sqlite disk i/o error at page 7");
+        assert_eq!(error.public_dbg(), "internal server error");
+        assert_eq!(Error::not_found("no resource").public_dbg(), "no resource");
+    }
+}

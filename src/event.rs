@@ -1,0 +1,59 @@
+//! Internal events: a closed set of facts, fanned out to whoever subscribed.
+//!
+//! [`EventBus`] wraps a `tokio::sync::broadcast` channel: `emit` never blocks and never
+//! fails; a subscriber that falls behind loses the oldest events (it sees `Lagged`) instead
+//! of slowing request handling down.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::resource::Resource;
+
+/// Something that happened in this CSE.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The CSE is serving requests.
+    CseStarted,
+    /// This CSE registered to a registrar (the local CSR describing the registrar).
+    RegisteredToRegistrar { registrar_csi: String, csr: Arc<Resource> },
+    /// This CSE lost or gave up its registration to a registrar.
+    DeregisteredFromRegistrar { registrar_csi: String },
+    /// A registree CSE created its CSR here.
+    RemoteCseRegistered { csr: Arc<Resource> },
+    /// A registree's CSR here was deleted (request, liveliness, expiry).
+    RemoteCseDeregistered { csr: Arc<Resource> },
+    /// A CSR here was updated; `changes` holds the attributes the update carried.
+    CsrUpdated { csr: Arc<Resource>, changes: Arc<serde_json::Map<String, serde_json::Value>> },
+    /// A configuration value changed at run time.
+    ConfigUpdated { key: String },
+}
+
+/// The shared event channel. Cloning is cheap.
+#[derive(Clone)]
+pub struct EventBus {
+    sender: broadcast::Sender<Event>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus::new(1024)
+    }
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> EventBus {
+        let (sender, _) = broadcast::channel(capacity);
+        EventBus { sender }
+    }
+
+    /// Publish an event; having no subscriber is fine.
+    pub fn emit(&self, event: Event) {
+        tracing::debug!(?event, "event");
+        let _ = self.sender.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+}

@@ -1,0 +1,290 @@
+//! The HTTP binding (TS-0009): oneM2M requests in, oneM2M responses out.
+//!
+//! The only module that knows axum and the `X-M2M-*` headers. A request becomes a
+//! [`Request`] (method → operation, path → target with the `/~/` and `/_/` escapes,
+//! headers and query → parameters), the dispatcher answers it, and the [`Response`] becomes
+//! an HTTP response whose status follows from the RSC.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+use crate::dispatcher::{Cse, SUPPORTED_MEDIA_TYPES};
+use crate::error::{Error, Result, Rsc};
+use crate::request::{FilterCriteria, IdForm, Operation, Request, Response};
+use crate::resource::{self, normalize_timestamp};
+
+pub const X_M2M_ORIGIN: &str = "x-m2m-origin";
+pub const X_M2M_RI: &str = "x-m2m-ri";
+pub const X_M2M_RVI: &str = "x-m2m-rvi";
+pub const X_M2M_RSC: &str = "x-m2m-rsc";
+pub const X_M2M_OT: &str = "x-m2m-ot";
+pub const X_M2M_RET: &str = "x-m2m-ret";
+pub const X_M2M_VSI: &str = "x-m2m-vsi";
+
+/// The router serving every path of the CSE.
+pub fn router(cse: Cse) -> Router {
+    let max_concurrent = cse.config.http.max_concurrent_requests;
+    Router::new()
+        .fallback(handle)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_concurrent))
+        .with_state(cse)
+}
+
+async fn handle(State(cse): State<Cse>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> axum::response::Response {
+    let rqi = header_text(&headers, X_M2M_RI).unwrap_or_default().to_string();
+    let rvi = header_text(&headers, X_M2M_RVI).unwrap_or_default().to_string();
+    let request = match parse_request(&cse, &method, &uri, &headers, body).await {
+        Ok(request) => request,
+        Err(error) => return into_http(error_response(rqi, rvi, &error)),
+    };
+    let timeout: Duration = cse.config.http.request_timeout;
+    match tokio::time::timeout(timeout, cse.handle(request)).await {
+        Ok(response) => into_http(response),
+        Err(_) => {
+            let error = Error::new(Rsc::RequestTimeout, format!("request not completed within {timeout:?}"));
+            into_http(error_response(rqi, rvi, &error))
+        }
+    }
+}
+
+fn error_response(rqi: String, rvi: String, error: &Error) -> Response {
+    let request = Request { rqi, rvi, ..Request::new(Operation::Retrieve, "", None) };
+    Response::error(&request, error)
+}
+
+async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Request> {
+    let rqi = header_text(headers, X_M2M_RI)
+        .filter(|rqi| !rqi.is_empty())
+        .ok_or_else(|| Error::bad_request("missing request identifier (X-M2M-RI)"))?;
+    let rvi = header_text(headers, X_M2M_RVI)
+        .filter(|rvi| !rvi.is_empty())
+        .ok_or_else(|| Error::new(Rsc::ReleaseVersionNotSupported, "missing release version indicator (X-M2M-RVI)"))?;
+    let originator = header_text(headers, X_M2M_ORIGIN);
+    let (media_type, ty) = content_type(headers)?;
+    let op = match *method {
+        Method::GET => Operation::Retrieve,
+        Method::PUT => Operation::Update,
+        Method::DELETE => Operation::Delete,
+        Method::POST if ty.is_some() => Operation::Create,
+        Method::POST => Operation::Notify,
+        _ => return Err(Error::not_allowed(format!("HTTP method {method} is not a oneM2M operation"))),
+    };
+    let to = target_of(uri.path())?;
+    let mut request = Request::new(op, to, originator);
+    request.rqi = rqi.to_string();
+    request.rvi = rvi.to_string();
+    request.ty = ty;
+    request.vsi = header_text(headers, X_M2M_VSI).map(str::to_string);
+    if let Some(ret) = header_text(headers, X_M2M_RET) {
+        request.rqet = Some(request_expiration(ret)?);
+    }
+    if let Some(query) = uri.query() {
+        apply_query(&mut request, query)?;
+        request.query = Some(query.to_string());
+    }
+
+    let limit = cse.config.http.max_body_size;
+    let bytes: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::bad_request(format!("request body is larger than the limit of {limit} bytes")))?;
+    if !bytes.is_empty() {
+        match media_type.as_deref() {
+            None => {}
+            Some(media) if SUPPORTED_MEDIA_TYPES.contains(&media) => {}
+            Some(media) => {
+                return Err(Error::new(
+                    Rsc::UnsupportedMediaType,
+                    format!("content type {media} is not supported (use application/json)"),
+                ));
+            }
+        }
+        let content: Value = serde_json::from_slice(&bytes)
+            .map_err(|error| Error::bad_request(format!("body is not valid JSON: {error}")))?;
+        request.content = Some(content);
+    }
+    Ok(request)
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim)
+}
+
+/// The media type (lowercase, without parameters) and the `ty` parameter of `Content-Type`.
+fn content_type(headers: &HeaderMap) -> Result<(Option<String>, Option<u64>)> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok((None, None));
+    };
+    let value = value.to_str().map_err(|_| Error::bad_request("Content-Type is not ASCII"))?;
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let mut ty = None;
+    for parameter in parts {
+        if let Some((name, value)) = parameter.split_once('=') {
+            if name.trim().eq_ignore_ascii_case("ty") {
+                let value = value.trim();
+                ty = Some(value.parse::<u64>().map_err(|_| {
+                    Error::bad_request(format!("resource type ty={value:?} in Content-Type is not a number"))
+                })?);
+            }
+        }
+    }
+    Ok(((!media.is_empty()).then_some(media), ty))
+}
+
+/// HTTP path → oneM2M target: `/~/x` is SP-relative `/x`, `/_/x` is absolute `//x`.
+pub fn target_of(path: &str) -> Result<String> {
+    let decoded = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| Error::bad_request("the request path is not valid UTF-8"))?;
+    let path = decoded.strip_prefix('/').unwrap_or(&decoded);
+    Ok(if let Some(rest) = path.strip_prefix("~/") {
+        format!("/{rest}")
+    } else if let Some(rest) = path.strip_prefix("_/") {
+        format!("//{rest}")
+    } else {
+        path.to_string()
+    })
+}
+
+/// oneM2M target → HTTP path (the inverse of [`target_of`]).
+pub fn path_of(to: &str) -> String {
+    if let Some(rest) = to.strip_prefix("//") {
+        format!("/_/{rest}")
+    } else if let Some(rest) = to.strip_prefix('/') {
+        format!("/~/{rest}")
+    } else {
+        format!("/{to}")
+    }
+}
+
+/// `X-M2M-RET`: an absolute timestamp, or a relative time in milliseconds.
+fn request_expiration(value: &str) -> Result<String> {
+    if let Ok(millis) = value.parse::<i64>() {
+        let at = chrono::Utc::now() + chrono::Duration::milliseconds(millis);
+        return Ok(resource::timestamp(at));
+    }
+    normalize_timestamp(value)
+        .ok_or_else(|| Error::bad_request(format!("X-M2M-RET {value:?} is neither a timestamp nor milliseconds")))
+}
+
+fn apply_query(request: &mut Request, query: &str) -> Result<()> {
+    let mut filter = FilterCriteria::default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let value = value.trim();
+        match name.as_ref() {
+            "rcn" => request.rcn = Some(number(&name, value)?),
+            "drt" => {
+                request.drt = match value {
+                    "1" => IdForm::Structured,
+                    "2" => IdForm::Unstructured,
+                    _ => return Err(Error::bad_request(format!("drt must be 1 or 2, got {value:?}"))),
+                }
+            }
+            "fu" => {
+                let fu: u8 = number(&name, value)?;
+                if !(1..=4).contains(&fu) {
+                    return Err(Error::bad_request(format!("fu must be 1..4, got {fu}")));
+                }
+                filter.fu = Some(fu);
+            }
+            // `+` separates values; form decoding has already turned it into a space.
+            "ty" => {
+                for item in value.split([' ', '+']).filter(|item| !item.is_empty()) {
+                    filter.ty.push(number(&name, item)?);
+                }
+            }
+            "lbl" => filter.lbl.extend(value.split([' ', '+']).filter(|item| !item.is_empty()).map(str::to_string)),
+            "rn" => filter.rn = Some(value.to_string()),
+            "lim" => filter.lim = Some(number(&name, value)?),
+            "lvl" => filter.lvl = Some(number(&name, value)?),
+            "ofst" => filter.ofst = Some(number(&name, value)?),
+            _ => {}
+        }
+    }
+    request.filter = filter;
+    Ok(())
+}
+
+fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| Error::bad_request(format!("query parameter {name} has an invalid value {value:?}")))
+}
+
+/// The one place a oneM2M response becomes an HTTP response.
+fn into_http(response: Response) -> axum::response::Response {
+    let status = StatusCode::from_u16(response.rsc.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match &response.content {
+        Some(content) => Body::from(serde_json::to_vec(content).unwrap_or_default()),
+        None => Body::empty(),
+    };
+    let mut http = axum::response::Response::new(body);
+    *http.status_mut() = status;
+    let headers = http.headers_mut();
+    headers.insert(X_M2M_RSC, HeaderValue::from(response.rsc.code()));
+    insert(headers, X_M2M_RI, &response.rqi);
+    insert(headers, X_M2M_RVI, &response.rvi);
+    insert(headers, X_M2M_OT, &resource::now());
+    if let Some(vsi) = &response.vsi {
+        insert(headers, X_M2M_VSI, vsi);
+    }
+    if let Some(location) = &response.content_location {
+        insert(headers, header::CONTENT_LOCATION.as_str(), location);
+    }
+    if response.content.is_some() {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    http
+}
+
+fn insert(headers: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_escapes_map_to_id_forms_and_back() {
+        for (path, to) in [
+            ("/cse-in/ae1", "cse-in/ae1"),
+            ("/~/id-in/cse-in", "/id-in/cse-in"),
+            ("/_/acme.example.com/id-in/cse-in", "//acme.example.com/id-in/cse-in"),
+        ] {
+            assert_eq!(target_of(path).expect("valid"), to);
+            assert_eq!(path_of(to), path);
+        }
+        assert_eq!(target_of("/cse-in/a%20b").expect("decoded"), "cse-in/a b");
+    }
+
+    #[test]
+    fn content_type_carries_the_resource_type() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; ty=3"));
+        assert_eq!(content_type(&headers).expect("valid"), (Some("application/json".into()), Some(3)));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;ty=x"));
+        assert_eq!(content_type(&headers).expect_err("invalid").rsc, Rsc::BadRequest);
+    }
+
+    #[test]
+    fn query_parameters_become_request_parameters() {
+        let mut request = Request::new(Operation::Retrieve, "cse-in", Some("CAdmin"));
+        apply_query(&mut request, "fu=1&ty=3+4&ty=2&lbl=a&lim=5&drt=2&rcn=11").expect("valid");
+        assert_eq!(request.filter.ty, [3, 4, 2]);
+        assert_eq!(request.filter.lbl, ["a"]);
+        assert_eq!(request.filter.lim, Some(5));
+        assert_eq!(request.drt, IdForm::Unstructured);
+        assert_eq!(request.rcn, Some(11));
+        assert!(apply_query(&mut request, "rcn=x").is_err());
+        assert!(apply_query(&mut request, "drt=3").is_err());
+    }
+}

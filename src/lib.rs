@@ -1,0 +1,29 @@
+//! acme-cse: a oneM2M CSE with remote-CSE registration.
+//!
+//! # Layout
+//! - [`config`]: `acme.toml` and its validation into [`config::Config`].
+//! - [`error`]: [`Error`] and the oneM2M status codes [`Rsc`].
+//! - [`address`]: target resolution and originator forms.
+//! - [`resource`]: resource types, attribute policies, timestamps (pure).
+//! - [`storage`]: the durable store (SQLite) behind the `Store` trait.
+//! - [`request`]: request/response primitives, independent of HTTP.
+//! - [`event`]: the internal event bus.
+//! - [`dispatcher`]: [`Cse`], which applies requests to the resource tree.
+//! - [`http`]: the HTTP binding (axum).
+//! - [`app`]: [`App`], which binds, wires, runs and shuts down.
+
+pub mod address;
+pub mod app;
+pub mod bootstrap;
+pub mod config;
+pub mod dispatcher;
+pub mod error;
+pub mod event;
+pub mod http;
+pub mod request;
+pub mod resource;
+pub mod storage;
+
+pub use app::App;
+pub use dispatcher::Cse;
+pub use error::{Error, Rsc};

@@ -1,0 +1,263 @@
+//! The resource model: resource types, the [`Resource`] value, attribute policies and
+//! their validation, timestamps. Pure data and rules: no async, no I/O.
+
+mod policy;
+
+pub use policy::{AttrKind, Need, Policy, policy_of, validate_create, validate_update};
+
+use serde_json::{Map, Value};
+
+/// The resource types this CSE hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceType {
+    Acp,
+    Ae,
+    Cnt,
+    Cin,
+    CseBase,
+    Csr,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 6] = [
+        ResourceType::Acp,
+        ResourceType::Ae,
+        ResourceType::Cnt,
+        ResourceType::Cin,
+        ResourceType::CseBase,
+        ResourceType::Csr,
+    ];
+
+    /// The `ty` number.
+    pub fn code(self) -> u16 {
+        match self {
+            ResourceType::Acp => 1,
+            ResourceType::Ae => 2,
+            ResourceType::Cnt => 3,
+            ResourceType::Cin => 4,
+            ResourceType::CseBase => 5,
+            ResourceType::Csr => 16,
+        }
+    }
+
+    pub fn from_code(code: u64) -> Option<ResourceType> {
+        ResourceType::ALL.into_iter().find(|ty| u64::from(ty.code()) == code)
+    }
+
+    /// The JSON wrapper key: `m2m:cnt`.
+    pub fn wrapper(self) -> &'static str {
+        match self {
+            ResourceType::Acp => "m2m:acp",
+            ResourceType::Ae => "m2m:ae",
+            ResourceType::Cnt => "m2m:cnt",
+            ResourceType::Cin => "m2m:cin",
+            ResourceType::CseBase => "m2m:cb",
+            ResourceType::Csr => "m2m:csr",
+        }
+    }
+
+    pub fn from_wrapper(wrapper: &str) -> Option<ResourceType> {
+        ResourceType::ALL.into_iter().find(|ty| ty.wrapper() == wrapper)
+    }
+
+    /// The short name used in generated IDs: `cnt`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            ResourceType::Acp => "acp",
+            ResourceType::Ae => "ae",
+            ResourceType::Cnt => "cnt",
+            ResourceType::Cin => "cin",
+            ResourceType::CseBase => "cb",
+            ResourceType::Csr => "csr",
+        }
+    }
+
+    /// May a resource of this type be created under `parent`?
+    pub fn allowed_under(self, parent: ResourceType) -> bool {
+        use ResourceType::*;
+        match parent {
+            CseBase => matches!(self, Acp | Ae | Cnt | Csr),
+            Ae => matches!(self, Acp | Cnt),
+            Csr => matches!(self, Acp | Cnt),
+            Cnt => matches!(self, Cnt | Cin),
+            Cin | Acp => false,
+        }
+    }
+}
+
+/// Other oneM2M resource types: known names, not hosted here (CREATE → 5001).
+pub fn known_unsupported_type(code: u64) -> Option<&'static str> {
+    Some(match code {
+        9 => "group",
+        10 => "locationPolicy",
+        13 => "mgmtObj",
+        14 => "node",
+        15 => "pollingChannel",
+        17 => "request",
+        18 => "schedule",
+        23 => "subscription",
+        24 => "semanticDescriptor",
+        28 => "flexContainer",
+        29 => "timeSeries",
+        30 => "timeSeriesInstance",
+        48 => "crossResourceSubscription",
+        58 => "flexContainerInstance",
+        10001..=10060 => "announced resource",
+        _ => return None,
+    })
+}
+
+/// One resource: its type, its attributes as sent on the wire, and what the CSE keeps
+/// about it internally (never shown to peers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub ty: ResourceType,
+    /// All wire attributes, `ri`, `rn`, `pi`, `ct`, ... included.
+    pub attributes: Map<String, Value>,
+    /// Structured path, CSE-relative: `cse-in/ae1/cnt1`.
+    pub path: String,
+    /// The originator that created it (access decisions; not the `cr` attribute).
+    pub creator: Option<String>,
+}
+
+impl Resource {
+    pub fn ri(&self) -> &str {
+        self.str("ri").unwrap_or_default()
+    }
+    pub fn rn(&self) -> &str {
+        self.str("rn").unwrap_or_default()
+    }
+    pub fn pi(&self) -> &str {
+        self.str("pi").unwrap_or_default()
+    }
+    pub fn ct(&self) -> &str {
+        self.str("ct").unwrap_or_default()
+    }
+    pub fn et(&self) -> Option<&str> {
+        self.str("et")
+    }
+
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.attributes.get(name).and_then(Value::as_str)
+    }
+    pub fn u64(&self, name: &str) -> Option<u64> {
+        self.attributes.get(name).and_then(Value::as_u64)
+    }
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        self.attributes.get(name).and_then(Value::as_bool)
+    }
+    /// A list of strings (missing or ill-typed entries are skipped).
+    pub fn str_list(&self, name: &str) -> Vec<String> {
+        match self.attributes.get(name) {
+            Some(Value::Array(items)) => {
+                items.iter().filter_map(Value::as_str).map(str::to_string).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn set(&mut self, name: &str, value: impl Into<Value>) {
+        self.attributes.insert(name.to_string(), value.into());
+    }
+
+    /// `{"m2m:xxx": {attributes}}`
+    pub fn to_json(&self) -> Value {
+        let mut wrapped = Map::with_capacity(1);
+        wrapped.insert(self.ty.wrapper().to_string(), Value::Object(self.attributes.clone()));
+        Value::Object(wrapped)
+    }
+}
+
+/// A oneM2M timestamp (`YYYYMMDDTHHMMSS,ffffff`, UTC) of `now`.
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y%m%dT%H%M%S,%6f").to_string()
+}
+
+/// The current time as a oneM2M timestamp.
+pub fn now() -> String {
+    timestamp(chrono::Utc::now())
+}
+
+/// Parse a oneM2M timestamp (`20260101T120000`, optionally with `,ffffff`, optionally `Z`).
+pub fn parse_timestamp(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let (whole, fraction) = match text.split_once([',', '.']) {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (text, ""),
+    };
+    let naive = chrono::NaiveDateTime::parse_from_str(whole, "%Y%m%dT%H%M%S").ok()?;
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u32 = if fraction.is_empty() { 0 } else { format!("{fraction:0<9}").parse().ok()? };
+    Some(naive.and_utc() + chrono::Duration::nanoseconds(i64::from(nanos)))
+}
+
+/// Normalise a timestamp to the fixed-width stored form, so that stored timestamps
+/// compare as strings.
+pub fn normalize_timestamp(text: &str) -> Option<String> {
+    parse_timestamp(text).map(timestamp)
+}
+
+/// The content size (`cs`) of a CIN's `con`, counted the way the reference CSE counts it:
+/// characters of a string, 4 for an integer or boolean, 8 for a float, the sum over the
+/// elements of a list or the values of an object, 0 for nothing.
+pub fn content_size(content: Option<&Value>) -> u64 {
+    match content {
+        None | Some(Value::Null) => 0,
+        Some(Value::String(text)) => text.chars().count() as u64,
+        Some(Value::Bool(_)) => 4,
+        Some(Value::Number(number)) if number.is_f64() => 8,
+        Some(Value::Number(_)) => 4,
+        Some(Value::Array(items)) => items.iter().map(|item| content_size(Some(item))).sum(),
+        Some(Value::Object(map)) => map.values().map(|item| content_size(Some(item))).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn types_round_trip_through_code_and_wrapper() {
+        for ty in ResourceType::ALL {
+            assert_eq!(ResourceType::from_code(u64::from(ty.code())), Some(ty));
+            assert_eq!(ResourceType::from_wrapper(ty.wrapper()), Some(ty));
+        }
+        assert_eq!(ResourceType::from_code(23), None);
+        assert_eq!(known_unsupported_type(23), Some("subscription"));
+    }
+
+    #[test]
+    fn parent_child_rules() {
+        assert!(ResourceType::Ae.allowed_under(ResourceType::CseBase));
+        assert!(!ResourceType::Ae.allowed_under(ResourceType::Ae));
+        assert!(ResourceType::Cin.allowed_under(ResourceType::Cnt));
+        assert!(!ResourceType::Cin.allowed_under(ResourceType::Ae));
+        assert!(!ResourceType::Csr.allowed_under(ResourceType::Csr));
+    }
+
+    #[test]
+    fn timestamps_are_fixed_width_and_round_trip() {
+        let text = now();
+        assert_eq!(text.len(), "20260101T120000,000000".len());
+        assert_eq!(normalize_timestamp(&text).as_deref(), Some(text.as_str()));
+        assert_eq!(normalize_timestamp("20300101T000000").as_deref(), Some("20300101T000000,000000"));
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn content_size_counts_like_the_reference() {
+        assert_eq!(content_size(Some(&json!("héllo€"))), 6);
+        assert_eq!(content_size(Some(&json!({"a": "xy", "b": [1, 2.5, true]}))), 18);
+        assert_eq!(content_size(None), 0);
+    }
+}
+
+/// `len` random characters from `A-Z a-z 0-9`.
+pub fn random_id(len: usize) -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}

@@ -1,0 +1,352 @@
+//! Attribute policies: which attributes a resource type has, their value kinds, and
+//! whether a request may send them on CREATE and UPDATE. Violations are `4000` with a
+//! message that names the attribute.
+
+use serde_json::{Map, Value};
+
+use super::{ResourceType, parse_timestamp};
+use crate::address::is_unreserved;
+use crate::error::{Error, Result};
+
+/// Whether a request may carry an attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Mandatory,
+    Optional,
+    NotPermitted,
+}
+
+/// The shape a value must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrKind {
+    Any,
+    Str,
+    Bool,
+    NonNegInt,
+    PosInt,
+    Timestamp,
+    StrList,
+    /// A list that must not be empty when present (`lbl`, `acpi`, `poa`, ...).
+    NonEmptyStrList,
+    Object,
+    /// `cst`: 1, 2 or 3.
+    CseType,
+    /// `cr`: only `null` ("fill in the creator") is accepted.
+    NullOnly,
+    /// `cnf`: `type/subtype:encoding[:security]`.
+    ContentInfo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub kind: AttrKind,
+    pub create: Need,
+    pub update: Need,
+}
+
+/// The policy of attribute `name` on resources of type `ty`, `None` if the type has no
+/// such attribute.
+pub fn policy_of(ty: ResourceType, name: &str) -> Option<Policy> {
+    use AttrKind::*;
+    use Need::{Mandatory as M, NotPermitted as NP, Optional as O};
+    use ResourceType as T;
+    let (kind, create, update) = match (ty, name) {
+        (_, "ty" | "ri" | "pi" | "ct" | "lt") => (Any, NP, NP),
+        (_, "rn") => (Str, O, NP),
+        (T::CseBase, _) => return None,
+        (_, "et") => (Timestamp, O, O),
+        (_, "lbl") => (NonEmptyStrList, O, O),
+        (T::Acp | T::Cin, "acpi" | "daci" | "cstn") => return None,
+        (_, "acpi" | "daci") => (NonEmptyStrList, O, O),
+        (_, "cstn") => (Str, O, O),
+        (_, "at" | "aa") => (NonEmptyStrList, O, O),
+        (_, "ast") => (NonNegInt, O, O),
+        (T::Acp, "loc") => return None,
+        (_, "loc") => (Any, O, O),
+        (T::Cnt | T::Cin | T::Csr, "cr") => (NullOnly, O, NP),
+        (T::Cnt | T::Cin, "st") => (NonNegInt, NP, NP),
+
+        (T::Ae, "api") => (Str, M, NP),
+        (T::Ae, "aei") => (Str, NP, NP),
+        (T::Ae, "apn" | "nl" | "or" | "mei" | "regs") => (Str, O, O),
+        (T::Ae, "trps") => (Bool, O, O),
+        (T::Ae, "scp" | "tren" | "ape" | "esi") => (Any, O, O),
+        (T::Ae | T::Csr, "rr") => (Bool, M, O),
+        (T::Ae | T::Csr, "srv") => (StrList, M, O),
+        (T::Ae | T::Csr, "poa") => (NonEmptyStrList, O, O),
+        (T::Ae | T::Csr, "csz") => (StrList, O, O),
+
+        (T::Csr, "csi") => (Str, O, NP),
+        (T::Csr, "cb") => (Str, M, NP),
+        (T::Csr, "cst") => (CseType, O, NP),
+        (T::Csr, "dcse") => (StrList, O, O),
+        (T::Csr, "spi" | "ici" | "nl" | "mei" | "tri" | "trn" | "egid") => (Str, O, O),
+        (T::Csr, "esi" | "mtcc" | "tren" | "ape") => (Any, O, O),
+
+        (T::Cnt, "mni" | "mbs" | "mia") => (NonNegInt, O, O),
+        (T::Cnt, "cni" | "cbs") => (NonNegInt, NP, NP),
+        (T::Cnt, "li") => (Str, NP, NP),
+        (T::Cnt, "disr") => (Bool, O, O),
+        (T::Cnt, "or") => (Str, O, O),
+
+        (T::Cin, "con") => (Any, O, NP),
+        (T::Cin, "cnf") => (ContentInfo, O, NP),
+        (T::Cin, "cs") => (NonNegInt, NP, NP),
+        (T::Cin, "dcnt") => (PosInt, O, NP),
+        (T::Cin, "conr" | "or") => (Str, O, NP),
+        (T::Cin, "dgt") => (Any, O, NP),
+
+        (T::Acp, "pv" | "pvs") => (Object, M, O),
+        (T::Acp, "adri" | "apri" | "airi") => (Any, O, O),
+        _ => return None,
+    };
+    Some(Policy { kind, create, update })
+}
+
+/// The attributes a CREATE must carry.
+fn mandatory(ty: ResourceType) -> &'static [&'static str] {
+    match ty {
+        ResourceType::Ae => &["api", "rr", "srv"],
+        ResourceType::Csr => &["cb", "rr", "srv"],
+        ResourceType::Acp => &["pv", "pvs"],
+        ResourceType::Cnt | ResourceType::Cin | ResourceType::CseBase => &[],
+    }
+}
+
+/// Check a CREATE body's attributes against the type's policies.
+pub fn validate_create(ty: ResourceType, attributes: &Map<String, Value>) -> Result<()> {
+    for (name, value) in attributes {
+        let policy = known(ty, name)?;
+        if policy.create == Need::NotPermitted {
+            return Err(Error::bad_request(format!(
+                "attribute {name} is assigned by the CSE and must not be sent on create"
+            )));
+        }
+        if value.is_null() && policy.kind != AttrKind::NullOnly {
+            return Err(Error::bad_request(format!("attribute {name} must not be null on create")));
+        }
+        check_kind(name, policy.kind, value)?;
+    }
+    for name in mandatory(ty) {
+        if !attributes.contains_key(*name) {
+            return Err(Error::bad_request(format!("missing mandatory attribute {name}")));
+        }
+    }
+    check_names(attributes)?;
+    if ty == ResourceType::Acp {
+        check_privileges("pv", attributes.get("pv"), false)?;
+        check_privileges("pvs", attributes.get("pvs"), true)?;
+    }
+    Ok(())
+}
+
+/// Check an UPDATE body's attributes. `null` removes an optional attribute.
+pub fn validate_update(ty: ResourceType, attributes: &Map<String, Value>) -> Result<()> {
+    if attributes.is_empty() {
+        return Err(Error::bad_request("an update must carry at least one attribute"));
+    }
+    for (name, value) in attributes {
+        let policy = known(ty, name)?;
+        if policy.update == Need::NotPermitted {
+            return Err(Error::bad_request(format!("attribute {name} cannot be updated")));
+        }
+        if value.is_null() {
+            if policy.create == Need::Mandatory {
+                return Err(Error::bad_request(format!("mandatory attribute {name} cannot be removed")));
+            }
+            continue;
+        }
+        check_kind(name, policy.kind, value)?;
+    }
+    if ty == ResourceType::Acp {
+        if let Some(pv) = attributes.get("pv") {
+            check_privileges("pv", Some(pv), false)?;
+        }
+        if let Some(pvs) = attributes.get("pvs") {
+            check_privileges("pvs", Some(pvs), true)?;
+        }
+    }
+    Ok(())
+}
+
+fn known(ty: ResourceType, name: &str) -> Result<Policy> {
+    policy_of(ty, name).ok_or_else(|| {
+        Error::bad_request(format!("unknown attribute {name} for {}", ty.wrapper()))
+    })
+}
+
+fn check_names(attributes: &Map<String, Value>) -> Result<()> {
+    if let Some(Value::String(rn)) = attributes.get("rn") {
+        if rn.is_empty() || !is_unreserved(rn) {
+            return Err(Error::bad_request(format!(
+                "invalid rn {rn:?}: only letters, digits, '-', '.', '_' and '~' are allowed"
+            )));
+        }
+        if rn == "la" || rn == "ol" {
+            return Err(Error::bad_request(format!("rn {rn:?} is reserved for a virtual resource")));
+        }
+    }
+    Ok(())
+}
+
+fn check_kind(name: &str, kind: AttrKind, value: &Value) -> Result<()> {
+    let ok = match kind {
+        AttrKind::Any => true,
+        AttrKind::Str => value.is_string(),
+        AttrKind::Bool => value.is_boolean(),
+        AttrKind::NonNegInt => value.is_u64(),
+        AttrKind::PosInt => value.as_u64().is_some_and(|n| n > 0),
+        AttrKind::Timestamp => value.as_str().and_then(parse_timestamp).is_some(),
+        AttrKind::StrList => value.as_array().is_some_and(|items| items.iter().all(Value::is_string)),
+        AttrKind::NonEmptyStrList => value
+            .as_array()
+            .is_some_and(|items| !items.is_empty() && items.iter().all(Value::is_string)),
+        AttrKind::Object => value.is_object(),
+        AttrKind::CseType => value.as_u64().is_some_and(|n| (1..=3).contains(&n)),
+        AttrKind::NullOnly => value.is_null(),
+        AttrKind::ContentInfo => value.as_str().is_some_and(valid_content_info),
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match kind {
+        AttrKind::Any => "any value",
+        AttrKind::Str => "a string",
+        AttrKind::Bool => "a boolean",
+        AttrKind::NonNegInt => "a non-negative integer",
+        AttrKind::PosInt => "a positive integer",
+        AttrKind::Timestamp => "a timestamp like 20301231T235959",
+        AttrKind::StrList => "a list of strings",
+        AttrKind::NonEmptyStrList => "a non-empty list of strings",
+        AttrKind::Object => "an object",
+        AttrKind::CseType => "a CSE type (1 IN, 2 MN, 3 ASN)",
+        AttrKind::NullOnly => "null (the CSE fills in the creator)",
+        AttrKind::ContentInfo => "a content info like text/plain:0",
+    };
+    Err(Error::bad_request(format!("attribute {name} must be {expected}, got {value}")))
+}
+
+/// `type/subtype:encoding` with encoding 0-2, optionally `:security` 0-5.
+fn valid_content_info(text: &str) -> bool {
+    let mut parts = text.split(':');
+    let media = parts.next().unwrap_or_default();
+    let media_ok = media
+        .split_once('/')
+        .is_some_and(|(kind, sub)| !kind.is_empty() && !sub.is_empty());
+    let encoding_ok = parts.next().is_some_and(|e| matches!(e, "0" | "1" | "2"));
+    let security_ok = parts.next().is_none_or(|s| matches!(s, "0" | "1" | "2" | "3" | "4" | "5"));
+    media_ok && encoding_ok && security_ok && parts.next().is_none()
+}
+
+/// `pv` / `pvs`: `{"acr": [rule, ...]}`. `pv` may be `{}` or have an empty list; `pvs`
+/// must have at least one rule and nothing else.
+fn check_privileges(name: &str, value: Option<&Value>, self_privileges: bool) -> Result<()> {
+    let Some(Value::Object(object)) = value else {
+        return Err(Error::bad_request(format!("attribute {name} must be an object {{\"acr\": [...]}}")));
+    };
+    if let Some(other) = object.keys().find(|key| *key != "acr") {
+        return Err(Error::bad_request(format!("attribute {name} has an unknown field {other}")));
+    }
+    let rules = match object.get("acr") {
+        None if !self_privileges => return Ok(()),
+        None => return Err(Error::bad_request(format!("attribute {name} needs a non-empty acr list"))),
+        Some(Value::Array(rules)) => rules,
+        Some(_) => return Err(Error::bad_request(format!("{name}.acr must be a list of rules"))),
+    };
+    if self_privileges && rules.is_empty() {
+        return Err(Error::bad_request(format!("attribute {name} needs a non-empty acr list")));
+    }
+    for rule in rules {
+        let Value::Object(rule) = rule else {
+            return Err(Error::bad_request(format!("{name}.acr entries must be objects")));
+        };
+        for (field, value) in rule {
+            let ok = match field.as_str() {
+                "acor" => value.as_array().is_some_and(|items| items.iter().all(Value::is_string)),
+                "acop" => value.as_u64().is_some_and(|bits| (1..=63).contains(&bits)),
+                "acaf" => value.is_boolean(),
+                "aca" => value.as_array().is_some_and(|items| items.iter().all(Value::is_string)),
+                "acco" => value.is_array(),
+                "acod" => value.as_array().is_some_and(|items| {
+                    items.iter().all(|item| item.get("chty").is_some_and(Value::is_array))
+                }),
+                _ => {
+                    return Err(Error::bad_request(format!("{name}.acr has an unknown field {field}")));
+                }
+            };
+            if !ok {
+                return Err(Error::bad_request(format!("{name}.acr.{field} has an invalid value {value}")));
+            }
+        }
+        for field in ["acor", "acop"] {
+            if !rule.contains_key(field) {
+                return Err(Error::bad_request(format!("{name}.acr entries need {field}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Rsc;
+    use serde_json::json;
+
+    fn body(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("test bodies are objects"),
+        }
+    }
+
+    fn create_error(ty: ResourceType, value: Value) -> String {
+        let error = validate_create(ty, &body(value)).expect_err("should be rejected");
+        assert_eq!(error.rsc, Rsc::BadRequest);
+        error.dbg
+    }
+
+    #[test]
+    fn a_valid_ae_passes() {
+        validate_create(ResourceType::Ae, &body(json!({"api": "Nx", "rr": true, "srv": ["3"], "rn": "ae1", "lbl": ["a"]})))
+            .expect("valid");
+    }
+
+    #[test]
+    fn create_errors_name_the_attribute() {
+        assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": true})).contains("srv"));
+        assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": "yes", "srv": []})).contains("rr"));
+        assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": true, "srv": [], "foo": 1})).contains("foo"));
+        assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": true, "srv": [], "ri": "x"})).contains("ri"));
+        assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": true, "srv": [], "cr": null})).contains("cr"));
+        assert!(create_error(ResourceType::Cnt, json!({"lbl": []})).contains("lbl"));
+        assert!(create_error(ResourceType::Cnt, json!({"mni": -1})).contains("mni"));
+        assert!(create_error(ResourceType::Cnt, json!({"rn": "a b"})).contains("rn"));
+        assert!(create_error(ResourceType::Cnt, json!({"cr": "Cx"})).contains("cr"));
+        assert!(create_error(ResourceType::Cin, json!({"acpi": ["x"]})).contains("acpi"));
+        assert!(create_error(ResourceType::Cin, json!({"cnf": "text"})).contains("cnf"));
+        assert!(create_error(ResourceType::Csr, json!({"rr": true, "srv": ["3"]})).contains("cb"));
+        assert!(create_error(ResourceType::Acp, json!({"pv": {}, "pvs": {"acr": []}})).contains("pvs"));
+        assert!(create_error(ResourceType::Acp, json!({"pv": {"acr": [{"acop": 2}]}, "pvs": {"acr": [{"acor": ["all"], "acop": 63}]}})).contains("acor"));
+    }
+
+    #[test]
+    fn update_rules() {
+        validate_update(ResourceType::Cnt, &body(json!({"mni": 5, "lbl": null}))).expect("valid");
+        let error = validate_update(ResourceType::Ae, &body(json!({"api": "Ny"}))).expect_err("NP");
+        assert!(error.dbg.contains("api"));
+        let error = validate_update(ResourceType::Ae, &body(json!({"rr": null}))).expect_err("mandatory");
+        assert!(error.dbg.contains("rr"));
+        let error = validate_update(ResourceType::Csr, &body(json!({"csi": "/x"}))).expect_err("NP");
+        assert!(error.dbg.contains("csi"));
+        validate_update(ResourceType::Csr, &body(json!({"dcse": [], "poa": ["http://x"]}))).expect("valid");
+    }
+
+    #[test]
+    fn content_info_format() {
+        assert!(valid_content_info("text/plain:0"));
+        assert!(valid_content_info("application/json:1:3"));
+        assert!(!valid_content_info("text/plain"));
+        assert!(!valid_content_info("text/plain:7"));
+    }
+}

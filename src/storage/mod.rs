@@ -1,0 +1,124 @@
+//! Durable storage of resources behind one trait.
+//!
+//! [`Store`] is the backend seam (SQLite today, see `sqlite.rs`). Work is done in
+//! transactions: a closure gets a [`ReadTx`] or a [`WriteTx`] and runs on a blocking thread,
+//! never on the async workers. A write closure that returns `Err` is rolled back, so a
+//! multi-step change (a CIN, its container's counters, the eviction of old CINs) is all or
+//! nothing. Nothing outside this module touches the database.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+pub use sqlite::SqliteStore;
+
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+use crate::resource::{Resource, ResourceType};
+
+/// Queries inside a transaction.
+pub trait ReadTx {
+    fn get(&self, ri: &str) -> Result<Option<Resource>>;
+    fn get_by_path(&self, path: &str) -> Result<Option<Resource>>;
+    /// Children of `pi` in creation order, optionally of one type only.
+    fn children(&self, pi: &str, ty: Option<ResourceType>) -> Result<Vec<Resource>>;
+    /// The newest (`newest = true`) or oldest child of `pi` of type `ty`.
+    fn edge_child(&self, pi: &str, ty: ResourceType, newest: bool) -> Result<Option<Resource>>;
+    /// The resource at `path` and everything below it, in path order.
+    fn subtree(&self, path: &str) -> Result<Vec<Resource>>;
+    fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>>;
+    /// Resources whose `et` is before `now` (both in stored timestamp form).
+    fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>>;
+    fn count(&self) -> Result<u64>;
+}
+
+/// Changes inside a transaction (committed when the closure returns `Ok`).
+pub trait WriteTx: ReadTx {
+    fn insert(&mut self, resource: &Resource) -> Result<()>;
+    /// Replace the stored resource with the same `ri`.
+    fn update(&mut self, resource: &Resource) -> Result<()>;
+    /// Delete the resource and everything below it; returns how many were deleted.
+    fn delete_subtree(&mut self, resource: &Resource) -> Result<usize>;
+}
+
+/// A storage backend.
+pub trait Store: Send + Sync + 'static {
+    fn read(&self, work: &mut dyn FnMut(&dyn ReadTx) -> Result<()>) -> Result<()>;
+    fn write(&self, work: &mut dyn FnMut(&mut dyn WriteTx) -> Result<()>) -> Result<()>;
+}
+
+/// The shared handle to the store. Cloning is cheap.
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn Store>,
+}
+
+impl Storage {
+    /// Open the configured store: a SQLite file, or SQLite in memory.
+    pub fn open(config: &DatabaseConfig) -> Result<Storage> {
+        let store = match &config.path {
+            Some(path) => SqliteStore::open(path, config.durability)?,
+            None => SqliteStore::in_memory()?,
+        };
+        Ok(Storage { store: Arc::new(store) })
+    }
+
+    pub fn from_store(store: Arc<dyn Store>) -> Storage {
+        Storage { store }
+    }
+
+    /// Run `work` in a read transaction on a blocking thread.
+    pub async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ReadTx) -> Result<T> + Send + 'static,
+    {
+        let storage = self.clone();
+        blocking(move || storage.read_blocking(work)).await
+    }
+
+    /// Run `work` in a write transaction on a blocking thread.
+    pub async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn WriteTx) -> Result<T> + Send + 'static,
+    {
+        let storage = self.clone();
+        blocking(move || storage.write_blocking(work)).await
+    }
+
+    /// [`Storage::read`] for code already on a blocking thread.
+    pub fn read_blocking<T>(&self, work: impl FnOnce(&dyn ReadTx) -> Result<T>) -> Result<T> {
+        let mut work = Some(work);
+        let mut output = None;
+        self.store.read(&mut |tx| {
+            let work = work.take().ok_or_else(|| Error::internal("read transaction retried"))?;
+            output = Some(work(tx)?);
+            Ok(())
+        })?;
+        output.ok_or_else(|| Error::internal("read transaction produced nothing"))
+    }
+
+    /// [`Storage::write`] for code already on a blocking thread.
+    pub fn write_blocking<T>(&self, work: impl FnOnce(&mut dyn WriteTx) -> Result<T>) -> Result<T> {
+        let mut work = Some(work);
+        let mut output = None;
+        self.store.write(&mut |tx| {
+            let work = work.take().ok_or_else(|| Error::internal("write transaction retried"))?;
+            output = Some(work(tx)?);
+            Ok(())
+        })?;
+        output.ok_or_else(|| Error::internal("write transaction produced nothing"))
+    }
+
+    pub async fn get(&self, ri: &str) -> Result<Option<Resource>> {
+        let ri = ri.to_string();
+        self.read(move |tx| tx.get(&ri)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Error::internal(format!("storage task failed: {error}")))?
+}

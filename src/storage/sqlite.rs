@@ -1,0 +1,244 @@
+//! The SQLite backend: one table of resources (JSON bodies plus indexed columns), WAL
+//! mode, one writer connection and a few reader connections.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::{Map, Value};
+
+use super::{ReadTx, Store, WriteTx};
+use crate::config::Durability;
+use crate::error::{Error, Result};
+use crate::resource::{Resource, ResourceType};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resources (
+    ri      TEXT PRIMARY KEY NOT NULL,
+    pi      TEXT NOT NULL,
+    ty      INTEGER NOT NULL,
+    path    TEXT NOT NULL UNIQUE,
+    et      TEXT,
+    creator TEXT,
+    body    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS resources_by_parent ON resources(pi, ty);
+CREATE INDEX IF NOT EXISTS resources_by_type ON resources(ty);
+CREATE INDEX IF NOT EXISTS resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
+";
+
+const COLUMNS: &str = "ty, path, creator, body";
+
+const READERS: usize = 4;
+
+/// SQLite store. Writes are serialised through one connection; reads use their own
+/// connections (WAL lets them run beside a write). An in-memory store has one connection.
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                Error::internal(format!("cannot create database directory {}: {error}", dir.display()))
+            })?;
+        }
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        let writer = Connection::open(path)?;
+        writer.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
+        ))?;
+        writer.execute_batch(SCHEMA)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(path)?;
+            reader.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+            readers.push(Mutex::new(reader));
+        }
+        Ok(SqliteStore { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
+    }
+
+    pub fn in_memory() -> Result<SqliteStore> {
+        let writer = Connection::open_in_memory()?;
+        writer.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { writer: Mutex::new(writer), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
+    }
+}
+
+impl Store for SqliteStore {
+    fn read(&self, work: &mut dyn FnMut(&dyn ReadTx) -> Result<()>) -> Result<()> {
+        let connection = if self.readers.is_empty() {
+            &self.writer
+        } else {
+            let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+            // Take a free reader if there is one; otherwise wait for the next in turn.
+            let free = (0..self.readers.len())
+                .map(|offset| &self.readers[(start + offset) % self.readers.len()])
+                .find(|reader| matches!(reader.try_lock(), Ok(_)));
+            free.unwrap_or(&self.readers[start % self.readers.len()])
+        };
+        let mut connection = connection.lock().map_err(|_| Error::internal("database lock poisoned"))?;
+        let tx = connection.transaction()?;
+        work(&SqliteTx { tx: &tx })?;
+        tx.finish()?;
+        Ok(())
+    }
+
+    fn write(&self, work: &mut dyn FnMut(&mut dyn WriteTx) -> Result<()>) -> Result<()> {
+        let mut connection = self.writer.lock().map_err(|_| Error::internal("database lock poisoned"))?;
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        work(&mut SqliteTx { tx: &tx })?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+struct SqliteTx<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+impl SqliteTx<'_> {
+    fn one(&self, sql: &str, params: impl rusqlite::Params) -> Result<Option<Resource>> {
+        let mut statement = self.tx.prepare_cached(sql)?;
+        let row = statement.query_row(params, row_to_parts).optional()?;
+        row.map(parts_to_resource).transpose()
+    }
+
+    fn many(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Resource>> {
+        let mut statement = self.tx.prepare_cached(sql)?;
+        let rows = statement.query_map(params, row_to_parts)?;
+        let mut resources = Vec::new();
+        for row in rows {
+            resources.push(parts_to_resource(row?)?);
+        }
+        Ok(resources)
+    }
+}
+
+type Parts = (i64, String, Option<String>, String);
+
+fn row_to_parts(row: &Row<'_>) -> rusqlite::Result<Parts> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn parts_to_resource((ty, path, creator, body): Parts) -> Result<Resource> {
+    let ty = u64::try_from(ty)
+        .ok()
+        .and_then(ResourceType::from_code)
+        .ok_or_else(|| Error::internal(format!("stored resource {path} has unknown type {ty}")))?;
+    let attributes: Map<String, Value> = serde_json::from_str(&body)
+        .map_err(|error| Error::internal(format!("stored resource {path} is not valid JSON: {error}")))?;
+    Ok(Resource { ty, attributes, path, creator })
+}
+
+impl ReadTx for SqliteTx<'_> {
+    fn get(&self, ri: &str) -> Result<Option<Resource>> {
+        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE ri = ?1"), [ri])
+    }
+
+    fn get_by_path(&self, path: &str) -> Result<Option<Resource>> {
+        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE path = ?1"), [path])
+    }
+
+    fn children(&self, pi: &str, ty: Option<ResourceType>) -> Result<Vec<Resource>> {
+        match ty {
+            Some(ty) => self.many(
+                &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY rowid"),
+                params![pi, ty.code()],
+            ),
+            None => self.many(&format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 ORDER BY rowid"), [pi]),
+        }
+    }
+
+    fn edge_child(&self, pi: &str, ty: ResourceType, newest: bool) -> Result<Option<Resource>> {
+        let order = if newest { "DESC" } else { "ASC" };
+        self.one(
+            &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY rowid {order} LIMIT 1"),
+            params![pi, ty.code()],
+        )
+    }
+
+    fn subtree(&self, path: &str) -> Result<Vec<Resource>> {
+        // Everything whose path starts with "<path>/": the range ["<path>/", "<path>0"),
+        // because '0' is the character after '/'. This uses the path index.
+        self.many(
+            &format!(
+                "SELECT {COLUMNS} FROM resources WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0') ORDER BY path"
+            ),
+            [path],
+        )
+    }
+
+    fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>> {
+        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1 ORDER BY rowid"), [ty.code()])
+    }
+
+    fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.many(
+            &format!("SELECT {COLUMNS} FROM resources WHERE et IS NOT NULL AND et < ?1 ORDER BY et LIMIT ?2"),
+            params![now, limit],
+        )
+    }
+
+    fn count(&self) -> Result<u64> {
+        let mut statement = self.tx.prepare_cached("SELECT COUNT(*) FROM resources")?;
+        let count: i64 = statement.query_row([], |row| row.get(0))?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+}
+
+impl WriteTx for SqliteTx<'_> {
+    fn insert(&mut self, resource: &Resource) -> Result<()> {
+        let body = serde_json::to_string(&resource.attributes)
+            .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
+        let mut statement = self.tx.prepare_cached(
+            "INSERT INTO resources (ri, pi, ty, path, et, creator, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        statement
+            .execute(params![
+                resource.ri(),
+                resource.pi(),
+                resource.ty.code(),
+                resource.path,
+                resource.et(),
+                resource.creator,
+                body
+            ])
+            .map_err(|error| match error.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => Error::conflict(format!(
+                    "a resource with ri {} or path {} already exists",
+                    resource.ri(),
+                    resource.path
+                )),
+                _ => Error::from(error),
+            })?;
+        Ok(())
+    }
+
+    fn update(&mut self, resource: &Resource) -> Result<()> {
+        let body = serde_json::to_string(&resource.attributes)
+            .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
+        let mut statement =
+            self.tx.prepare_cached("UPDATE resources SET et = ?2, creator = ?3, body = ?4 WHERE ri = ?1")?;
+        let changed = statement.execute(params![resource.ri(), resource.et(), resource.creator, body])?;
+        if changed == 0 {
+            return Err(Error::not_found(format!("resource {} no longer exists", resource.ri())));
+        }
+        Ok(())
+    }
+
+    fn delete_subtree(&mut self, resource: &Resource) -> Result<usize> {
+        let mut statement = self.tx.prepare_cached(
+            "DELETE FROM resources WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')",
+        )?;
+        Ok(statement.execute([&resource.path])?)
+    }
+}
