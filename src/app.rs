@@ -53,7 +53,9 @@ impl App {
             .map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
         if new_database {
             if let Some(dir) = init_dir {
-                bootstrap::import_init_dir(&cse, &dir).await.map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
+                bootstrap::import_init_dir(&cse, &dir)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
             }
         }
         info!(
@@ -63,7 +65,13 @@ impl App {
             database = %cse.config.database.path.as_ref().map_or("in memory".to_string(), |p| p.display().to_string()),
             "CSE ready"
         );
-        Ok(App { listener, local_addr, cse, shutdown: CancellationToken::new(), tracker: TaskTracker::new() })
+        Ok(App {
+            listener,
+            local_addr,
+            cse,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        })
     }
 
     /// The address actually bound (the real port after binding `:0`).
@@ -81,8 +89,17 @@ impl App {
     }
 
     /// Serve until `signal` resolves (or the shutdown token is cancelled), then drain.
-    pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { listener, local_addr, cse, shutdown, tracker } = self;
+    pub async fn run(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            listener,
+            local_addr,
+            cse,
+            shutdown,
+            tracker,
+        } = self;
         let token = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -91,7 +108,8 @@ impl App {
             }
         });
 
-        tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
+        tracker
+            .spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
 
         cse.events.emit(Event::CseStarted);
         info!(address = %local_addr, "serving HTTP");
@@ -101,7 +119,10 @@ impl App {
             .context("HTTP server failed")?;
 
         tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
             warn!(grace = ?SHUTDOWN_GRACE, "background tasks did not stop in time");
         }
         info!("stopped");

@@ -14,7 +14,9 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tracing::{debug, error, instrument};
 
-use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
+use crate::address::{
+    Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any,
+};
 use crate::config::{Config, CseKind};
 use crate::error::{Error, Result, Rsc};
 use crate::event::{Event, EventBus};
@@ -29,7 +31,8 @@ use crate::storage::{ReadTx, Storage, WriteTx};
 const ID_LENGTH: usize = 10;
 
 /// Media types this CSE can read and write.
-pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/vnd.onem2m-res+json"];
+pub const SUPPORTED_MEDIA_TYPES: [&str; 2] =
+    ["application/json", "application/vnd.onem2m-res+json"];
 
 /// The CSE: configuration, identity, storage and events, shared by every caller.
 #[derive(Clone)]
@@ -48,7 +51,12 @@ impl Cse {
             resource_id: config.cse.resource_id.clone(),
             resource_name: config.cse.resource_name.clone(),
         });
-        Cse { config, identity, storage, events }
+        Cse {
+            config,
+            identity,
+            storage,
+            events,
+        }
     }
 
     /// Handle one request; every failure becomes an error response.
@@ -76,7 +84,10 @@ impl Cse {
             Target::Local(local) => local,
             Target::Remote(remote) => return self.forward(request, &remote).await,
         };
-        let originator = request.originator.as_deref().map(|o| self.identity.simplify_originator(o));
+        let originator = request
+            .originator
+            .as_deref()
+            .map(|o| self.identity.simplify_originator(o));
         match request.op {
             Operation::Create => self.create(request, originator, local).await,
             Operation::Retrieve => self.retrieve(request, local).await,
@@ -106,7 +117,10 @@ impl Cse {
         }
         if let Some(rqet) = &request.rqet {
             if rqet.as_str() < resource::now().as_str() {
-                return Err(Error::new(Rsc::RequestTimeout, "request expiration time has passed"));
+                return Err(Error::new(
+                    Rsc::RequestTimeout,
+                    "request expiration time has passed",
+                ));
             }
         }
         if let Some(rcn) = request.rcn {
@@ -142,17 +156,30 @@ impl Cse {
     // CREATE
     // -------------------------------------------------------------------------------------
 
-    async fn create(&self, request: &Request, originator: Option<String>, target: LocalTarget) -> Result<Response> {
+    async fn create(
+        &self,
+        request: &Request,
+        originator: Option<String>,
+        target: LocalTarget,
+    ) -> Result<Response> {
         if target.virtual_child.is_some() {
-            return Err(Error::not_allowed("resources cannot be created under la or ol"));
+            return Err(Error::not_allowed(
+                "resources cannot be created under la or ol",
+            ));
         }
-        let code = request.ty.ok_or_else(|| Error::bad_request("CREATE needs a resource type (ty)"))?;
+        let code = request
+            .ty
+            .ok_or_else(|| Error::bad_request("CREATE needs a resource type (ty)"))?;
         let ty = match ResourceType::from_code(code) {
-            Some(ResourceType::CseBase) => return Err(Error::not_allowed("a CSEBase cannot be created")),
+            Some(ResourceType::CseBase) => {
+                return Err(Error::not_allowed("a CSEBase cannot be created"));
+            }
             Some(ty) => ty,
             None => match known_unsupported_type(code) {
                 Some(name) => {
-                    return Err(Error::not_implemented(format!("resource type {code} ({name}) is not supported")));
+                    return Err(Error::not_implemented(format!(
+                        "resource type {code} ({name}) is not supported"
+                    )));
                 }
                 None => return Err(Error::bad_request(format!("unknown resource type {code}"))),
             },
@@ -174,7 +201,9 @@ impl Cse {
         };
         let resource = self.storage.write(move |tx| plan.apply(tx)).await?;
         if ty == ResourceType::Csr {
-            self.events.emit(Event::RemoteCseRegistered { csr: Arc::new(resource.clone()) });
+            self.events.emit(Event::RemoteCseRegistered {
+                csr: Arc::new(resource.clone()),
+            });
         }
         let request_attributes = match request.content.as_ref().and_then(|c| c.get(ty.wrapper())) {
             Some(Value::Object(map)) => map.clone(),
@@ -217,21 +246,30 @@ impl Cse {
         let admin = originator == self.config.cse.admin_originator;
         let allowed = admin
             || originator == self.identity.cse_id
-            || matches_any(&self.config.registration.allowed_csr_originators, originator);
+            || matches_any(
+                &self.config.registration.allowed_csr_originators,
+                originator,
+            );
         if !allowed {
             return Err(Error::no_privilege(format!(
                 "originator {originator} is not allowed to register a CSE (cse.registration.allowed_csr_originators)"
             )));
         }
         if self.config.cse.kind == CseKind::Asn {
-            return Err(Error::not_allowed("an ASN-CSE does not accept CSE registrations"));
+            return Err(Error::not_allowed(
+                "an ASN-CSE does not accept CSE registrations",
+            ));
         }
         if !admin && !is_cse_id(originator) {
             return Err(Error::not_allowed(format!(
                 "originator {originator} is not a CSE-ID (/csi or //sp/csi); AEs cannot register as CSEs"
             )));
         }
-        Ok(if originator.starts_with('/') { originator.to_string() } else { format!("/{originator}") })
+        Ok(if originator.starts_with('/') {
+            originator.to_string()
+        } else {
+            format!("/{originator}")
+        })
     }
 
     // -------------------------------------------------------------------------------------
@@ -275,7 +313,9 @@ impl Cse {
                 }
                 json
             }
-            (6, Some(Children::Direct(children))) => json!({ "m2m:rrl": { "rrf": child_references(&children) } }),
+            (6, Some(Children::Direct(children))) => {
+                json!({ "m2m:rrl": { "rrf": child_references(&children) } })
+            }
             _ => resource.to_json(),
         };
         Ok(Response::new(request, Rsc::Ok, Some(content)))
@@ -300,7 +340,8 @@ impl Cse {
                     if filter.lvl.is_some_and(|lvl| level > lvl) {
                         continue;
                     }
-                    if !filter.ty.is_empty() && !filter.ty.contains(&u64::from(resource.ty.code())) {
+                    if !filter.ty.is_empty() && !filter.ty.contains(&u64::from(resource.ty.code()))
+                    {
                         continue;
                     }
                     if !filter.lbl.is_empty() {
@@ -327,7 +368,9 @@ impl Cse {
             _ => {
                 let uris: Vec<Value> = found
                     .iter()
-                    .map(|resource| Value::String(self.scoped(request, self.address_of(resource, request.drt))))
+                    .map(|resource| {
+                        Value::String(self.scoped(request, self.address_of(resource, request.drt)))
+                    })
                     .collect();
                 json!({ "m2m:uril": uris })
             }
@@ -339,7 +382,12 @@ impl Cse {
     // UPDATE
     // -------------------------------------------------------------------------------------
 
-    async fn update(&self, request: &Request, _originator: Option<String>, target: LocalTarget) -> Result<Response> {
+    async fn update(
+        &self,
+        request: &Request,
+        _originator: Option<String>,
+        target: LocalTarget,
+    ) -> Result<Response> {
         if target.virtual_child.is_some() {
             return Err(Error::not_allowed("la and ol cannot be updated"));
         }
@@ -351,25 +399,40 @@ impl Cse {
             .write(move |tx| {
                 let mut resource = locate(tx, &target.id)?;
                 match resource.ty {
-                    ResourceType::CseBase => return Err(Error::not_allowed("the CSEBase cannot be updated")),
-                    ResourceType::Cin => return Err(Error::not_allowed("a contentInstance cannot be updated")),
+                    ResourceType::CseBase => {
+                        return Err(Error::not_allowed("the CSEBase cannot be updated"));
+                    }
+                    ResourceType::Cin => {
+                        return Err(Error::not_allowed("a contentInstance cannot be updated"));
+                    }
                     _ => {}
                 }
-                let changes = unwrap_content(content.as_ref(), resource.ty, Rsc::ContentsUnacceptable)?;
+                let changes =
+                    unwrap_content(content.as_ref(), resource.ty, Rsc::ContentsUnacceptable)?;
                 resource::validate_update(resource.ty, &changes)?;
                 apply_update(tx, &identity, &mut resource, &changes, max_et)?;
                 Ok((resource, changes))
             })
             .await?;
         if resource.ty == ResourceType::Csr {
-            self.events.emit(Event::CsrUpdated { csr: Arc::new(resource.clone()), changes: Arc::new(changes.clone()) });
+            self.events.emit(Event::CsrUpdated {
+                csr: Arc::new(resource.clone()),
+                changes: Arc::new(changes.clone()),
+            });
         }
         let content = match request.rcn.unwrap_or(1) {
             0 => None,
             9 => {
                 let mut modified = Map::new();
                 for name in changes.keys().map(String::as_str).chain(["lt"]) {
-                    modified.insert(name.to_string(), resource.attributes.get(name).cloned().unwrap_or(Value::Null));
+                    modified.insert(
+                        name.to_string(),
+                        resource
+                            .attributes
+                            .get(name)
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    );
                 }
                 Some(json!({ resource.ty.wrapper(): modified }))
             }
@@ -400,7 +463,9 @@ impl Cse {
             })
             .await?;
         if resource.ty == ResourceType::Csr {
-            self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource.clone()) });
+            self.events.emit(Event::RemoteCseDeregistered {
+                csr: Arc::new(resource.clone()),
+            });
         }
         let content = match (virtual_child, request.rcn.unwrap_or(0)) {
             (Some(_), _) | (None, 1) => Some(resource.to_json()),
@@ -439,7 +504,9 @@ impl Cse {
             for resource in batch {
                 debug!(ri = resource.ri(), "expired");
                 if resource.ty == ResourceType::Csr {
-                    self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource) });
+                    self.events.emit(Event::RemoteCseDeregistered {
+                        csr: Arc::new(resource),
+                    });
                 }
             }
             removed += count;
@@ -463,7 +530,9 @@ impl Cse {
             return id;
         }
         match request.originator.as_deref() {
-            Some(o) if o.starts_with("//") => format!("//{}{}/{id}", self.identity.sp_id, self.identity.cse_id),
+            Some(o) if o.starts_with("//") => {
+                format!("//{}{}/{id}", self.identity.sp_id, self.identity.cse_id)
+            }
             Some(o) if o.starts_with('/') => format!("{}/{id}", self.identity.cse_id),
             _ => id,
         }
@@ -483,21 +552,32 @@ fn is_cse_id(originator: &str) -> bool {
 }
 
 /// The attribute map inside `{"m2m:xxx": {...}}`, checked against the expected type.
-fn unwrap_content(content: Option<&Value>, ty: ResourceType, wrong_type: Rsc) -> Result<Map<String, Value>> {
+fn unwrap_content(
+    content: Option<&Value>,
+    ty: ResourceType,
+    wrong_type: Rsc,
+) -> Result<Map<String, Value>> {
     let Some(content) = content else {
         return Err(Error::bad_request("missing content"));
     };
     let Value::Object(wrapper) = content else {
-        return Err(Error::bad_request("content must be a JSON object like {\"m2m:cnt\": {...}}"));
+        return Err(Error::bad_request(
+            "content must be a JSON object like {\"m2m:cnt\": {...}}",
+        ));
     };
     let mut entries = wrapper.iter();
     let (Some((key, value)), None) = (entries.next(), entries.next()) else {
-        return Err(Error::bad_request("content must have exactly one member like \"m2m:cnt\""));
+        return Err(Error::bad_request(
+            "content must have exactly one member like \"m2m:cnt\"",
+        ));
     };
     if key != ty.wrapper() {
         return Err(Error::new(
             wrong_type,
-            format!("content {key} does not match the resource type (expected {})", ty.wrapper()),
+            format!(
+                "content {key} does not match the resource type (expected {})",
+                ty.wrapper()
+            ),
         ));
     }
     match value {
@@ -535,11 +615,19 @@ fn locate(tx: &dyn ReadTx, id: &LocalId) -> Result<Resource> {
 fn edge_instance(tx: &dyn ReadTx, id: &LocalId, which: VirtualChild) -> Result<Resource> {
     let container = locate(tx, id)?;
     if container.ty != ResourceType::Cnt {
-        return Err(Error::not_found(format!("{} is not a container: it has no la/ol", container.path)));
+        return Err(Error::not_found(format!(
+            "{} is not a container: it has no la/ol",
+            container.path
+        )));
     }
     let newest = which == VirtualChild::Latest;
     tx.edge_child(container.ri(), ResourceType::Cin, newest)?
-        .ok_or_else(|| Error::not_found(format!("container {} has no content instances", container.path)))
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "container {} has no content instances",
+                container.path
+            ))
+        })
 }
 
 /// CINs of a container with `disr` = true cannot be read or deleted.
@@ -549,7 +637,9 @@ fn check_instance_readable(tx: &dyn ReadTx, resource: &Resource) -> Result<()> {
     }
     let parent = tx.get(resource.pi())?;
     if parent.is_some_and(|parent| parent.bool("disr") == Some(true)) {
-        return Err(Error::not_allowed("retrieval of instances is disabled for this container (disr)"));
+        return Err(Error::not_allowed(
+            "retrieval of instances is disabled for this container (disr)",
+        ));
     }
     Ok(())
 }
@@ -590,7 +680,9 @@ fn descendants_by_parent(tx: &dyn ReadTx, resource: &Resource) -> Result<Childre
     let mut tree: HashMap<String, Vec<Resource>> = HashMap::new();
     for descendant in tx.subtree(&resource.path)? {
         if descendant.path != resource.path {
-            tree.entry(descendant.pi().to_string()).or_default().push(descendant);
+            tree.entry(descendant.pi().to_string())
+                .or_default()
+                .push(descendant);
         }
     }
     for siblings in tree.values_mut() {
@@ -600,9 +692,23 @@ fn descendants_by_parent(tx: &dyn ReadTx, resource: &Resource) -> Result<Childre
 }
 
 /// `{"m2m:xx": {attributes?, "m2m:child": [...]}}`, recursively, down to `lvl` levels.
-fn with_children(resource: &Resource, tree: &HashMap<String, Vec<Resource>>, attributes: bool, lvl: Option<usize>) -> Value {
-    fn nest(resource: &Resource, tree: &HashMap<String, Vec<Resource>>, attributes: bool, remaining: Option<usize>) -> Map<String, Value> {
-        let mut map = if attributes { resource.attributes.clone() } else { Map::new() };
+fn with_children(
+    resource: &Resource,
+    tree: &HashMap<String, Vec<Resource>>,
+    attributes: bool,
+    lvl: Option<usize>,
+) -> Value {
+    fn nest(
+        resource: &Resource,
+        tree: &HashMap<String, Vec<Resource>>,
+        attributes: bool,
+        remaining: Option<usize>,
+    ) -> Map<String, Value> {
+        let mut map = if attributes {
+            resource.attributes.clone()
+        } else {
+            Map::new()
+        };
         if remaining == Some(0) {
             return map;
         }
@@ -612,7 +718,9 @@ fn with_children(resource: &Resource, tree: &HashMap<String, Vec<Resource>>, att
                 continue;
             }
             let nested = nest(child, tree, true, remaining.map(|n| n - 1));
-            let list = map.entry(child.ty.wrapper().to_string()).or_insert_with(|| Value::Array(Vec::new()));
+            let list = map
+                .entry(child.ty.wrapper().to_string())
+                .or_insert_with(|| Value::Array(Vec::new()));
             if let Value::Array(list) = list {
                 list.push(Value::Object(nested));
             }
@@ -636,7 +744,10 @@ fn delete_resource(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> {
         if let Some(mut container) = tx.get(resource.pi())? {
             let size = resource.u64("cs").unwrap_or(0);
             container.set("cni", container.u64("cni").unwrap_or(0).saturating_sub(1));
-            container.set("cbs", container.u64("cbs").unwrap_or(0).saturating_sub(size));
+            container.set(
+                "cbs",
+                container.u64("cbs").unwrap_or(0).saturating_sub(size),
+            );
             tx.update(&container)?;
         }
     }
@@ -667,7 +778,11 @@ fn enforce_container_limits(tx: &mut dyn WriteTx, container: &mut Resource) -> R
 
 /// The `et` of a new or updated resource: the requested one, clipped to the parent's (for a
 /// non-CSEBase parent) and to the maximum; the default is the parent's or the maximum.
-fn expiration(requested: Option<&Value>, parent: Option<&Resource>, max_delta: Duration) -> Result<String> {
+fn expiration(
+    requested: Option<&Value>,
+    parent: Option<&Resource>,
+    max_delta: Duration,
+) -> Result<String> {
     let now = Utc::now();
     let max = now + chrono::Duration::from_std(max_delta).unwrap_or(chrono::Duration::MAX);
     let parent_et = parent
@@ -686,21 +801,34 @@ fn expiration(requested: Option<&Value>, parent: Option<&Resource>, max_delta: D
     Ok(timestamp(requested.min(limit)))
 }
 
-/// Resolve `acpi` entries to the `ri`s of existing ACPs.
-fn resolve_acpi(tx: &dyn ReadTx, identity: &Identity, value: &Value) -> Result<Value> {
+/// Resolve `acpi` entries to the `ri`s of existing ACPs (4000 when one is not an ACP).
+pub(crate) fn resolve_acpi(tx: &dyn ReadTx, identity: &Identity, value: &Value) -> Result<Value> {
     let mut resolved = Vec::new();
-    for entry in value.as_array().into_iter().flatten().filter_map(Value::as_str) {
+    for entry in value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
         let acp = match identity.resolve(entry) {
-            Ok(Target::Local(target)) if target.virtual_child.is_none() => match locate(tx, &target.id) {
-                Ok(resource) => Some(resource),
-                Err(error) if error.rsc == Rsc::NotFound => None,
-                Err(error) => return Err(error),
-            },
+            Ok(Target::Local(target)) if target.virtual_child.is_none() => {
+                match locate(tx, &target.id) {
+                    Ok(resource) => Some(resource),
+                    Err(error) if error.rsc == Rsc::NotFound => None,
+                    Err(error) => return Err(error),
+                }
+            }
             _ => None,
         };
         match acp {
-            Some(acp) if acp.ty == ResourceType::Acp => resolved.push(Value::String(acp.ri().to_string())),
-            _ => return Err(Error::bad_request(format!("acpi entry {entry} is not an existing accessControlPolicy"))),
+            Some(acp) if acp.ty == ResourceType::Acp => {
+                resolved.push(Value::String(acp.ri().to_string()))
+            }
+            _ => {
+                return Err(Error::bad_request(format!(
+                    "acpi entry {entry} is not an existing accessControlPolicy"
+                )));
+            }
         }
     }
     Ok(Value::Array(resolved))
@@ -715,7 +843,9 @@ fn apply_update(
     max_et: Duration,
 ) -> Result<()> {
     if changes.contains_key("acpi") && changes.len() > 1 {
-        return Err(Error::bad_request("acpi must be the only attribute of an update"));
+        return Err(Error::bad_request(
+            "acpi must be the only attribute of an update",
+        ));
     }
     let parent = tx.get(resource.pi())?;
     for (name, value) in changes {
@@ -766,32 +896,57 @@ struct CreatePlan {
 
 impl CreatePlan {
     fn apply(self, tx: &mut dyn WriteTx) -> Result<Resource> {
-        let CreatePlan { ty, target, mut attributes, originator, rvi, config, identity } = self;
+        let CreatePlan {
+            ty,
+            target,
+            mut attributes,
+            originator,
+            rvi,
+            config,
+            identity,
+        } = self;
         let parent = locate(&*tx, &target)?;
         if !ty.allowed_under(parent.ty) {
             return Err(Error::new(
                 Rsc::InvalidChildResourceType,
-                format!("a {} cannot be created under a {}", ty.wrapper(), parent.ty.wrapper()),
+                format!(
+                    "a {} cannot be created under a {}",
+                    ty.wrapper(),
+                    parent.ty.wrapper()
+                ),
             ));
         }
         // Identity of the new resource.
         let (ri, rn) = match ty {
             ResourceType::Ae => {
-                if tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae) {
+                if tx
+                    .get(last_element(&originator))?
+                    .is_some_and(|existing| existing.ty == ResourceType::Ae)
+                {
                     return Err(Error::new(
                         Rsc::OriginatorHasAlreadyRegistered,
                         format!("an AE with AE-ID {originator} is already registered"),
                     ));
                 }
                 let ri = last_element(&originator).to_string();
-                let rn = attributes.get("rn").and_then(Value::as_str).map(str::to_string);
-                (ri, rn.unwrap_or_else(|| format!("ae_{}", random_id(ID_LENGTH))))
+                let rn = attributes
+                    .get("rn")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                (
+                    ri,
+                    rn.unwrap_or_else(|| format!("ae_{}", random_id(ID_LENGTH))),
+                )
             }
             ResourceType::Csr => {
                 if originator != format!("/{}", config.cse.admin_originator)
-                    && tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae)
+                    && tx
+                        .get(last_element(&originator))?
+                        .is_some_and(|existing| existing.ty == ResourceType::Ae)
                 {
-                    return Err(Error::not_allowed(format!("originator {originator} has registered an AE")));
+                    return Err(Error::not_allowed(format!(
+                        "originator {originator} has registered an AE"
+                    )));
                 }
                 let ri = csi_to_name(&originator);
                 let rn = match attributes.get("csi").and_then(Value::as_str) {
@@ -811,8 +966,14 @@ impl CreatePlan {
                         break candidate;
                     }
                 };
-                let rn = attributes.get("rn").and_then(Value::as_str).map(str::to_string);
-                (ri, rn.unwrap_or_else(|| format!("{}_{}", ty.short_name(), random_id(ID_LENGTH))))
+                let rn = attributes
+                    .get("rn")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                (
+                    ri,
+                    rn.unwrap_or_else(|| format!("{}_{}", ty.short_name(), random_id(ID_LENGTH))),
+                )
             }
         };
         attributes.insert("rn".into(), Value::String(rn.clone()));
@@ -822,9 +983,14 @@ impl CreatePlan {
         match ty {
             ResourceType::Ae => check_ae(&attributes, &rvi)?,
             ResourceType::Csr => {
-                let cb = attributes.get("cb").and_then(Value::as_str).unwrap_or_default();
+                let cb = attributes
+                    .get("cb")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if !cb.starts_with('/') {
-                    return Err(Error::bad_request(format!("cb {cb:?} must be the CSEBase address /<csi>/<name>")));
+                    return Err(Error::bad_request(format!(
+                        "cb {cb:?} must be the CSEBase address /<csi>/<name>"
+                    )));
                 }
             }
             _ => {}
@@ -832,10 +998,15 @@ impl CreatePlan {
 
         let path = format!("{}/{}", parent.path, rn);
         if tx.get(&ri)?.is_some() {
-            return Err(Error::conflict(format!("a resource with ri {ri} already exists")));
+            return Err(Error::conflict(format!(
+                "a resource with ri {ri} already exists"
+            )));
         }
         if tx.get_by_path(&path)?.is_some() {
-            return Err(Error::conflict(format!("a resource named {rn} already exists under {}", parent.path)));
+            return Err(Error::conflict(format!(
+                "a resource named {rn} already exists under {}",
+                parent.path
+            )));
         }
         if let Some(acpi) = attributes.get("acpi") {
             let resolved = resolve_acpi(&*tx, &identity, acpi)?;
@@ -845,7 +1016,11 @@ impl CreatePlan {
             attributes.insert("cr".into(), Value::String(originator.clone()));
         }
         let now = resource::now();
-        let mut et = expiration(attributes.get("et"), Some(&parent), config.cse.max_expiration_delta)?;
+        let mut et = expiration(
+            attributes.get("et"),
+            Some(&parent),
+            config.cse.max_expiration_delta,
+        )?;
         attributes.insert("ri".into(), Value::String(ri));
         attributes.insert("pi".into(), Value::String(parent.ri().to_string()));
         attributes.insert("ty".into(), json!(ty.code()));
@@ -862,8 +1037,12 @@ impl CreatePlan {
                 attributes.insert("cbs".into(), json!(0));
                 attributes.insert("st".into(), json!(0));
                 if config.container.enable_limits {
-                    attributes.entry("mni").or_insert(json!(config.container.mni));
-                    attributes.entry("mbs").or_insert(json!(config.container.mbs));
+                    attributes
+                        .entry("mni")
+                        .or_insert(json!(config.container.mni));
+                    attributes
+                        .entry("mbs")
+                        .or_insert(json!(config.container.mbs));
                 }
             }
             ResourceType::Cin => {
@@ -878,7 +1057,12 @@ impl CreatePlan {
                     }
                 }
                 if let Some(mia) = container.u64("mia") {
-                    let by_age = timestamp(Utc::now() + chrono::Duration::seconds(i64::try_from(mia).unwrap_or(i64::MAX / 1000)));
+                    let by_age = timestamp(
+                        Utc::now()
+                            + chrono::Duration::seconds(
+                                i64::try_from(mia).unwrap_or(i64::MAX / 1000),
+                            ),
+                    );
                     if by_age < et {
                         et = by_age;
                     }
@@ -895,7 +1079,12 @@ impl CreatePlan {
         }
         attributes.insert("et".into(), Value::String(et));
 
-        let resource = Resource { ty, attributes, path, creator: Some(originator) };
+        let resource = Resource {
+            ty,
+            attributes,
+            path,
+            creator: Some(originator),
+        };
         tx.insert(&resource)?;
         if let Some(mut container) = container_update {
             enforce_container_limits(tx, &mut container)?;
@@ -907,7 +1096,10 @@ impl CreatePlan {
 
 /// `api`, `csz` rules of AE registration.
 fn check_ae(attributes: &Map<String, Value>, rvi: &str) -> Result<()> {
-    let api = attributes.get("api").and_then(Value::as_str).unwrap_or_default();
+    let api = attributes
+        .get("api")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let valid = match api.chars().next() {
         _ if api.len() < 2 => false,
         Some('N') => true,
@@ -920,10 +1112,17 @@ fn check_ae(attributes: &Map<String, Value>, rvi: &str) -> Result<()> {
             "api {api:?} must start with N (non-registered) or R (registered, like Rcom.example.app)"
         )));
     }
-    for media in attributes.get("csz").and_then(Value::as_array).into_iter().flatten() {
+    for media in attributes
+        .get("csz")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let media = media.as_str().unwrap_or_default();
         if !SUPPORTED_MEDIA_TYPES.contains(&media) && !media.contains("cbor") {
-            return Err(Error::bad_request(format!("csz entry {media:?} is not a supported serialization")));
+            return Err(Error::bad_request(format!(
+                "csz entry {media:?} is not a supported serialization"
+            )));
         }
     }
     Ok(())

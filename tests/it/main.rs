@@ -1,0 +1,4 @@
+//! Integration tests: real CSEs on 127.0.0.1:0, talked to over HTTP. One test binary.
+
+mod foundation;
+mod harness;
