@@ -61,8 +61,7 @@ pub struct RemoteTarget {
 
 /// Unreserved characters of RFC 3986: letters, digits, `-`, `.`, `_`, `~`.
 pub fn is_unreserved(text: &str) -> bool {
-    text.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 impl Identity {
@@ -74,16 +73,12 @@ impl Identity {
         let slashes = to.bytes().take_while(|&b| b == b'/').count();
         let rest = &to[slashes..];
         if rest.is_empty() || rest.ends_with('/') {
-            return Err(Error::bad_request(format!(
-                "invalid target {to:?}: empty path element"
-            )));
+            return Err(Error::bad_request(format!("invalid target {to:?}: empty path element")));
         }
         let elements: Vec<&str> = rest.split('/').collect();
         for element in &elements {
             if element.is_empty() {
-                return Err(Error::bad_request(format!(
-                    "invalid target {to:?}: empty path element"
-                )));
+                return Err(Error::bad_request(format!("invalid target {to:?}: empty path element")));
             }
             if !is_unreserved(element) && *element != "-" {
                 return Err(Error::bad_request(format!(
@@ -124,9 +119,7 @@ impl Identity {
                 }
                 self.after_cse_id(to, &elements[2..]).map(Target::Local)
             }
-            _ => Err(Error::bad_request(format!(
-                "invalid target {to:?}: too many leading slashes"
-            ))),
+            _ => Err(Error::bad_request(format!("invalid target {to:?}: too many leading slashes"))),
         }
     }
 
@@ -160,19 +153,13 @@ impl Identity {
 
     /// The SP-relative form of a CSE-relative ID (`CAdmin` → `/id-in/CAdmin`).
     pub fn sp_relative(&self, id: &str) -> String {
-        if id.starts_with('/') {
-            id.to_string()
-        } else {
-            format!("{}/{id}", self.cse_id)
-        }
+        if id.starts_with('/') { id.to_string() } else { format!("{}/{id}", self.cse_id) }
     }
 
     fn cse_relative(&self, elements: &[&str]) -> LocalTarget {
         let (elements, virtual_child) = split_virtual(elements);
         let id = match elements {
-            [single] if *single != self.resource_name && *single != "-" => {
-                LocalId::Unstructured((*single).to_string())
-            }
+            [single] if *single != self.resource_name && *single != "-" => LocalId::Unstructured((*single).to_string()),
             _ => LocalId::Structured(self.structured(elements)),
         };
         LocalTarget { id, virtual_child }
@@ -183,9 +170,7 @@ impl Identity {
         let (elements, virtual_child) = split_virtual(elements);
         let id = match elements {
             [] => {
-                return Err(Error::bad_request(format!(
-                    "invalid target {to:?}: no resource"
-                )));
+                return Err(Error::bad_request(format!("invalid target {to:?}: no resource")));
             }
             [first, ..] if *first == "-" || *first == self.resource_name => {
                 LocalId::Structured(self.structured(elements))
@@ -227,9 +212,7 @@ fn split_virtual<'a, 'b>(elements: &'a [&'b str]) -> (&'a [&'b str], Option<Virt
 
 /// Does `originator` match one of the wildcard `patterns` (`*` any run, `?` one character)?
 pub fn matches_any(patterns: &[String], originator: &str) -> bool {
-    patterns
-        .iter()
-        .any(|pattern| wildmatch::WildMatch::new(pattern).matches(originator))
+    patterns.iter().any(|pattern| wildmatch::WildMatch::new(pattern).matches(originator))
 }
 
 #[cfg(test)]
@@ -272,35 +255,19 @@ mod tests {
     fn sp_relative_and_absolute_ids_of_this_cse() {
         assert_eq!(local("/id-in/cse-in/ae1").id, structured("cse-in/ae1"));
         assert_eq!(local("/id-in/-/ae1").id, structured("cse-in/ae1"));
-        assert_eq!(
-            local("/id-in/cnt1").id,
-            LocalId::Unstructured("cnt1".into())
-        );
-        assert_eq!(
-            local("//acme.example.com/id-in/cse-in/ae1").id,
-            structured("cse-in/ae1")
-        );
-        assert_eq!(
-            local("//acme.example.com/id-in/cnt1").id,
-            LocalId::Unstructured("cnt1".into())
-        );
+        assert_eq!(local("/id-in/cnt1").id, LocalId::Unstructured("cnt1".into()));
+        assert_eq!(local("//acme.example.com/id-in/cse-in/ae1").id, structured("cse-in/ae1"));
+        assert_eq!(local("//acme.example.com/id-in/cnt1").id, LocalId::Unstructured("cnt1".into()));
     }
 
     #[test]
     fn ids_of_other_cses_are_remote() {
-        let Ok(Target::Remote(remote)) = identity().resolve("/id-mn/cse-mn/ae1") else {
-            panic!()
-        };
+        let Ok(Target::Remote(remote)) = identity().resolve("/id-mn/cse-mn/ae1") else { panic!() };
         assert_eq!(remote.cse_id, "/id-mn");
         assert_eq!(remote.sp_id, None);
-        let Ok(Target::Remote(remote)) = identity().resolve("//other.com/id-in/cse-in") else {
-            panic!()
-        };
+        let Ok(Target::Remote(remote)) = identity().resolve("//other.com/id-in/cse-in") else { panic!() };
         assert_eq!(remote.sp_id.as_deref(), Some("other.com"));
-        let Ok(Target::Remote(remote)) = identity().resolve("//acme.example.com/id-mn/cse-mn")
-        else {
-            panic!()
-        };
+        let Ok(Target::Remote(remote)) = identity().resolve("//acme.example.com/id-mn/cse-mn") else { panic!() };
         assert_eq!((remote.cse_id.as_str(), remote.sp_id), ("/id-mn", None));
     }
 
@@ -326,22 +293,10 @@ mod tests {
     fn originators_are_simplified_on_reception() {
         let identity = identity();
         assert_eq!(identity.simplify_originator("/id-in/Cabc"), "Cabc");
-        assert_eq!(
-            identity.simplify_originator("//acme.example.com/id-in/Cabc"),
-            "Cabc"
-        );
-        assert_eq!(
-            identity.simplify_originator("//acme.example.com/id-mn"),
-            "/id-mn"
-        );
-        assert_eq!(
-            identity.simplify_originator("//other.com/id-mn"),
-            "//other.com/id-mn"
-        );
-        assert_eq!(
-            identity.simplify_originator("/id-mn/CAdmin"),
-            "/id-mn/CAdmin"
-        );
+        assert_eq!(identity.simplify_originator("//acme.example.com/id-in/Cabc"), "Cabc");
+        assert_eq!(identity.simplify_originator("//acme.example.com/id-mn"), "/id-mn");
+        assert_eq!(identity.simplify_originator("//other.com/id-mn"), "//other.com/id-mn");
+        assert_eq!(identity.simplify_originator("/id-mn/CAdmin"), "/id-mn/CAdmin");
         assert_eq!(identity.simplify_originator("Cabc"), "Cabc");
     }
 

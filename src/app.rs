@@ -21,6 +21,7 @@ use crate::bootstrap;
 use crate::config::{Config, HttpConfig};
 use crate::dispatcher::Cse;
 use crate::event::{Event, EventBus};
+use crate::remote::RemoteCseManager;
 use crate::storage::Storage;
 
 /// How long shutdown waits for in-flight work and background tasks.
@@ -30,6 +31,7 @@ pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     cse: Cse,
+    remote: RemoteCseManager,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -48,14 +50,11 @@ impl App {
             .map_err(|error| anyhow::anyhow!("cannot open the database: {}", error.dbg))?;
         let poa = advertised_poa(&config.http, local_addr);
         let cse = Cse::new(Arc::new(config), storage, EventBus::default());
-        let new_database = bootstrap::ensure_cse_base(&cse, poa)
-            .await
-            .map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
+        let new_database =
+            bootstrap::ensure_cse_base(&cse, poa).await.map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
         if new_database {
             if let Some(dir) = init_dir {
-                bootstrap::import_init_dir(&cse, &dir)
-                    .await
-                    .map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
+                bootstrap::import_init_dir(&cse, &dir).await.map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
             }
         }
         info!(
@@ -65,13 +64,8 @@ impl App {
             database = %cse.config.database.path.as_ref().map_or("in memory".to_string(), |p| p.display().to_string()),
             "CSE ready"
         );
-        Ok(App {
-            listener,
-            local_addr,
-            cse,
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        })
+        let remote = RemoteCseManager::new(cse.clone());
+        Ok(App { listener, local_addr, cse, remote, shutdown: CancellationToken::new(), tracker: TaskTracker::new() })
     }
 
     /// The address actually bound (the real port after binding `:0`).
@@ -83,23 +77,19 @@ impl App {
         &self.cse
     }
 
+    /// The remote-CSE manager: registration status, CSR lookups and callbacks.
+    pub fn remote(&self) -> &RemoteCseManager {
+        &self.remote
+    }
+
     /// Cancelling this token stops the application (as the shutdown future does).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
     /// Serve until `signal` resolves (or the shutdown token is cancelled), then drain.
-    pub async fn run(
-        self,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let App {
-            listener,
-            local_addr,
-            cse,
-            shutdown,
-            tracker,
-        } = self;
+    pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App { listener, local_addr, cse, remote, shutdown, tracker } = self;
         let token = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -108,21 +98,21 @@ impl App {
             }
         });
 
-        tracker
-            .spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
+        tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
 
         cse.events.emit(Event::CseStarted);
         info!(address = %local_addr, "serving HTTP");
-        axum::serve(listener, crate::http::router(cse.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("HTTP server failed")?;
+        let server = axum::serve(listener, crate::http::router(cse.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let server = tokio::spawn(async move { server.await });
+        remote.start().await.map_err(|error| anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.dbg))?;
+        let served = server.await.context("HTTP server task failed")?;
+        // Deregistration (bounded by the client time-out) after the last request is drained.
+        remote.stop().await;
+        served.context("HTTP server failed")?;
 
         tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "background tasks did not stop in time");
         }
         info!("stopped");

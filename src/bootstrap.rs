@@ -96,14 +96,11 @@ pub async fn import_init_dir(cse: &Cse, dir: &Path) -> Result<usize> {
         .collect();
     files.sort();
     for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|error| {
-            Error::internal(format!("cannot read init file {}: {error}", file.display()))
-        })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| Error::internal(format!("cannot read init file {}: {error}", file.display())))?;
         apply_init(cse, &substitute(cse, &text))
             .await
-            .map_err(|error| {
-                Error::internal(format!("init file {}: {}", file.display(), error.dbg))
-            })?;
+            .map_err(|error| Error::internal(format!("init file {}: {}", file.display(), error.dbg)))?;
         info!(file = %file.display(), "imported init file");
     }
     Ok(files.len())
@@ -118,28 +115,17 @@ fn substitute(cse: &Cse, text: &str) -> String {
 }
 
 async fn apply_init(cse: &Cse, text: &str) -> Result<()> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|error| Error::bad_request(format!("not valid JSON: {error}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|error| Error::bad_request(format!("not valid JSON: {error}")))?;
     if let Some(create) = value.get("create") {
-        let parent = create
-            .get("parent")
-            .and_then(Value::as_str)
-            .unwrap_or(&cse.config.cse.resource_name);
-        let originator = create
-            .get("originator")
-            .and_then(Value::as_str)
-            .unwrap_or(&cse.config.cse.admin_originator);
-        let resource = create
-            .get("resource")
-            .cloned()
-            .ok_or_else(|| Error::bad_request("create needs a resource"))?;
+        let parent = create.get("parent").and_then(Value::as_str).unwrap_or(&cse.config.cse.resource_name);
+        let originator = create.get("originator").and_then(Value::as_str).unwrap_or(&cse.config.cse.admin_originator);
+        let resource = create.get("resource").cloned().ok_or_else(|| Error::bad_request("create needs a resource"))?;
         let ty = resource
             .as_object()
             .and_then(|map| map.keys().next())
             .and_then(|wrapper| ResourceType::from_wrapper(wrapper))
-            .ok_or_else(|| {
-                Error::bad_request("resource must be wrapped like {\"m2m:acp\": {...}}")
-            })?;
+            .ok_or_else(|| Error::bad_request("resource must be wrapped like {\"m2m:acp\": {...}}"))?;
         let mut request = Request::new(Operation::Create, parent, Some(originator));
         request.rvi = cse.config.cse.release_version.clone();
         request.ty = Some(u64::from(ty.code()));
@@ -147,18 +133,12 @@ async fn apply_init(cse: &Cse, text: &str) -> Result<()> {
         request.rcn = Some(0);
         let response = cse.handle(request).await;
         if response.rsc != Rsc::Created {
-            return Err(Error::new(
-                response.rsc,
-                response.dbg().unwrap_or("creation failed").to_string(),
-            ));
+            return Err(Error::new(response.rsc, response.dbg().unwrap_or("creation failed").to_string()));
         }
         return Ok(());
     }
     if let Some(Value::Object(attributes)) = value.get("csebase") {
-        if let Some(name) = attributes
-            .keys()
-            .find(|name| !CSEBASE_INIT_ATTRIBUTES.contains(&name.as_str()))
-        {
+        if let Some(name) = attributes.keys().find(|name| !CSEBASE_INIT_ATTRIBUTES.contains(&name.as_str())) {
             return Err(Error::bad_request(format!(
                 "csebase attribute {name} cannot be set from init (allowed: {CSEBASE_INIT_ATTRIBUTES:?})"
             )));
@@ -180,7 +160,5 @@ async fn apply_init(cse: &Cse, text: &str) -> Result<()> {
             })
             .await;
     }
-    Err(Error::bad_request(
-        "an init file holds {\"create\": ...} or {\"csebase\": ...}",
-    ))
+    Err(Error::bad_request("an init file holds {\"create\": ...} or {\"csebase\": ...}"))
 }

@@ -24,10 +24,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            key: key.to_string(),
-            reason: reason.into(),
-        }
+        ConfigError::Invalid { key: key.to_string(), reason: reason.into() }
     }
 
     /// The key the error is about, if it is about one.
@@ -146,6 +143,13 @@ pub struct RegistrationSettings {
     pub unregister_when_stopping: bool,
     pub allowed_csr_originators: Vec<String>,
     pub allowed_ae_originators: Vec<String>,
+    /// Consecutive failed probes after which a registree is removed.
+    pub liveliness_failures: u32,
+    /// Time-out of one registree probe.
+    #[serde(with = "humantime_serde")]
+    pub liveliness_timeout: Duration,
+    /// Most registree probes in flight at once.
+    pub liveliness_parallelism: usize,
 }
 
 impl Default for RegistrationSettings {
@@ -156,6 +160,9 @@ impl Default for RegistrationSettings {
             unregister_when_stopping: true,
             allowed_csr_originators: Vec::new(),
             allowed_ae_originators: ["C*", "S*", "/*/C*", "/*/S*"].map(String::from).to_vec(),
+            liveliness_failures: 2,
+            liveliness_timeout: Duration::from_secs(3),
+            liveliness_parallelism: 64,
         }
     }
 }
@@ -225,11 +232,7 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        DatabaseSettings {
-            path: PathBuf::from("./data/acme.db"),
-            in_memory: false,
-            durability: Durability::Full,
-        }
+        DatabaseSettings { path: PathBuf::from("./data/acme.db"), in_memory: false, durability: Durability::Full }
     }
 }
 
@@ -242,9 +245,7 @@ pub struct LoggingSettings {
 
 impl Default for LoggingSettings {
     fn default() -> Self {
-        LoggingSettings {
-            level: "info".into(),
-        }
+        LoggingSettings { level: "info".into() }
     }
 }
 
@@ -265,11 +266,7 @@ pub struct ContainerSettings {
 
 impl Default for ContainerSettings {
     fn default() -> Self {
-        ContainerSettings {
-            enable_limits: false,
-            mni: 10,
-            mbs: 10_000,
-        }
+        ContainerSettings { enable_limits: false, mni: 10, mbs: 10_000 }
     }
 }
 
@@ -346,6 +343,9 @@ pub struct RegistrationConfig {
     pub unregister_when_stopping: bool,
     pub allowed_csr_originators: Vec<String>,
     pub allowed_ae_originators: Vec<String>,
+    pub liveliness_failures: u32,
+    pub liveliness_timeout: Duration,
+    pub liveliness_parallelism: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -366,9 +366,7 @@ pub struct RegistrarConfig {
 impl Config {
     /// Built-in defaults only, validated (tests start from here).
     pub fn defaults() -> Config {
-        Settings::default()
-            .validate()
-            .expect("the built-in defaults are valid")
+        Settings::default().validate().expect("the built-in defaults are valid")
     }
 }
 
@@ -382,21 +380,14 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
         if path.exists() {
-            builder = builder.add_source(
-                config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
-            );
+            builder = builder.add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Toml));
         } else if path_required {
-            return Err(ConfigError::File {
-                path: path.to_path_buf(),
-                reason: "no such file".into(),
-            });
+            return Err(ConfigError::File { path: path.to_path_buf(), reason: "no such file".into() });
         }
         // Only ACME_ variables with a level separator are configuration: others (ACME_WORK,
         // ...) belong to other tools and must not be rejected as unknown keys.
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(name, _)| name.starts_with("ACME_") && name.contains("__"))
-            .collect();
+        let env: config::Map<String, String> =
+            env.into_iter().filter(|(name, _)| name.starts_with("ACME_") && name.contains("__")).collect();
         let mut environment = config::Environment::with_prefix("ACME")
             .prefix_separator("_")
             .separator("__")
@@ -407,10 +398,9 @@ impl Settings {
             environment = environment.with_list_parse_key(key);
         }
         builder = builder.add_source(environment);
-        let layered = builder.build().map_err(|error| ConfigError::File {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
+        let layered = builder
+            .build()
+            .map_err(|error| ConfigError::File { path: path.to_path_buf(), reason: error.to_string() })?;
         serde_path_to_error::deserialize(layered).map_err(|error| {
             let key = error.path().to_string();
             ConfigError::invalid(&key, error.into_inner().to_string())
@@ -456,13 +446,7 @@ impl Settings {
 
     /// Check every rule and build the typed [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let Settings {
-            cse,
-            http,
-            database,
-            logging,
-            resource,
-        } = self;
+        let Settings { cse, http, database, logging, resource } = self;
 
         check_cse_id("cse.cse_id", &cse.cse_id)?;
         let stem = cse.cse_id.trim_start_matches('/').to_string();
@@ -470,23 +454,14 @@ impl Settings {
         check_name("cse.resource_id", &resource_id)?;
         check_name("cse.resource_name", &cse.resource_name)?;
         if cse.resource_name == stem {
-            return Err(ConfigError::invalid(
-                "cse.resource_name",
-                "must differ from the CSE-ID without its slash",
-            ));
+            return Err(ConfigError::invalid("cse.resource_name", "must differ from the CSE-ID without its slash"));
         }
         let sp_id = normalize_sp_id("cse.sp_id", &cse.sp_id)?;
         if cse.admin_originator.is_empty() || cse.admin_originator.contains(char::is_whitespace) {
-            return Err(ConfigError::invalid(
-                "cse.admin_originator",
-                "must be a non-empty ID",
-            ));
+            return Err(ConfigError::invalid("cse.admin_originator", "must be a non-empty ID"));
         }
         if cse.release_versions.is_empty() {
-            return Err(ConfigError::invalid(
-                "cse.release_versions",
-                "must not be empty",
-            ));
+            return Err(ConfigError::invalid("cse.release_versions", "must not be empty"));
         }
         for version in &cse.release_versions {
             if !KNOWN_RELEASES.contains(&version.as_str()) {
@@ -497,31 +472,27 @@ impl Settings {
             }
         }
         if !cse.release_versions.contains(&cse.release_version) {
-            return Err(ConfigError::invalid(
-                "cse.release_version",
-                "must be one of cse.release_versions",
-            ));
+            return Err(ConfigError::invalid("cse.release_version", "must be one of cse.release_versions"));
         }
         positive("cse.max_expiration_delta", cse.max_expiration_delta)?;
-        positive(
-            "cse.expiration_check_interval",
-            cse.expiration_check_interval,
-        )?;
+        positive("cse.expiration_check_interval", cse.expiration_check_interval)?;
 
         let registration = &cse.registration;
-        positive(
-            "cse.registration.check_interval",
-            registration.check_interval,
-        )?;
+        positive("cse.registration.check_interval", registration.check_interval)?;
         for pattern in &registration.allowed_csr_originators {
             if !pattern.starts_with('/') {
                 return Err(ConfigError::invalid(
                     "cse.registration.allowed_csr_originators",
-                    format!(
-                        "{pattern:?} must be an SP-relative (/id-mn) or absolute (//sp/id-mn) CSE-ID pattern"
-                    ),
+                    format!("{pattern:?} must be an SP-relative (/id-mn) or absolute (//sp/id-mn) CSE-ID pattern"),
                 ));
             }
+        }
+        if registration.liveliness_failures == 0 {
+            return Err(ConfigError::invalid("cse.registration.liveliness_failures", "must be at least 1"));
+        }
+        positive("cse.registration.liveliness_timeout", registration.liveliness_timeout)?;
+        if registration.liveliness_parallelism == 0 {
+            return Err(ConfigError::invalid("cse.registration.liveliness_parallelism", "must be at least 1"));
         }
         for pattern in &registration.allowed_ae_originators {
             if pattern.is_empty() {
@@ -541,13 +512,7 @@ impl Settings {
                         "an IN-CSE has no registrar in its own service provider (use [cse.sp.registrar.NAME])",
                     ));
                 }
-                Some(registrar_config(
-                    "cse.registrar",
-                    settings,
-                    &cse,
-                    &sp_id,
-                    false,
-                )?)
+                Some(registrar_config("cse.registrar", settings, &cse, &sp_id, false)?)
             }
         };
         let mut sp_registrars = Vec::new();
@@ -563,13 +528,7 @@ impl Settings {
         }
 
         let listen: SocketAddr = http.listen.parse().map_err(|_| {
-            ConfigError::invalid(
-                "http.listen",
-                format!(
-                    "{:?} is not a socket address like 0.0.0.0:8080",
-                    http.listen
-                ),
-            )
+            ConfigError::invalid("http.listen", format!("{:?} is not a socket address like 0.0.0.0:8080", http.listen))
         })?;
         if let Some(url) = &http.public_url {
             check_url("http.public_url", url)?;
@@ -578,33 +537,21 @@ impl Settings {
             check_url("http.poa", url)?;
         }
         if http.max_body_size == 0 {
-            return Err(ConfigError::invalid(
-                "http.max_body_size",
-                "must be greater than 0",
-            ));
+            return Err(ConfigError::invalid("http.max_body_size", "must be greater than 0"));
         }
         positive("http.request_timeout", http.request_timeout)?;
         positive("http.client_timeout", http.client_timeout)?;
         if http.max_concurrent_requests == 0 {
-            return Err(ConfigError::invalid(
-                "http.max_concurrent_requests",
-                "must be greater than 0",
-            ));
+            return Err(ConfigError::invalid("http.max_concurrent_requests", "must be greater than 0"));
         }
 
         if !database.in_memory && database.path.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                "database.path",
-                "must not be empty unless database.in_memory = true",
-            ));
+            return Err(ConfigError::invalid("database.path", "must not be empty unless database.in_memory = true"));
         }
         if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
             return Err(ConfigError::invalid(
                 "logging.level",
-                format!(
-                    "{:?} is not a log filter (e.g. \"info\", \"acme_cse=debug\")",
-                    logging.level
-                ),
+                format!("{:?} is not a log filter (e.g. \"info\", \"acme_cse=debug\")", logging.level),
             ));
         }
 
@@ -623,14 +570,8 @@ impl Settings {
             },
             http: HttpConfig {
                 listen,
-                public_url: http
-                    .public_url
-                    .map(|url| url.trim_end_matches('/').to_string()),
-                poa: http
-                    .poa
-                    .iter()
-                    .map(|url| url.trim_end_matches('/').to_string())
-                    .collect(),
+                public_url: http.public_url.map(|url| url.trim_end_matches('/').to_string()),
+                poa: http.poa.iter().map(|url| url.trim_end_matches('/').to_string()).collect(),
                 max_body_size: http.max_body_size,
                 request_timeout: http.request_timeout,
                 client_timeout: http.client_timeout,
@@ -646,6 +587,9 @@ impl Settings {
                 unregister_when_stopping: registration.unregister_when_stopping,
                 allowed_csr_originators: registration.allowed_csr_originators.clone(),
                 allowed_ae_originators: registration.allowed_ae_originators.clone(),
+                liveliness_failures: registration.liveliness_failures,
+                liveliness_timeout: registration.liveliness_timeout,
+                liveliness_parallelism: registration.liveliness_parallelism,
             },
             registrar,
             sp_registrars,
@@ -676,10 +620,7 @@ fn registrar_config(
 ) -> Result<RegistrarConfig, ConfigError> {
     let key = |name: &str| format!("{section}.{name}");
     if settings.address.is_empty() {
-        return Err(ConfigError::invalid(
-            &key("address"),
-            "at least one registrar URL is required",
-        ));
+        return Err(ConfigError::invalid(&key("address"), "at least one registrar URL is required"));
     }
     let mut addresses = Vec::new();
     for address in &settings.address {
@@ -687,34 +628,22 @@ fn registrar_config(
         addresses.push(address.trim_end_matches('/').to_string());
     }
     if settings.cse_id.is_empty() {
-        return Err(ConfigError::invalid(
-            &key("cse_id"),
-            "the registrar's CSE-ID is required",
-        ));
+        return Err(ConfigError::invalid(&key("cse_id"), "the registrar's CSE-ID is required"));
     }
     check_cse_id(&key("cse_id"), &settings.cse_id)?;
     if settings.resource_name.is_empty() {
-        return Err(ConfigError::invalid(
-            &key("resource_name"),
-            "the registrar's CSEBase name is required",
-        ));
+        return Err(ConfigError::invalid(&key("resource_name"), "the registrar's CSEBase name is required"));
     }
     check_name(&key("resource_name"), &settings.resource_name)?;
     let sp_id = match &settings.sp_id {
         Some(sp) => normalize_sp_id(&key("sp_id"), sp)?,
         None if other_sp => {
-            return Err(ConfigError::invalid(
-                &key("sp_id"),
-                "the SP-ID of the other service provider is required",
-            ));
+            return Err(ConfigError::invalid(&key("sp_id"), "the SP-ID of the other service provider is required"));
         }
         None => own_sp.to_string(),
     };
     if other_sp && sp_id == own_sp {
-        return Err(ConfigError::invalid(
-            &key("sp_id"),
-            "names this CSE's own service provider",
-        ));
+        return Err(ConfigError::invalid(&key("sp_id"), "names this CSE's own service provider"));
     }
     if !other_sp && sp_id != own_sp {
         return Err(ConfigError::invalid(
@@ -723,10 +652,7 @@ fn registrar_config(
         ));
     }
     if !other_sp && settings.cse_id == cse.cse_id {
-        return Err(ConfigError::invalid(
-            &key("cse_id"),
-            "is this CSE's own CSE-ID",
-        ));
+        return Err(ConfigError::invalid(&key("cse_id"), "is this CSE's own CSE-ID"));
     }
     match settings.serialization.as_deref() {
         None | Some("json") => {}
@@ -739,18 +665,11 @@ fn registrar_config(
     }
     for name in &settings.exclude_csr_attributes {
         if matches!(name.as_str(), "rn" | "rr" | "poa") {
-            return Err(ConfigError::invalid(
-                &key("exclude_csr_attributes"),
-                format!("{name:?} cannot be excluded"),
-            ));
+            return Err(ConfigError::invalid(&key("exclude_csr_attributes"), format!("{name:?} cannot be excluded")));
         }
     }
     let root = settings.root.trim_end_matches('/');
-    let root = if root.is_empty() || root.starts_with('/') {
-        root.to_string()
-    } else {
-        format!("/{root}")
-    };
+    let root = if root.is_empty() || root.starts_with('/') { root.to_string() } else { format!("/{root}") };
     let originator = match &settings.originator {
         Some(originator) if !originator.is_empty() => originator.clone(),
         _ if other_sp => format!("//{own_sp}{}", cse.cse_id),
@@ -781,19 +700,14 @@ fn check_cse_id(key: &str, cse_id: &str) -> Result<(), ConfigError> {
         Some(stem) if !stem.is_empty() && crate::address::is_unreserved(stem) => Ok(()),
         _ => Err(ConfigError::invalid(
             key,
-            format!(
-                "{cse_id:?} is not a CSE-ID: '/' followed by letters, digits, '-', '.', '_' or '~'"
-            ),
+            format!("{cse_id:?} is not a CSE-ID: '/' followed by letters, digits, '-', '.', '_' or '~'"),
         )),
     }
 }
 
 fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || !crate::address::is_unreserved(name) {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{name:?} must be letters, digits, '-', '.', '_' or '~'"),
-        ));
+        return Err(ConfigError::invalid(key, format!("{name:?} must be letters, digits, '-', '.', '_' or '~'")));
     }
     Ok(())
 }
@@ -802,10 +716,7 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
 fn normalize_sp_id(key: &str, sp_id: &str) -> Result<String, ConfigError> {
     let bare = sp_id.trim_start_matches('/');
     if bare.is_empty() || !crate::address::is_unreserved(bare) {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{sp_id:?} is not an SP-ID like acme.example.com"),
-        ));
+        return Err(ConfigError::invalid(key, format!("{sp_id:?} is not an SP-ID like acme.example.com")));
     }
     Ok(bare.to_string())
 }
@@ -815,10 +726,7 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(key, format!("{url:?} is not a URL")));
     };
     if parsed.scheme() != "http" || parsed.host().is_none() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{url:?} must be an http:// URL with a host"),
-        ));
+        return Err(ConfigError::invalid(key, format!("{url:?} must be an http:// URL with a host")));
     }
     Ok(())
 }
@@ -828,9 +736,8 @@ mod tests {
     use super::*;
 
     fn error_key(text: &str) -> String {
-        let error = Settings::from_toml(text)
-            .and_then(Settings::validate)
-            .expect_err("configuration should be rejected");
+        let error =
+            Settings::from_toml(text).and_then(Settings::validate).expect_err("configuration should be rejected");
         error.key().unwrap_or_default().to_string()
     }
 
@@ -852,9 +759,7 @@ mod tests {
     fn the_shipped_acme_toml_is_valid() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/acme.toml"))
             .expect("acme.toml at the repository root");
-        Settings::from_toml(&text)
-            .and_then(Settings::validate)
-            .expect("acme.toml is valid");
+        Settings::from_toml(&text).and_then(Settings::validate).expect("acme.toml is valid");
     }
 
     #[test]
@@ -862,10 +767,7 @@ mod tests {
         let error = Settings::from_toml("[cse]\ncse_idd = \"/x\"\n").expect_err("unknown key");
         let text = error.to_string();
         assert!(text.contains("cse_idd"), "{text}");
-        assert_eq!(
-            error_key("[cse.registration]\nbogus = 1\n"),
-            "cse.registration.bogus"
-        );
+        assert_eq!(error_key("[cse.registration]\nbogus = 1\n"), "cse.registration.bogus");
     }
 
     #[test]
@@ -873,32 +775,21 @@ mod tests {
         assert_eq!(error_key("[cse]\ncse_id = \"id-in\"\n"), "cse.cse_id");
         assert_eq!(error_key("[cse]\ntype = \"XYZ\"\n"), "cse.type");
         assert_eq!(error_key("[http]\nlisten = \"localhost\"\n"), "http.listen");
-        assert_eq!(
-            error_key("[cse.registration]\ncheck_interval = \"0s\"\n"),
-            "cse.registration.check_interval"
-        );
-        assert_eq!(
-            error_key("[cse.registration]\ncheck_interval = \"soon\"\n"),
-            "cse.registration.check_interval"
-        );
+        assert_eq!(error_key("[cse.registration]\ncheck_interval = \"0s\"\n"), "cse.registration.check_interval");
+        assert_eq!(error_key("[cse.registration]\ncheck_interval = \"soon\"\n"), "cse.registration.check_interval");
         assert_eq!(
             error_key("[cse.registration]\nallowed_csr_originators = [\"id-mn\"]\n"),
             "cse.registration.allowed_csr_originators"
         );
-        assert_eq!(
-            error_key("[cse]\nresource_name = \"id-in\"\n"),
-            "cse.resource_name"
-        );
-        assert_eq!(
-            error_key("[cse]\nrelease_versions = [\"9\"]\n"),
-            "cse.release_versions"
-        );
+        assert_eq!(error_key("[cse]\nresource_name = \"id-in\"\n"), "cse.resource_name");
+        assert_eq!(error_key("[cse]\nrelease_versions = [\"9\"]\n"), "cse.release_versions");
     }
 
     #[test]
     fn registrar_rules_are_enforced() {
         // An IN has no same-SP registrar.
-        let text = "[cse.registrar]\naddress = [\"http://127.0.0.1:8080\"]\ncse_id = \"/id-x\"\nresource_name = \"cse-x\"\n";
+        let text =
+            "[cse.registrar]\naddress = [\"http://127.0.0.1:8080\"]\ncse_id = \"/id-x\"\nresource_name = \"cse-x\"\n";
         assert_eq!(error_key(text), "cse.registrar");
         // An MN has no SP registrars.
         let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.sp.registrar.peer]\naddress = [\"http://127.0.0.1:9\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nsp_id = \"other.com\"\n";
@@ -915,14 +806,9 @@ mod tests {
     #[test]
     fn a_valid_mn_configuration_is_accepted() {
         let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"http://127.0.0.1:8080/\", \"http://127.0.0.2:8080\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
-        let config = Settings::from_toml(text)
-            .and_then(Settings::validate)
-            .expect("valid");
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
         let registrar = config.registrar.expect("registrar");
-        assert_eq!(
-            registrar.addresses,
-            ["http://127.0.0.1:8080", "http://127.0.0.2:8080"]
-        );
+        assert_eq!(registrar.addresses, ["http://127.0.0.1:8080", "http://127.0.0.2:8080"]);
         assert_eq!(registrar.originator, "/id-mn");
         assert_eq!(registrar.sp_id, "acme.example.com");
     }
@@ -931,30 +817,16 @@ mod tests {
     fn environment_variables_override_the_file_and_cli_flags_override_both() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("acme.toml");
-        std::fs::write(
-            &path,
-            "[cse]\ncse_id = \"/id-file\"\n[http]\nlisten = \"127.0.0.1:9000\"\n",
-        )
-        .expect("write");
+        std::fs::write(&path, "[cse]\ncse_id = \"/id-file\"\n[http]\nlisten = \"127.0.0.1:9000\"\n").expect("write");
         let env = [
             ("ACME_CSE__CSE_ID".to_string(), "/id-env".to_string()),
-            (
-                "ACME_CSE__REGISTRATION__ALLOWED_CSR_ORIGINATORS".to_string(),
-                "/id-mn,/id-asn*".to_string(),
-            ),
+            ("ACME_CSE__REGISTRATION__ALLOWED_CSR_ORIGINATORS".to_string(), "/id-mn,/id-asn*".to_string()),
             ("ACME_WORK".to_string(), "/tmp/not-config".to_string()),
         ];
         let mut settings = Settings::load(&path, true, env).expect("load");
         assert_eq!(settings.cse.cse_id, "/id-env");
-        assert_eq!(
-            settings.cse.registration.allowed_csr_originators,
-            ["/id-mn", "/id-asn*"]
-        );
-        settings.apply(&Overrides {
-            http_port: Some(9100),
-            cse_id: Some("/id-cli".into()),
-            ..Overrides::default()
-        });
+        assert_eq!(settings.cse.registration.allowed_csr_originators, ["/id-mn", "/id-asn*"]);
+        settings.apply(&Overrides { http_port: Some(9100), cse_id: Some("/id-cli".into()), ..Overrides::default() });
         let config = settings.validate().expect("valid");
         assert_eq!(config.cse.cse_id, "/id-cli");
         assert_eq!(config.http.listen.to_string(), "127.0.0.1:9100");
@@ -966,8 +838,7 @@ mod tests {
 
     #[test]
     fn a_named_but_missing_file_is_an_error() {
-        let error =
-            Settings::load(Path::new("/nonexistent/acme.toml"), true, []).expect_err("missing");
+        let error = Settings::load(Path::new("/nonexistent/acme.toml"), true, []).expect_err("missing");
         assert!(matches!(error, ConfigError::File { .. }));
     }
 }

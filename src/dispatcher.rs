@@ -14,16 +14,16 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tracing::{debug, error, instrument};
 
-use crate::address::{
-    Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any,
-};
+use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
+use crate::client::Client;
 use crate::config::{Config, CseKind};
 use crate::error::{Error, Result, Rsc};
 use crate::event::{Event, EventBus};
+use crate::registry::Registry;
 use crate::request::{IdForm, Operation, Request, Response};
 use crate::resource::{
-    self, Resource, ResourceType, content_size, known_unsupported_type, normalize_timestamp,
-    parse_timestamp, random_id, timestamp,
+    self, Resource, ResourceType, content_size, known_unsupported_type, normalize_timestamp, parse_timestamp,
+    random_id, timestamp,
 };
 use crate::storage::{ReadTx, Storage, WriteTx};
 
@@ -31,32 +31,31 @@ use crate::storage::{ReadTx, Storage, WriteTx};
 const ID_LENGTH: usize = 10;
 
 /// Media types this CSE can read and write.
-pub const SUPPORTED_MEDIA_TYPES: [&str; 2] =
-    ["application/json", "application/vnd.onem2m-res+json"];
+pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/vnd.onem2m-res+json"];
 
-/// The CSE: configuration, identity, storage and events, shared by every caller.
+/// The CSE: configuration, identity, storage, events, the registry of remote CSEs and
+/// the outgoing client, shared by every caller. Cloning is cheap: every field is a handle.
 #[derive(Clone)]
 pub struct Cse {
     pub config: Arc<Config>,
     pub identity: Arc<Identity>,
     pub storage: Storage,
     pub events: EventBus,
+    /// Known remote CSEs; kept current by the remote-CSE manager, read for routing.
+    pub registry: Registry,
+    pub client: Client,
 }
 
 impl Cse {
     pub fn new(config: Arc<Config>, storage: Storage, events: EventBus) -> Cse {
+        let client = Client::new(config.http.client_timeout);
         let identity = Arc::new(Identity {
             cse_id: config.cse.cse_id.clone(),
             sp_id: config.cse.sp_id.clone(),
             resource_id: config.cse.resource_id.clone(),
             resource_name: config.cse.resource_name.clone(),
         });
-        Cse {
-            config,
-            identity,
-            storage,
-            events,
-        }
+        Cse { config, identity, storage, events, registry: Registry::default(), client }
     }
 
     /// Handle one request; every failure becomes an error response.
@@ -84,18 +83,15 @@ impl Cse {
             Target::Local(local) => local,
             Target::Remote(remote) => return self.forward(request, &remote).await,
         };
-        let originator = request
-            .originator
-            .as_deref()
-            .map(|o| self.identity.simplify_originator(o));
+        let originator = request.originator.as_deref().map(|o| self.identity.simplify_originator(o));
         match request.op {
             Operation::Create => self.create(request, originator, local).await,
             Operation::Retrieve => self.retrieve(request, local).await,
             Operation::Update => self.update(request, originator, local).await,
             Operation::Delete => self.delete(request, local).await,
-            Operation::Notify => Err(Error::not_implemented(
-                "this CSE does not host notification targets (no subscriptions)",
-            )),
+            Operation::Notify => {
+                Err(Error::not_implemented("this CSE does not host notification targets (no subscriptions)"))
+            }
         }
     }
 
@@ -117,10 +113,7 @@ impl Cse {
         }
         if let Some(rqet) = &request.rqet {
             if rqet.as_str() < resource::now().as_str() {
-                return Err(Error::new(
-                    Rsc::RequestTimeout,
-                    "request expiration time has passed",
-                ));
+                return Err(Error::new(Rsc::RequestTimeout, "request expiration time has passed"));
             }
         }
         if let Some(rcn) = request.rcn {
@@ -156,20 +149,11 @@ impl Cse {
     // CREATE
     // -------------------------------------------------------------------------------------
 
-    async fn create(
-        &self,
-        request: &Request,
-        originator: Option<String>,
-        target: LocalTarget,
-    ) -> Result<Response> {
+    async fn create(&self, request: &Request, originator: Option<String>, target: LocalTarget) -> Result<Response> {
         if target.virtual_child.is_some() {
-            return Err(Error::not_allowed(
-                "resources cannot be created under la or ol",
-            ));
+            return Err(Error::not_allowed("resources cannot be created under la or ol"));
         }
-        let code = request
-            .ty
-            .ok_or_else(|| Error::bad_request("CREATE needs a resource type (ty)"))?;
+        let code = request.ty.ok_or_else(|| Error::bad_request("CREATE needs a resource type (ty)"))?;
         let ty = match ResourceType::from_code(code) {
             Some(ResourceType::CseBase) => {
                 return Err(Error::not_allowed("a CSEBase cannot be created"));
@@ -177,9 +161,7 @@ impl Cse {
             Some(ty) => ty,
             None => match known_unsupported_type(code) {
                 Some(name) => {
-                    return Err(Error::not_implemented(format!(
-                        "resource type {code} ({name}) is not supported"
-                    )));
+                    return Err(Error::not_implemented(format!("resource type {code} ({name}) is not supported")));
                 }
                 None => return Err(Error::bad_request(format!("unknown resource type {code}"))),
             },
@@ -201,9 +183,7 @@ impl Cse {
         };
         let resource = self.storage.write(move |tx| plan.apply(tx)).await?;
         if ty == ResourceType::Csr {
-            self.events.emit(Event::RemoteCseRegistered {
-                csr: Arc::new(resource.clone()),
-            });
+            self.events.emit(Event::RemoteCseRegistered { csr: Arc::new(resource.clone()) });
         }
         let request_attributes = match request.content.as_ref().and_then(|c| c.get(ty.wrapper())) {
             Some(Value::Object(map)) => map.clone(),
@@ -246,30 +226,21 @@ impl Cse {
         let admin = originator == self.config.cse.admin_originator;
         let allowed = admin
             || originator == self.identity.cse_id
-            || matches_any(
-                &self.config.registration.allowed_csr_originators,
-                originator,
-            );
+            || matches_any(&self.config.registration.allowed_csr_originators, originator);
         if !allowed {
             return Err(Error::no_privilege(format!(
                 "originator {originator} is not allowed to register a CSE (cse.registration.allowed_csr_originators)"
             )));
         }
         if self.config.cse.kind == CseKind::Asn {
-            return Err(Error::not_allowed(
-                "an ASN-CSE does not accept CSE registrations",
-            ));
+            return Err(Error::not_allowed("an ASN-CSE does not accept CSE registrations"));
         }
         if !admin && !is_cse_id(originator) {
             return Err(Error::not_allowed(format!(
                 "originator {originator} is not a CSE-ID (/csi or //sp/csi); AEs cannot register as CSEs"
             )));
         }
-        Ok(if originator.starts_with('/') {
-            originator.to_string()
-        } else {
-            format!("/{originator}")
-        })
+        Ok(if originator.starts_with('/') { originator.to_string() } else { format!("/{originator}") })
     }
 
     // -------------------------------------------------------------------------------------
@@ -340,8 +311,7 @@ impl Cse {
                     if filter.lvl.is_some_and(|lvl| level > lvl) {
                         continue;
                     }
-                    if !filter.ty.is_empty() && !filter.ty.contains(&u64::from(resource.ty.code()))
-                    {
+                    if !filter.ty.is_empty() && !filter.ty.contains(&u64::from(resource.ty.code())) {
                         continue;
                     }
                     if !filter.lbl.is_empty() {
@@ -368,9 +338,7 @@ impl Cse {
             _ => {
                 let uris: Vec<Value> = found
                     .iter()
-                    .map(|resource| {
-                        Value::String(self.scoped(request, self.address_of(resource, request.drt)))
-                    })
+                    .map(|resource| Value::String(self.scoped(request, self.address_of(resource, request.drt))))
                     .collect();
                 json!({ "m2m:uril": uris })
             }
@@ -382,12 +350,7 @@ impl Cse {
     // UPDATE
     // -------------------------------------------------------------------------------------
 
-    async fn update(
-        &self,
-        request: &Request,
-        _originator: Option<String>,
-        target: LocalTarget,
-    ) -> Result<Response> {
+    async fn update(&self, request: &Request, _originator: Option<String>, target: LocalTarget) -> Result<Response> {
         if target.virtual_child.is_some() {
             return Err(Error::not_allowed("la and ol cannot be updated"));
         }
@@ -407,32 +370,21 @@ impl Cse {
                     }
                     _ => {}
                 }
-                let changes =
-                    unwrap_content(content.as_ref(), resource.ty, Rsc::ContentsUnacceptable)?;
+                let changes = unwrap_content(content.as_ref(), resource.ty, Rsc::ContentsUnacceptable)?;
                 resource::validate_update(resource.ty, &changes)?;
                 apply_update(tx, &identity, &mut resource, &changes, max_et)?;
                 Ok((resource, changes))
             })
             .await?;
         if resource.ty == ResourceType::Csr {
-            self.events.emit(Event::CsrUpdated {
-                csr: Arc::new(resource.clone()),
-                changes: Arc::new(changes.clone()),
-            });
+            self.events.emit(Event::CsrUpdated { csr: Arc::new(resource.clone()), changes: Arc::new(changes.clone()) });
         }
         let content = match request.rcn.unwrap_or(1) {
             0 => None,
             9 => {
                 let mut modified = Map::new();
                 for name in changes.keys().map(String::as_str).chain(["lt"]) {
-                    modified.insert(
-                        name.to_string(),
-                        resource
-                            .attributes
-                            .get(name)
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                    );
+                    modified.insert(name.to_string(), resource.attributes.get(name).cloned().unwrap_or(Value::Null));
                 }
                 Some(json!({ resource.ty.wrapper(): modified }))
             }
@@ -463,9 +415,7 @@ impl Cse {
             })
             .await?;
         if resource.ty == ResourceType::Csr {
-            self.events.emit(Event::RemoteCseDeregistered {
-                csr: Arc::new(resource.clone()),
-            });
+            self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource.clone()) });
         }
         let content = match (virtual_child, request.rcn.unwrap_or(0)) {
             (Some(_), _) | (None, 1) => Some(resource.to_json()),
@@ -504,9 +454,7 @@ impl Cse {
             for resource in batch {
                 debug!(ri = resource.ri(), "expired");
                 if resource.ty == ResourceType::Csr {
-                    self.events.emit(Event::RemoteCseDeregistered {
-                        csr: Arc::new(resource),
-                    });
+                    self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource) });
                 }
             }
             removed += count;
@@ -514,6 +462,106 @@ impl Cse {
                 return Ok(removed);
             }
         }
+    }
+
+    /// The CSEBase.
+    pub async fn cse_base(&self) -> Result<Resource> {
+        let ri = self.config.cse.resource_id.clone();
+        self.storage.read(move |tx| tx.get(&ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))).await
+    }
+
+    /// Set attributes of the CSEBase (what this CSE learns from its registrar). Returns
+    /// whether anything changed.
+    pub async fn update_cse_base(&self, changes: Map<String, Value>) -> Result<bool> {
+        let ri = self.config.cse.resource_id.clone();
+        self.storage
+            .write(move |tx| {
+                let mut cse_base = tx.get(&ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))?;
+                let changed = changes.iter().any(|(name, value)| cse_base.attributes.get(name) != Some(value));
+                if changed {
+                    cse_base.attributes.extend(changes);
+                    cse_base.set("lt", resource::now());
+                    tx.update(&cse_base)?;
+                }
+                Ok(changed)
+            })
+            .await
+    }
+
+    /// All CSRs under the CSEBase.
+    pub async fn local_csrs(&self) -> Result<Vec<Resource>> {
+        self.storage.read(|tx| tx.by_type(ResourceType::Csr)).await
+    }
+
+    /// Create or refresh the local CSR that describes a registrar (`attributes` as copied
+    /// from the registrar's CSEBase, with `csi`, `cb`, `rr`). Returns the stored CSR and
+    /// whether it was created.
+    pub async fn put_registrar_csr(&self, attributes: Map<String, Value>) -> Result<(Resource, bool)> {
+        let csi = attributes
+            .get("csi")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::internal("a registrar CSR needs a csi"))?
+            .to_string();
+        let max_et = self.config.cse.max_expiration_delta;
+        let cse_base_ri = self.config.cse.resource_id.clone();
+        self.storage
+            .write(move |tx| {
+                let name = csi_to_name(&csi);
+                let parent = tx.get(&cse_base_ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))?;
+                let now = resource::now();
+                if let Some(mut existing) = tx.get(&name)? {
+                    if existing.ty != ResourceType::Csr {
+                        return Err(Error::conflict(format!("resource {name} exists and is not a CSR")));
+                    }
+                    let changed = attributes.iter().any(|(key, value)| existing.attributes.get(key) != Some(value));
+                    if changed {
+                        existing.attributes.extend(attributes);
+                        existing.set("lt", now);
+                        tx.update(&existing)?;
+                    }
+                    return Ok((existing, false));
+                }
+                let path = format!("{}/{name}", parent.path);
+                if tx.get_by_path(&path)?.is_some() {
+                    return Err(Error::conflict(format!(
+                        "a resource named {name} already exists under {}",
+                        parent.path
+                    )));
+                }
+                let mut csr = Resource { ty: ResourceType::Csr, attributes, path, creator: Some(csi.clone()) };
+                csr.set("ri", name.clone());
+                csr.set("rn", name);
+                csr.set("pi", parent.ri().to_string());
+                csr.set("ty", ResourceType::Csr.code());
+                csr.set("ct", now.clone());
+                csr.set("lt", now);
+                csr.set("et", expiration(None, Some(&parent), max_et)?);
+                tx.insert(&csr)?;
+                Ok((csr, true))
+            })
+            .await
+    }
+
+    /// Delete a local resource (and its subtree) as a DELETE request would, with the same
+    /// events. Returns the deleted resource, `None` if it did not exist.
+    pub async fn delete_local(&self, ri: &str) -> Result<Option<Resource>> {
+        let ri = ri.to_string();
+        let deleted = self
+            .storage
+            .write(move |tx| {
+                let Some(resource) = tx.get(&ri)? else {
+                    return Ok(None);
+                };
+                delete_resource(tx, &resource)?;
+                Ok(Some(resource))
+            })
+            .await?;
+        if let Some(resource) = &deleted {
+            if resource.ty == ResourceType::Csr {
+                self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource.clone()) });
+            }
+        }
+        Ok(deleted)
     }
 
     /// The address of a resource in the requested form: structured path, or `ri`.
@@ -552,32 +600,21 @@ fn is_cse_id(originator: &str) -> bool {
 }
 
 /// The attribute map inside `{"m2m:xxx": {...}}`, checked against the expected type.
-fn unwrap_content(
-    content: Option<&Value>,
-    ty: ResourceType,
-    wrong_type: Rsc,
-) -> Result<Map<String, Value>> {
+fn unwrap_content(content: Option<&Value>, ty: ResourceType, wrong_type: Rsc) -> Result<Map<String, Value>> {
     let Some(content) = content else {
         return Err(Error::bad_request("missing content"));
     };
     let Value::Object(wrapper) = content else {
-        return Err(Error::bad_request(
-            "content must be a JSON object like {\"m2m:cnt\": {...}}",
-        ));
+        return Err(Error::bad_request("content must be a JSON object like {\"m2m:cnt\": {...}}"));
     };
     let mut entries = wrapper.iter();
     let (Some((key, value)), None) = (entries.next(), entries.next()) else {
-        return Err(Error::bad_request(
-            "content must have exactly one member like \"m2m:cnt\"",
-        ));
+        return Err(Error::bad_request("content must have exactly one member like \"m2m:cnt\""));
     };
     if key != ty.wrapper() {
         return Err(Error::new(
             wrong_type,
-            format!(
-                "content {key} does not match the resource type (expected {})",
-                ty.wrapper()
-            ),
+            format!("content {key} does not match the resource type (expected {})", ty.wrapper()),
         ));
     }
     match value {
@@ -615,19 +652,11 @@ fn locate(tx: &dyn ReadTx, id: &LocalId) -> Result<Resource> {
 fn edge_instance(tx: &dyn ReadTx, id: &LocalId, which: VirtualChild) -> Result<Resource> {
     let container = locate(tx, id)?;
     if container.ty != ResourceType::Cnt {
-        return Err(Error::not_found(format!(
-            "{} is not a container: it has no la/ol",
-            container.path
-        )));
+        return Err(Error::not_found(format!("{} is not a container: it has no la/ol", container.path)));
     }
     let newest = which == VirtualChild::Latest;
     tx.edge_child(container.ri(), ResourceType::Cin, newest)?
-        .ok_or_else(|| {
-            Error::not_found(format!(
-                "container {} has no content instances",
-                container.path
-            ))
-        })
+        .ok_or_else(|| Error::not_found(format!("container {} has no content instances", container.path)))
 }
 
 /// CINs of a container with `disr` = true cannot be read or deleted.
@@ -637,9 +666,7 @@ fn check_instance_readable(tx: &dyn ReadTx, resource: &Resource) -> Result<()> {
     }
     let parent = tx.get(resource.pi())?;
     if parent.is_some_and(|parent| parent.bool("disr") == Some(true)) {
-        return Err(Error::not_allowed(
-            "retrieval of instances is disabled for this container (disr)",
-        ));
+        return Err(Error::not_allowed("retrieval of instances is disabled for this container (disr)"));
     }
     Ok(())
 }
@@ -680,9 +707,7 @@ fn descendants_by_parent(tx: &dyn ReadTx, resource: &Resource) -> Result<Childre
     let mut tree: HashMap<String, Vec<Resource>> = HashMap::new();
     for descendant in tx.subtree(&resource.path)? {
         if descendant.path != resource.path {
-            tree.entry(descendant.pi().to_string())
-                .or_default()
-                .push(descendant);
+            tree.entry(descendant.pi().to_string()).or_default().push(descendant);
         }
     }
     for siblings in tree.values_mut() {
@@ -704,11 +729,7 @@ fn with_children(
         attributes: bool,
         remaining: Option<usize>,
     ) -> Map<String, Value> {
-        let mut map = if attributes {
-            resource.attributes.clone()
-        } else {
-            Map::new()
-        };
+        let mut map = if attributes { resource.attributes.clone() } else { Map::new() };
         if remaining == Some(0) {
             return map;
         }
@@ -718,9 +739,7 @@ fn with_children(
                 continue;
             }
             let nested = nest(child, tree, true, remaining.map(|n| n - 1));
-            let list = map
-                .entry(child.ty.wrapper().to_string())
-                .or_insert_with(|| Value::Array(Vec::new()));
+            let list = map.entry(child.ty.wrapper().to_string()).or_insert_with(|| Value::Array(Vec::new()));
             if let Value::Array(list) = list {
                 list.push(Value::Object(nested));
             }
@@ -732,10 +751,7 @@ fn with_children(
 
 /// `[{"nm": rn, "typ": ty, "val": path}]`
 fn child_references(children: &[Resource]) -> Vec<Value> {
-    children
-        .iter()
-        .map(|child| json!({ "nm": child.rn(), "typ": child.ty.code(), "val": child.path }))
-        .collect()
+    children.iter().map(|child| json!({ "nm": child.rn(), "typ": child.ty.code(), "val": child.path })).collect()
 }
 
 /// Delete a resource and its subtree, keeping the parent container's counters right.
@@ -744,10 +760,7 @@ fn delete_resource(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> {
         if let Some(mut container) = tx.get(resource.pi())? {
             let size = resource.u64("cs").unwrap_or(0);
             container.set("cni", container.u64("cni").unwrap_or(0).saturating_sub(1));
-            container.set(
-                "cbs",
-                container.u64("cbs").unwrap_or(0).saturating_sub(size),
-            );
+            container.set("cbs", container.u64("cbs").unwrap_or(0).saturating_sub(size));
             tx.update(&container)?;
         }
     }
@@ -778,11 +791,7 @@ fn enforce_container_limits(tx: &mut dyn WriteTx, container: &mut Resource) -> R
 
 /// The `et` of a new or updated resource: the requested one, clipped to the parent's (for a
 /// non-CSEBase parent) and to the maximum; the default is the parent's or the maximum.
-fn expiration(
-    requested: Option<&Value>,
-    parent: Option<&Resource>,
-    max_delta: Duration,
-) -> Result<String> {
+fn expiration(requested: Option<&Value>, parent: Option<&Resource>, max_delta: Duration) -> Result<String> {
     let now = Utc::now();
     let max = now + chrono::Duration::from_std(max_delta).unwrap_or(chrono::Duration::MAX);
     let parent_et = parent
@@ -793,8 +802,8 @@ fn expiration(
     let Some(requested) = requested.and_then(Value::as_str) else {
         return Ok(timestamp(limit));
     };
-    let requested = parse_timestamp(requested)
-        .ok_or_else(|| Error::bad_request(format!("et {requested:?} is not a timestamp")))?;
+    let requested =
+        parse_timestamp(requested).ok_or_else(|| Error::bad_request(format!("et {requested:?} is not a timestamp")))?;
     if requested < now {
         return Err(Error::bad_request("et is in the past"));
     }
@@ -804,30 +813,19 @@ fn expiration(
 /// Resolve `acpi` entries to the `ri`s of existing ACPs (4000 when one is not an ACP).
 pub(crate) fn resolve_acpi(tx: &dyn ReadTx, identity: &Identity, value: &Value) -> Result<Value> {
     let mut resolved = Vec::new();
-    for entry in value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
+    for entry in value.as_array().into_iter().flatten().filter_map(Value::as_str) {
         let acp = match identity.resolve(entry) {
-            Ok(Target::Local(target)) if target.virtual_child.is_none() => {
-                match locate(tx, &target.id) {
-                    Ok(resource) => Some(resource),
-                    Err(error) if error.rsc == Rsc::NotFound => None,
-                    Err(error) => return Err(error),
-                }
-            }
+            Ok(Target::Local(target)) if target.virtual_child.is_none() => match locate(tx, &target.id) {
+                Ok(resource) => Some(resource),
+                Err(error) if error.rsc == Rsc::NotFound => None,
+                Err(error) => return Err(error),
+            },
             _ => None,
         };
         match acp {
-            Some(acp) if acp.ty == ResourceType::Acp => {
-                resolved.push(Value::String(acp.ri().to_string()))
-            }
+            Some(acp) if acp.ty == ResourceType::Acp => resolved.push(Value::String(acp.ri().to_string())),
             _ => {
-                return Err(Error::bad_request(format!(
-                    "acpi entry {entry} is not an existing accessControlPolicy"
-                )));
+                return Err(Error::bad_request(format!("acpi entry {entry} is not an existing accessControlPolicy")));
             }
         }
     }
@@ -843,9 +841,7 @@ fn apply_update(
     max_et: Duration,
 ) -> Result<()> {
     if changes.contains_key("acpi") && changes.len() > 1 {
-        return Err(Error::bad_request(
-            "acpi must be the only attribute of an update",
-        ));
+        return Err(Error::bad_request("acpi must be the only attribute of an update"));
     }
     let parent = tx.get(resource.pi())?;
     for (name, value) in changes {
@@ -896,57 +892,32 @@ struct CreatePlan {
 
 impl CreatePlan {
     fn apply(self, tx: &mut dyn WriteTx) -> Result<Resource> {
-        let CreatePlan {
-            ty,
-            target,
-            mut attributes,
-            originator,
-            rvi,
-            config,
-            identity,
-        } = self;
+        let CreatePlan { ty, target, mut attributes, originator, rvi, config, identity } = self;
         let parent = locate(&*tx, &target)?;
         if !ty.allowed_under(parent.ty) {
             return Err(Error::new(
                 Rsc::InvalidChildResourceType,
-                format!(
-                    "a {} cannot be created under a {}",
-                    ty.wrapper(),
-                    parent.ty.wrapper()
-                ),
+                format!("a {} cannot be created under a {}", ty.wrapper(), parent.ty.wrapper()),
             ));
         }
         // Identity of the new resource.
         let (ri, rn) = match ty {
             ResourceType::Ae => {
-                if tx
-                    .get(last_element(&originator))?
-                    .is_some_and(|existing| existing.ty == ResourceType::Ae)
-                {
+                if tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae) {
                     return Err(Error::new(
                         Rsc::OriginatorHasAlreadyRegistered,
                         format!("an AE with AE-ID {originator} is already registered"),
                     ));
                 }
                 let ri = last_element(&originator).to_string();
-                let rn = attributes
-                    .get("rn")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                (
-                    ri,
-                    rn.unwrap_or_else(|| format!("ae_{}", random_id(ID_LENGTH))),
-                )
+                let rn = attributes.get("rn").and_then(Value::as_str).map(str::to_string);
+                (ri, rn.unwrap_or_else(|| format!("ae_{}", random_id(ID_LENGTH))))
             }
             ResourceType::Csr => {
                 if originator != format!("/{}", config.cse.admin_originator)
-                    && tx
-                        .get(last_element(&originator))?
-                        .is_some_and(|existing| existing.ty == ResourceType::Ae)
+                    && tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae)
                 {
-                    return Err(Error::not_allowed(format!(
-                        "originator {originator} has registered an AE"
-                    )));
+                    return Err(Error::not_allowed(format!("originator {originator} has registered an AE")));
                 }
                 let ri = csi_to_name(&originator);
                 let rn = match attributes.get("csi").and_then(Value::as_str) {
@@ -966,14 +937,8 @@ impl CreatePlan {
                         break candidate;
                     }
                 };
-                let rn = attributes
-                    .get("rn")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                (
-                    ri,
-                    rn.unwrap_or_else(|| format!("{}_{}", ty.short_name(), random_id(ID_LENGTH))),
-                )
+                let rn = attributes.get("rn").and_then(Value::as_str).map(str::to_string);
+                (ri, rn.unwrap_or_else(|| format!("{}_{}", ty.short_name(), random_id(ID_LENGTH))))
             }
         };
         attributes.insert("rn".into(), Value::String(rn.clone()));
@@ -983,14 +948,9 @@ impl CreatePlan {
         match ty {
             ResourceType::Ae => check_ae(&attributes, &rvi)?,
             ResourceType::Csr => {
-                let cb = attributes
-                    .get("cb")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let cb = attributes.get("cb").and_then(Value::as_str).unwrap_or_default();
                 if !cb.starts_with('/') {
-                    return Err(Error::bad_request(format!(
-                        "cb {cb:?} must be the CSEBase address /<csi>/<name>"
-                    )));
+                    return Err(Error::bad_request(format!("cb {cb:?} must be the CSEBase address /<csi>/<name>")));
                 }
             }
             _ => {}
@@ -998,15 +958,10 @@ impl CreatePlan {
 
         let path = format!("{}/{}", parent.path, rn);
         if tx.get(&ri)?.is_some() {
-            return Err(Error::conflict(format!(
-                "a resource with ri {ri} already exists"
-            )));
+            return Err(Error::conflict(format!("a resource with ri {ri} already exists")));
         }
         if tx.get_by_path(&path)?.is_some() {
-            return Err(Error::conflict(format!(
-                "a resource named {rn} already exists under {}",
-                parent.path
-            )));
+            return Err(Error::conflict(format!("a resource named {rn} already exists under {}", parent.path)));
         }
         if let Some(acpi) = attributes.get("acpi") {
             let resolved = resolve_acpi(&*tx, &identity, acpi)?;
@@ -1016,11 +971,7 @@ impl CreatePlan {
             attributes.insert("cr".into(), Value::String(originator.clone()));
         }
         let now = resource::now();
-        let mut et = expiration(
-            attributes.get("et"),
-            Some(&parent),
-            config.cse.max_expiration_delta,
-        )?;
+        let mut et = expiration(attributes.get("et"), Some(&parent), config.cse.max_expiration_delta)?;
         attributes.insert("ri".into(), Value::String(ri));
         attributes.insert("pi".into(), Value::String(parent.ri().to_string()));
         attributes.insert("ty".into(), json!(ty.code()));
@@ -1037,12 +988,8 @@ impl CreatePlan {
                 attributes.insert("cbs".into(), json!(0));
                 attributes.insert("st".into(), json!(0));
                 if config.container.enable_limits {
-                    attributes
-                        .entry("mni")
-                        .or_insert(json!(config.container.mni));
-                    attributes
-                        .entry("mbs")
-                        .or_insert(json!(config.container.mbs));
+                    attributes.entry("mni").or_insert(json!(config.container.mni));
+                    attributes.entry("mbs").or_insert(json!(config.container.mbs));
                 }
             }
             ResourceType::Cin => {
@@ -1058,10 +1005,7 @@ impl CreatePlan {
                 }
                 if let Some(mia) = container.u64("mia") {
                     let by_age = timestamp(
-                        Utc::now()
-                            + chrono::Duration::seconds(
-                                i64::try_from(mia).unwrap_or(i64::MAX / 1000),
-                            ),
+                        Utc::now() + chrono::Duration::seconds(i64::try_from(mia).unwrap_or(i64::MAX / 1000)),
                     );
                     if by_age < et {
                         et = by_age;
@@ -1079,12 +1023,7 @@ impl CreatePlan {
         }
         attributes.insert("et".into(), Value::String(et));
 
-        let resource = Resource {
-            ty,
-            attributes,
-            path,
-            creator: Some(originator),
-        };
+        let resource = Resource { ty, attributes, path, creator: Some(originator) };
         tx.insert(&resource)?;
         if let Some(mut container) = container_update {
             enforce_container_limits(tx, &mut container)?;
@@ -1096,10 +1035,7 @@ impl CreatePlan {
 
 /// `api`, `csz` rules of AE registration.
 fn check_ae(attributes: &Map<String, Value>, rvi: &str) -> Result<()> {
-    let api = attributes
-        .get("api")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let api = attributes.get("api").and_then(Value::as_str).unwrap_or_default();
     let valid = match api.chars().next() {
         _ if api.len() < 2 => false,
         Some('N') => true,
@@ -1112,17 +1048,10 @@ fn check_ae(attributes: &Map<String, Value>, rvi: &str) -> Result<()> {
             "api {api:?} must start with N (non-registered) or R (registered, like Rcom.example.app)"
         )));
     }
-    for media in attributes
-        .get("csz")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for media in attributes.get("csz").and_then(Value::as_array).into_iter().flatten() {
         let media = media.as_str().unwrap_or_default();
         if !SUPPORTED_MEDIA_TYPES.contains(&media) && !media.contains("cbor") {
-            return Err(Error::bad_request(format!(
-                "csz entry {media:?} is not a supported serialization"
-            )));
+            return Err(Error::bad_request(format!("csz entry {media:?} is not a supported serialization")));
         }
     }
     Ok(())

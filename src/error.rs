@@ -133,11 +133,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(rsc: Rsc, dbg: impl Into<String>) -> Error {
-        Error {
-            rsc,
-            dbg: dbg.into(),
-            source: None,
-        }
+        Error { rsc, dbg: dbg.into(), source: None }
     }
 
     /// Attach the cause, kept for the log.

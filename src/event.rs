@@ -16,10 +16,7 @@ pub enum Event {
     /// The CSE is serving requests.
     CseStarted,
     /// This CSE registered to a registrar (the local CSR describing the registrar).
-    RegisteredToRegistrar {
-        registrar_csi: String,
-        csr: Arc<Resource>,
-    },
+    RegisteredToRegistrar { registrar_csi: String, csr: Arc<Resource> },
     /// This CSE lost or gave up its registration to a registrar.
     DeregisteredFromRegistrar { registrar_csi: String },
     /// A registree CSE created its CSR here.
@@ -27,10 +24,7 @@ pub enum Event {
     /// A registree's CSR here was deleted (request, liveliness, expiry).
     RemoteCseDeregistered { csr: Arc<Resource> },
     /// A CSR here was updated; `changes` holds the attributes the update carried.
-    CsrUpdated {
-        csr: Arc<Resource>,
-        changes: Arc<serde_json::Map<String, serde_json::Value>>,
-    },
+    CsrUpdated { csr: Arc<Resource>, changes: Arc<serde_json::Map<String, serde_json::Value>> },
     /// A configuration value changed at run time.
     ConfigUpdated { key: String },
 }

@@ -30,12 +30,7 @@ pub const X_M2M_VSI: &str = "x-m2m-vsi";
 /// The router serving every path of the CSE.
 pub fn router(cse: Cse) -> Router {
     let max_concurrent = cse.config.http.max_concurrent_requests;
-    Router::new()
-        .fallback(handle)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            max_concurrent,
-        ))
-        .with_state(cse)
+    Router::new().fallback(handle).layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_concurrent)).with_state(cse)
 }
 
 async fn handle(
@@ -45,12 +40,8 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> axum::response::Response {
-    let rqi = header_text(&headers, X_M2M_RI)
-        .unwrap_or_default()
-        .to_string();
-    let rvi = header_text(&headers, X_M2M_RVI)
-        .unwrap_or_default()
-        .to_string();
+    let rqi = header_text(&headers, X_M2M_RI).unwrap_or_default().to_string();
+    let rvi = header_text(&headers, X_M2M_RVI).unwrap_or_default().to_string();
     let request = match parse_request(&cse, &method, &uri, &headers, body).await {
         Ok(request) => request,
         Err(error) => return into_http(error_response(rqi, rvi, &error)),
@@ -59,42 +50,24 @@ async fn handle(
     match tokio::time::timeout(timeout, cse.handle(request)).await {
         Ok(response) => into_http(response),
         Err(_) => {
-            let error = Error::new(
-                Rsc::RequestTimeout,
-                format!("request not completed within {timeout:?}"),
-            );
+            let error = Error::new(Rsc::RequestTimeout, format!("request not completed within {timeout:?}"));
             into_http(error_response(rqi, rvi, &error))
         }
     }
 }
 
 fn error_response(rqi: String, rvi: String, error: &Error) -> Response {
-    let request = Request {
-        rqi,
-        rvi,
-        ..Request::new(Operation::Retrieve, "", None)
-    };
+    let request = Request { rqi, rvi, ..Request::new(Operation::Retrieve, "", None) };
     Response::error(&request, error)
 }
 
-async fn parse_request(
-    cse: &Cse,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Request> {
+async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Request> {
     let rqi = header_text(headers, X_M2M_RI)
         .filter(|rqi| !rqi.is_empty())
         .ok_or_else(|| Error::bad_request("missing request identifier (X-M2M-RI)"))?;
     let rvi = header_text(headers, X_M2M_RVI)
         .filter(|rvi| !rvi.is_empty())
-        .ok_or_else(|| {
-            Error::new(
-                Rsc::ReleaseVersionNotSupported,
-                "missing release version indicator (X-M2M-RVI)",
-            )
-        })?;
+        .ok_or_else(|| Error::new(Rsc::ReleaseVersionNotSupported, "missing release version indicator (X-M2M-RVI)"))?;
     let originator = header_text(headers, X_M2M_ORIGIN);
     let (media_type, ty) = content_type(headers)?;
     let op = match *method {
@@ -104,9 +77,7 @@ async fn parse_request(
         Method::POST if ty.is_some() => Operation::Create,
         Method::POST => Operation::Notify,
         _ => {
-            return Err(Error::not_allowed(format!(
-                "HTTP method {method} is not a oneM2M operation"
-            )));
+            return Err(Error::not_allowed(format!("HTTP method {method} is not a oneM2M operation")));
         }
     };
     let to = target_of(uri.path())?;
@@ -124,11 +95,9 @@ async fn parse_request(
     }
 
     let limit = cse.config.http.max_body_size;
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Error::bad_request(format!(
-            "request body is larger than the limit of {limit} bytes"
-        ))
-    })?;
+    let bytes: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::bad_request(format!("request body is larger than the limit of {limit} bytes")))?;
     if !bytes.is_empty() {
         match media_type.as_deref() {
             None => {}
@@ -148,10 +117,7 @@ async fn parse_request(
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
+    headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim)
 }
 
 /// The media type (lowercase, without parameters) and the `ty` parameter of `Content-Type`.
@@ -159,9 +125,7 @@ fn content_type(headers: &HeaderMap) -> Result<(Option<String>, Option<u64>)> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok((None, None));
     };
-    let value = value
-        .to_str()
-        .map_err(|_| Error::bad_request("Content-Type is not ASCII"))?;
+    let value = value.to_str().map_err(|_| Error::bad_request("Content-Type is not ASCII"))?;
     let mut parts = value.split(';');
     let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
     let mut ty = None;
@@ -170,9 +134,7 @@ fn content_type(headers: &HeaderMap) -> Result<(Option<String>, Option<u64>)> {
             if name.trim().eq_ignore_ascii_case("ty") {
                 let value = value.trim();
                 ty = Some(value.parse::<u64>().map_err(|_| {
-                    Error::bad_request(format!(
-                        "resource type ty={value:?} in Content-Type is not a number"
-                    ))
+                    Error::bad_request(format!("resource type ty={value:?} in Content-Type is not a number"))
                 })?);
             }
         }
@@ -212,11 +174,8 @@ fn request_expiration(value: &str) -> Result<String> {
         let at = chrono::Utc::now() + chrono::Duration::milliseconds(millis);
         return Ok(resource::timestamp(at));
     }
-    normalize_timestamp(value).ok_or_else(|| {
-        Error::bad_request(format!(
-            "X-M2M-RET {value:?} is neither a timestamp nor milliseconds"
-        ))
-    })
+    normalize_timestamp(value)
+        .ok_or_else(|| Error::bad_request(format!("X-M2M-RET {value:?} is neither a timestamp nor milliseconds")))
 }
 
 fn apply_query(request: &mut Request, query: &str) -> Result<()> {
@@ -230,9 +189,7 @@ fn apply_query(request: &mut Request, query: &str) -> Result<()> {
                     "1" => IdForm::Structured,
                     "2" => IdForm::Unstructured,
                     _ => {
-                        return Err(Error::bad_request(format!(
-                            "drt must be 1 or 2, got {value:?}"
-                        )));
+                        return Err(Error::bad_request(format!("drt must be 1 or 2, got {value:?}")));
                     }
                 }
             }
@@ -249,12 +206,7 @@ fn apply_query(request: &mut Request, query: &str) -> Result<()> {
                     filter.ty.push(number(&name, item)?);
                 }
             }
-            "lbl" => filter.lbl.extend(
-                value
-                    .split([' ', '+'])
-                    .filter(|item| !item.is_empty())
-                    .map(str::to_string),
-            ),
+            "lbl" => filter.lbl.extend(value.split([' ', '+']).filter(|item| !item.is_empty()).map(str::to_string)),
             "rn" => filter.rn = Some(value.to_string()),
             "lim" => filter.lim = Some(number(&name, value)?),
             "lvl" => filter.lvl = Some(number(&name, value)?),
@@ -267,17 +219,12 @@ fn apply_query(request: &mut Request, query: &str) -> Result<()> {
 }
 
 fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
-    value.parse().map_err(|_| {
-        Error::bad_request(format!(
-            "query parameter {name} has an invalid value {value:?}"
-        ))
-    })
+    value.parse().map_err(|_| Error::bad_request(format!("query parameter {name} has an invalid value {value:?}")))
 }
 
 /// The one place a oneM2M response becomes an HTTP response.
 fn into_http(response: Response) -> axum::response::Response {
-    let status = StatusCode::from_u16(response.rsc.http_status())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(response.rsc.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match &response.content {
         Some(content) => Body::from(serde_json::to_vec(content).unwrap_or_default()),
         None => Body::empty(),
@@ -296,10 +243,7 @@ fn into_http(response: Response) -> axum::response::Response {
         insert(headers, header::CONTENT_LOCATION.as_str(), location);
     }
     if response.content.is_some() {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     http
 }
@@ -319,10 +263,7 @@ mod tests {
         for (path, to) in [
             ("/cse-in/ae1", "cse-in/ae1"),
             ("/~/id-in/cse-in", "/id-in/cse-in"),
-            (
-                "/_/acme.example.com/id-in/cse-in",
-                "//acme.example.com/id-in/cse-in",
-            ),
+            ("/_/acme.example.com/id-in/cse-in", "//acme.example.com/id-in/cse-in"),
         ] {
             assert_eq!(target_of(path).expect("valid"), to);
             assert_eq!(path_of(to), path);
@@ -333,22 +274,10 @@ mod tests {
     #[test]
     fn content_type_carries_the_resource_type() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; ty=3"),
-        );
-        assert_eq!(
-            content_type(&headers).expect("valid"),
-            (Some("application/json".into()), Some(3))
-        );
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json;ty=x"),
-        );
-        assert_eq!(
-            content_type(&headers).expect_err("invalid").rsc,
-            Rsc::BadRequest
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; ty=3"));
+        assert_eq!(content_type(&headers).expect("valid"), (Some("application/json".into()), Some(3)));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;ty=x"));
+        assert_eq!(content_type(&headers).expect_err("invalid").rsc, Rsc::BadRequest);
     }
 
     #[test]

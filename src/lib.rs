@@ -15,11 +15,14 @@
 pub mod address;
 pub mod app;
 pub mod bootstrap;
+pub mod client;
 pub mod config;
 pub mod dispatcher;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod registry;
+pub mod remote;
 pub mod request;
 pub mod resource;
 pub mod storage;

@@ -48,20 +48,18 @@ const EXIT_CONFIG: u8 = 78;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let explicit_config =
-        std::env::args().any(|arg| arg == "--config" || arg.starts_with("--config="));
-    let config =
-        Settings::load(&cli.config, explicit_config, std::env::vars()).and_then(|mut settings| {
-            settings.apply(&Overrides {
-                http_port: cli.http_port,
-                cse_id: cli.cse_id.clone(),
-                cse_type: cli.cse_type,
-                db_path: cli.db_path.clone(),
-                in_memory: cli.in_memory,
-                log_level: cli.log_level.clone(),
-            });
-            settings.validate()
+    let explicit_config = std::env::args().any(|arg| arg == "--config" || arg.starts_with("--config="));
+    let config = Settings::load(&cli.config, explicit_config, std::env::vars()).and_then(|mut settings| {
+        settings.apply(&Overrides {
+            http_port: cli.http_port,
+            cse_id: cli.cse_id.clone(),
+            cse_type: cli.cse_type,
+            db_path: cli.db_path.clone(),
+            in_memory: cli.in_memory,
+            log_level: cli.log_level.clone(),
         });
+        settings.validate()
+    });
     let config = match config {
         Ok(config) => config,
         Err(error) => {
@@ -94,15 +92,14 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                let _ = interrupt.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -41,9 +41,7 @@ impl ResourceType {
     }
 
     pub fn from_code(code: u64) -> Option<ResourceType> {
-        ResourceType::ALL
-            .into_iter()
-            .find(|ty| u64::from(ty.code()) == code)
+        ResourceType::ALL.into_iter().find(|ty| u64::from(ty.code()) == code)
     }
 
     /// The JSON wrapper key: `m2m:cnt`.
@@ -59,9 +57,7 @@ impl ResourceType {
     }
 
     pub fn from_wrapper(wrapper: &str) -> Option<ResourceType> {
-        ResourceType::ALL
-            .into_iter()
-            .find(|ty| ty.wrapper() == wrapper)
+        ResourceType::ALL.into_iter().find(|ty| ty.wrapper() == wrapper)
     }
 
     /// The short name used in generated IDs: `cnt`.
@@ -153,11 +149,7 @@ impl Resource {
     /// A list of strings (missing or ill-typed entries are skipped).
     pub fn str_list(&self, name: &str) -> Vec<String> {
         match self.attributes.get(name) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
             _ => Vec::new(),
         }
     }
@@ -169,10 +161,7 @@ impl Resource {
     /// `{"m2m:xxx": {attributes}}`
     pub fn to_json(&self) -> Value {
         let mut wrapped = Map::with_capacity(1);
-        wrapped.insert(
-            self.ty.wrapper().to_string(),
-            Value::Object(self.attributes.clone()),
-        );
+        wrapped.insert(self.ty.wrapper().to_string(), Value::Object(self.attributes.clone()));
         Value::Object(wrapped)
     }
 }
@@ -198,11 +187,7 @@ pub fn parse_timestamp(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let nanos: u32 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<9}").parse().ok()?
-    };
+    let nanos: u32 = if fraction.is_empty() { 0 } else { format!("{fraction:0<9}").parse().ok()? };
     Some(naive.and_utc() + chrono::Duration::nanoseconds(i64::from(nanos)))
 }
 
@@ -256,20 +241,14 @@ mod tests {
         let text = now();
         assert_eq!(text.len(), "20260101T120000,000000".len());
         assert_eq!(normalize_timestamp(&text).as_deref(), Some(text.as_str()));
-        assert_eq!(
-            normalize_timestamp("20300101T000000").as_deref(),
-            Some("20300101T000000,000000")
-        );
+        assert_eq!(normalize_timestamp("20300101T000000").as_deref(), Some("20300101T000000,000000"));
         assert_eq!(parse_timestamp("yesterday"), None);
     }
 
     #[test]
     fn content_size_counts_like_the_reference() {
         assert_eq!(content_size(Some(&json!("héllo€"))), 6);
-        assert_eq!(
-            content_size(Some(&json!({"a": "xy", "b": [1, 2.5, true]}))),
-            18
-        );
+        assert_eq!(content_size(Some(&json!({"a": "xy", "b": [1, 2.5, true]}))), 18);
         assert_eq!(content_size(None), 0);
     }
 }
@@ -278,9 +257,5 @@ mod tests {
 pub fn random_id(len: usize) -> String {
     use rand::Rng;
     use rand::distr::Alphanumeric;
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }

@@ -100,11 +100,7 @@ pub fn policy_of(ty: ResourceType, name: &str) -> Option<Policy> {
         (T::Acp, "adri" | "apri" | "airi") => (Any, O, O),
         _ => return None,
     };
-    Some(Policy {
-        kind,
-        create,
-        update,
-    })
+    Some(Policy { kind, create, update })
 }
 
 /// The attributes a CREATE must carry.
@@ -127,17 +123,13 @@ pub fn validate_create(ty: ResourceType, attributes: &Map<String, Value>) -> Res
             )));
         }
         if value.is_null() && policy.kind != AttrKind::NullOnly {
-            return Err(Error::bad_request(format!(
-                "attribute {name} must not be null on create"
-            )));
+            return Err(Error::bad_request(format!("attribute {name} must not be null on create")));
         }
         check_kind(name, policy.kind, value)?;
     }
     for name in mandatory(ty) {
         if !attributes.contains_key(*name) {
-            return Err(Error::bad_request(format!(
-                "missing mandatory attribute {name}"
-            )));
+            return Err(Error::bad_request(format!("missing mandatory attribute {name}")));
         }
     }
     check_names(attributes)?;
@@ -151,22 +143,16 @@ pub fn validate_create(ty: ResourceType, attributes: &Map<String, Value>) -> Res
 /// Check an UPDATE body's attributes. `null` removes an optional attribute.
 pub fn validate_update(ty: ResourceType, attributes: &Map<String, Value>) -> Result<()> {
     if attributes.is_empty() {
-        return Err(Error::bad_request(
-            "an update must carry at least one attribute",
-        ));
+        return Err(Error::bad_request("an update must carry at least one attribute"));
     }
     for (name, value) in attributes {
         let policy = known(ty, name)?;
         if policy.update == Need::NotPermitted {
-            return Err(Error::bad_request(format!(
-                "attribute {name} cannot be updated"
-            )));
+            return Err(Error::bad_request(format!("attribute {name} cannot be updated")));
         }
         if value.is_null() {
             if policy.create == Need::Mandatory {
-                return Err(Error::bad_request(format!(
-                    "mandatory attribute {name} cannot be removed"
-                )));
+                return Err(Error::bad_request(format!("mandatory attribute {name} cannot be removed")));
             }
             continue;
         }
@@ -184,8 +170,7 @@ pub fn validate_update(ty: ResourceType, attributes: &Map<String, Value>) -> Res
 }
 
 fn known(ty: ResourceType, name: &str) -> Result<Policy> {
-    policy_of(ty, name)
-        .ok_or_else(|| Error::bad_request(format!("unknown attribute {name} for {}", ty.wrapper())))
+    policy_of(ty, name).ok_or_else(|| Error::bad_request(format!("unknown attribute {name} for {}", ty.wrapper())))
 }
 
 fn check_names(attributes: &Map<String, Value>) -> Result<()> {
@@ -196,9 +181,7 @@ fn check_names(attributes: &Map<String, Value>) -> Result<()> {
             )));
         }
         if rn == "la" || rn == "ol" {
-            return Err(Error::bad_request(format!(
-                "rn {rn:?} is reserved for a virtual resource"
-            )));
+            return Err(Error::bad_request(format!("rn {rn:?} is reserved for a virtual resource")));
         }
     }
     Ok(())
@@ -212,12 +195,10 @@ fn check_kind(name: &str, kind: AttrKind, value: &Value) -> Result<()> {
         AttrKind::NonNegInt => value.is_u64(),
         AttrKind::PosInt => value.as_u64().is_some_and(|n| n > 0),
         AttrKind::Timestamp => value.as_str().and_then(parse_timestamp).is_some(),
-        AttrKind::StrList => value
-            .as_array()
-            .is_some_and(|items| items.iter().all(Value::is_string)),
-        AttrKind::NonEmptyStrList => value
-            .as_array()
-            .is_some_and(|items| !items.is_empty() && items.iter().all(Value::is_string)),
+        AttrKind::StrList => value.as_array().is_some_and(|items| items.iter().all(Value::is_string)),
+        AttrKind::NonEmptyStrList => {
+            value.as_array().is_some_and(|items| !items.is_empty() && items.iter().all(Value::is_string))
+        }
         AttrKind::Object => value.is_object(),
         AttrKind::CseType => value.as_u64().is_some_and(|n| (1..=3).contains(&n)),
         AttrKind::NullOnly => value.is_null(),
@@ -240,22 +221,16 @@ fn check_kind(name: &str, kind: AttrKind, value: &Value) -> Result<()> {
         AttrKind::NullOnly => "null (the CSE fills in the creator)",
         AttrKind::ContentInfo => "a content info like text/plain:0",
     };
-    Err(Error::bad_request(format!(
-        "attribute {name} must be {expected}, got {value}"
-    )))
+    Err(Error::bad_request(format!("attribute {name} must be {expected}, got {value}")))
 }
 
 /// `type/subtype:encoding` with encoding 0-2, optionally `:security` 0-5.
 fn valid_content_info(text: &str) -> bool {
     let mut parts = text.split(':');
     let media = parts.next().unwrap_or_default();
-    let media_ok = media
-        .split_once('/')
-        .is_some_and(|(kind, sub)| !kind.is_empty() && !sub.is_empty());
+    let media_ok = media.split_once('/').is_some_and(|(kind, sub)| !kind.is_empty() && !sub.is_empty());
     let encoding_ok = parts.next().is_some_and(|e| matches!(e, "0" | "1" | "2"));
-    let security_ok = parts
-        .next()
-        .is_none_or(|s| matches!(s, "0" | "1" | "2" | "3" | "4" | "5"));
+    let security_ok = parts.next().is_none_or(|s| matches!(s, "0" | "1" | "2" | "3" | "4" | "5"));
     media_ok && encoding_ok && security_ok && parts.next().is_none()
 }
 
@@ -263,73 +238,49 @@ fn valid_content_info(text: &str) -> bool {
 /// must have at least one rule and nothing else.
 fn check_privileges(name: &str, value: Option<&Value>, self_privileges: bool) -> Result<()> {
     let Some(Value::Object(object)) = value else {
-        return Err(Error::bad_request(format!(
-            "attribute {name} must be an object {{\"acr\": [...]}}"
-        )));
+        return Err(Error::bad_request(format!("attribute {name} must be an object {{\"acr\": [...]}}")));
     };
     if let Some(other) = object.keys().find(|key| *key != "acr") {
-        return Err(Error::bad_request(format!(
-            "attribute {name} has an unknown field {other}"
-        )));
+        return Err(Error::bad_request(format!("attribute {name} has an unknown field {other}")));
     }
     let rules = match object.get("acr") {
         None if !self_privileges => return Ok(()),
         None => {
-            return Err(Error::bad_request(format!(
-                "attribute {name} needs a non-empty acr list"
-            )));
+            return Err(Error::bad_request(format!("attribute {name} needs a non-empty acr list")));
         }
         Some(Value::Array(rules)) => rules,
         Some(_) => {
-            return Err(Error::bad_request(format!(
-                "{name}.acr must be a list of rules"
-            )));
+            return Err(Error::bad_request(format!("{name}.acr must be a list of rules")));
         }
     };
     if self_privileges && rules.is_empty() {
-        return Err(Error::bad_request(format!(
-            "attribute {name} needs a non-empty acr list"
-        )));
+        return Err(Error::bad_request(format!("attribute {name} needs a non-empty acr list")));
     }
     for rule in rules {
         let Value::Object(rule) = rule else {
-            return Err(Error::bad_request(format!(
-                "{name}.acr entries must be objects"
-            )));
+            return Err(Error::bad_request(format!("{name}.acr entries must be objects")));
         };
         for (field, value) in rule {
             let ok = match field.as_str() {
-                "acor" => value
-                    .as_array()
-                    .is_some_and(|items| items.iter().all(Value::is_string)),
+                "acor" => value.as_array().is_some_and(|items| items.iter().all(Value::is_string)),
                 "acop" => value.as_u64().is_some_and(|bits| (1..=63).contains(&bits)),
                 "acaf" => value.is_boolean(),
-                "aca" => value
-                    .as_array()
-                    .is_some_and(|items| items.iter().all(Value::is_string)),
+                "aca" => value.as_array().is_some_and(|items| items.iter().all(Value::is_string)),
                 "acco" => value.is_array(),
-                "acod" => value.as_array().is_some_and(|items| {
-                    items
-                        .iter()
-                        .all(|item| item.get("chty").is_some_and(Value::is_array))
-                }),
+                "acod" => value
+                    .as_array()
+                    .is_some_and(|items| items.iter().all(|item| item.get("chty").is_some_and(Value::is_array))),
                 _ => {
-                    return Err(Error::bad_request(format!(
-                        "{name}.acr has an unknown field {field}"
-                    )));
+                    return Err(Error::bad_request(format!("{name}.acr has an unknown field {field}")));
                 }
             };
             if !ok {
-                return Err(Error::bad_request(format!(
-                    "{name}.acr.{field} has an invalid value {value}"
-                )));
+                return Err(Error::bad_request(format!("{name}.acr.{field} has an invalid value {value}")));
             }
         }
         for field in ["acor", "acop"] {
             if !rule.contains_key(field) {
-                return Err(Error::bad_request(format!(
-                    "{name}.acr entries need {field}"
-                )));
+                return Err(Error::bad_request(format!("{name}.acr entries need {field}")));
             }
         }
     }
@@ -367,34 +318,10 @@ mod tests {
     #[test]
     fn create_errors_name_the_attribute() {
         assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": true})).contains("srv"));
-        assert!(
-            create_error(
-                ResourceType::Ae,
-                json!({"api": "Nx", "rr": "yes", "srv": []})
-            )
-            .contains("rr")
-        );
-        assert!(
-            create_error(
-                ResourceType::Ae,
-                json!({"api": "Nx", "rr": true, "srv": [], "foo": 1})
-            )
-            .contains("foo")
-        );
-        assert!(
-            create_error(
-                ResourceType::Ae,
-                json!({"api": "Nx", "rr": true, "srv": [], "ri": "x"})
-            )
-            .contains("ri")
-        );
-        assert!(
-            create_error(
-                ResourceType::Ae,
-                json!({"api": "Nx", "rr": true, "srv": [], "cr": null})
-            )
-            .contains("cr")
-        );
+        assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": "yes", "srv": []})).contains("rr"));
+        assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": true, "srv": [], "foo": 1})).contains("foo"));
+        assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": true, "srv": [], "ri": "x"})).contains("ri"));
+        assert!(create_error(ResourceType::Ae, json!({"api": "Nx", "rr": true, "srv": [], "cr": null})).contains("cr"));
         assert!(create_error(ResourceType::Cnt, json!({"lbl": []})).contains("lbl"));
         assert!(create_error(ResourceType::Cnt, json!({"mni": -1})).contains("mni"));
         assert!(create_error(ResourceType::Cnt, json!({"rn": "a b"})).contains("rn"));
@@ -402,10 +329,14 @@ mod tests {
         assert!(create_error(ResourceType::Cin, json!({"acpi": ["x"]})).contains("acpi"));
         assert!(create_error(ResourceType::Cin, json!({"cnf": "text"})).contains("cnf"));
         assert!(create_error(ResourceType::Csr, json!({"rr": true, "srv": ["3"]})).contains("cb"));
+        assert!(create_error(ResourceType::Acp, json!({"pv": {}, "pvs": {"acr": []}})).contains("pvs"));
         assert!(
-            create_error(ResourceType::Acp, json!({"pv": {}, "pvs": {"acr": []}})).contains("pvs")
+            create_error(
+                ResourceType::Acp,
+                json!({"pv": {"acr": [{"acop": 2}]}, "pvs": {"acr": [{"acor": ["all"], "acop": 63}]}})
+            )
+            .contains("acor")
         );
-        assert!(create_error(ResourceType::Acp, json!({"pv": {"acr": [{"acop": 2}]}, "pvs": {"acr": [{"acor": ["all"], "acop": 63}]}})).contains("acor"));
     }
 
     #[test]
@@ -413,17 +344,11 @@ mod tests {
         validate_update(ResourceType::Cnt, &body(json!({"mni": 5, "lbl": null}))).expect("valid");
         let error = validate_update(ResourceType::Ae, &body(json!({"api": "Ny"}))).expect_err("NP");
         assert!(error.dbg.contains("api"));
-        let error =
-            validate_update(ResourceType::Ae, &body(json!({"rr": null}))).expect_err("mandatory");
+        let error = validate_update(ResourceType::Ae, &body(json!({"rr": null}))).expect_err("mandatory");
         assert!(error.dbg.contains("rr"));
-        let error =
-            validate_update(ResourceType::Csr, &body(json!({"csi": "/x"}))).expect_err("NP");
+        let error = validate_update(ResourceType::Csr, &body(json!({"csi": "/x"}))).expect_err("NP");
         assert!(error.dbg.contains("csi"));
-        validate_update(
-            ResourceType::Csr,
-            &body(json!({"dcse": [], "poa": ["http://x"]})),
-        )
-        .expect("valid");
+        validate_update(ResourceType::Csr, &body(json!({"dcse": [], "poa": ["http://x"]}))).expect("valid");
     }
 
     #[test]

@@ -60,9 +60,7 @@ impl Storage {
             Some(path) => SqliteStore::open(path, config.durability)?,
             None => SqliteStore::in_memory()?,
         };
-        Ok(Storage {
-            store: Arc::new(store),
-        })
+        Ok(Storage { store: Arc::new(store) })
     }
 
     pub fn from_store(store: Arc<dyn Store>) -> Storage {
@@ -94,9 +92,7 @@ impl Storage {
         let mut work = Some(work);
         let mut output = None;
         self.store.read(&mut |tx| {
-            let work = work
-                .take()
-                .ok_or_else(|| Error::internal("read transaction retried"))?;
+            let work = work.take().ok_or_else(|| Error::internal("read transaction retried"))?;
             output = Some(work(tx)?);
             Ok(())
         })?;
@@ -108,9 +104,7 @@ impl Storage {
         let mut work = Some(work);
         let mut output = None;
         self.store.write(&mut |tx| {
-            let work = work
-                .take()
-                .ok_or_else(|| Error::internal("write transaction retried"))?;
+            let work = work.take().ok_or_else(|| Error::internal("write transaction retried"))?;
             output = Some(work(tx)?);
             Ok(())
         })?;
@@ -123,10 +117,6 @@ impl Storage {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| Error::internal(format!("storage task failed: {error}")))?
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| Error::internal(format!("storage task failed: {error}")))?
 }

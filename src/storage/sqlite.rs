@@ -44,10 +44,7 @@ impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|error| {
-                Error::internal(format!(
-                    "cannot create database directory {}: {error}",
-                    dir.display()
-                ))
+                Error::internal(format!("cannot create database directory {}: {error}", dir.display()))
             })?;
         }
         let synchronous = match durability {
@@ -65,21 +62,13 @@ impl SqliteStore {
             reader.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
             readers.push(Mutex::new(reader));
         }
-        Ok(SqliteStore {
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
-        })
+        Ok(SqliteStore { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
     }
 
     pub fn in_memory() -> Result<SqliteStore> {
         let writer = Connection::open_in_memory()?;
         writer.execute_batch(SCHEMA)?;
-        Ok(SqliteStore {
-            writer: Mutex::new(writer),
-            readers: Vec::new(),
-            next_reader: AtomicUsize::new(0),
-        })
+        Ok(SqliteStore { writer: Mutex::new(writer), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
     }
 }
 
@@ -95,9 +84,7 @@ impl Store for SqliteStore {
                 .find(|reader| matches!(reader.try_lock(), Ok(_)));
             free.unwrap_or(&self.readers[start % self.readers.len()])
         };
-        let mut connection = connection
-            .lock()
-            .map_err(|_| Error::internal("database lock poisoned"))?;
+        let mut connection = connection.lock().map_err(|_| Error::internal("database lock poisoned"))?;
         let tx = connection.transaction()?;
         work(&SqliteTx { tx: &tx })?;
         tx.finish()?;
@@ -105,10 +92,7 @@ impl Store for SqliteStore {
     }
 
     fn write(&self, work: &mut dyn FnMut(&mut dyn WriteTx) -> Result<()>) -> Result<()> {
-        let mut connection = self
-            .writer
-            .lock()
-            .map_err(|_| Error::internal("database lock poisoned"))?;
+        let mut connection = self.writer.lock().map_err(|_| Error::internal("database lock poisoned"))?;
         let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         work(&mut SqliteTx { tx: &tx })?;
         tx.commit()?;
@@ -149,44 +133,27 @@ fn parts_to_resource((ty, path, creator, body): Parts) -> Result<Resource> {
         .ok()
         .and_then(ResourceType::from_code)
         .ok_or_else(|| Error::internal(format!("stored resource {path} has unknown type {ty}")))?;
-    let attributes: Map<String, Value> = serde_json::from_str(&body).map_err(|error| {
-        Error::internal(format!("stored resource {path} is not valid JSON: {error}"))
-    })?;
-    Ok(Resource {
-        ty,
-        attributes,
-        path,
-        creator,
-    })
+    let attributes: Map<String, Value> = serde_json::from_str(&body)
+        .map_err(|error| Error::internal(format!("stored resource {path} is not valid JSON: {error}")))?;
+    Ok(Resource { ty, attributes, path, creator })
 }
 
 impl ReadTx for SqliteTx<'_> {
     fn get(&self, ri: &str) -> Result<Option<Resource>> {
-        self.one(
-            &format!("SELECT {COLUMNS} FROM resources WHERE ri = ?1"),
-            [ri],
-        )
+        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE ri = ?1"), [ri])
     }
 
     fn get_by_path(&self, path: &str) -> Result<Option<Resource>> {
-        self.one(
-            &format!("SELECT {COLUMNS} FROM resources WHERE path = ?1"),
-            [path],
-        )
+        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE path = ?1"), [path])
     }
 
     fn children(&self, pi: &str, ty: Option<ResourceType>) -> Result<Vec<Resource>> {
         match ty {
             Some(ty) => self.many(
-                &format!(
-                    "SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY rowid"
-                ),
+                &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY rowid"),
                 params![pi, ty.code()],
             ),
-            None => self.many(
-                &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 ORDER BY rowid"),
-                [pi],
-            ),
+            None => self.many(&format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 ORDER BY rowid"), [pi]),
         }
     }
 
@@ -210,10 +177,7 @@ impl ReadTx for SqliteTx<'_> {
     }
 
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>> {
-        self.many(
-            &format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1 ORDER BY rowid"),
-            [ty.code()],
-        )
+        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1 ORDER BY rowid"), [ty.code()])
     }
 
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {
@@ -262,28 +226,19 @@ impl WriteTx for SqliteTx<'_> {
     fn update(&mut self, resource: &Resource) -> Result<()> {
         let body = serde_json::to_string(&resource.attributes)
             .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
-        let mut statement = self.tx.prepare_cached(
-            "UPDATE resources SET et = ?2, creator = ?3, body = ?4 WHERE ri = ?1",
-        )?;
-        let changed = statement.execute(params![
-            resource.ri(),
-            resource.et(),
-            resource.creator,
-            body
-        ])?;
+        let mut statement =
+            self.tx.prepare_cached("UPDATE resources SET et = ?2, creator = ?3, body = ?4 WHERE ri = ?1")?;
+        let changed = statement.execute(params![resource.ri(), resource.et(), resource.creator, body])?;
         if changed == 0 {
-            return Err(Error::not_found(format!(
-                "resource {} no longer exists",
-                resource.ri()
-            )));
+            return Err(Error::not_found(format!("resource {} no longer exists", resource.ri())));
         }
         Ok(())
     }
 
     fn delete_subtree(&mut self, resource: &Resource) -> Result<usize> {
-        let mut statement = self.tx.prepare_cached(
-            "DELETE FROM resources WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')",
-        )?;
+        let mut statement = self
+            .tx
+            .prepare_cached("DELETE FROM resources WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')")?;
         Ok(statement.execute([&resource.path])?)
     }
 }
