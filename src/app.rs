@@ -89,28 +89,47 @@ impl App {
 
     /// Serve until `signal` resolves (or the shutdown token is cancelled), then drain.
     pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { listener, local_addr, cse, remote, shutdown, tracker } = self;
-        let token = shutdown.clone();
+        let token = self.shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = signal => token.cancel(),
                 () = token.cancelled() => {}
             }
         });
+        self.start().await?.stopped().await
+    }
 
+    /// Start serving and the background work; returns once everything runs. The CSE
+    /// stops when the shutdown token is cancelled; [`Running::stopped`] waits for that.
+    pub async fn start(self) -> anyhow::Result<Running> {
+        let App { listener, local_addr, cse, remote, shutdown, tracker } = self;
         tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
-
-        cse.events.emit(Event::CseStarted);
-        info!(address = %local_addr, "serving HTTP");
         let server = axum::serve(listener, crate::http::router(cse.clone()))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
+        info!(address = %local_addr, "serving HTTP");
         remote.start().await.map_err(|error| anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.dbg))?;
+        cse.events.emit(Event::CseStarted);
+        Ok(Running { remote, server, tracker })
+    }
+}
+
+/// A started application (see [`App::start`]).
+pub struct Running {
+    remote: RemoteCseManager,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Wait until the shutdown token is cancelled and everything has stopped: in-flight
+    /// requests drained, this CSE deregistered (bounded by the client time-out),
+    /// background tasks finished (bounded by a grace period).
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        let Running { remote, server, tracker } = self;
         let served = server.await.context("HTTP server task failed")?;
-        // Deregistration (bounded by the client time-out) after the last request is drained.
         remote.stop().await;
         served.context("HTTP server failed")?;
-
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "background tasks did not stop in time");

@@ -27,6 +27,6 @@ pub mod request;
 pub mod resource;
 pub mod storage;
 
-pub use app::App;
+pub use app::{App, Running};
 pub use dispatcher::Cse;
 pub use error::{Error, Rsc};

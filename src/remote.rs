@@ -637,7 +637,8 @@ impl Inner {
     /// Branch B: no local registrar CSR. Clean slate, create the own CSR, retrieve the
     /// registrar's CSEBase, create the local CSR for the registrar.
     async fn register(&self, registrar: &Registrar) -> Result<()> {
-        self.set_status(registrar, lock(&registrar.state).status.clone().max_connecting(), None);
+        let status = lock(&registrar.state).status.clone().max_connecting();
+        self.set_status(registrar, status, None);
         self.delete_own_csr(registrar).await?;
         let content = self.own_csr_content(registrar, false).await?;
         let mut request = self.request(registrar, Operation::Create, registrar.registrar_cb.clone());

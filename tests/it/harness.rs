@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use acme_cse::config::Settings;
+use acme_cse::config::{CseKind, RegistrarSettings, Settings};
+use acme_cse::remote::RemoteCseManager;
 use acme_cse::{App, Cse};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -18,10 +19,7 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .init();
+        tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().init();
     }
 });
 
@@ -38,11 +36,34 @@ pub fn test_settings() -> Settings {
     settings
 }
 
+/// Settings of a registree CSE (`kind`, `/csi`, CSEBase `rn`) registering to `registrar`,
+/// with a monitor that only runs at start and on `check_now`.
+pub fn registree_settings(kind: CseKind, csi: &str, rn: &str, registrar: Option<&TestCse>) -> Settings {
+    let mut settings = test_settings();
+    settings.cse.kind = kind;
+    settings.cse.cse_id = csi.into();
+    settings.cse.resource_name = rn.into();
+    settings.cse.registrar = registrar.map(TestCse::as_registrar);
+    settings.cse.registration.check_interval = Duration::from_secs(3600);
+    settings.cse.registration.allowed_csr_originators = vec!["/id-asn*".into(), "/id-mn*".into()];
+    settings
+}
+
+/// Settings of an IN-CSE that accepts `/id-mn*` and `/id-asn*` registrees.
+pub fn registrar_settings() -> Settings {
+    let mut settings = test_settings();
+    settings.cse.registration.check_interval = Duration::from_secs(3600);
+    settings.cse.registration.allowed_csr_originators = vec!["/id-mn*".into(), "/id-asn*".into()];
+    settings.cse.registration.liveliness_timeout = Duration::from_millis(500);
+    settings
+}
+
 /// A CSE running in this process.
 pub struct TestCse {
     pub url: String,
     pub addr: SocketAddr,
     pub cse: Cse,
+    pub remote: RemoteCseManager,
     pub client: reqwest::Client,
     token: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -57,33 +78,45 @@ impl TestCse {
     }
 
     pub async fn start(settings: Settings) -> TestCse {
-        LazyLock::force(&TRACING);
-        let config = settings.validate().expect("valid test configuration");
-        let app = App::build(config, Some(init_dir()))
-            .await
-            .expect("CSE builds");
-        let addr = app.local_addr();
-        let cse = app.cse().clone();
-        let token = app.shutdown_token();
-        let task = tokio::spawn(app.run(std::future::pending()));
-        TestCse {
-            url: format!("http://{addr}"),
-            addr,
-            cse,
-            client: reqwest::Client::new(),
-            token,
-            task,
-        }
+        TestCse::start_hooked(settings, |_| {}).await
     }
 
-    /// Stop gracefully and wait until it has stopped.
-    pub async fn shutdown(self) {
+    /// Start a CSE; `hook` sees the remote-CSE manager before it starts (to register
+    /// callbacks that must not miss the first events).
+    pub async fn start_hooked(settings: Settings, hook: impl FnOnce(&RemoteCseManager)) -> TestCse {
+        LazyLock::force(&TRACING);
+        let config = settings.validate().expect("valid test configuration");
+        let app = App::build(config, Some(init_dir())).await.expect("CSE builds");
+        hook(app.remote());
+        let addr = app.local_addr();
+        let cse = app.cse().clone();
+        let remote = app.remote().clone();
+        let token = app.shutdown_token();
+        let running = app.start().await.expect("CSE starts");
+        let task = tokio::spawn(running.stopped());
+        TestCse { url: format!("http://{addr}"), addr, cse, remote, client: reqwest::Client::new(), token, task }
+    }
+
+    /// Stop gracefully and wait until it has stopped. The returned handle still reaches
+    /// the stopped CSE's store.
+    pub async fn shutdown(self) -> Cse {
         self.token.cancel();
         let result = tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
             .expect("CSE stops within 20 s")
             .expect("CSE task did not panic");
         result.expect("CSE stopped cleanly");
+        self.cse
+    }
+
+    /// This CSE as the registrar of another: `[cse.registrar]` settings pointing here.
+    pub fn as_registrar(&self) -> RegistrarSettings {
+        RegistrarSettings {
+            address: vec![self.url.clone()],
+            cse_id: self.cse.config.cse.cse_id.clone(),
+            resource_name: self.cse.config.cse.resource_name.clone(),
+            ..RegistrarSettings::default()
+        }
     }
 
     /// A request with the usual oneM2M headers; `path` is the HTTP path (`/cse-in/...`).
@@ -113,15 +146,32 @@ impl TestCse {
     }
 
     pub async fn update(&self, path: &str, origin: &str, body: Value) -> Reply {
-        let builder = self
-            .request(Method::PUT, path, origin)
-            .header("Content-Type", "application/json")
-            .body(body.to_string());
+        let builder =
+            self.request(Method::PUT, path, origin).header("Content-Type", "application/json").body(body.to_string());
         Reply::from(builder.send().await).await
     }
 
     pub async fn delete(&self, path: &str, origin: &str) -> Reply {
         Reply::from(self.request(Method::DELETE, path, origin).send().await).await
+    }
+
+    /// A request without any oneM2M header, for tests of the header handling itself.
+    pub fn raw(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.url))
+    }
+
+    /// Create a container under `parent`; returns its attributes.
+    pub async fn create_container(&self, parent: &str, origin: &str, attributes: Value) -> Value {
+        let reply = self.create(parent, origin, 3, serde_json::json!({ "m2m:cnt": attributes })).await;
+        assert_eq!(reply.rsc, 2001, "container creation failed: {reply:?}");
+        reply.body["m2m:cnt"].clone()
+    }
+
+    /// Create a content instance with content `con` under `parent`; returns its attributes.
+    pub async fn create_instance(&self, parent: &str, origin: &str, con: Value) -> Value {
+        let reply = self.create(parent, origin, 4, serde_json::json!({ "m2m:cin": { "con": con } })).await;
+        assert_eq!(reply.rsc, 2001, "instance creation failed: {reply:?}");
+        reply.body["m2m:cin"].clone()
     }
 
     /// Register an AE with `origin` and name `rn`; returns its attributes.
@@ -165,22 +215,23 @@ impl Reply {
             .and_then(|value| value.parse().ok())
             .unwrap_or(0);
         let bytes = response.bytes().await.expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("JSON body")
-        };
-        Reply {
-            status,
-            rsc,
-            headers,
-            body,
-        }
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+        Reply { status, rsc, headers, body }
     }
 
     /// The `m2m:dbg` text.
     pub fn dbg(&self) -> &str {
         self.body["m2m:dbg"].as_str().unwrap_or_default()
+    }
+
+    /// The entries of an `m2m:uril` body, in the order received.
+    pub fn uril(&self) -> Vec<String> {
+        self.body["m2m:uril"]
+            .as_array()
+            .unwrap_or_else(|| panic!("expected an m2m:uril body: {self:?}"))
+            .iter()
+            .map(|entry| entry.as_str().expect("uril entries are strings").to_string())
+            .collect()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -1,0 +1,395 @@
+//! Registration of CSEs to each other: two and three real CSEs on loopback.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use acme_cse::config::CseKind;
+use acme_cse::remote::RegistrationStatus;
+use serde_json::json;
+
+use crate::harness::{TestCse, eventually, registrar_settings, registree_settings};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn spawn_in() -> TestCse {
+    TestCse::start(registrar_settings()).await
+}
+
+async fn spawn_mn(registrar: &TestCse) -> TestCse {
+    TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(registrar))).await
+}
+
+#[tokio::test]
+async fn an_mn_registers_to_an_in_and_both_csrs_carry_the_specified_attributes() {
+    // Arrange: the IN reports CSR changes; the MN reports its status.
+    let in_csrs = Arc::new(Mutex::new(Vec::new()));
+    let seen = in_csrs.clone();
+    let in_cse = TestCse::start_hooked(registrar_settings(), move |remote| {
+        remote.on_csr_update(move |record, added| seen.lock().expect("lock").push((record.csi.clone(), added)));
+    })
+    .await;
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let seen = statuses.clone();
+    let mn = TestCse::start_hooked(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse)), move |remote| {
+        remote.on_status(move |registrar, status, address| {
+            seen.lock().expect("lock").push((registrar.cse_id.clone(), status.clone(), address.map(str::to_string)));
+        });
+    })
+    .await;
+
+    // Act
+    mn.remote.check_now().await.expect("monitor runs");
+
+    // Assert: the MN's CSR on the IN.
+    assert!(mn.remote.is_registered());
+    let csr = in_cse.retrieve("/cse-in/id-mn", "CAdmin").await;
+    assert_eq!(csr.rsc, 2000, "{csr:?}");
+    let csr = &csr.body["m2m:csr"];
+    assert_eq!(csr["ty"], 16);
+    assert_eq!(csr["rn"], "id-mn");
+    assert_eq!(csr["ri"], "id-mn");
+    assert_eq!(csr["csi"], "/id-mn");
+    assert_eq!(csr["cb"], "/id-mn/cse-mn");
+    assert_eq!(csr["poa"], json!([mn.url]));
+    assert_eq!(csr["dcse"], json!([]));
+    assert_eq!(csr["rr"], true);
+    assert_eq!(csr["cst"], 2);
+    // The IN's CSR on the MN.
+    let local = mn.retrieve("/cse-mn/id-in", "CAdmin").await;
+    assert_eq!(local.rsc, 2000, "{local:?}");
+    let local = &local.body["m2m:csr"];
+    assert_eq!(local["rn"], "id-in");
+    assert_eq!(local["ri"], "id-in");
+    assert_eq!(local["csi"], "/id-in");
+    assert_eq!(local["cb"], "/id-in/cse-in");
+    assert_eq!(local["poa"], json!([in_cse.url]));
+    assert!(local.get("dcse").is_none(), "the registrar's CSR does not carry this CSE's dcse");
+    // The MN learned the IN-CSE-ID.
+    assert_eq!(mn.retrieve("/cse-mn", "CAdmin").await.body["m2m:cb"]["ici"], "/id-in");
+    // Lookups.
+    assert_eq!(in_cse.remote.csr_for("/id-mn/cse-mn/ae1").map(|record| record.ri), Some("id-mn".to_string()));
+    assert_eq!(mn.remote.csr_for("/id-in/cse-in").map(|record| record.registrar), Some(true));
+    assert_eq!(in_cse.remote.cse_base_address("/id-mn").as_deref(), Some("/id-mn/cse-mn"));
+    let fetched = mn.remote.retrieve_remote("/id-in/cse-in", None).await.expect("remote retrieve");
+    assert_eq!(fetched.str("csi"), Some("/id-in"));
+    // Callbacks.
+    eventually("the IN's callback saw the MN's CSR", DEADLINE, || {
+        let seen = in_csrs.lock().expect("lock").contains(&("/id-mn".to_string(), true));
+        async move { seen }
+    })
+    .await;
+    eventually("the MN's status callback saw Registered", DEADLINE, || {
+        let seen = statuses.lock().expect("lock").iter().any(|(csi, status, address)| {
+            csi == "/id-in"
+                && *status == RegistrationStatus::Registered
+                && address.as_deref() == Some(in_cse.url.as_str())
+        });
+        async move { seen }
+    })
+    .await;
+    let mut registrars = Vec::new();
+    mn.remote.for_each_csr(|record| registrars.push((record.csi.clone(), record.registrar)));
+    assert_eq!(registrars, [("/id-in".to_string(), true)]);
+
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_mn_re_registers_within_one_check_when_the_registrar_lost_its_data() {
+    let in_cse = spawn_in().await;
+    let mn = spawn_mn(&in_cse).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000);
+
+    // The IN restarts on an empty database, on the same address.
+    let address = in_cse.addr;
+    in_cse.shutdown().await;
+    let mut settings = registrar_settings();
+    settings.http.listen = address.to_string();
+    let in_cse = TestCse::start(settings).await;
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 4004);
+
+    mn.remote.check_now().await.expect("monitor runs");
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000);
+    assert!(mn.remote.is_registered());
+
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_mn_keeps_one_csr_and_updates_its_poa() {
+    let in_cse = spawn_in().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = || {
+        let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+        settings.database.in_memory = false;
+        settings.database.path = dir.path().join("mn.db");
+        settings.cse.registration.unregister_when_stopping = false;
+        settings
+    };
+    let mn = TestCse::start(settings()).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    mn.shutdown().await;
+
+    // Restart on the same database, on another port.
+    let mn = TestCse::start(settings()).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    mn.remote.check_now().await.expect("monitor runs");
+
+    let found = in_cse.request(reqwest::Method::GET, "/cse-in?fu=1&ty=16", "CAdmin").send().await.expect("discovery");
+    let found: serde_json::Value = found.json().await.expect("JSON");
+    assert_eq!(found["m2m:uril"], json!(["cse-in/id-mn"]), "exactly one CSR for the MN");
+    let csr = in_cse.retrieve("/cse-in/id-mn", "CAdmin").await;
+    assert_eq!(csr.body["m2m:csr"]["poa"], json!([mn.url]), "the new address was pushed");
+    assert!(mn.remote.is_registered());
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_vanished_registree_is_removed_after_the_configured_rounds_and_a_brief_outage_is_survived() {
+    let in_cse = spawn_in().await;
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    settings.cse.registration.unregister_when_stopping = false;
+    let mn = TestCse::start(settings.clone()).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let address = mn.addr;
+
+    // A brief outage: one failed probe, then the MN is back on the same address.
+    mn.shutdown().await;
+    in_cse.remote.check_now().await.expect("probe");
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000, "one failure is not enough");
+    settings.http.listen = address.to_string();
+    let mn = TestCse::start(settings).await;
+    in_cse.remote.check_now().await.expect("probe");
+    in_cse.remote.check_now().await.expect("probe");
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000, "the failure count was reset");
+
+    // Gone for good: removed after two failed rounds.
+    mn.shutdown().await;
+    in_cse.remote.check_now().await.expect("probe");
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000);
+    in_cse.remote.check_now().await.expect("probe");
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 4004);
+    assert!(in_cse.remote.csr_for("/id-mn").is_none());
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_deregisters_on_both_sides_unless_configured_not_to() {
+    let in_cse = spawn_in().await;
+    let mn = spawn_mn(&in_cse).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let mn = mn.shutdown().await;
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 4004);
+    assert!(mn.storage.get("id-in").await.expect("store").is_none());
+
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    settings.cse.registration.unregister_when_stopping = false;
+    let mn = TestCse::start(settings).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let mn = mn.shutdown().await;
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000);
+    assert!(mn.storage.get("id-in").await.expect("store").is_some());
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_three_level_chain_reports_descendants_upward_at_once() {
+    let in_cse = spawn_in().await;
+    let mn = spawn_mn(&in_cse).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let asn = TestCse::start(registree_settings(CseKind::Asn, "/id-asn", "cse-asn", Some(&mn))).await;
+    asn.remote.check_now().await.expect("monitor runs");
+
+    eventually("the IN lists the ASN below the MN", DEADLINE, || async {
+        in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.body["m2m:csr"]["dcse"] == json!(["/id-asn"])
+    })
+    .await;
+    eventually("the IN routes the ASN through the MN", DEADLINE, || async {
+        in_cse.remote.csr_for("/id-asn/cse-asn").map(|record| record.csi) == Some("/id-mn".to_string())
+    })
+    .await;
+    assert_eq!(in_cse.remote.cse_base_address("/id-asn").as_deref(), Some("/id-asn/-"));
+    assert!(in_cse.remote.csr_for("/id-as").is_none(), "CSE-IDs match exactly");
+
+    asn.shutdown().await;
+    eventually("the IN forgets the ASN", DEADLINE, || async {
+        in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.body["m2m:csr"]["dcse"] == json!([])
+    })
+    .await;
+    eventually("the IN no longer routes the ASN", DEADLINE, || async { in_cse.remote.csr_for("/id-asn").is_none() })
+        .await;
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_csr_update_without_dcse_keeps_the_descendants() {
+    let in_cse = spawn_in().await;
+    let reply = in_cse
+        .create(
+            "/cse-in",
+            "/id-mn",
+            16,
+            json!({"m2m:csr": {"csi": "/id-mn", "cb": "/id-mn/cse-mn", "rr": true, "srv": ["3"], "poa": ["http://127.0.0.1:9"], "dcse": ["/id-asn"]}}),
+        )
+        .await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    eventually("the registry knows the ASN", DEADLINE, || async { in_cse.remote.csr_for("/id-asn").is_some() }).await;
+    let reply = in_cse.update("/cse-in/id-mn", "/id-mn", json!({"m2m:csr": {"lbl": ["x"]}})).await;
+    assert_eq!(reply.rsc, 2004, "{reply:?}");
+    let reply = in_cse.update("/cse-in/id-mn", "/id-mn", json!({"m2m:csr": {"dcse": ["/id-asn2"]}})).await;
+    assert_eq!(reply.rsc, 2004, "{reply:?}");
+    eventually("the registry follows the new dcse", DEADLINE, || async {
+        in_cse.remote.csr_for("/id-asn2").is_some() && in_cse.remote.csr_for("/id-asn").is_none()
+    })
+    .await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_registree_table_is_rebuilt_from_the_store_on_an_in_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = || {
+        let mut settings = registrar_settings();
+        settings.database.in_memory = false;
+        settings.database.path = dir.path().join("in.db");
+        settings
+    };
+    let in_cse = TestCse::start(settings()).await;
+    let reply = in_cse
+        .create(
+            "/cse-in",
+            "/id-mn",
+            16,
+            json!({"m2m:csr": {"csi": "/id-mn", "cb": "/id-mn/cse-mn", "rr": true, "srv": ["3"], "poa": ["http://127.0.0.1:9"], "dcse": ["/id-asn"]}}),
+        )
+        .await;
+    assert_eq!(reply.rsc, 2001);
+    in_cse.shutdown().await;
+    let in_cse = TestCse::start(settings()).await;
+    assert_eq!(in_cse.remote.csr_for("/id-asn/cse-asn").map(|record| record.csi), Some("/id-mn".to_string()));
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn registration_fails_over_between_registrar_addresses_and_returns_to_the_preferred_one() {
+    let in_cse = spawn_in().await;
+    // The preferred address is a proxy to the IN that is down at first.
+    let proxy_port = free_port();
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    let preferred = format!("http://127.0.0.1:{proxy_port}");
+    settings.cse.registrar.as_mut().expect("registrar").address = vec![preferred.clone(), in_cse.url.clone()];
+    let mn = TestCse::start(settings).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    assert!(mn.remote.is_registered());
+    assert_eq!(active_address(&mn), Some(in_cse.url.clone()), "fell over to the second address");
+
+    let proxy = Proxy::start(proxy_port, in_cse.addr).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    assert_eq!(active_address(&mn), Some(preferred.clone()), "returned to the preferred address");
+
+    proxy.stop();
+    mn.remote.check_now().await.expect("monitor runs");
+    assert_eq!(active_address(&mn), Some(in_cse.url.clone()), "failed over again");
+    assert!(mn.remote.is_registered());
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_registrar_keeps_the_registration() {
+    let in_cse = spawn_in().await;
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    settings.cse.registration.unregister_when_stopping = false;
+    let mn = TestCse::start(settings).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    in_cse.shutdown().await;
+    mn.remote.check_now().await.expect("monitor runs");
+    assert!(mn.remote.is_registered(), "an unreachable registrar does not end the registration");
+    let statuses = mn.remote.statuses();
+    assert_eq!(statuses[0].1, RegistrationStatus::Unreachable);
+    assert_eq!(mn.retrieve("/cse-mn/id-in", "CAdmin").await.rsc, 2000, "the local CSR is kept");
+    mn.shutdown().await;
+}
+
+#[tokio::test]
+async fn csr_registrations_are_checked() {
+    let in_cse = spawn_in().await;
+    let csr = |csi: &str| json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cse"), "rr": true, "srv": ["3"], "poa": ["http://127.0.0.1:9"]}});
+    // Not an allowed originator.
+    let reply = in_cse.create("/cse-in", "/id-other", 16, csr("/id-other")).await;
+    assert_eq!(reply.rsc, 4103, "{reply:?}");
+    assert!(reply.dbg().contains("/id-other"));
+    // An AE originator (allowed by pattern, but not a CSE-ID).
+    let mut settings = registrar_settings();
+    settings.cse.registration.allowed_csr_originators = vec!["/*".into()];
+    let open_in = TestCse::start(settings).await;
+    let reply = open_in.create("/cse-in", "/id-mn/Cae1", 16, csr("/id-mn/Cae1")).await;
+    assert_eq!(reply.rsc, 4005, "{reply:?}");
+    open_in.shutdown().await;
+    // Missing cb / cb not an address.
+    let reply =
+        in_cse.create("/cse-in", "/id-mn", 16, json!({"m2m:csr": {"csi": "/id-mn", "rr": true, "srv": ["3"]}})).await;
+    assert_eq!(reply.rsc, 4000, "{reply:?}");
+    assert!(reply.dbg().contains("cb"));
+    let reply = in_cse
+        .create(
+            "/cse-in",
+            "/id-mn",
+            16,
+            json!({"m2m:csr": {"csi": "/id-mn", "cb": "id-mn/cse", "rr": true, "srv": ["3"]}}),
+        )
+        .await;
+    assert_eq!(reply.rsc, 4000, "{reply:?}");
+    // Twice.
+    assert_eq!(in_cse.create("/cse-in", "/id-mn", 16, csr("/id-mn")).await.rsc, 2001);
+    assert_eq!(in_cse.create("/cse-in", "/id-mn", 16, csr("/id-mn")).await.rsc, 4105);
+    // On an ASN.
+    let mut settings = registree_settings(CseKind::Asn, "/id-asn", "cse-asn", None);
+    settings.cse.registration.allowed_csr_originators = vec!["/id-mn".into()];
+    let asn = TestCse::start(settings).await;
+    let reply = asn.create("/cse-asn", "/id-mn", 16, csr("/id-mn")).await;
+    assert_eq!(reply.rsc, 4005, "{reply:?}");
+    asn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+fn active_address(cse: &TestCse) -> Option<String> {
+    cse.remote.statuses().into_iter().next().and_then(|(_, _, address)| address)
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// A TCP proxy on loopback: a second address of the same CSE.
+struct Proxy {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(port: u16, target: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("proxy binds");
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { task }
+    }
+
+    /// Stop accepting and cut every open connection.
+    fn stop(self) {
+        self.task.abort();
+    }
+}
