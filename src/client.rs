@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
+use tracing::debug;
 
 use crate::error::{Error, Rsc};
 use crate::http::{X_M2M_ORIGIN, X_M2M_OT, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI, path_of};
@@ -111,7 +112,20 @@ impl Client {
         if let Some(content) = &request.content {
             builder = builder.body(serde_json::to_vec(content).unwrap_or_default());
         }
-        let reply = builder.send().await.map_err(|error| classify(&url, timeout, &error))?;
+        let idempotent = matches!(request.op, Operation::Retrieve | Operation::Update | Operation::Delete);
+        let retry = if idempotent { builder.try_clone() } else { None };
+        let reply = match builder.send().await {
+            Ok(reply) => reply,
+            // A pooled keep-alive connection that the peer closed meanwhile (it restarted,
+            // say) fails without reaching it: an idempotent request gets one more try on a
+            // fresh connection.
+            Err(error) if !error.is_connect() && !error.is_timeout() && retry.is_some() => {
+                debug!(%url, %error, "retrying on a new connection");
+                let Some(retry) = retry else { return Err(classify(&url, timeout, &error)) };
+                retry.send().await.map_err(|error| classify(&url, timeout, &error))?
+            }
+            Err(error) => return Err(classify(&url, timeout, &error)),
+        };
         let status = reply.status();
         let rsc_header = reply
             .headers()

@@ -122,7 +122,7 @@ impl Cse {
                 (Operation::Retrieve, true) => &[6, 11],
                 (Operation::Retrieve, false) => &[1, 4, 5, 6, 7, 8],
                 (Operation::Update, _) => &[0, 1, 9],
-                (Operation::Delete, _) => &[0, 1],
+                (Operation::Delete, _) => &[0, 1, 4, 5, 6, 8],
                 (Operation::Notify, _) => &[0],
             };
             if !allowed.contains(&rcn) {
@@ -262,11 +262,7 @@ impl Cse {
                 };
                 check_instance_readable(tx, &resource)?;
                 consume_delete_count(tx, &mut resource)?;
-                let children = match rcn {
-                    4 | 8 => Some(descendants_by_parent(tx, &resource)?),
-                    5 | 6 => Some(visible_children(tx, &resource)?),
-                    _ => None,
-                };
+                let children = load_children(tx, &resource, rcn)?;
                 Ok((resource, children))
             })
             .await?;
@@ -274,21 +270,7 @@ impl Cse {
         if resource.ty == ResourceType::CseBase {
             resource.set("ctm", resource::now());
         }
-        let content = match (rcn, children) {
-            (4, Some(Children::Tree(tree))) => with_children(&resource, &tree, true, lvl),
-            (8, Some(Children::Tree(tree))) => with_children(&resource, &tree, false, lvl),
-            (5, Some(Children::Direct(children))) => {
-                let mut json = resource.to_json();
-                if let Some(Value::Object(attributes)) = json.get_mut(resource.ty.wrapper()) {
-                    attributes.insert("ch".into(), Value::Array(child_references(&children)));
-                }
-                json
-            }
-            (6, Some(Children::Direct(children))) => {
-                json!({ "m2m:rrl": { "rrf": child_references(&children) } })
-            }
-            _ => resource.to_json(),
-        };
+        let content = represent(&resource, rcn, children, lvl);
         Ok(Response::new(request, Rsc::Ok, Some(content)))
     }
 
@@ -398,8 +380,12 @@ impl Cse {
     // -------------------------------------------------------------------------------------
 
     async fn delete(&self, request: &Request, target: LocalTarget) -> Result<Response> {
-        let virtual_child = target.virtual_child;
-        let resource = self
+        let rcn = match target.virtual_child {
+            // DELETE of la/ol answers with the deleted instance.
+            Some(_) => 1,
+            None => request.rcn.unwrap_or(0),
+        };
+        let (resource, children) = self
             .storage
             .write(move |tx| {
                 let resource = match target.virtual_child {
@@ -410,17 +396,15 @@ impl Cse {
                     return Err(Error::not_allowed("the CSEBase cannot be deleted"));
                 }
                 check_instance_readable(tx, &resource)?;
+                let children = load_children(tx, &resource, rcn)?;
                 delete_resource(tx, &resource)?;
-                Ok(resource)
+                Ok((resource, children))
             })
             .await?;
         if resource.ty == ResourceType::Csr {
             self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource.clone()) });
         }
-        let content = match (virtual_child, request.rcn.unwrap_or(0)) {
-            (Some(_), _) | (None, 1) => Some(resource.to_json()),
-            _ => None,
-        };
+        let content = (rcn != 0).then(|| represent(&resource, rcn, children, None));
         Ok(Response::new(request, Rsc::Deleted, content))
     }
 
@@ -688,6 +672,32 @@ fn consume_delete_count(tx: &mut dyn WriteTx, resource: &mut Resource) -> Result
     tx.update(&stored)
 }
 
+/// What a result content needs besides the resource itself.
+fn load_children(tx: &dyn ReadTx, resource: &Resource, rcn: u8) -> Result<Option<Children>> {
+    Ok(match rcn {
+        4 | 8 => Some(descendants_by_parent(tx, resource)?),
+        5 | 6 => Some(visible_children(tx, resource)?),
+        _ => None,
+    })
+}
+
+/// The representation of `resource` for a result content (`rcn`).
+fn represent(resource: &Resource, rcn: u8, children: Option<Children>, lvl: Option<usize>) -> Value {
+    match (rcn, children) {
+        (4, Some(Children::Tree(tree))) => with_children(resource, &tree, true, lvl),
+        (8, Some(Children::Tree(tree))) => with_children(resource, &tree, false, lvl),
+        (5, Some(Children::Direct(children))) => {
+            let mut json = resource.to_json();
+            if let Some(Value::Object(attributes)) = json.get_mut(resource.ty.wrapper()) {
+                attributes.insert("ch".into(), Value::Array(child_references(&children)));
+            }
+            json
+        }
+        (6, Some(Children::Direct(children))) => json!({ "m2m:rrl": { "rrf": child_references(&children) } }),
+        _ => resource.to_json(),
+    }
+}
+
 enum Children {
     Direct(Vec<Resource>),
     Tree(HashMap<String, Vec<Resource>>),
@@ -843,6 +853,7 @@ fn apply_update(
     if changes.contains_key("acpi") && changes.len() > 1 {
         return Err(Error::bad_request("acpi must be the only attribute of an update"));
     }
+    let retrieval_was_disabled = resource.bool("disr") == Some(true);
     let parent = tx.get(resource.pi())?;
     for (name, value) in changes {
         if value.is_null() {
@@ -866,7 +877,7 @@ fn apply_update(
     resource.set("lt", resource::now());
     if resource.ty == ResourceType::Cnt {
         resource.set("st", resource.u64("st").unwrap_or(0) + 1);
-        if changes.get("disr") == Some(&Value::Bool(false)) {
+        if retrieval_was_disabled && changes.get("disr") == Some(&Value::Bool(false)) {
             for instance in tx.children(resource.ri(), Some(ResourceType::Cin))? {
                 tx.delete_subtree(&instance)?;
             }
@@ -894,6 +905,14 @@ impl CreatePlan {
     fn apply(self, tx: &mut dyn WriteTx) -> Result<Resource> {
         let CreatePlan { ty, target, mut attributes, originator, rvi, config, identity } = self;
         let parent = locate(&*tx, &target)?;
+        if ty == ResourceType::Ae
+            && tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae)
+        {
+            return Err(Error::new(
+                Rsc::OriginatorHasAlreadyRegistered,
+                format!("an AE with AE-ID {originator} is already registered"),
+            ));
+        }
         if !ty.allowed_under(parent.ty) {
             return Err(Error::new(
                 Rsc::InvalidChildResourceType,
@@ -903,12 +922,6 @@ impl CreatePlan {
         // Identity of the new resource.
         let (ri, rn) = match ty {
             ResourceType::Ae => {
-                if tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae) {
-                    return Err(Error::new(
-                        Rsc::OriginatorHasAlreadyRegistered,
-                        format!("an AE with AE-ID {originator} is already registered"),
-                    ));
-                }
                 let ri = last_element(&originator).to_string();
                 let rn = attributes.get("rn").and_then(Value::as_str).map(str::to_string);
                 (ri, rn.unwrap_or_else(|| format!("ae_{}", random_id(ID_LENGTH))))
@@ -918,6 +931,14 @@ impl CreatePlan {
                     && tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae)
                 {
                     return Err(Error::not_allowed(format!("originator {originator} has registered an AE")));
+                }
+                let admin = originator == format!("/{}", config.cse.admin_originator);
+                if let Some(csi) = attributes.get("csi").and_then(Value::as_str) {
+                    if !admin && identity.simplify_originator(csi) != identity.simplify_originator(&originator) {
+                        return Err(Error::no_privilege(format!(
+                            "originator {originator} cannot register the CSE {csi}: a CSE registers itself"
+                        )));
+                    }
                 }
                 let ri = csi_to_name(&originator);
                 let rn = match attributes.get("csi").and_then(Value::as_str) {

@@ -249,6 +249,9 @@ fn into_http(response: Response) -> axum::response::Response {
 }
 
 fn insert(headers: &mut HeaderMap, name: &str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
     if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
         headers.insert(name, value);
     }

@@ -827,7 +827,7 @@ impl Inner {
             let base = format!("{address}{}", registrar.config.root);
             match self.cse.client.send(&base, request).await {
                 Ok(response) => {
-                    let previous = std::mem::replace(&mut lock(&registrar.state).active, Some(index));
+                    let previous = lock(&registrar.state).active.replace(index);
                     if previous != Some(index) {
                         info!(registrar = %registrar.info.cse_id, %address, "using registrar address");
                         let status = lock(&registrar.state).status.clone();

@@ -212,6 +212,13 @@ pub fn content_size(content: Option<&Value>) -> u64 {
     }
 }
 
+/// `len` random characters from `A-Z a-z 0-9`.
+pub fn random_id(len: usize) -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,11 +258,4 @@ mod tests {
         assert_eq!(content_size(Some(&json!({"a": "xy", "b": [1, 2.5, true]}))), 18);
         assert_eq!(content_size(None), 0);
     }
-}
-
-/// `len` random characters from `A-Z a-z 0-9`.
-pub fn random_id(len: usize) -> String {
-    use rand::Rng;
-    use rand::distr::Alphanumeric;
-    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }

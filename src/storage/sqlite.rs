@@ -74,17 +74,19 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn read(&self, work: &mut dyn FnMut(&dyn ReadTx) -> Result<()>) -> Result<()> {
-        let connection = if self.readers.is_empty() {
-            &self.writer
+        let poisoned = |_| Error::internal("database lock poisoned");
+        let mut connection = if self.readers.is_empty() {
+            self.writer.lock().map_err(poisoned)?
         } else {
-            let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
             // Take a free reader if there is one; otherwise wait for the next in turn.
-            let free = (0..self.readers.len())
-                .map(|offset| &self.readers[(start + offset) % self.readers.len()])
-                .find(|reader| matches!(reader.try_lock(), Ok(_)));
-            free.unwrap_or(&self.readers[start % self.readers.len()])
+            let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+            let count = self.readers.len();
+            let free = (0..count).find_map(|offset| self.readers[(start + offset) % count].try_lock().ok());
+            match free {
+                Some(guard) => guard,
+                None => self.readers[start % count].lock().map_err(poisoned)?,
+            }
         };
-        let mut connection = connection.lock().map_err(|_| Error::internal("database lock poisoned"))?;
         let tx = connection.transaction()?;
         work(&SqliteTx { tx: &tx })?;
         tx.finish()?;

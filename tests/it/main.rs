@@ -1,5 +1,7 @@
 //! Integration tests: real CSEs on 127.0.0.1:0, talked to over HTTP. One test binary.
 
+mod binary;
+mod expiry;
 mod foundation;
 mod harness;
 mod registration;

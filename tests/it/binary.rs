@@ -1,0 +1,126 @@
+//! The `acme-cse` binary as a process: start from a config file, serve, stop on SIGTERM,
+//! and refuse a bad configuration before binding anything.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::harness::{eventually, init_dir};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_acme-cse");
+
+/// A loopback port nobody listens on (bound, read, released).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Start the binary with `config` as its configuration file. `ACME_*` variables of the
+/// test environment are removed so that only the file configures the process.
+fn start(dir: &Path, config: &str) -> Child {
+    let path = dir.join("acme.toml");
+    std::fs::write(&path, config).expect("write the configuration file");
+    let mut command = Command::new(BINARY);
+    command
+        .arg("--config")
+        .arg(&path)
+        .arg("--init-dir")
+        .arg(init_dir())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ACME_") {
+            command.env_remove(name);
+        }
+    }
+    command.spawn().expect("start the acme-cse binary")
+}
+
+/// Wait for the process to exit (at most 20 s) and return its status and stderr.
+async fn finish(mut child: Child) -> (ExitStatus, String) {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let mut text = String::new();
+    let (status, _) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(child.wait(), stderr.read_to_string(&mut text))
+    })
+    .await
+    .expect("the process exits within 20 s");
+    (status.expect("wait for the process"), text)
+}
+
+async fn cse_base_answers(client: &reqwest::Client, url: &str) -> bool {
+    let response = client
+        .get(url)
+        .header("X-M2M-Origin", "CAdmin")
+        .header("X-M2M-RI", "binary-probe")
+        .header("X-M2M-RVI", "4")
+        .send()
+        .await;
+    response.is_ok_and(|response| response.headers().get("x-m2m-rsc").is_some_and(|rsc| rsc == "2000"))
+}
+
+#[tokio::test]
+async fn the_binary_serves_its_configured_port_and_stops_cleanly_on_sigterm() {
+    // Arrange
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let config = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nin_memory = true\n");
+    let mut child = start(dir.path(), &config);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/cse-in");
+    eventually("the CSEBase answers 2000", Duration::from_secs(20), || {
+        let exited = child.try_wait().expect("poll the process").is_some();
+        assert!(!exited, "acme-cse exited before serving");
+        cse_base_answers(&client, &url)
+    })
+    .await;
+    let pid = child.id().expect("the process is running");
+    // Act
+    let kill = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("run kill");
+    assert!(kill.success(), "kill -TERM {pid}");
+    let (status, stderr) = finish(child).await;
+    // Assert
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(!cse_base_answers(&client, &url).await, "nothing serves the port after the exit");
+}
+
+#[tokio::test]
+async fn the_binary_refuses_an_invalid_value_before_binding_and_names_the_key() {
+    // Arrange: hold the port, so that an attempt to bind would fail differently.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let held = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let port = held.local_addr().expect("local address").port();
+    let config =
+        format!("[cse]\ncse_id = \"nope\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nin_memory = true\n");
+    // Act
+    let (status, stderr) = finish(start(dir.path(), &config)).await;
+    // Assert
+    assert!(!status.success(), "exit status {status}");
+    assert!(stderr.contains("cse.cse_id"), "stderr:\n{stderr}");
+    assert!(!stderr.contains("http.listen"), "stderr:\n{stderr}");
+    drop(held);
+}
+
+#[tokio::test]
+async fn the_binary_refuses_an_unknown_configuration_key_and_names_it() {
+    // Arrange
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let config = format!("[http]\nlisten = \"127.0.0.1:{port}\"\nlisten_backlog = 5\n\n[database]\nin_memory = true\n");
+    // Act
+    let (status, stderr) = finish(start(dir.path(), &config)).await;
+    // Assert
+    assert!(!status.success(), "exit status {status}");
+    assert!(stderr.contains("listen_backlog"), "stderr:\n{stderr}");
+    assert!(
+        !cse_base_answers(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}/cse-in")).await,
+        "nothing serves the port"
+    );
+}
