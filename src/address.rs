@@ -123,6 +123,12 @@ impl Identity {
         }
     }
 
+    /// This CSE's name in the `Via` header of forwarded requests: SP-ID and CSE-ID,
+    /// unambiguous across service providers (`acme.example.com_id-in`).
+    pub fn hop_name(&self) -> String {
+        format!("{}_{}", self.sp_id, self.cse_stem())
+    }
+
     /// `/id-in` without the slash.
     pub fn cse_stem(&self) -> &str {
         self.cse_id.trim_start_matches('/')

@@ -12,7 +12,9 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::error::{Error, Rsc};
-use crate::http::{X_M2M_ORIGIN, X_M2M_OT, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI, path_of};
+use crate::http::{
+    VIA, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI, path_of, via_header,
+};
 use crate::request::{IdForm, Operation, Request, Response};
 use crate::resource;
 
@@ -108,6 +110,12 @@ impl Client {
         if let Some(vsi) = &request.vsi {
             insert(&mut headers, X_M2M_VSI, vsi);
         }
+        if let Some(rqet) = &request.rqet {
+            insert(&mut headers, X_M2M_RET, rqet);
+        }
+        if !request.via.is_empty() {
+            insert(&mut headers, VIA, &via_header(&request.via));
+        }
         let mut builder = self.http.request(method, &url).headers(headers).timeout(timeout);
         if let Some(content) = &request.content {
             builder = builder.body(serde_json::to_vec(content).unwrap_or_default());
@@ -133,10 +141,17 @@ impl Client {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<u16>().ok());
         let rqi = reply.headers().get(X_M2M_RI).and_then(|value| value.to_str().ok()).map(str::to_string);
+        let location = reply
+            .headers()
+            .get(reqwest::header::CONTENT_LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
         let bytes = reply.bytes().await.map_err(|error| classify(&url, timeout, &error))?;
         let content: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
 
         let mut response = Response::new(request, Rsc::Ok, content);
+        response.content_location = location;
+        debug!(op = request.op.name(), %url, fr = ?request.originator, rqi = %request.rqi, rsc = ?rsc_header, "sent");
         response.rsc = match rsc_header {
             Some(code) => {
                 Rsc::from_code(code).unwrap_or(if status.is_success() { Rsc::Ok } else { Rsc::InternalServerError })

@@ -15,17 +15,20 @@ use serde_json::{Map, Value, json};
 use tracing::{debug, error, instrument};
 
 use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
-use crate::client::Client;
-use crate::config::{Config, CseKind};
+use crate::client::{Client, TransportError};
+use crate::config::{Config, CseKind, RegistrarConfig};
 use crate::error::{Error, Result, Rsc};
 use crate::event::{Event, EventBus};
-use crate::registry::Registry;
+use crate::registry::{Registry, Route};
 use crate::request::{IdForm, Operation, Request, Response};
 use crate::resource::{
     self, Resource, ResourceType, content_size, known_unsupported_type, normalize_timestamp, parse_timestamp,
     random_id, timestamp,
 };
 use crate::storage::{ReadTx, Storage, WriteTx};
+
+/// Most CSEs a forwarded request may pass.
+const MAX_HOPS: usize = 16;
 
 /// Length of the random part of generated IDs.
 const ID_LENGTH: usize = 10;
@@ -79,6 +82,7 @@ impl Cse {
 
     async fn dispatch(&self, request: &Request) -> Result<Response> {
         self.check_request(request)?;
+        self.check_forwarding_originator(request)?;
         let local = match self.identity.resolve(&request.to)? {
             Target::Local(local) => local,
             Target::Remote(remote) => return self.forward(request, &remote).await,
@@ -135,14 +139,152 @@ impl Cse {
         Ok(())
     }
 
-    /// A target on another CSE. Forwarding is not available yet: answer 5103 with the
-    /// CSE that has no route.
-    async fn forward(&self, _request: &Request, remote: &RemoteTarget) -> Result<Response> {
-        let cse = match &remote.sp_id {
+    /// A target on another CSE: forward the request to the next hop towards it and relay
+    /// the answer unchanged. See [`Cse::next_hop`] for the routing decision.
+    async fn forward(&self, request: &Request, remote: &RemoteTarget) -> Result<Response> {
+        let target = match &remote.sp_id {
             Some(sp) => format!("//{sp}{}", remote.cse_id),
             None => remote.cse_id.clone(),
         };
-        Err(Error::not_reachable(format!("no route to CSE {cse}")))
+        let own_hop = self.identity.hop_name();
+        if request.via.contains(&own_hop) {
+            return Err(Error::not_reachable(format!(
+                "routing loop: the request for {target} has already passed this CSE (via {})",
+                request.via.join(", ")
+            )));
+        }
+        if request.via.len() >= MAX_HOPS {
+            return Err(Error::not_reachable(format!(
+                "the request for {target} has passed {} CSEs; giving up (hop limit)",
+                request.via.len()
+            )));
+        }
+        let hop = self.next_hop(&target, remote.sp_id.as_deref())?;
+        if request.via.last().is_some_and(|previous| *previous == hop.name) {
+            return Err(Error::not_reachable(format!(
+                "no route to CSE {target}: the next hop {} is the CSE the request came from",
+                hop.cse_id
+            )));
+        }
+        let mut outgoing = request.clone();
+        outgoing.originator = Some(self.forwarding_originator(request, remote.sp_id.is_some()));
+        outgoing.via.push(own_hop);
+        let timeout = match &request.rqet {
+            Some(rqet) => {
+                let left = parse_timestamp(rqet).map(|at| at - Utc::now()).and_then(|left| left.to_std().ok());
+                left.unwrap_or_default().min(self.client.timeout())
+            }
+            None => self.client.timeout(),
+        };
+        let mut failures = Vec::new();
+        for url in &hop.urls {
+            match self.client.send_with_timeout(url, &outgoing, timeout).await {
+                Ok(response) => {
+                    debug!(next = %hop.cse_id, %url, rsc = response.rsc.code(), "forwarded");
+                    return Ok(response);
+                }
+                Err(failure @ TransportError::Timeout { .. }) => {
+                    return Err(Error::new(
+                        Rsc::RequestTimeout,
+                        format!("CSE {} did not answer in time for {target}: {failure}", hop.cse_id),
+                    ));
+                }
+                Err(failure) => failures.push(failure.to_string()),
+            }
+        }
+        Err(Error::not_reachable(format!(
+            "CSE {} (next hop to {target}) is not reachable: {}",
+            hop.cse_id,
+            if failures.is_empty() { "it has no point of access".to_string() } else { failures.join("; ") }
+        )))
+    }
+
+    /// The routing decision, in one place: down to the registree that is the target or has
+    /// it below (exact CSE-ID); to a registrar that is the target; across to the registrar
+    /// of another service provider; otherwise up to this CSE's registrar (the default
+    /// route); otherwise no route (5103).
+    pub fn next_hop(&self, target: &str, other_sp: Option<&str>) -> Result<NextHop> {
+        if let Some(sp) = other_sp {
+            let prefix = format!("//{sp}/");
+            if let Some(registrar) = self.config.sp_registrars.iter().find(|registrar| registrar.sp_id == sp) {
+                return Ok(self.registrar_hop(registrar, format!("//{sp}{}", registrar.cse_id)));
+            }
+            if let Some(csr) = self
+                .registry
+                .registree_csrs()
+                .into_iter()
+                .find(|csr| csr.str("csi").is_some_and(|csi| csi == target || csi.starts_with(&prefix)))
+            {
+                return Ok(self.registree_hop(&csr));
+            }
+        } else {
+            match self.registry.route(target) {
+                Some(Route::Registree(csr)) => return Ok(self.registree_hop(&csr)),
+                Some(Route::Registrar(_)) | None => {}
+            }
+        }
+        // Up: to the same-SP registrar (MN/ASN), once registered there.
+        if let Some(registrar) = &self.config.registrar {
+            if self.registry.is_registrar(&registrar.cse_id) {
+                return Ok(self.registrar_hop(registrar, registrar.cse_id.clone()));
+            }
+            return Err(Error::not_reachable(format!(
+                "no route to CSE {target}: this CSE is not registered to its registrar {} (yet)",
+                registrar.cse_id
+            )));
+        }
+        Err(Error::not_reachable(format!("no route to CSE {target}")))
+    }
+
+    fn registrar_hop(&self, registrar: &RegistrarConfig, cse_id: String) -> NextHop {
+        let urls = registrar.addresses.iter().map(|address| format!("{address}{}", registrar.root)).collect();
+        let name = hop_name_of(&cse_id, &self.identity.sp_id);
+        NextHop { cse_id, name, urls }
+    }
+
+    fn registree_hop(&self, csr: &Resource) -> NextHop {
+        let cse_id = csr.str("csi").unwrap_or_default().to_string();
+        let name = hop_name_of(&cse_id, &self.identity.sp_id);
+        NextHop { cse_id, name, urls: csr.str_list("poa") }
+    }
+
+    /// The originator a forwarded request carries: SP-relative (`/id-in/Cae`), or
+    /// absolute (`//sp/id-in/Cae`) when the request leaves this service provider.
+    fn forwarding_originator(&self, request: &Request, across_sps: bool) -> String {
+        let received = request.originator.as_deref().unwrap_or_default();
+        let simplified = self.identity.simplify_originator(received);
+        let sp_relative = self.identity.sp_relative(&simplified);
+        if across_sps && !sp_relative.starts_with("//") {
+            return format!("//{}{sp_relative}", self.identity.sp_id);
+        }
+        sp_relative
+    }
+
+    /// A request that a registree forwarded here (its `Via` names it last) may only act in
+    /// the name of that registree or of a CSE below it.
+    fn check_forwarding_originator(&self, request: &Request) -> Result<()> {
+        let Some(previous) = request.via.last() else {
+            return Ok(());
+        };
+        let registree = self.registry.registree_csrs().into_iter().find_map(|csr| {
+            let csi = csr.str("csi")?.to_string();
+            (hop_name_of(&csi, &self.identity.sp_id) == *previous).then_some(csi)
+        });
+        let Some(registree) = registree else {
+            return Ok(());
+        };
+        let originator = self.identity.simplify_originator(request.originator.as_deref().unwrap_or_default());
+        let originator_cse = cse_of(&originator);
+        let allowed = originator_cse.as_deref().is_some_and(|cse| {
+            cse == registree
+                || matches!(self.registry.route(cse), Some(Route::Registree(csr)) if csr.str("csi") == Some(registree.as_str()))
+        });
+        if !allowed {
+            return Err(Error::no_privilege(format!(
+                "the registree {registree} may only forward requests of itself or of CSEs below it, not of {originator}"
+            )));
+        }
+        Ok(())
     }
 
     // -------------------------------------------------------------------------------------
@@ -569,6 +711,33 @@ impl Cse {
             _ => id,
         }
     }
+}
+
+/// The next CSE on the way to a target, and where to reach it (in order of preference).
+#[derive(Debug, Clone)]
+pub struct NextHop {
+    pub cse_id: String,
+    /// Its name in `Via` headers.
+    pub name: String,
+    pub urls: Vec<String>,
+}
+
+/// The `Via` name of a CSE-ID as stored here (`/id-mn`, or `//sp/id-mn`).
+fn hop_name_of(cse_id: &str, own_sp: &str) -> String {
+    match cse_id.strip_prefix("//") {
+        Some(rest) => rest.replacen('/', "_", 1),
+        None => format!("{own_sp}_{}", cse_id.trim_start_matches('/')),
+    }
+}
+
+/// The CSE part of an SP-relative or absolute ID (`/id-mn/Cae` → `/id-mn`).
+fn cse_of(id: &str) -> Option<String> {
+    if let Some(rest) = id.strip_prefix("//") {
+        let mut parts = rest.split('/');
+        return Some(format!("//{}/{}", parts.next()?, parts.next()?));
+    }
+    let rest = id.strip_prefix('/')?;
+    Some(format!("/{}", rest.split('/').next()?))
 }
 
 /// An SP-relative (`/id-mn`) or absolute (`//sp/id-mn`) CSE-ID: one CSE element.

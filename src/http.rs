@@ -26,6 +26,8 @@ pub const X_M2M_RSC: &str = "x-m2m-rsc";
 pub const X_M2M_OT: &str = "x-m2m-ot";
 pub const X_M2M_RET: &str = "x-m2m-ret";
 pub const X_M2M_VSI: &str = "x-m2m-vsi";
+/// The standard HTTP `Via` header: the CSEs a forwarded request has passed.
+pub const VIA: &str = "via";
 
 /// The router serving every path of the CSE.
 pub fn router(cse: Cse) -> Router {
@@ -86,6 +88,7 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
     request.rvi = rvi.to_string();
     request.ty = ty;
     request.vsi = header_text(headers, X_M2M_VSI).map(str::to_string);
+    request.via = via_hops(headers);
     if let Some(ret) = header_text(headers, X_M2M_RET) {
         request.rqet = Some(request_expiration(ret)?);
     }
@@ -114,6 +117,23 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
         request.content = Some(content);
     }
     Ok(request)
+}
+
+/// The hop names of all `Via` entries (`1.1 acme.example.com_id-mn, ...`).
+fn via_hops(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(VIA)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| entry.split_whitespace().nth(1))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `Via` header value for `hops`.
+pub fn via_header(hops: &[String]) -> String {
+    hops.iter().map(|hop| format!("1.1 {hop}")).collect::<Vec<_>>().join(", ")
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -25,7 +25,6 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::client::TransportError;
 use crate::config::{CseKind, RegistrarConfig};
 use crate::dispatcher::{Cse, csi_to_name};
 use crate::error::{Error, Result, Rsc};
@@ -330,27 +329,13 @@ impl RemoteCseManager {
         }
     }
 
-    /// RETRIEVE a resource on another CSE (`id` SP-relative or absolute) through the next
-    /// hop towards it; the originator defaults to this CSE.
+    /// RETRIEVE a resource on another CSE (`id` SP-relative or absolute) the way any
+    /// request is forwarded; the originator defaults to this CSE.
     pub async fn retrieve_remote(&self, id: &str, originator: Option<&str>) -> Result<Resource> {
-        let csi = self
-            .cse_part(id)
-            .ok_or_else(|| Error::bad_request(format!("{id} is not an SP-relative or absolute ID")))?;
-        let route =
-            self.inner.cse.registry.route(&csi).ok_or_else(|| Error::not_found(format!("no route to CSE {csi}")))?;
-        let originator = originator.unwrap_or(&self.inner.cse.identity.cse_id);
-        let mut request = Request::new(Operation::Retrieve, id, Some(originator));
-        request.rvi = self.inner.cse.config.cse.release_version.clone();
-        let response = match &route {
-            Route::Registrar(csr) => {
-                match self.inner.registrars.iter().find(|r| Some(r.info.cse_id.as_str()) == csr.str("csi")) {
-                    Some(registrar) => self.inner.send_to_registrar(registrar, &request).await?,
-                    None => self.inner.send_to_poa(csr, &request, None).await?,
-                }
-            }
-            Route::Registree(csr) => self.inner.send_to_poa(csr, &request, None).await?,
-        };
-        let response = response.into_result()?;
+        let cse = &self.inner.cse;
+        let mut request = Request::new(Operation::Retrieve, id, Some(originator.unwrap_or(&cse.identity.cse_id)));
+        request.rvi = cse.config.cse.release_version.clone();
+        let response = cse.handle(request).await.into_result()?;
         let content = response.content.ok_or_else(|| Error::internal("empty answer"))?;
         resource_from_json(&content, id)
             .ok_or_else(|| Error::bad_request(format!("the answer for {id} is not a resource")))
@@ -842,28 +827,6 @@ impl Inner {
             }
         }
         Err(last_failure.map(Error::from).unwrap_or_else(|| Error::not_reachable("the registrar has no address")))
-    }
-
-    /// Send to a CSE through the `poa` of its CSR, in order, moving on only on transport
-    /// failure.
-    async fn send_to_poa(
-        &self,
-        csr: &Resource,
-        request: &Request,
-        timeout: Option<Duration>,
-    ) -> Result<Response, TransportError> {
-        let timeout = timeout.unwrap_or_else(|| self.cse.client.timeout());
-        let mut last_failure = None;
-        for poa in csr.str_list("poa") {
-            match self.cse.client.send_with_timeout(&poa, request, timeout).await {
-                Ok(response) => return Ok(response),
-                Err(failure) => last_failure = Some(failure),
-            }
-        }
-        Err(last_failure.unwrap_or_else(|| TransportError::Unreachable {
-            url: csr.str("csi").unwrap_or_default().to_string(),
-            reason: "no poa".into(),
-        }))
     }
 
     // ---------------------------------------------------------------------------------

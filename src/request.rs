@@ -91,6 +91,9 @@ pub struct Request {
     pub vsi: Option<String>,
     /// The query string as received, for forwarding unchanged.
     pub query: Option<String>,
+    /// The CSEs a forwarded request has passed, oldest first (HTTP `Via`), by their
+    /// [`crate::address::Identity::hop_name`]. Loop protection.
+    pub via: Vec<String>,
 }
 
 impl Request {
@@ -109,6 +112,7 @@ impl Request {
             rqet: None,
             vsi: None,
             query: None,
+            via: Vec::new(),
         }
     }
 }

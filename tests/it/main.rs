@@ -2,6 +2,7 @@
 
 mod binary;
 mod expiry;
+mod forwarding;
 mod foundation;
 mod harness;
 mod registration;
