@@ -45,10 +45,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client whose requests time out after `timeout` (connecting included).
-    pub fn new(timeout: Duration) -> Client {
+    /// A client whose requests time out after `timeout` (connecting included), and whose
+    /// connection attempts give up after `connect_timeout`.
+    pub fn new(timeout: Duration, connect_timeout: Duration) -> Client {
         let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
+            .connect_timeout(connect_timeout.min(timeout))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .no_proxy()

@@ -204,6 +204,9 @@ pub struct HttpSettings {
     /// Time-out of requests this CSE sends.
     #[serde(with = "humantime_serde")]
     pub client_timeout: Duration,
+    /// Time-out of establishing a connection to another CSE.
+    #[serde(with = "humantime_serde")]
+    pub client_connect_timeout: Duration,
     /// Most incoming requests served at once.
     pub max_concurrent_requests: usize,
 }
@@ -217,6 +220,7 @@ impl Default for HttpSettings {
             max_body_size: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             client_timeout: Duration::from_secs(10),
+            client_connect_timeout: Duration::from_secs(3),
             max_concurrent_requests: 1024,
         }
     }
@@ -326,6 +330,7 @@ pub struct HttpConfig {
     pub max_body_size: usize,
     pub request_timeout: Duration,
     pub client_timeout: Duration,
+    pub client_connect_timeout: Duration,
     pub max_concurrent_requests: usize,
 }
 
@@ -541,6 +546,7 @@ impl Settings {
         }
         positive("http.request_timeout", http.request_timeout)?;
         positive("http.client_timeout", http.client_timeout)?;
+        positive("http.client_connect_timeout", http.client_connect_timeout)?;
         if http.max_concurrent_requests == 0 {
             return Err(ConfigError::invalid("http.max_concurrent_requests", "must be greater than 0"));
         }
@@ -575,6 +581,7 @@ impl Settings {
                 max_body_size: http.max_body_size,
                 request_timeout: http.request_timeout,
                 client_timeout: http.client_timeout,
+                client_connect_timeout: http.client_connect_timeout,
                 max_concurrent_requests: http.max_concurrent_requests,
             },
             database: DatabaseConfig {

@@ -51,7 +51,7 @@ pub struct Cse {
 
 impl Cse {
     pub fn new(config: Arc<Config>, storage: Storage, events: EventBus) -> Cse {
-        let client = Client::new(config.http.client_timeout);
+        let client = Client::new(config.http.client_timeout, config.http.client_connect_timeout);
         let identity = Arc::new(Identity {
             cse_id: config.cse.cse_id.clone(),
             sp_id: config.cse.sp_id.clone(),

@@ -265,3 +265,54 @@ async fn absolute_ids_reach_a_peer_service_provider_through_its_in() {
     in_a.shutdown().await;
     in_b.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_points_of_access_of_a_next_hop_are_tried_in_order_and_the_release_version_is_kept() {
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse))).await;
+    mn.remote.check_now().await.expect("monitor");
+    // The MN's CSR on the IN lists a dead address first.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("address"))
+    };
+    let reply = in_cse.update("/cse-in/id-mn", "/id-mn", json!({"m2m:csr": {"poa": [dead, mn.url]}})).await;
+    assert_eq!(reply.rsc, 2004, "{reply:?}");
+    eventually("the IN knows the new poa", DEADLINE, || async {
+        in_cse.remote.csr_for("/id-mn").is_some_and(|record| record.poa.len() == 2)
+    })
+    .await;
+
+    let reply = in_cse
+        .client
+        .get(format!("{}/~/id-mn/cse-mn", in_cse.url))
+        .header("X-M2M-Origin", "CAdmin")
+        .header("X-M2M-RI", "poa-1")
+        .header("X-M2M-RVI", "3")
+        .send()
+        .await;
+    let reply = crate::harness::Reply::from(reply).await;
+    assert_eq!(reply.rsc, 2000, "{reply:?}");
+    assert_eq!(reply.body["m2m:cb"]["csi"], "/id-mn");
+    assert_eq!(reply.header("x-m2m-rvi"), Some("3"), "the originator's release version is kept");
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_notification_is_forwarded_like_any_request() {
+    let (in_cse, mn, asn) = chain().await;
+    let reply = in_cse
+        .request(reqwest::Method::POST, "/~/id-asn/cse-asn", "CAdmin")
+        .header("Content-Type", "application/json")
+        .body(json!({"m2m:sgn": {"vrq": true}}).to_string())
+        .send()
+        .await;
+    let reply = crate::harness::Reply::from(reply).await;
+    // The ASN answers (it hosts no notification targets); the answer is relayed unchanged.
+    assert_eq!(reply.rsc, 5001, "{reply:?}");
+    assert!(reply.dbg().contains("notification"), "{reply:?}");
+    asn.shutdown().await;
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
