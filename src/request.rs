@@ -94,6 +94,9 @@ pub struct Request {
     /// The CSEs a forwarded request has passed, oldest first (HTTP `Via`), by their
     /// [`crate::address::Identity::hop_name`]. Loop protection.
     pub via: Vec<String>,
+    /// The request passed HTTP authentication (Basic or Bearer); ACP rules with `acaf`
+    /// apply only to such requests.
+    pub authenticated: bool,
 }
 
 impl Request {
@@ -113,6 +116,7 @@ impl Request {
             vsi: None,
             query: None,
             via: Vec::new(),
+            authenticated: false,
         }
     }
 }
