@@ -112,6 +112,23 @@ pub struct CseSettings {
     pub registration: RegistrationSettings,
     pub registrar: Option<RegistrarSettings>,
     pub sp: SpSettings,
+    pub security: AccessSettings,
+}
+
+/// `[cse.security]`: access control.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSettings {
+    /// Evaluate access control policies (off: everybody may do everything).
+    pub enable_acp_checks: bool,
+    /// The admin originator may do everything.
+    pub full_access_admin: bool,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        AccessSettings { enable_acp_checks: true, full_access_admin: true }
+    }
 }
 
 impl Default for CseSettings {
@@ -130,6 +147,7 @@ impl Default for CseSettings {
             registration: RegistrationSettings::default(),
             registrar: None,
             sp: SpSettings::default(),
+            security: AccessSettings::default(),
         }
     }
 }
@@ -302,6 +320,7 @@ pub struct Config {
     pub sp_registrars: Vec<RegistrarConfig>,
     pub log_level: String,
     pub container: ContainerSettings,
+    pub security: AccessSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -602,6 +621,7 @@ impl Settings {
             sp_registrars,
             log_level: logging.level,
             container: resource.cnt,
+            security: cse.security.clone(),
         })
     }
 }

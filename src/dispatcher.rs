@@ -14,6 +14,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tracing::{debug, error, instrument};
 
+use crate::access::{self, Accessor, Permission};
 use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
 use crate::client::{Client, TransportError};
 use crate::config::{Config, CseKind, RegistrarConfig};
@@ -88,11 +89,19 @@ impl Cse {
             Target::Remote(remote) => return self.forward(request, &remote).await,
         };
         let originator = request.originator.as_deref().map(|o| self.identity.simplify_originator(o));
+        let guard = Guard {
+            accessor: Accessor {
+                originator: originator.clone().unwrap_or_default(),
+                authenticated: request.authenticated,
+            },
+            config: self.config.clone(),
+            identity: self.identity.clone(),
+        };
         match request.op {
-            Operation::Create => self.create(request, originator, local).await,
-            Operation::Retrieve => self.retrieve(request, local).await,
-            Operation::Update => self.update(request, originator, local).await,
-            Operation::Delete => self.delete(request, local).await,
+            Operation::Create => self.create(request, originator, local, guard).await,
+            Operation::Retrieve => self.retrieve(request, local, guard).await,
+            Operation::Update => self.update(request, local, guard).await,
+            Operation::Delete => self.delete(request, local, guard).await,
             Operation::Notify => {
                 Err(Error::not_implemented("this CSE does not host notification targets (no subscriptions)"))
             }
@@ -291,7 +300,13 @@ impl Cse {
     // CREATE
     // -------------------------------------------------------------------------------------
 
-    async fn create(&self, request: &Request, originator: Option<String>, target: LocalTarget) -> Result<Response> {
+    async fn create(
+        &self,
+        request: &Request,
+        originator: Option<String>,
+        target: LocalTarget,
+        guard: Guard,
+    ) -> Result<Response> {
         if target.virtual_child.is_some() {
             return Err(Error::not_allowed("resources cannot be created under la or ol"));
         }
@@ -322,6 +337,7 @@ impl Cse {
             rvi: request.rvi.clone(),
             config: self.config.clone(),
             identity: self.identity.clone(),
+            guard,
         };
         let resource = self.storage.write(move |tx| plan.apply(tx)).await?;
         if ty == ResourceType::Csr {
@@ -389,26 +405,29 @@ impl Cse {
     // RETRIEVE
     // -------------------------------------------------------------------------------------
 
-    async fn retrieve(&self, request: &Request, target: LocalTarget) -> Result<Response> {
+    async fn retrieve(&self, request: &Request, target: LocalTarget, guard: Guard) -> Result<Response> {
         if request.filter.is_discovery() {
-            return self.discover(request, target).await;
+            return self.discover(request, target, guard).await;
         }
         let rcn = request.rcn.unwrap_or(1);
         let lvl = request.filter.lvl;
-        let result = self
+        let (mut resource, children) = self
             .storage
-            .write(move |tx| {
-                let mut resource = match target.virtual_child {
+            .read(move |tx| {
+                let resource = match target.virtual_child {
                     Some(which) => edge_instance(tx, &target.id, which)?,
                     None => locate(tx, &target.id)?,
                 };
+                guard.check(tx, &resource, Permission::Retrieve, None)?;
                 check_instance_readable(tx, &resource)?;
-                consume_delete_count(tx, &mut resource)?;
                 let children = load_children(tx, &resource, rcn)?;
                 Ok((resource, children))
             })
             .await?;
-        let (mut resource, children) = result;
+        if resource.ty == ResourceType::Cin && resource.u64("dcnt").is_some() {
+            let ri = resource.ri().to_string();
+            self.storage.write(move |tx| consume_delete_count(tx, &ri)).await?;
+        }
         if resource.ty == ResourceType::CseBase {
             resource.set("ctm", resource::now());
         }
@@ -416,7 +435,7 @@ impl Cse {
         Ok(Response::new(request, Rsc::Ok, Some(content)))
     }
 
-    async fn discover(&self, request: &Request, target: LocalTarget) -> Result<Response> {
+    async fn discover(&self, request: &Request, target: LocalTarget, guard: Guard) -> Result<Response> {
         if target.virtual_child.is_some() {
             return Err(Error::bad_request("discovery cannot start at la or ol"));
         }
@@ -447,6 +466,10 @@ impl Cse {
                     if filter.rn.as_ref().is_some_and(|rn| rn != resource.rn()) {
                         continue;
                     }
+                    // What the originator may not discover is left out, silently.
+                    if !guard.allows(tx, &resource, Permission::Discovery)? {
+                        continue;
+                    }
                     found.push(resource);
                 }
                 Ok(found)
@@ -474,7 +497,7 @@ impl Cse {
     // UPDATE
     // -------------------------------------------------------------------------------------
 
-    async fn update(&self, request: &Request, _originator: Option<String>, target: LocalTarget) -> Result<Response> {
+    async fn update(&self, request: &Request, target: LocalTarget, guard: Guard) -> Result<Response> {
         if target.virtual_child.is_some() {
             return Err(Error::not_allowed("la and ol cannot be updated"));
         }
@@ -495,6 +518,11 @@ impl Cse {
                     _ => {}
                 }
                 let changes = unwrap_content(content.as_ref(), resource.ty, Rsc::ContentsUnacceptable)?;
+                if changes.contains_key("acpi") {
+                    guard.check_acpi_change(tx, &resource)?;
+                } else {
+                    guard.check(tx, &resource, Permission::Update, None)?;
+                }
                 resource::validate_update(resource.ty, &changes)?;
                 apply_update(tx, &identity, &mut resource, &changes, max_et)?;
                 Ok((resource, changes))
@@ -521,7 +549,7 @@ impl Cse {
     // DELETE
     // -------------------------------------------------------------------------------------
 
-    async fn delete(&self, request: &Request, target: LocalTarget) -> Result<Response> {
+    async fn delete(&self, request: &Request, target: LocalTarget, guard: Guard) -> Result<Response> {
         let rcn = match target.virtual_child {
             // DELETE of la/ol answers with the deleted instance.
             Some(_) => 1,
@@ -537,6 +565,7 @@ impl Cse {
                 if resource.ty == ResourceType::CseBase {
                     return Err(Error::not_allowed("the CSEBase cannot be deleted"));
                 }
+                guard.check(tx, &resource, Permission::Delete, None)?;
                 check_instance_readable(tx, &resource)?;
                 let children = load_children(tx, &resource, rcn)?;
                 delete_resource(tx, &resource)?;
@@ -713,6 +742,33 @@ impl Cse {
     }
 }
 
+/// The access decisions of one request: who asks, and the rules that apply.
+struct Guard {
+    accessor: Accessor,
+    config: Arc<Config>,
+    identity: Arc<Identity>,
+}
+
+impl Guard {
+    fn check(
+        &self,
+        tx: &dyn ReadTx,
+        target: &Resource,
+        permission: Permission,
+        created: Option<ResourceType>,
+    ) -> Result<()> {
+        access::check(tx, &self.config, &self.identity, &self.accessor, target, permission, created)
+    }
+
+    fn allows(&self, tx: &dyn ReadTx, target: &Resource, permission: Permission) -> Result<bool> {
+        access::allows(tx, &self.config, &self.identity, &self.accessor, target, permission)
+    }
+
+    fn check_acpi_change(&self, tx: &dyn ReadTx, target: &Resource) -> Result<()> {
+        access::check_acpi_change(tx, &self.config, &self.identity, &self.accessor, target)
+    }
+}
+
 /// The next CSE on the way to a target, and where to reach it (in order of preference).
 #[derive(Debug, Clone)]
 pub struct NextHop {
@@ -826,19 +882,18 @@ fn check_instance_readable(tx: &dyn ReadTx, resource: &Resource) -> Result<()> {
 
 /// A RETRIEVE of a CIN with `dcnt` shows the count and decrements it; at the last one the
 /// CIN is deleted.
-fn consume_delete_count(tx: &mut dyn WriteTx, resource: &mut Resource) -> Result<()> {
-    if resource.ty != ResourceType::Cin {
+fn consume_delete_count(tx: &mut dyn WriteTx, ri: &str) -> Result<()> {
+    let Some(mut instance) = tx.get(ri)? else {
         return Ok(());
-    }
-    let Some(count) = resource.u64("dcnt") else {
+    };
+    let Some(count) = instance.u64("dcnt") else {
         return Ok(());
     };
     if count <= 1 {
-        return delete_resource(tx, resource);
+        return delete_resource(tx, &instance);
     }
-    let mut stored = resource.clone();
-    stored.set("dcnt", count - 1);
-    tx.update(&stored)
+    instance.set("dcnt", count - 1);
+    tx.update(&instance)
 }
 
 /// What a result content needs besides the resource itself.
@@ -1068,12 +1123,18 @@ struct CreatePlan {
     rvi: String,
     config: Arc<Config>,
     identity: Arc<Identity>,
+    guard: Guard,
 }
 
 impl CreatePlan {
     fn apply(self, tx: &mut dyn WriteTx) -> Result<Resource> {
-        let CreatePlan { ty, target, mut attributes, originator, rvi, config, identity } = self;
+        let CreatePlan { ty, target, mut attributes, originator, rvi, config, identity, guard } = self;
         let parent = locate(&*tx, &target)?;
+        // AE and CSR registration are decided by the allowed-originator lists (checked
+        // before); everything else by the parent's access rules.
+        if !matches!(ty, ResourceType::Ae | ResourceType::Csr) {
+            guard.check(&*tx, &parent, Permission::Create, Some(ty))?;
+        }
         if ty == ResourceType::Ae
             && tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae)
         {

@@ -12,6 +12,7 @@
 //! - [`http`]: the HTTP binding (axum).
 //! - [`app`]: [`App`], which binds, wires, runs and shuts down.
 
+pub mod access;
 pub mod address;
 pub mod app;
 pub mod bootstrap;

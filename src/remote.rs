@@ -441,6 +441,13 @@ impl Inner {
         let mut ticks = tokio::time::interval(self.cse.config.registration.check_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures: HashMap<String, u32> = HashMap::new();
+        // The first round runs at once, before any check-now request is taken, so that a
+        // check-now always means "a full round after this call".
+        ticks.tick().await;
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = self.round(&mut failures) => {}
+        }
         loop {
             tokio::select! {
                 () = token.cancelled() => return,

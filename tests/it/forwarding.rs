@@ -10,6 +10,9 @@ use crate::harness::{TestCse, eventually, registrar_settings, registree_settings
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The ASN's admin, in the SP-relative form other CSEs' clients use.
+const ASN_ADMIN: &str = "/id-asn/CAdmin";
+
 /// An IN, an MN registered to it, an ASN registered to the MN; the IN knows the ASN.
 async fn chain() -> (TestCse, TestCse, TestCse) {
     let in_cse = TestCse::start(registrar_settings()).await;
@@ -32,26 +35,35 @@ async fn an_ae_on_the_asn_creates_and_reads_resources_on_the_in_through_the_mn()
         .await;
     assert_eq!(reply.rsc, 2001, "{reply:?}");
 
-    // Act: CREATE a container and an instance on the IN, sent to the ASN.
-    let reply = asn.create("/~/id-in/cse-in", "Casn", 3, json!({"m2m:cnt": {"rn": "fromAsn"}})).await;
+    // Act: the ASN's AE registers at the IN too, then creates a container and an instance
+    // there — all sent to the ASN.
+    let reply = asn
+        .create(
+            "/~/id-in/cse-in",
+            "Casn",
+            2,
+            json!({"m2m:ae": {"rn": "asnApp", "api": "Nasn", "rr": false, "srv": ["4"]}}),
+        )
+        .await;
     assert_eq!(reply.rsc, 2001, "{reply:?}");
-    assert_eq!(reply.header("content-location"), Some("cse-in/fromAsn"), "relayed unchanged");
-    let reply = asn.create("/~/id-in/cse-in/fromAsn", "Casn", 4, json!({"m2m:cin": {"con": "21.5"}})).await;
+    assert_eq!(reply.body["m2m:ae"]["aei"], "/id-asn/Casn", "the AE-ID is SP-relative at the IN");
+    let reply = asn.create("/~/id-in/cse-in/asnApp", "Casn", 3, json!({"m2m:cnt": {"rn": "fromAsn"}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    assert_eq!(reply.header("content-location"), Some("cse-in/asnApp/fromAsn"), "relayed unchanged");
+    let reply = asn.create("/~/id-in/cse-in/asnApp/fromAsn", "Casn", 4, json!({"m2m:cin": {"con": "21.5"}})).await;
     assert_eq!(reply.rsc, 2001, "{reply:?}");
 
     // Assert: it is on the IN, created by the ASN's AE in SP-relative form.
-    let local = in_cse.retrieve("/cse-in/fromAsn/la", "CAdmin").await;
+    let local = in_cse.retrieve("/cse-in/asnApp/fromAsn/la", "CAdmin").await;
     assert_eq!(local.body["m2m:cin"]["con"], "21.5");
-    let container = in_cse
-        .cse
-        .storage
-        .get(in_cse.retrieve("/cse-in/fromAsn", "CAdmin").await.body["m2m:cnt"]["ri"].as_str().unwrap_or_default())
-        .await;
+    let reply = in_cse.retrieve("/cse-in/asnApp/fromAsn", "CAdmin").await;
+    let ri = reply.body["m2m:cnt"]["ri"].as_str().unwrap_or_default().to_string();
+    let container = in_cse.cse.storage.get(&ri).await;
     assert_eq!(container.expect("store").expect("container").creator.as_deref(), Some("/id-asn/Casn"));
     // And it reads back through the chain, with the same request identifier.
     let reply = asn
         .client
-        .get(format!("{}/~/id-in/cse-in/fromAsn/la", asn.url))
+        .get(format!("{}/~/id-in/cse-in/asnApp/fromAsn/la", asn.url))
         .header("X-M2M-Origin", "Casn")
         .header("X-M2M-RI", "trace-1")
         .header("X-M2M-RVI", "4")
@@ -72,21 +84,27 @@ async fn an_ae_on_the_in_reads_updates_and_deletes_a_resource_on_the_asn_two_hop
     let reply = asn.create("/cse-asn", "CAdmin", 3, json!({"m2m:cnt": {"rn": "local", "lbl": ["a"]}})).await;
     assert_eq!(reply.rsc, 2001);
 
-    let reply = in_cse.retrieve("/~/id-asn/cse-asn/local", "CAdmin").await;
+    let reply = in_cse.retrieve("/~/id-asn/cse-asn/local", ASN_ADMIN).await;
     assert_eq!(reply.rsc, 2000, "{reply:?}");
     assert_eq!(reply.body["m2m:cnt"]["lbl"], json!(["a"]));
-    let reply = in_cse.update("/~/id-asn/cse-asn/local", "CAdmin", json!({"m2m:cnt": {"lbl": ["b"]}})).await;
+    let reply = in_cse.update("/~/id-asn/cse-asn/local", ASN_ADMIN, json!({"m2m:cnt": {"lbl": ["b"]}})).await;
     assert_eq!(reply.rsc, 2004, "{reply:?}");
     assert_eq!(asn.retrieve("/cse-asn/local", "CAdmin").await.body["m2m:cnt"]["lbl"], json!(["b"]));
     // Discovery is forwarded with its filter.
-    let reply = in_cse.retrieve("/~/id-asn/cse-asn?fu=1&ty=3", "CAdmin").await;
+    let reply = in_cse.retrieve("/~/id-asn/cse-asn?fu=1&ty=3", ASN_ADMIN).await;
     assert_eq!(reply.rsc, 2000, "{reply:?}");
     assert!(reply.uril().iter().any(|uri| uri.ends_with("cse-asn/local")), "{reply:?}");
-    let reply = in_cse.delete("/_/acme.example.com/id-asn/cse-asn/local", "CAdmin").await;
+    let reply = in_cse.delete("/_/acme.example.com/id-asn/cse-asn/local", ASN_ADMIN).await;
     assert_eq!(reply.rsc, 2002, "{reply:?}");
     assert_eq!(asn.retrieve("/cse-asn/local", "CAdmin").await.rsc, 4004);
+    // The IN's own admin is not the ASN's admin: the ASN's resources are private to it.
+    let reply = asn.create("/cse-asn", "CAdmin", 3, json!({"m2m:cnt": {"rn": "private"}})).await;
+    assert_eq!(reply.rsc, 2001);
+    let reply = in_cse.retrieve("/~/id-asn/cse-asn/private", "CAdmin").await;
+    assert_eq!(reply.rsc, 4103, "{reply:?}");
+    assert!(reply.dbg().contains("/id-in/CAdmin"), "{reply:?}");
     // The library path is the same.
-    let cse_base = in_cse.remote.retrieve_remote("/id-asn/cse-asn", None).await.expect("remote retrieve");
+    let cse_base = in_cse.remote.retrieve_remote("/id-asn/cse-asn", Some(ASN_ADMIN)).await.expect("remote retrieve");
     assert_eq!(cse_base.str("csi"), Some("/id-asn"));
     asn.shutdown().await;
     mn.shutdown().await;
@@ -99,9 +117,11 @@ async fn errors_of_the_far_cse_reach_the_client_unchanged() {
     let reply = asn.retrieve("/~/id-in/cse-in/nothing-here", "CAdmin").await;
     assert_eq!((reply.rsc, reply.status), (4004, 404), "{reply:?}");
     assert!(reply.dbg().contains("nothing-here"), "{reply:?}");
+    let ae = json!({"m2m:ae": {"rn": "errApp", "api": "Nerr", "rr": false, "srv": ["4"]}});
+    assert_eq!(asn.create("/~/id-in/cse-in", "Cerr", 2, ae).await.rsc, 2001);
     let body = json!({"m2m:cnt": {"rn": "twice"}});
-    assert_eq!(asn.create("/~/id-in/cse-in", "CAdmin", 3, body.clone()).await.rsc, 2001);
-    let reply = asn.create("/~/id-in/cse-in", "CAdmin", 3, body).await;
+    assert_eq!(asn.create("/~/id-in/cse-in/errApp", "Cerr", 3, body.clone()).await.rsc, 2001);
+    let reply = asn.create("/~/id-in/cse-in/errApp", "Cerr", 3, body).await;
     assert_eq!((reply.rsc, reply.status), (4105, 409), "{reply:?}");
     assert!(reply.dbg().contains("twice"), "{reply:?}");
     asn.shutdown().await;
@@ -243,21 +263,31 @@ async fn absolute_ids_reach_a_peer_service_provider_through_its_in() {
     eventually("IN-B routes to IN-A", DEADLINE, || async { in_b.remote.csr_for("//a.example.com/id-in").is_some() })
         .await;
 
-    // A → B
-    assert_eq!(in_b.create("/cse-in", "CAdmin", 3, json!({"m2m:cnt": {"rn": "onB"}})).await.rsc, 2001);
+    // A → B: B shares a container with A's user through an ACP.
+    let acp = json!({"m2m:acp": {"rn": "shareWithA", "pv": {"acr": [{"acor": ["//a.example.com/id-in/Cuser"], "acop": 2}]},
+                                  "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}});
+    assert_eq!(in_b.create("/cse-in", "CAdmin", 1, acp).await.rsc, 2001);
+    let reply =
+        in_b.create("/cse-in", "CAdmin", 3, json!({"m2m:cnt": {"rn": "onB", "acpi": ["cse-in/shareWithA"]}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
     in_a.register_ae("Cuser", "user").await;
     let reply = in_a.retrieve("/_/b.example.com/id-in/cse-in/onB", "Cuser").await;
     assert_eq!(reply.rsc, 2000, "{reply:?}");
     assert_eq!(reply.body["m2m:cnt"]["rn"], "onB");
-    let reply = in_a.create("/_/b.example.com/id-in/cse-in", "Cuser", 3, json!({"m2m:cnt": {"rn": "fromA"}})).await;
+    // A's user registers at B and creates there, in its absolute name.
+    let ae = json!({"m2m:ae": {"rn": "userFromA", "api": "Nuser", "rr": false, "srv": ["4"]}});
+    let reply = in_a.create("/_/b.example.com/id-in/cse-in", "Cuser", 2, ae).await;
     assert_eq!(reply.rsc, 2001, "{reply:?}");
-    let created =
-        in_b.retrieve("/cse-in/fromA", "CAdmin").await.body["m2m:cnt"]["ri"].as_str().unwrap_or_default().to_string();
+    let reply =
+        in_a.create("/_/b.example.com/id-in/cse-in/userFromA", "Cuser", 3, json!({"m2m:cnt": {"rn": "fromA"}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    let reply = in_b.retrieve("/cse-in/userFromA/fromA", "CAdmin").await;
+    let created = reply.body["m2m:cnt"]["ri"].as_str().unwrap_or_default().to_string();
     let stored = in_b.cse.storage.get(&created).await.expect("store").expect("resource");
     assert_eq!(stored.creator.as_deref(), Some("//a.example.com/id-in/Cuser"), "absolute originator across SPs");
-    // B → A
+    // B → A, in the name of A's admin.
     assert_eq!(in_a.create("/cse-in", "CAdmin", 3, json!({"m2m:cnt": {"rn": "onA"}})).await.rsc, 2001);
-    let reply = in_b.retrieve("/_/a.example.com/id-in/cse-in/onA", "CAdmin").await;
+    let reply = in_b.retrieve("/_/a.example.com/id-in/cse-in/onA", "//a.example.com/id-in/CAdmin").await;
     assert_eq!(reply.rsc, 2000, "{reply:?}");
     // An SP nobody knows.
     let reply = in_a.retrieve("/_/c.example.com/id-in/cse-in", "CAdmin").await;
@@ -269,16 +299,15 @@ async fn absolute_ids_reach_a_peer_service_provider_through_its_in() {
 #[tokio::test]
 async fn the_points_of_access_of_a_next_hop_are_tried_in_order_and_the_release_version_is_kept() {
     let in_cse = TestCse::start(registrar_settings()).await;
-    let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse))).await;
+    // The MN advertises a dead address first, then its real one.
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("port");
+    let (dead, live) = (free(), free());
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    settings.http.listen = live.to_string();
+    settings.http.poa = vec![format!("http://{dead}"), format!("http://{live}")];
+    let mn = TestCse::start(settings).await;
     mn.remote.check_now().await.expect("monitor");
-    // The MN's CSR on the IN lists a dead address first.
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", listener.local_addr().expect("address"))
-    };
-    let reply = in_cse.update("/cse-in/id-mn", "/id-mn", json!({"m2m:csr": {"poa": [dead, mn.url]}})).await;
-    assert_eq!(reply.rsc, 2004, "{reply:?}");
-    eventually("the IN knows the new poa", DEADLINE, || async {
+    eventually("the IN knows both points of access", DEADLINE, || async {
         in_cse.remote.csr_for("/id-mn").is_some_and(|record| record.poa.len() == 2)
     })
     .await;
@@ -286,7 +315,7 @@ async fn the_points_of_access_of_a_next_hop_are_tried_in_order_and_the_release_v
     let reply = in_cse
         .client
         .get(format!("{}/~/id-mn/cse-mn", in_cse.url))
-        .header("X-M2M-Origin", "CAdmin")
+        .header("X-M2M-Origin", "/id-mn/CAdmin")
         .header("X-M2M-RI", "poa-1")
         .header("X-M2M-RVI", "3")
         .send()

@@ -1074,7 +1074,8 @@ async fn discovery_honours_level_limit_and_offset() {
 #[tokio::test]
 async fn discovery_results_follow_the_scope_of_the_originator() {
     // Arrange
-    let cse = TestCse::spawn(|_| {}).await;
+    // Scope of IDs only: other CSEs' originators are not granted discovery here.
+    let cse = TestCse::spawn(|settings| settings.cse.security.enable_acp_checks = false).await;
     discovery_tree(&cse).await;
     // Act
     let sp_relative = cse.retrieve("/cse-in/ae?fu=1&ty=3&lvl=1", "/id-mn/CAdmin").await;
@@ -1105,7 +1106,8 @@ async fn discovery_results_follow_the_scope_of_the_originator() {
 #[tokio::test]
 async fn discovery_with_unstructured_result_type_returns_sp_relative_resource_ids() {
     // Arrange
-    let cse = TestCse::spawn(|_| {}).await;
+    // Scope of IDs only: other CSEs' originators are not granted discovery here.
+    let cse = TestCse::spawn(|settings| settings.cse.security.enable_acp_checks = false).await;
     let tree = discovery_tree(&cse).await;
     let expected = sorted(
         tree.iter().filter(|(path, _)| path.matches('/').count() == 2).map(|(_, ri)| format!("/id-in/{ri}")).collect(),

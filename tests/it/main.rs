@@ -1,5 +1,6 @@
 //! Integration tests: real CSEs on 127.0.0.1:0, talked to over HTTP. One test binary.
 
+mod access;
 mod binary;
 mod expiry;
 mod forwarding;
