@@ -1,8 +1,8 @@
 //! Durable storage of resources behind one trait.
 //!
 //! [`Store`] is the backend seam (SQLite today, see `sqlite.rs`). Work is done in
-//! transactions: a closure gets a [`ReadTx`] or a [`WriteTx`] and runs on a blocking thread,
-//! never on the async workers. A write closure that returns `Err` is rolled back, so a
+//! transactions: a closure gets a [`ReadTx`] (on a blocking thread) or a [`WriteTx`] (on the
+//! store's writer thread, group-committed), never on the async workers. A write closure that returns `Err` is rolled back, so a
 //! multi-step change (a CIN, its container's counters, the eviction of old CINs) is all or
 //! nothing. Nothing outside this module touches the database.
 
@@ -41,10 +41,19 @@ pub trait WriteTx: ReadTx {
     fn delete_subtree(&mut self, resource: &Resource) -> Result<usize>;
 }
 
+/// A write to run: `work` in a transaction, then `done` with the outcome once it is
+/// committed (or failed).
+pub struct WriteJob {
+    pub work: Box<dyn FnOnce(&mut dyn WriteTx) -> Result<()> + Send>,
+    pub done: Box<dyn FnOnce(Result<()>) + Send>,
+}
+
 /// A storage backend.
 pub trait Store: Send + Sync + 'static {
+    /// Run `work` in a read transaction, on the calling thread (which may block).
     fn read(&self, work: &mut dyn FnMut(&dyn ReadTx) -> Result<()>) -> Result<()>;
-    fn write(&self, work: &mut dyn FnMut(&mut dyn WriteTx) -> Result<()>) -> Result<()>;
+    /// Queue a write; the backend calls `job.done` when its outcome is durable (or failed).
+    fn write(&self, job: WriteJob);
 }
 
 /// The shared handle to the store. Cloning is cheap.
@@ -77,14 +86,58 @@ impl Storage {
         blocking(move || storage.read_blocking(work)).await
     }
 
-    /// Run `work` in a write transaction on a blocking thread.
+    /// Run `work` in a write transaction (on the store's writer) and wait until it is
+    /// committed. An `Err` from `work` rolls back what it did, and only that.
     pub async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn WriteTx) -> Result<T> + Send + 'static,
     {
-        let storage = self.clone();
-        blocking(move || storage.write_blocking(work)).await
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.submit(work, move |outcome| {
+            let _ = sender.send(outcome);
+        });
+        receiver.await.map_err(|_| Error::internal("the database writer dropped a write"))?
+    }
+
+    /// [`Storage::write`] for code on a blocking thread.
+    pub fn write_blocking<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn WriteTx) -> Result<T> + Send + 'static,
+    {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        self.submit(work, move |outcome| {
+            let _ = sender.send(outcome);
+        });
+        receiver.recv().map_err(|_| Error::internal("the database writer dropped a write"))?
+    }
+
+    fn submit<T, F>(&self, work: F, done: impl FnOnce(Result<T>) + Send + 'static)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn WriteTx) -> Result<T> + Send + 'static,
+    {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let output = slot.clone();
+        self.store.write(WriteJob {
+            work: Box::new(move |tx| {
+                let value = work(tx)?;
+                if let Ok(mut output) = output.lock() {
+                    *output = Some(value);
+                }
+                Ok(())
+            }),
+            done: Box::new(move |outcome| {
+                let value = outcome.and_then(|()| {
+                    slot.lock()
+                        .ok()
+                        .and_then(|mut slot| slot.take())
+                        .ok_or_else(|| Error::internal("write transaction produced nothing"))
+                });
+                done(value);
+            }),
+        });
     }
 
     /// [`Storage::read`] for code already on a blocking thread.
@@ -97,18 +150,6 @@ impl Storage {
             Ok(())
         })?;
         output.ok_or_else(|| Error::internal("read transaction produced nothing"))
-    }
-
-    /// [`Storage::write`] for code already on a blocking thread.
-    pub fn write_blocking<T>(&self, work: impl FnOnce(&mut dyn WriteTx) -> Result<T>) -> Result<T> {
-        let mut work = Some(work);
-        let mut output = None;
-        self.store.write(&mut |tx| {
-            let work = work.take().ok_or_else(|| Error::internal("write transaction retried"))?;
-            output = Some(work(tx)?);
-            Ok(())
-        })?;
-        output.ok_or_else(|| Error::internal("write transaction produced nothing"))
     }
 
     pub async fn get(&self, ri: &str) -> Result<Option<Resource>> {

@@ -1,14 +1,20 @@
 //! The SQLite backend: one table of resources (JSON bodies plus indexed columns), WAL
-//! mode, one writer connection and a few reader connections.
+//! mode, one writer thread with its connection and a few reader connections.
+//!
+//! Writes are group-committed: the writer thread takes every write job that is waiting,
+//! runs each inside its own savepoint of one transaction (a failing job is rolled back
+//! alone), commits once — one `fsync` for the whole batch — and only then reports each
+//! job's outcome. So concurrent writers share the cost of durability, and nobody hears
+//! "done" before the data is on disk.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
-use super::{ReadTx, Store, WriteTx};
+use super::{ReadTx, Store, WriteJob, WriteTx};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
@@ -32,12 +38,19 @@ const COLUMNS: &str = "ty, path, creator, body";
 
 const READERS: usize = 4;
 
-/// SQLite store. Writes are serialised through one connection; reads use their own
-/// connections (WAL lets them run beside a write). An in-memory store has one connection.
+/// Most write jobs committed together.
+const MAX_BATCH: usize = 512;
+
+/// SQLite store. Writes go through the writer thread; reads use their own connections
+/// (WAL lets them run beside a write). An in-memory store has one connection, which reads
+/// share with the writer thread.
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    /// The writer's connection (locked by the writer thread for each batch).
+    writer: Arc<Mutex<Connection>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Queue of the writer thread; the thread ends when this is dropped.
+    jobs: Mutex<mpsc::Sender<WriteJob>>,
 }
 
 impl SqliteStore {
@@ -62,14 +75,94 @@ impl SqliteStore {
             reader.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
             readers.push(Mutex::new(reader));
         }
-        Ok(SqliteStore { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
+        SqliteStore::start(writer, readers)
     }
 
     pub fn in_memory() -> Result<SqliteStore> {
         let writer = Connection::open_in_memory()?;
         writer.execute_batch(SCHEMA)?;
-        Ok(SqliteStore { writer: Mutex::new(writer), readers: Vec::new(), next_reader: AtomicUsize::new(0) })
+        SqliteStore::start(writer, Vec::new())
     }
+
+    fn start(writer: Connection, readers: Vec<Mutex<Connection>>) -> Result<SqliteStore> {
+        let writer = Arc::new(Mutex::new(writer));
+        let (jobs, queue) = mpsc::channel();
+        let connection = writer.clone();
+        std::thread::Builder::new()
+            .name("acme-db-writer".into())
+            .spawn(move || write_loop(&connection, &queue))
+            .map_err(|error| Error::internal(format!("cannot start the database writer: {error}")))?;
+        Ok(SqliteStore { writer, readers, next_reader: AtomicUsize::new(0), jobs: Mutex::new(jobs) })
+    }
+}
+
+/// The writer thread: batches of jobs, one transaction and one commit per batch.
+fn write_loop(connection: &Mutex<Connection>, queue: &mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut dones = Vec::with_capacity(batch.len());
+        let committed = match connection.lock() {
+            Ok(mut connection) => run_batch(&mut connection, batch, &mut outcomes, &mut dones),
+            Err(_) => {
+                dones.extend(batch.into_iter().map(|job| job.done));
+                Err(Error::internal("database lock poisoned"))
+            }
+        };
+        match committed {
+            Ok(()) => {
+                for (done, outcome) in dones.into_iter().zip(outcomes) {
+                    done(outcome);
+                }
+            }
+            Err(error) => {
+                for done in dones {
+                    done(Err(Error::internal(format!("commit failed: {}", error.dbg))));
+                }
+            }
+        }
+    }
+}
+
+fn run_batch(
+    connection: &mut Connection,
+    batch: Vec<WriteJob>,
+    outcomes: &mut Vec<Result<()>>,
+    dones: &mut Vec<Box<dyn FnOnce(Result<()>) + Send>>,
+) -> Result<()> {
+    let mut tx = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => {
+            dones.extend(batch.into_iter().map(|job| job.done));
+            return Err(error.into());
+        }
+    };
+    for job in batch {
+        let outcome = match tx.savepoint() {
+            Ok(mut savepoint) => {
+                let outcome = (job.work)(&mut SqliteTx { connection: &savepoint });
+                match outcome {
+                    Ok(()) => savepoint.commit().map_err(Error::from),
+                    Err(error) => {
+                        // Undo this job alone; the others of the batch stand.
+                        let _ = savepoint.rollback();
+                        Err(error)
+                    }
+                }
+            }
+            Err(error) => Err(error.into()),
+        };
+        outcomes.push(outcome);
+        dones.push(job.done);
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -88,33 +181,36 @@ impl Store for SqliteStore {
             }
         };
         let tx = connection.transaction()?;
-        work(&SqliteTx { tx: &tx })?;
+        work(&SqliteTx { connection: &tx })?;
         tx.finish()?;
         Ok(())
     }
 
-    fn write(&self, work: &mut dyn FnMut(&mut dyn WriteTx) -> Result<()>) -> Result<()> {
-        let mut connection = self.writer.lock().map_err(|_| Error::internal("database lock poisoned"))?;
-        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        work(&mut SqliteTx { tx: &tx })?;
-        tx.commit()?;
-        Ok(())
+    fn write(&self, job: WriteJob) {
+        let sent = match self.jobs.lock() {
+            Ok(jobs) => jobs.send(job).map_err(|mpsc::SendError(job)| job),
+            Err(_) => Ok(()),
+        };
+        if let Err(job) = sent {
+            (job.done)(Err(Error::internal("the database writer has stopped")));
+        }
     }
 }
 
+/// A transaction, or a savepoint inside one.
 struct SqliteTx<'a> {
-    tx: &'a Transaction<'a>,
+    connection: &'a Connection,
 }
 
 impl SqliteTx<'_> {
     fn one(&self, sql: &str, params: impl rusqlite::Params) -> Result<Option<Resource>> {
-        let mut statement = self.tx.prepare_cached(sql)?;
+        let mut statement = self.connection.prepare_cached(sql)?;
         let row = statement.query_row(params, row_to_parts).optional()?;
         row.map(parts_to_resource).transpose()
     }
 
     fn many(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Resource>> {
-        let mut statement = self.tx.prepare_cached(sql)?;
+        let mut statement = self.connection.prepare_cached(sql)?;
         let rows = statement.query_map(params, row_to_parts)?;
         let mut resources = Vec::new();
         for row in rows {
@@ -191,7 +287,7 @@ impl ReadTx for SqliteTx<'_> {
     }
 
     fn count(&self) -> Result<u64> {
-        let mut statement = self.tx.prepare_cached("SELECT COUNT(*) FROM resources")?;
+        let mut statement = self.connection.prepare_cached("SELECT COUNT(*) FROM resources")?;
         let count: i64 = statement.query_row([], |row| row.get(0))?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
@@ -201,7 +297,7 @@ impl WriteTx for SqliteTx<'_> {
     fn insert(&mut self, resource: &Resource) -> Result<()> {
         let body = serde_json::to_string(&resource.attributes)
             .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
-        let mut statement = self.tx.prepare_cached(
+        let mut statement = self.connection.prepare_cached(
             "INSERT INTO resources (ri, pi, ty, path, et, creator, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         statement
@@ -229,7 +325,7 @@ impl WriteTx for SqliteTx<'_> {
         let body = serde_json::to_string(&resource.attributes)
             .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
         let mut statement =
-            self.tx.prepare_cached("UPDATE resources SET et = ?2, creator = ?3, body = ?4 WHERE ri = ?1")?;
+            self.connection.prepare_cached("UPDATE resources SET et = ?2, creator = ?3, body = ?4 WHERE ri = ?1")?;
         let changed = statement.execute(params![resource.ri(), resource.et(), resource.creator, body])?;
         if changed == 0 {
             return Err(Error::not_found(format!("resource {} no longer exists", resource.ri())));
@@ -239,7 +335,7 @@ impl WriteTx for SqliteTx<'_> {
 
     fn delete_subtree(&mut self, resource: &Resource) -> Result<usize> {
         let mut statement = self
-            .tx
+            .connection
             .prepare_cached("DELETE FROM resources WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')")?;
         Ok(statement.execute([&resource.path])?)
     }

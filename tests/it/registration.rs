@@ -151,8 +151,13 @@ async fn a_restarted_mn_keeps_one_csr_and_updates_its_poa() {
 #[tokio::test]
 async fn a_vanished_registree_is_removed_after_the_configured_rounds_and_a_brief_outage_is_survived() {
     let in_cse = spawn_in().await;
+    let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
     settings.cse.registration.unregister_when_stopping = false;
+    // The MN keeps its registration in its database across the outage (an MN with an
+    // in-memory store would re-register from scratch, racing with the assertions below).
+    settings.database.in_memory = false;
+    settings.database.path = dir.path().join("mn.db");
     let mn = TestCse::start(settings.clone()).await;
     mn.remote.check_now().await.expect("monitor runs");
     let address = mn.addr;
@@ -163,6 +168,7 @@ async fn a_vanished_registree_is_removed_after_the_configured_rounds_and_a_brief
     assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000, "one failure is not enough");
     settings.http.listen = address.to_string();
     let mn = TestCse::start(settings).await;
+    mn.remote.check_now().await.expect("monitor runs");
     in_cse.remote.check_now().await.expect("probe");
     in_cse.remote.check_now().await.expect("probe");
     assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000, "the failure count was reset");
