@@ -23,6 +23,7 @@ use crate::dispatcher::Cse;
 use crate::event::{Event, EventBus};
 use crate::remote::RemoteCseManager;
 use crate::storage::Storage;
+use crate::tls::TlsListener;
 
 /// How long shutdown waits for in-flight work and background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -104,10 +105,21 @@ impl App {
     pub async fn start(self) -> anyhow::Result<Running> {
         let App { listener, local_addr, cse, remote, shutdown, tracker } = self;
         tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
-        let server = axum::serve(listener, crate::http::router(cse.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let server = tokio::spawn(async move { server.await });
-        info!(address = %local_addr, "serving HTTP");
+        let router = crate::http::router(cse.clone());
+        let stop = shutdown.clone().cancelled_owned();
+        let server = match &cse.config.http.tls.server {
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls).context("cannot serve HTTPS")?;
+                let server = axum::serve(listener, router).with_graceful_shutdown(stop);
+                tokio::spawn(async move { server.await })
+            }
+            None => {
+                let server = axum::serve(listener, router).with_graceful_shutdown(stop);
+                tokio::spawn(async move { server.await })
+            }
+        };
+        let tls = cse.config.http.tls.server.is_some();
+        info!(address = %local_addr, tls, authentication = cse.config.http.auth.is_enabled(), "serving HTTP");
         remote.start().await.map_err(|error| anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.dbg))?;
         cse.events.emit(Event::CseStarted);
         Ok(Running { remote, server, tracker })
@@ -156,7 +168,8 @@ async fn expiry_worker(cse: Cse, shutdown: CancellationToken) {
 }
 
 /// The `poa` this CSE advertises: the configured list, else the public URL, else the bound
-/// address (a wildcard address is advertised as loopback).
+/// address (a wildcard address is advertised as loopback; `https://` when serving TLS).
+/// Never with credentials in it.
 pub fn advertised_poa(http: &HttpConfig, local_addr: SocketAddr) -> Vec<String> {
     if !http.poa.is_empty() {
         return http.poa.clone();
@@ -169,5 +182,6 @@ pub fn advertised_poa(http: &HttpConfig, local_addr: SocketAddr) -> Vec<String> 
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    vec![format!("http://{}", SocketAddr::new(ip, local_addr.port()))]
+    let scheme = if http.tls.server.is_some() { "https" } else { "http" };
+    vec![format!("{scheme}://{}", SocketAddr::new(ip, local_addr.port()))]
 }

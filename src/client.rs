@@ -1,22 +1,27 @@
-//! Outgoing oneM2M requests over HTTP (reqwest): registration traffic and probes.
+//! Outgoing oneM2M requests over HTTP or HTTPS (reqwest): registration traffic, probes,
+//! forwarding.
 //!
 //! The only module that knows reqwest. One pooled, keep-alive client per process. A
-//! request is sent to one base URL; a transport failure is a [`TransportError`] (the
-//! caller decides whether to try another address), a peer's answer is a [`Response`]
-//! whatever its status code.
+//! request is sent to one base URL, with the credentials of the CSE it goes to (an
+//! `Authorization` header, never `user:pass@` in a URL); a transport failure is a
+//! [`TransportError`] (the caller decides whether to try another address), a peer's
+//! answer is a [`Response`] whatever its status code. A peer that refuses the credentials
+//! (HTTP 401) has given no oneM2M answer: that is a transport failure too.
 
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::config::HttpConfig;
 use crate::error::{Error, Rsc};
 use crate::http::{
     VIA, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI, path_of, via_header,
 };
 use crate::request::{IdForm, Operation, Request, Response};
 use crate::resource;
+use crate::security::Credentials;
 
 /// The peer could not be reached, or did not answer in time.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -25,6 +30,9 @@ pub enum TransportError {
     Unreachable { url: String, reason: String },
     #[error("{url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
+    /// HTTP 401: the peer wants other (or any) credentials from this CSE.
+    #[error("{url} refused this CSE's credentials (HTTP 401)")]
+    Unauthorized { url: String },
 }
 
 impl From<TransportError> for Error {
@@ -32,6 +40,8 @@ impl From<TransportError> for Error {
         let rsc = match error {
             TransportError::Unreachable { .. } => Rsc::TargetNotReachable,
             TransportError::Timeout { .. } => Rsc::RequestTimeout,
+            // As a peer's HTTP 401 is mapped by oneM2M implementations.
+            TransportError::Unauthorized { .. } => Rsc::InternalServerError,
         };
         Error::new(rsc, error.to_string())
     }
@@ -46,16 +56,26 @@ pub struct Client {
 
 impl Client {
     /// A client whose requests time out after `timeout` (connecting included), and whose
-    /// connection attempts give up after `connect_timeout`.
+    /// connection attempts give up after `connect_timeout`; HTTPS peers are verified
+    /// against the system's CAs.
     pub fn new(timeout: Duration, connect_timeout: Duration) -> Client {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout.min(timeout))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
-        Client { http, timeout }
+        Client { http: build(timeout, connect_timeout, &[], true), timeout }
+    }
+
+    /// The client of `[http]`: its time-outs, and for HTTPS peers the CAs of
+    /// `[http.tls] ca_file` on top of the system's (or no verification at all, with
+    /// `verify = false`, for tests).
+    pub fn from_config(http: &HttpConfig) -> Client {
+        let tls = &http.tls;
+        if !tls.verify {
+            warn!("http.tls.verify = false: certificates of HTTPS peers are not verified (for tests only)");
+        }
+        let roots: Vec<reqwest::Certificate> =
+            tls.ca_certificates.iter().filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok()).collect();
+        Client {
+            http: build(http.client_timeout, http.client_connect_timeout, &roots, tls.verify),
+            timeout: http.client_timeout,
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -64,7 +84,7 @@ impl Client {
 
     /// Send `request` to the CSE at `base_url` (scheme, host, port and root path).
     pub async fn send(&self, base_url: &str, request: &Request) -> Result<Response, TransportError> {
-        self.send_with_timeout(base_url, request, self.timeout).await
+        self.send_with(base_url, request, self.timeout, None).await
     }
 
     pub async fn send_with_timeout(
@@ -72,6 +92,18 @@ impl Client {
         base_url: &str,
         request: &Request,
         timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        self.send_with(base_url, request, timeout, None).await
+    }
+
+    /// Send `request` to the CSE at `base_url` within `timeout`, presenting `credentials`
+    /// (those of that CSE) in the `Authorization` header.
+    pub async fn send_with(
+        &self,
+        base_url: &str,
+        request: &Request,
+        timeout: Duration,
+        credentials: Option<&Credentials>,
     ) -> Result<Response, TransportError> {
         let mut url = format!("{}{}", base_url.trim_end_matches('/'), path_of(&request.to));
         let mut query = Vec::new();
@@ -118,6 +150,12 @@ impl Client {
             insert(&mut headers, VIA, &via_header(&request.via));
         }
         let mut builder = self.http.request(method, &url).headers(headers).timeout(timeout);
+        // reqwest marks the header sensitive, so it never shows in its debug output.
+        builder = match credentials {
+            Some(Credentials::Basic { username, password }) => builder.basic_auth(username, Some(password.expose())),
+            Some(Credentials::Bearer { token }) => builder.bearer_auth(token.expose()),
+            None => builder,
+        };
         if let Some(content) = &request.content {
             builder = builder.body(serde_json::to_vec(content).unwrap_or_default());
         }
@@ -136,6 +174,10 @@ impl Client {
             Err(error) => return Err(classify(&url, timeout, &error)),
         };
         let status = reply.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED && reply.headers().get(X_M2M_RSC).is_none() {
+            debug!(op = request.op.name(), %url, rqi = %request.rqi, "peer refused the credentials");
+            return Err(TransportError::Unauthorized { url });
+        }
         let rsc_header = reply
             .headers()
             .get(X_M2M_RSC)
@@ -157,7 +199,6 @@ impl Client {
             Some(code) => {
                 Rsc::from_code(code).unwrap_or(if status.is_success() { Rsc::Ok } else { Rsc::InternalServerError })
             }
-            None if status == reqwest::StatusCode::UNAUTHORIZED => Rsc::InternalServerError,
             None => Rsc::InternalServerError,
         };
         if rqi.as_deref().is_some_and(|rqi| rqi != request.rqi) {
@@ -170,6 +211,31 @@ impl Client {
             }));
         }
         Ok(response)
+    }
+}
+
+/// The pooled client: the system's CAs plus `roots`; without a system CA store (a minimal
+/// container) only `roots`, so that building never fails for want of CAs.
+fn build(
+    timeout: Duration,
+    connect_timeout: Duration,
+    roots: &[reqwest::Certificate],
+    verify: bool,
+) -> reqwest::Client {
+    let builder = || {
+        reqwest::Client::builder()
+            .connect_timeout(connect_timeout.min(timeout))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .no_proxy()
+            .tls_danger_accept_invalid_certs(!verify)
+    };
+    match builder().tls_certs_merge(roots.to_vec()).build() {
+        Ok(client) => client,
+        Err(error) => {
+            warn!(%error, "cannot use the system's CA certificates; trusting only http.tls.ca_file");
+            builder().tls_certs_only(roots.to_vec()).build().unwrap_or_default()
+        }
     }
 }
 

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::security::{Authenticator, BasicUser, Credentials, Secret, StoredPassword};
+use crate::tls::ServerTls;
+
 /// Problems found in the configuration; each names the offending key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -168,6 +171,9 @@ pub struct RegistrationSettings {
     pub liveliness_timeout: Duration,
     /// Most registree probes in flight at once.
     pub liveliness_parallelism: usize,
+    /// `[[cse.registration.registree_security]]`: credentials this CSE presents when it
+    /// calls a registree (probes, forwarding down), one entry per registree CSE-ID.
+    pub registree_security: Vec<RegistreeSecuritySettings>,
 }
 
 impl Default for RegistrationSettings {
@@ -181,8 +187,20 @@ impl Default for RegistrationSettings {
             liveliness_failures: 2,
             liveliness_timeout: Duration::from_secs(3),
             liveliness_parallelism: 64,
+            registree_security: Vec::new(),
         }
     }
+}
+
+/// One `[[cse.registration.registree_security]]` entry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistreeSecuritySettings {
+    /// The registree's CSE-ID as stored here (`/id-mn`, or `//sp/id-in` for an SP peer).
+    pub cse_id: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -197,6 +215,25 @@ pub struct RegistrarSettings {
     pub serialization: Option<String>,
     pub exclude_csr_attributes: Vec<String>,
     pub originator: Option<String>,
+    /// `[cse.registrar.security]`, `[cse.sp.registrar.NAME.security]`.
+    pub security: RegistrarSecuritySettings,
+}
+
+/// Credentials towards one registrar: the ones this CSE presents to it, and the ones the
+/// registrar presents when it calls back (accepted here, never sent anywhere).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarSecuritySettings {
+    /// HTTP Basic credentials for every request to the registrar (both or neither).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// HTTP Bearer token for every request to the registrar (not with `username`).
+    pub token: Option<Secret>,
+    /// Basic credentials the registrar uses to call this CSE: added to the accepted users.
+    pub self_username: Option<String>,
+    pub self_password: Option<Secret>,
+    /// Bearer token the registrar uses to call this CSE: added to the accepted tokens.
+    pub self_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -227,6 +264,50 @@ pub struct HttpSettings {
     pub client_connect_timeout: Duration,
     /// Most incoming requests served at once.
     pub max_concurrent_requests: usize,
+    /// `[http.security]`: authentication of incoming requests.
+    pub security: HttpSecuritySettings,
+    /// `[http.tls]`: HTTPS, served and sent.
+    pub tls: TlsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSecuritySettings {
+    /// Require HTTP Basic credentials (one of `basic_users`, or a registrar's self credentials).
+    pub enable_basic_auth: bool,
+    /// Require a Bearer token (one of `bearer_tokens`, or a registrar's self token).
+    pub enable_bearer_auth: bool,
+    pub basic_users: Vec<BasicUserSettings>,
+    pub bearer_tokens: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicUserSettings {
+    pub username: String,
+    /// Plain text, or an argon2 PHC string (`$argon2id$...`).
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Serve HTTPS (with `cert_file` and `key_file`) instead of HTTP.
+    pub enable: bool,
+    /// PEM certificate chain of this CSE, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub key_file: Option<PathBuf>,
+    /// PEM bundle of CAs trusted for HTTPS peers, on top of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Verify HTTPS peers' certificates; false is for tests only.
+    pub verify: bool,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings { enable: false, cert_file: None, key_file: None, ca_file: None, verify: true }
+    }
 }
 
 impl Default for HttpSettings {
@@ -240,6 +321,8 @@ impl Default for HttpSettings {
             client_timeout: Duration::from_secs(10),
             client_connect_timeout: Duration::from_secs(3),
             max_concurrent_requests: 1024,
+            security: HttpSecuritySettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -351,6 +434,19 @@ pub struct HttpConfig {
     pub client_timeout: Duration,
     pub client_connect_timeout: Duration,
     pub max_concurrent_requests: usize,
+    /// Who may call this CSE (`[http.security]` and the registrars' self credentials).
+    pub auth: Authenticator,
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// `Some`: serve HTTPS with this certificate and key.
+    pub server: Option<ServerTls>,
+    /// Extra CAs trusted for HTTPS peers (`ca_file`), DER.
+    pub ca_certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Verify HTTPS peers' certificates (false only for tests).
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -370,6 +466,8 @@ pub struct RegistrationConfig {
     pub liveliness_failures: u32,
     pub liveliness_timeout: Duration,
     pub liveliness_parallelism: usize,
+    /// Credentials for calling a registree, by its CSE-ID as stored here.
+    pub registree_credentials: BTreeMap<String, Credentials>,
 }
 
 #[derive(Debug, Clone)]
@@ -385,6 +483,8 @@ pub struct RegistrarConfig {
     pub sp_id: String,
     pub exclude_csr_attributes: Vec<String>,
     pub originator: String,
+    /// Presented on every request to this registrar (registration and forwarding).
+    pub credentials: Option<Credentials>,
 }
 
 impl Config {
@@ -410,18 +510,37 @@ impl Settings {
         }
         // Only ACME_ variables with a level separator are configuration: others (ACME_WORK,
         // ...) belong to other tools and must not be rejected as unknown keys.
-        let env: config::Map<String, String> =
-            env.into_iter().filter(|(name, _)| name.starts_with("ACME_") && name.contains("__")).collect();
+        let mut secrets = Vec::new();
+        let mut plain = config::Map::new();
+        for (name, value) in env.into_iter().filter(|(name, _)| name.starts_with("ACME_") && name.contains("__")) {
+            if name.to_ascii_uppercase().contains("__SECURITY__") {
+                secrets.push((name, value));
+            } else {
+                plain.insert(name, value);
+            }
+        }
         let mut environment = config::Environment::with_prefix("ACME")
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .source(Some(env));
+            .source(Some(plain));
         for key in LIST_KEYS {
             environment = environment.with_list_parse_key(key);
         }
         builder = builder.add_source(environment);
+        // Security values (passwords, tokens) are taken as text, never guessed into numbers
+        // ("0123" stays "0123"); the switches among them still read "true" as true.
+        for (name, value) in secrets {
+            let key = name["ACME_".len()..].to_ascii_lowercase().replace("__", ".");
+            let set = if SECRET_LIST_KEYS.contains(&key.as_str()) {
+                let items: Vec<String> = value.split(',').map(str::to_string).collect();
+                builder.set_override(&key, items)
+            } else {
+                builder.set_override(&key, value)
+            };
+            builder = set.map_err(|error| ConfigError::invalid(&key, error.to_string()))?;
+        }
         let layered = builder
             .build()
             .map_err(|error| ConfigError::File { path: path.to_path_buf(), reason: error.to_string() })?;
@@ -550,6 +669,7 @@ impl Settings {
             }
             sp_registrars.push(registrar_config(&section, settings, &cse, &sp_id, true)?);
         }
+        let registree_credentials = registree_credentials(&registration.registree_security, &sp_id)?;
 
         let listen: SocketAddr = http.listen.parse().map_err(|_| {
             ConfigError::invalid("http.listen", format!("{:?} is not a socket address like 0.0.0.0:8080", http.listen))
@@ -569,6 +689,14 @@ impl Settings {
         if http.max_concurrent_requests == 0 {
             return Err(ConfigError::invalid("http.max_concurrent_requests", "must be greater than 0"));
         }
+        let registrar_sections: Vec<(String, &RegistrarSettings)> = cse
+            .registrar
+            .iter()
+            .map(|settings| ("cse.registrar".to_string(), settings))
+            .chain(cse.sp.registrar.iter().map(|(name, settings)| (format!("cse.sp.registrar.{name}"), settings)))
+            .collect();
+        let auth = authenticator(&http.security, &registrar_sections)?;
+        let tls = tls_config(&http.tls)?;
 
         if !database.in_memory && database.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("database.path", "must not be empty unless database.in_memory = true"));
@@ -602,6 +730,8 @@ impl Settings {
                 client_timeout: http.client_timeout,
                 client_connect_timeout: http.client_connect_timeout,
                 max_concurrent_requests: http.max_concurrent_requests,
+                auth,
+                tls,
             },
             database: DatabaseConfig {
                 path: (!database.in_memory).then_some(database.path),
@@ -616,6 +746,7 @@ impl Settings {
                 liveliness_failures: registration.liveliness_failures,
                 liveliness_timeout: registration.liveliness_timeout,
                 liveliness_parallelism: registration.liveliness_parallelism,
+                registree_credentials,
             },
             registrar,
             sp_registrars,
@@ -635,6 +766,9 @@ const LIST_KEYS: [&str; 6] = [
     "cse.registrar.exclude_csr_attributes",
     "http.poa",
 ];
+
+/// Security keys whose environment value is a comma-separated list.
+const SECRET_LIST_KEYS: [&str; 1] = ["http.security.bearer_tokens"];
 
 const KNOWN_RELEASES: [&str; 6] = ["1", "2", "2a", "3", "4", "5"];
 
@@ -711,7 +845,176 @@ fn registrar_config(
         sp_id,
         exclude_csr_attributes: settings.exclude_csr_attributes.clone(),
         originator,
+        credentials: credentials(
+            &key("security"),
+            "",
+            &settings.security.username,
+            &settings.security.password,
+            &settings.security.token,
+        )?,
     })
+}
+
+/// Credentials of one section: `{prefix}username` with `{prefix}password` (both or
+/// neither), or `{prefix}token` (not both kinds). Empty values count as absent, so an
+/// unset environment variable does not configure anything.
+fn credentials(
+    section: &str,
+    prefix: &str,
+    username: &Option<String>,
+    password: &Option<Secret>,
+    token: &Option<Secret>,
+) -> Result<Option<Credentials>, ConfigError> {
+    let key = |name: &str| format!("{section}.{prefix}{name}");
+    let username = username.as_ref().filter(|username| !username.is_empty());
+    let password = password.as_ref().filter(|password| !password.is_empty());
+    let token = token.as_ref().filter(|token| !token.is_empty());
+    if token.is_some() && (username.is_some() || password.is_some()) {
+        return Err(ConfigError::invalid(
+            &key("token"),
+            format!("cannot be combined with {prefix}username/{prefix}password: configure one kind of credentials"),
+        ));
+    }
+    match (username, password, token) {
+        (Some(_), None, _) => {
+            Err(ConfigError::invalid(&key("password"), format!("is required with {prefix}username (both or neither)")))
+        }
+        (None, Some(_), _) => {
+            Err(ConfigError::invalid(&key("username"), format!("is required with {prefix}password (both or neither)")))
+        }
+        (Some(username), Some(password), _) => {
+            check_username(&key("username"), username)?;
+            Ok(Some(Credentials::Basic { username: username.clone(), password: password.clone() }))
+        }
+        (None, None, Some(token)) => {
+            check_token(&key("token"), token)?;
+            Ok(Some(Credentials::Bearer { token: token.clone() }))
+        }
+        (None, None, None) => Ok(None),
+    }
+}
+
+/// `[[cse.registration.registree_security]]` by registree CSE-ID, in the form the
+/// registry stores it (`/id-mn`; `//sp/id-in` for another service provider).
+fn registree_credentials(
+    entries: &[RegistreeSecuritySettings],
+    own_sp: &str,
+) -> Result<BTreeMap<String, Credentials>, ConfigError> {
+    let mut by_cse = BTreeMap::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let section = format!("cse.registration.registree_security[{index}]");
+        let key = format!("{section}.cse_id");
+        let cse_id = match entry.cse_id.strip_prefix("//") {
+            Some(rest) => {
+                let (sp, csi) = rest.split_once('/').unwrap_or((rest, ""));
+                let sp = normalize_sp_id(&key, sp)?;
+                check_cse_id(&key, &format!("/{csi}"))?;
+                if sp == own_sp { format!("/{csi}") } else { format!("//{sp}/{csi}") }
+            }
+            None => {
+                check_cse_id(&key, &entry.cse_id)?;
+                entry.cse_id.clone()
+            }
+        };
+        let Some(credentials) = credentials(&section, "", &entry.username, &entry.password, &entry.token)? else {
+            return Err(ConfigError::invalid(&section, "needs username and password, or token"));
+        };
+        if by_cse.insert(cse_id.clone(), credentials).is_some() {
+            return Err(ConfigError::invalid(&key, format!("{cse_id:?} has credentials twice")));
+        }
+    }
+    Ok(by_cse)
+}
+
+/// Who may call this CSE: `[http.security]` plus the self credentials of every registrar
+/// section, each kind only while its scheme is enabled.
+fn authenticator(
+    security: &HttpSecuritySettings,
+    registrars: &[(String, &RegistrarSettings)],
+) -> Result<Authenticator, ConfigError> {
+    let mut users = Vec::new();
+    for (index, user) in security.basic_users.iter().enumerate() {
+        let key = |name: &str| format!("http.security.basic_users[{index}].{name}");
+        check_username(&key("username"), &user.username)?;
+        if user.password.is_empty() {
+            return Err(ConfigError::invalid(&key("password"), "must not be empty"));
+        }
+        let password = StoredPassword::parse(user.password.clone())
+            .map_err(|reason| ConfigError::invalid(&key("password"), reason))?;
+        users.push(BasicUser { username: user.username.clone(), password });
+    }
+    let mut tokens = Vec::new();
+    for (index, token) in security.bearer_tokens.iter().enumerate() {
+        check_token(&format!("http.security.bearer_tokens[{index}]"), token)?;
+        tokens.push(token.clone());
+    }
+    for (section, settings) in registrars {
+        let section = format!("{section}.security");
+        let own = &settings.security;
+        match credentials(&section, "self_", &own.self_username, &own.self_password, &own.self_token)? {
+            None => {}
+            Some(Credentials::Basic { username, password }) => {
+                let password = StoredPassword::parse(password)
+                    .map_err(|reason| ConfigError::invalid(&format!("{section}.self_password"), reason))?;
+                users.push(BasicUser { username, password });
+            }
+            Some(Credentials::Bearer { token }) => tokens.push(token),
+        }
+    }
+    if security.enable_basic_auth && users.is_empty() {
+        return Err(ConfigError::invalid(
+            "http.security.basic_users",
+            "Basic authentication is enabled but no user is configured (basic_users or a registrar's self_username)",
+        ));
+    }
+    if security.enable_bearer_auth && tokens.is_empty() {
+        return Err(ConfigError::invalid(
+            "http.security.bearer_tokens",
+            "Bearer authentication is enabled but no token is configured (bearer_tokens or a registrar's self_token)",
+        ));
+    }
+    Ok(Authenticator::new(security.enable_basic_auth.then_some(users), security.enable_bearer_auth.then_some(tokens)))
+}
+
+/// `[http.tls]`: the certificate and key are read and checked now, so that a bad file
+/// stops the start before any port is bound.
+fn tls_config(tls: &TlsSettings) -> Result<TlsConfig, ConfigError> {
+    let given = |path: &Option<PathBuf>| path.clone().filter(|path| !path.as_os_str().is_empty());
+    let server = if tls.enable {
+        let required = |key: &str| ConfigError::invalid(key, "is required when http.tls.enable = true");
+        let cert_file = given(&tls.cert_file).ok_or_else(|| required("http.tls.cert_file"))?;
+        let key_file = given(&tls.key_file).ok_or_else(|| required("http.tls.key_file"))?;
+        let chain = crate::tls::load_certificates(&cert_file)
+            .map_err(|reason| ConfigError::invalid("http.tls.cert_file", reason))?;
+        let key = crate::tls::load_private_key(&key_file)
+            .map_err(|reason| ConfigError::invalid("http.tls.key_file", reason))?;
+        Some(ServerTls::new(chain, key).map_err(|reason| ConfigError::invalid("http.tls.key_file", reason))?)
+    } else {
+        None
+    };
+    let ca_certificates = match given(&tls.ca_file) {
+        Some(path) => {
+            crate::tls::load_certificates(&path).map_err(|reason| ConfigError::invalid("http.tls.ca_file", reason))?
+        }
+        None => Vec::new(),
+    };
+    Ok(TlsConfig { server, ca_certificates, verify: tls.verify })
+}
+
+/// A Basic username: not empty, no ':' (it separates the password on the wire).
+fn check_username(key: &str, username: &str) -> Result<(), ConfigError> {
+    if username.is_empty() || username.contains(':') {
+        return Err(ConfigError::invalid(key, "must be non-empty and must not contain ':'"));
+    }
+    Ok(())
+}
+
+/// A Bearer token: printable ASCII without spaces (it travels in a header).
+fn check_token(key: &str, token: &Secret) -> Result<(), ConfigError> {
+    if token.is_empty() || !token.expose().bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(ConfigError::invalid(key, "must be non-empty printable ASCII without spaces"));
+    }
+    Ok(())
 }
 
 fn positive(key: &str, duration: Duration) -> Result<(), ConfigError> {
@@ -752,8 +1055,16 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let Ok(parsed) = reqwest::Url::parse(url) else {
         return Err(ConfigError::invalid(key, format!("{url:?} is not a URL")));
     };
-    if parsed.scheme() != "http" || parsed.host().is_none() {
-        return Err(ConfigError::invalid(key, format!("{url:?} must be an http:// URL with a host")));
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(ConfigError::invalid(key, format!("{url:?} must be an http:// or https:// URL with a host")));
+    }
+    // Credentials belong in the security sections, never in a URL that may be stored or
+    // advertised (a poa).
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            "a URL must not carry credentials (user:password@): use a security section",
+        ));
     }
     Ok(())
 }
@@ -867,5 +1178,140 @@ mod tests {
     fn a_named_but_missing_file_is_an_error() {
         let error = Settings::load(Path::new("/nonexistent/acme.toml"), true, []).expect_err("missing");
         assert!(matches!(error, ConfigError::File { .. }));
+    }
+
+    const MN: &str = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"http://127.0.0.1:8080\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
+
+    #[test]
+    fn registrar_credentials_come_in_pairs_of_one_kind() {
+        let with = |security: &str| format!("{MN}[cse.registrar.security]\n{security}");
+        assert_eq!(error_key(&with("username = \"mn\"\n")), "cse.registrar.security.password");
+        assert_eq!(error_key(&with("password = \"pw\"\n")), "cse.registrar.security.username");
+        assert_eq!(
+            error_key(&with("username = \"mn\"\npassword = \"pw\"\ntoken = \"t\"\n")),
+            "cse.registrar.security.token"
+        );
+        assert_eq!(error_key(&with("username = \"mn\"\ntoken = \"t\"\n")), "cse.registrar.security.token");
+        assert_eq!(error_key(&with("self_username = \"in\"\n")), "cse.registrar.security.self_password");
+        assert_eq!(
+            error_key(&with("self_token = \"t\"\nself_password = \"pw\"\n")),
+            "cse.registrar.security.self_token"
+        );
+        assert_eq!(error_key(&with("token = \"two words\"\n")), "cse.registrar.security.token");
+        assert_eq!(error_key(&with("username = \"a:b\"\npassword = \"pw\"\n")), "cse.registrar.security.username");
+        let text = "[cse]\ntype = \"IN\"\n[cse.sp.registrar.peer]\naddress = [\"http://127.0.0.1:9\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nsp_id = \"other.com\"\n[cse.sp.registrar.peer.security]\nusername = \"in\"\n";
+        assert_eq!(error_key(text), "cse.sp.registrar.peer.security.password");
+    }
+
+    #[test]
+    fn registrar_credentials_are_validated_into_the_config() {
+        let text = format!(
+            "{MN}[cse.registrar.security]\nusername = \"mn\"\npassword = \"pw\"\nself_token = \"back\"\n[http.security]\nenable_bearer_auth = true\n"
+        );
+        let config = Settings::from_toml(&text).and_then(Settings::validate).expect("valid");
+        let registrar = config.registrar.expect("registrar");
+        assert_eq!(
+            registrar.credentials,
+            Some(Credentials::Basic { username: "mn".into(), password: Secret::new("pw") })
+        );
+        assert!(config.http.auth.check_bearer("back"), "the self token is accepted");
+        assert!(!config.http.auth.accepts_basic());
+        assert!(!format!("{:?}", config.http.auth).contains("back"), "no secret in Debug output");
+    }
+
+    #[test]
+    fn registree_credentials_are_keyed_by_cse_id() {
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\nusername = \"in\"\npassword = \"pw\"\n[[cse.registration.registree_security]]\ncse_id = \"//acme.example.com/id-asn\"\ntoken = \"t\"\n[[cse.registration.registree_security]]\ncse_id = \"//other.com/id-in\"\ntoken = \"u\"\n";
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
+        let ids: Vec<&str> = config.registration.registree_credentials.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["//other.com/id-in", "/id-asn", "/id-mn"]);
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"id-mn\"\ntoken = \"t\"\n";
+        assert_eq!(error_key(text), "cse.registration.registree_security[0].cse_id");
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\nusername = \"in\"\n";
+        assert_eq!(error_key(text), "cse.registration.registree_security[0].password");
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\n";
+        assert_eq!(error_key(text), "cse.registration.registree_security[0]");
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\ntoken = \"t\"\n[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\ntoken = \"u\"\n";
+        assert_eq!(error_key(text), "cse.registration.registree_security[1].cse_id");
+    }
+
+    #[test]
+    fn enabled_authentication_needs_someone_to_accept() {
+        assert_eq!(error_key("[http.security]\nenable_basic_auth = true\n"), "http.security.basic_users");
+        assert_eq!(error_key("[http.security]\nenable_bearer_auth = true\n"), "http.security.bearer_tokens");
+        let text =
+            "[http.security]\nenable_basic_auth = true\nbasic_users = [{ username = \"\", password = \"pw\" }]\n";
+        assert_eq!(error_key(text), "http.security.basic_users[0].username");
+        let text = "[http.security]\nenable_basic_auth = true\nbasic_users = [{ username = \"u\", password = \"$argon2id$broken\" }]\n";
+        assert_eq!(error_key(text), "http.security.basic_users[0].password");
+        let text = "[http.security]\nenable_bearer_auth = true\nbearer_tokens = [\"\"]\n";
+        assert_eq!(error_key(text), "http.security.bearer_tokens[0]");
+        let text =
+            "[http.security]\nenable_basic_auth = true\nbasic_users = [{ username = \"u\", password = \"pw\" }]\n";
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
+        assert!(config.http.auth.check_basic("u", "pw"));
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_a_matching_key() {
+        assert_eq!(error_key("[http.tls]\nenable = true\n"), "http.tls.cert_file");
+        assert_eq!(
+            error_key("[http.tls]\nenable = true\ncert_file = \"/nonexistent/cert.pem\"\n"),
+            "http.tls.key_file"
+        );
+        let text =
+            "[http.tls]\nenable = true\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n";
+        assert_eq!(error_key(text), "http.tls.cert_file");
+        assert_eq!(error_key("[http.tls]\nca_file = \"/nonexistent/ca.pem\"\n"), "http.tls.ca_file");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let first = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let second = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let cert = write("cert.pem", &first.cert.pem());
+        let key = write("key.pem", &first.signing_key.serialize_pem());
+        let other_key = write("other.pem", &second.signing_key.serialize_pem());
+        let tls =
+            |cert: &str, key: &str| format!("[http.tls]\nenable = true\ncert_file = {cert:?}\nkey_file = {key:?}\n");
+        assert_eq!(error_key(&tls(&cert, &other_key)), "http.tls.key_file");
+        assert_eq!(error_key(&tls(&key, &key)), "http.tls.cert_file");
+        let config = Settings::from_toml(&tls(&cert, &key)).and_then(Settings::validate).expect("valid");
+        assert!(config.http.tls.server.is_some());
+        assert!(config.http.tls.verify);
+    }
+
+    #[test]
+    fn https_urls_are_accepted_and_urls_with_credentials_are_not() {
+        let text = "[http]\npublic_url = \"https://cse.example.net:8443\"\npoa = [\"https://10.0.0.2:8443\"]\n";
+        Settings::from_toml(text).and_then(Settings::validate).expect("https is fine");
+        let text = "[http]\npoa = [\"http://user:secret@10.0.0.2:8080\"]\n";
+        let error = Settings::from_toml(text).and_then(Settings::validate).expect_err("credentials in a URL");
+        assert_eq!(error.key(), Some("http.poa"));
+        assert!(!error.to_string().contains("secret"), "{error}");
+        let mn_https = MN.replace("http://127.0.0.1:8080", "https://127.0.0.1:8443");
+        Settings::from_toml(&mn_https).and_then(Settings::validate).expect("an https registrar is fine");
+    }
+
+    #[test]
+    fn security_values_from_the_environment_stay_text() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("acme.toml");
+        std::fs::write(&path, MN).expect("write");
+        let env = [
+            ("ACME_HTTP__SECURITY__ENABLE_BEARER_AUTH".to_string(), "true".to_string()),
+            ("ACME_HTTP__SECURITY__BEARER_TOKENS".to_string(), "0123,abc".to_string()),
+            ("ACME_CSE__REGISTRAR__SECURITY__USERNAME".to_string(), "mn".to_string()),
+            ("ACME_CSE__REGISTRAR__SECURITY__PASSWORD".to_string(), "1e3".to_string()),
+        ];
+        let config = Settings::load(&path, true, env).and_then(Settings::validate).expect("valid");
+        assert!(config.http.auth.check_bearer("0123") && config.http.auth.check_bearer("abc"));
+        assert_eq!(
+            config.registrar.expect("registrar").credentials,
+            Some(Credentials::Basic { username: "mn".into(), password: Secret::new("1e3") })
+        );
     }
 }

@@ -26,6 +26,7 @@ use crate::resource::{
     self, Resource, ResourceType, content_size, known_unsupported_type, normalize_timestamp, parse_timestamp,
     random_id, timestamp,
 };
+use crate::security::Credentials;
 use crate::storage::{ReadTx, Storage, WriteTx};
 
 /// Most CSEs a forwarded request may pass.
@@ -52,7 +53,7 @@ pub struct Cse {
 
 impl Cse {
     pub fn new(config: Arc<Config>, storage: Storage, events: EventBus) -> Cse {
-        let client = Client::new(config.http.client_timeout, config.http.client_connect_timeout);
+        let client = Client::from_config(&config.http);
         let identity = Arc::new(Identity {
             cse_id: config.cse.cse_id.clone(),
             sp_id: config.cse.sp_id.clone(),
@@ -187,7 +188,7 @@ impl Cse {
         };
         let mut failures = Vec::new();
         for url in &hop.urls {
-            match self.client.send_with_timeout(url, &outgoing, timeout).await {
+            match self.client.send_with(url, &outgoing, timeout, hop.credentials.as_ref()).await {
                 Ok(response) => {
                     debug!(next = %hop.cse_id, %url, rsc = response.rsc.code(), "forwarded");
                     return Ok(response);
@@ -248,13 +249,14 @@ impl Cse {
     fn registrar_hop(&self, registrar: &RegistrarConfig, cse_id: String) -> NextHop {
         let urls = registrar.addresses.iter().map(|address| format!("{address}{}", registrar.root)).collect();
         let name = hop_name_of(&cse_id, &self.identity.sp_id);
-        NextHop { cse_id, name, urls }
+        NextHop { cse_id, name, urls, credentials: registrar.credentials.clone() }
     }
 
     fn registree_hop(&self, csr: &Resource) -> NextHop {
         let cse_id = csr.str("csi").unwrap_or_default().to_string();
         let name = hop_name_of(&cse_id, &self.identity.sp_id);
-        NextHop { cse_id, name, urls: csr.str_list("poa") }
+        let credentials = self.config.registration.registree_credentials.get(&cse_id).cloned();
+        NextHop { cse_id, name, urls: csr.str_list("poa"), credentials }
     }
 
     /// The originator a forwarded request carries: SP-relative (`/id-in/Cae`), or
@@ -776,6 +778,8 @@ pub struct NextHop {
     /// Its name in `Via` headers.
     pub name: String,
     pub urls: Vec<String>,
+    /// What this CSE presents to it (`[cse.registrar.security]`, `registree_security`).
+    pub credentials: Option<Credentials>,
 }
 
 /// The `Via` name of a CSE-ID as stored here (`/id-mn`, or `//sp/id-mn`).

@@ -4,6 +4,11 @@
 //! [`Request`] (method → operation, path → target with the `/~/` and `/_/` escapes,
 //! headers and query → parameters), the dispatcher answers it, and the [`Response`] becomes
 //! an HTTP response whose status follows from the RSC.
+//!
+//! HTTP authentication happens here too, before anything else is read: with Basic or
+//! Bearer enabled (`[http.security]`), a request without accepted credentials gets a
+//! plain `401` with `WWW-Authenticate` and no oneM2M headers, the same answer whatever was
+//! wrong, so a caller learns nothing about which part failed.
 
 use std::time::Duration;
 
@@ -11,13 +16,16 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use base64::Engine;
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
+use tracing::debug;
 
 use crate::dispatcher::{Cse, SUPPORTED_MEDIA_TYPES};
 use crate::error::{Error, Result, Rsc};
 use crate::request::{FilterCriteria, IdForm, Operation, Request, Response};
 use crate::resource::{self, normalize_timestamp};
+use crate::security::Authenticator;
 
 pub const X_M2M_ORIGIN: &str = "x-m2m-origin";
 pub const X_M2M_RI: &str = "x-m2m-ri";
@@ -42,12 +50,20 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> axum::response::Response {
+    let authenticated = match authenticate(&cse, &headers).await {
+        Ok(authenticated) => authenticated,
+        Err(Unauthorized) => {
+            debug!(%method, path = uri.path(), "authentication failed");
+            return unauthorized(&cse.config.http.auth);
+        }
+    };
     let rqi = header_text(&headers, X_M2M_RI).unwrap_or_default().to_string();
     let rvi = header_text(&headers, X_M2M_RVI).unwrap_or_default().to_string();
-    let request = match parse_request(&cse, &method, &uri, &headers, body).await {
+    let mut request = match parse_request(&cse, &method, &uri, &headers, body).await {
         Ok(request) => request,
         Err(error) => return into_http(error_response(rqi, rvi, &error)),
     };
+    request.authenticated = authenticated;
     let timeout: Duration = cse.config.http.request_timeout;
     match tokio::time::timeout(timeout, cse.handle(request)).await {
         Ok(response) => into_http(response),
@@ -56,6 +72,62 @@ async fn handle(
             into_http(error_response(rqi, rvi, &error))
         }
     }
+}
+
+/// A request refused by HTTP authentication; deliberately without a reason.
+struct Unauthorized;
+
+/// `Ok(true)`: the request carries accepted credentials. `Ok(false)`: this CSE requires
+/// no authentication. `Err`: refused, whatever the cause (no header, unknown scheme,
+/// malformed value, unknown user, wrong password, unknown token).
+async fn authenticate(cse: &Cse, headers: &HeaderMap) -> std::result::Result<bool, Unauthorized> {
+    let auth = &cse.config.http.auth;
+    if !auth.is_enabled() {
+        return Ok(false);
+    }
+    let value = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).ok_or(Unauthorized)?;
+    let (scheme, credentials) = value.trim().split_once(' ').ok_or(Unauthorized)?;
+    let credentials = credentials.trim();
+    let accepted = if scheme.eq_ignore_ascii_case("basic") && auth.accepts_basic() {
+        let (username, password) = decode_basic(credentials).ok_or(Unauthorized)?;
+        if auth.has_hashed_passwords() {
+            // Verifying an argon2 hash takes milliseconds of CPU: not on the async threads.
+            let config = cse.config.clone();
+            tokio::task::spawn_blocking(move || config.http.auth.check_basic(&username, &password))
+                .await
+                .unwrap_or(false)
+        } else {
+            auth.check_basic(&username, &password)
+        }
+    } else if scheme.eq_ignore_ascii_case("bearer") && auth.accepts_bearer() {
+        auth.check_bearer(credentials)
+    } else {
+        false
+    };
+    if accepted { Ok(true) } else { Err(Unauthorized) }
+}
+
+/// `base64(username:password)`, the username without ':'.
+fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (username, password) = text.split_once(':')?;
+    Some((username.to_string(), password.to_string()))
+}
+
+/// The one answer to a refused authentication: `401`, the accepted schemes, nothing else.
+fn unauthorized(auth: &Authenticator) -> axum::response::Response {
+    let mut http = axum::response::Response::new(Body::empty());
+    *http.status_mut() = StatusCode::UNAUTHORIZED;
+    let headers = http.headers_mut();
+    if auth.accepts_basic() {
+        headers
+            .append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"acme-cse\", charset=\"UTF-8\""));
+    }
+    if auth.accepts_bearer() {
+        headers.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"acme-cse\""));
+    }
+    http
 }
 
 fn error_response(rqi: String, rvi: String, error: &Error) -> Response {

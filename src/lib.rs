@@ -9,7 +9,9 @@
 //! - [`request`]: request/response primitives, independent of HTTP.
 //! - [`event`]: the internal event bus.
 //! - [`dispatcher`]: [`Cse`], which applies requests to the resource tree.
-//! - [`http`]: the HTTP binding (axum).
+//! - [`http`]: the HTTP binding (axum), including HTTP authentication.
+//! - [`security`]: credentials accepted and presented (no HTTP, no I/O).
+//! - [`tls`]: the PEM files, the server TLS configuration and the TLS listener.
 //! - [`app`]: [`App`], which binds, wires, runs and shuts down.
 
 pub mod access;
@@ -26,7 +28,9 @@ pub mod registry;
 pub mod remote;
 pub mod request;
 pub mod resource;
+pub mod security;
 pub mod storage;
+pub mod tls;
 
 pub use app::{App, Running};
 pub use dispatcher::Cse;

@@ -817,7 +817,8 @@ impl Inner {
         let mut last_failure = None;
         for (index, address) in registrar.info.addresses.iter().enumerate() {
             let base = format!("{address}{}", registrar.config.root);
-            match self.cse.client.send(&base, request).await {
+            let credentials = registrar.config.credentials.as_ref();
+            match self.cse.client.send_with(&base, request, self.cse.client.timeout(), credentials).await {
                 Ok(response) => {
                     let previous = lock(&registrar.state).active.replace(index);
                     if previous != Some(index) {
@@ -918,10 +919,12 @@ impl Inner {
 }
 
 /// Is the registree behind `csr` answering? Any oneM2M answer counts; only transport
-/// failures on every `poa` count as down.
+/// failures on every `poa` count as down, and so does a refusal of this CSE's credentials
+/// (`registree_security`): a registree this CSE cannot call is not reachable from here.
 async fn probe(cse: &Cse, csr: &Resource, timeout: Duration) -> bool {
     let target = csr.str("cb").unwrap_or_default().to_string();
     let csi = csr.str("csi").unwrap_or_default();
+    let credentials = cse.config.registration.registree_credentials.get(csi);
     let originator = if csi.starts_with("//") {
         format!("//{}{}", cse.identity.sp_id, cse.identity.cse_id)
     } else {
@@ -930,7 +933,7 @@ async fn probe(cse: &Cse, csr: &Resource, timeout: Duration) -> bool {
     let mut request = Request::new(Operation::Retrieve, target, Some(&originator));
     request.rvi = cse.config.cse.release_version.clone();
     for poa in csr.str_list("poa") {
-        match cse.client.send_with_timeout(&poa, &request, timeout).await {
+        match cse.client.send_with(&poa, &request, timeout, credentials).await {
             Ok(_) => return true,
             Err(failure) => debug!(%csi, %poa, error = %failure, "probe failed"),
         }

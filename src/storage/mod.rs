@@ -41,11 +41,16 @@ pub trait WriteTx: ReadTx {
     fn delete_subtree(&mut self, resource: &Resource) -> Result<usize>;
 }
 
+/// What a write job does inside the transaction.
+pub type WriteWork = Box<dyn FnOnce(&mut dyn WriteTx) -> Result<()> + Send>;
+/// What is told the outcome of a write job, once committed (or failed).
+pub type WriteDone = Box<dyn FnOnce(Result<()>) + Send>;
+
 /// A write to run: `work` in a transaction, then `done` with the outcome once it is
 /// committed (or failed).
 pub struct WriteJob {
-    pub work: Box<dyn FnOnce(&mut dyn WriteTx) -> Result<()> + Send>,
-    pub done: Box<dyn FnOnce(Result<()>) + Send>,
+    pub work: WriteWork,
+    pub done: WriteDone,
 }
 
 /// A storage backend.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
-use super::{ReadTx, Store, WriteJob, WriteTx};
+use super::{ReadTx, Store, WriteDone, WriteJob, WriteTx};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
@@ -134,7 +134,7 @@ fn run_batch(
     connection: &mut Connection,
     batch: Vec<WriteJob>,
     outcomes: &mut Vec<Result<()>>,
-    dones: &mut Vec<Box<dyn FnOnce(Result<()>) + Send>>,
+    dones: &mut Vec<WriteDone>,
 ) -> Result<()> {
     let mut tx = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,

@@ -58,13 +58,24 @@ pub fn registrar_settings() -> Settings {
     settings
 }
 
+/// Credentials the test helpers send with every request (see [`TestCse::authenticate`]).
+#[derive(Debug, Clone)]
+pub enum TestAuth {
+    Basic { username: String, password: String },
+    Bearer { token: String },
+}
+
 /// A CSE running in this process.
 pub struct TestCse {
+    /// `http://` or, with `[http.tls] enable`, `https://` and the bound address.
     pub url: String,
     pub addr: SocketAddr,
     pub cse: Cse,
     pub remote: RemoteCseManager,
+    /// Trusts `[http.tls] ca_file` of the CSE's settings, if any.
     pub client: reqwest::Client,
+    /// Sent by [`TestCse::request`] and the helpers built on it.
+    auth: Option<TestAuth>,
     token: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -85,16 +96,28 @@ impl TestCse {
     /// callbacks that must not miss the first events).
     pub async fn start_hooked(settings: Settings, hook: impl FnOnce(&RemoteCseManager)) -> TestCse {
         LazyLock::force(&TRACING);
+        let mut client = reqwest::Client::builder();
+        if let Some(ca_file) = &settings.http.tls.ca_file {
+            let pem = std::fs::read(ca_file).expect("read the test CA");
+            client = client.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).expect("a PEM CA bundle"));
+        }
+        let client = client.build().expect("test client");
         let config = settings.validate().expect("valid test configuration");
         let app = App::build(config, Some(init_dir())).await.expect("CSE builds");
         hook(app.remote());
         let addr = app.local_addr();
+        let scheme = if app.cse().config.http.tls.server.is_some() { "https" } else { "http" };
         let cse = app.cse().clone();
         let remote = app.remote().clone();
         let token = app.shutdown_token();
         let running = app.start().await.expect("CSE starts");
         let task = tokio::spawn(running.stopped());
-        TestCse { url: format!("http://{addr}"), addr, cse, remote, client: reqwest::Client::new(), token, task }
+        TestCse { url: format!("{scheme}://{addr}"), addr, cse, remote, client, auth: None, token, task }
+    }
+
+    /// Send `auth` with every request of the helpers from now on (`None`: no credentials).
+    pub fn authenticate(&mut self, auth: Option<TestAuth>) {
+        self.auth = auth;
     }
 
     /// Stop gracefully and wait until it has stopped. The returned handle still reaches
@@ -130,7 +153,11 @@ impl TestCse {
         if !origin.is_empty() {
             builder = builder.header("X-M2M-Origin", origin);
         }
-        builder
+        match &self.auth {
+            Some(TestAuth::Basic { username, password }) => builder.basic_auth(username, Some(password)),
+            Some(TestAuth::Bearer { token }) => builder.bearer_auth(token),
+            None => builder,
+        }
     }
 
     pub async fn retrieve(&self, path: &str, origin: &str) -> Reply {

@@ -7,3 +7,4 @@ mod forwarding;
 mod foundation;
 mod harness;
 mod registration;
+mod security;

@@ -1,0 +1,237 @@
+//! Credentials: the ones this CSE accepts from callers (HTTP Basic and Bearer
+//! authentication, `[http.security]` plus the self credentials of the registrar sections)
+//! and the ones it presents to other CSEs (`[cse.registrar.security]`,
+//! `[cse.registration.registree_security]`).
+//!
+//! No HTTP here and no I/O: `http.rs` reads the `Authorization` header and asks the
+//! [`Authenticator`]; `client.rs` writes the header from [`Credentials`]. Every password
+//! and token is a [`Secret`], whose `Debug` prints `***`, so neither a configuration dump
+//! nor a log line shows one. Credentials never go into a resource (no `user:pass@` in a
+//! `poa`): a peer learns them from its own configuration.
+
+use std::fmt;
+
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+/// A password or a token. `Debug` prints `***`; [`Secret::expose`] is the one way to read it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The secret text, for the one place that must send or compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// What this CSE presents to another CSE on every request: HTTP Basic or Bearer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Basic { username: String, password: Secret },
+    Bearer { token: Secret },
+}
+
+/// A password this CSE accepts: plain text, or an argon2 hash in PHC form
+/// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
+#[derive(Debug, Clone)]
+pub enum StoredPassword {
+    Plain(Secret),
+    Hashed(Secret),
+}
+
+impl StoredPassword {
+    /// Plain text, unless `text` is a PHC string. A PHC string of another algorithm than
+    /// argon2, or a malformed `$argon2...` string, is an error (the reason).
+    pub fn parse(text: Secret) -> Result<StoredPassword, String> {
+        if !text.expose().starts_with('$') {
+            return Ok(StoredPassword::Plain(text));
+        }
+        match PasswordHash::new(text.expose()) {
+            Ok(hash) if hash.algorithm.as_str().starts_with("argon2") => {
+                let complete = hash.salt.is_some() && hash.hash.is_some();
+                if !complete || argon2::Params::try_from(&hash).is_err() {
+                    return Err("is not a complete argon2 PHC string (parameters, salt and hash)".into());
+                }
+                Ok(StoredPassword::Hashed(text))
+            }
+            Ok(hash) => Err(format!("{} password hashes are not supported (use argon2)", hash.algorithm)),
+            Err(_) if text.expose().starts_with("$argon2") => Err("is not a valid argon2 PHC string".into()),
+            // A plain password that happens to start with '$'.
+            Err(_) => Ok(StoredPassword::Plain(text)),
+        }
+    }
+
+    /// Does `candidate` match? Plain passwords are compared in constant time; a hash is
+    /// verified with the parameters it carries (slow by design: milliseconds).
+    fn verify(&self, candidate: &[u8]) -> bool {
+        match self {
+            StoredPassword::Plain(password) => password.expose().as_bytes().ct_eq(candidate).into(),
+            StoredPassword::Hashed(phc) => PasswordHash::new(phc.expose())
+                .is_ok_and(|hash| argon2::Argon2::default().verify_password(candidate, &hash).is_ok()),
+        }
+    }
+}
+
+/// A user accepted by HTTP Basic authentication.
+#[derive(Debug, Clone)]
+pub struct BasicUser {
+    pub username: String,
+    pub password: StoredPassword,
+}
+
+/// Who may call this CSE. Built once from the configuration; with neither scheme
+/// enabled, every request is let through unauthenticated.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticator {
+    /// `Some` when Basic authentication is enabled: the accepted users (never empty).
+    basic: Option<Vec<BasicUser>>,
+    /// `Some` when Bearer authentication is enabled: the accepted tokens (never empty).
+    bearer: Option<Vec<Secret>>,
+}
+
+impl Authenticator {
+    pub fn new(basic: Option<Vec<BasicUser>>, bearer: Option<Vec<Secret>>) -> Authenticator {
+        Authenticator { basic, bearer }
+    }
+
+    /// True when requests must authenticate.
+    pub fn is_enabled(&self) -> bool {
+        self.basic.is_some() || self.bearer.is_some()
+    }
+
+    pub fn accepts_basic(&self) -> bool {
+        self.basic.is_some()
+    }
+
+    pub fn accepts_bearer(&self) -> bool {
+        self.bearer.is_some()
+    }
+
+    /// True when a Basic check may verify an argon2 hash, which takes milliseconds of CPU:
+    /// the caller should run [`Authenticator::check_basic`] off the async threads.
+    pub fn has_hashed_passwords(&self) -> bool {
+        self.basic.iter().flatten().any(|user| matches!(user.password, StoredPassword::Hashed(_)))
+    }
+
+    /// Does this username and password pair pass? An unknown user costs about as much as a
+    /// wrong password (a password is verified in either case), so timing tells little about
+    /// which of the two was wrong.
+    pub fn check_basic(&self, username: &str, password: &str) -> bool {
+        let Some(users) = &self.basic else {
+            return false;
+        };
+        let mut accepted = false;
+        let mut known = false;
+        for user in users {
+            if bool::from(user.username.as_bytes().ct_eq(username.as_bytes())) {
+                known = true;
+                // No short cut: the same username may be configured twice (a user and a
+                // registrar's self credentials), and either password passes.
+                accepted |= user.password.verify(password.as_bytes());
+            }
+        }
+        if !known {
+            // Spend what a known user would cost: a hash verification if any user has one.
+            let decoy = users.iter().find(|user| matches!(user.password, StoredPassword::Hashed(_))).or(users.first());
+            if let Some(user) = decoy {
+                let _ = user.password.verify(password.as_bytes());
+            }
+        }
+        accepted
+    }
+
+    /// Is this one of the accepted tokens? Every token is compared, in constant time.
+    pub fn check_bearer(&self, token: &str) -> bool {
+        let Some(tokens) = &self.bearer else {
+            return false;
+        };
+        tokens
+            .iter()
+            .fold(false, |accepted, known| accepted | bool::from(known.expose().as_bytes().ct_eq(token.as_bytes())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+
+    use super::*;
+
+    fn user(username: &str, password: &str) -> BasicUser {
+        BasicUser {
+            username: username.into(),
+            password: StoredPassword::parse(Secret::new(password)).expect("valid password"),
+        }
+    }
+
+    fn argon2_hash(password: &str) -> String {
+        let params = argon2::Params::new(1024, 1, 1, None).expect("valid parameters");
+        let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"fixed test salt!").expect("valid salt");
+        hasher.hash_password(password.as_bytes(), &salt).expect("hash").to_string()
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let credentials = Credentials::Basic { username: "mn".into(), password: Secret::new("hunter2") };
+        let text = format!("{credentials:?} {:?}", user("admin", "s3cret"));
+        assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
+        assert!(text.contains("***"), "{text}");
+    }
+
+    #[test]
+    fn plain_and_hashed_passwords_are_checked() {
+        let hash = argon2_hash("correct horse");
+        let authenticator = Authenticator::new(Some(vec![user("plain", "pw"), user("hashed", &hash)]), None);
+        assert!(authenticator.has_hashed_passwords());
+        assert!(authenticator.check_basic("plain", "pw"));
+        assert!(authenticator.check_basic("hashed", "correct horse"));
+        assert!(!authenticator.check_basic("plain", "pw "));
+        assert!(!authenticator.check_basic("hashed", "wrong"));
+        assert!(!authenticator.check_basic("nobody", "pw"));
+        assert!(!authenticator.check_bearer("pw"), "bearer is not enabled");
+    }
+
+    #[test]
+    fn a_username_configured_twice_accepts_either_password() {
+        let authenticator = Authenticator::new(Some(vec![user("in", "one"), user("in", "two")]), None);
+        assert!(authenticator.check_basic("in", "one"));
+        assert!(authenticator.check_basic("in", "two"));
+        assert!(!authenticator.check_basic("in", "three"));
+    }
+
+    #[test]
+    fn bearer_tokens_are_checked() {
+        let authenticator = Authenticator::new(None, Some(vec![Secret::new("t1"), Secret::new("t2")]));
+        assert!(authenticator.is_enabled() && !authenticator.accepts_basic());
+        assert!(authenticator.check_bearer("t2"));
+        assert!(!authenticator.check_bearer("t3"));
+        assert!(!authenticator.check_bearer(""));
+        assert!(!authenticator.check_basic("t1", "t1"));
+    }
+
+    #[test]
+    fn only_argon2_hashes_are_accepted_as_hashes() {
+        assert!(matches!(StoredPassword::parse(Secret::new("$plain$")), Ok(StoredPassword::Plain(_))));
+        assert!(StoredPassword::parse(Secret::new("$argon2id$nonsense")).is_err());
+        let scrypt = "$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E";
+        assert!(StoredPassword::parse(Secret::new(scrypt)).is_err());
+    }
+}
