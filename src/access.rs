@@ -9,6 +9,8 @@
 //! CIN) follows its parent; otherwise the `pv` rules of the referenced ACPs decide.
 //! Reads only; no async.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::address::Identity;
@@ -60,142 +62,142 @@ pub struct Accessor {
     pub authenticated: bool,
 }
 
-/// Decide whether `accessor` may do `permission` on `target`; `created` is the type being
-/// created for a CREATE (checked against the parent). `Err(4103)` names what is missing.
-pub fn check(
-    tx: &dyn ReadTx,
-    config: &Config,
-    identity: &Identity,
-    accessor: &Accessor,
-    target: &Resource,
-    permission: Permission,
-    created: Option<ResourceType>,
-) -> Result<()> {
-    if granted(tx, config, identity, accessor, target, permission, created)? {
-        return Ok(());
-    }
-    let what = match created {
-        Some(ty) => format!("{} ({}) privilege under", permission.name(), ty.wrapper()),
-        None => format!("{} privilege for", permission.name()),
-    };
-    Err(Error::new(
-        Rsc::OriginatorHasNoPrivilege,
-        format!("originator {} has no {what} {}", display(&accessor.originator), target.path),
-    ))
+/// The access decisions of one request: who asks, and the rules that apply.
+#[derive(Clone)]
+pub struct Access {
+    pub accessor: Accessor,
+    pub config: Arc<Config>,
+    pub identity: Arc<Identity>,
 }
 
-/// Like [`check`], as a yes/no (for filtering discovery results).
-pub fn allows(
-    tx: &dyn ReadTx,
-    config: &Config,
-    identity: &Identity,
-    accessor: &Accessor,
-    target: &Resource,
-    permission: Permission,
-) -> Result<bool> {
-    granted(tx, config, identity, accessor, target, permission, None)
-}
-
-/// The special rule for changing `acpi`: UPDATE in the `pvs` of an ACP the resource
-/// references now; without `acpi`, only its creator (or custodian).
-pub fn check_acpi_change(
-    tx: &dyn ReadTx,
-    config: &Config,
-    identity: &Identity,
-    accessor: &Accessor,
-    target: &Resource,
-) -> Result<()> {
-    if !config.security.enable_acp_checks || is_privileged(config, identity, &accessor.originator) {
-        return Ok(());
+impl Access {
+    /// Decide whether the accessor may do `permission` on `target`; `created` is the type
+    /// being created for a CREATE (checked against the parent). `Err(4103)` names what is
+    /// missing.
+    pub fn check(
+        &self,
+        tx: &dyn ReadTx,
+        target: &Resource,
+        permission: Permission,
+        created: Option<ResourceType>,
+    ) -> Result<()> {
+        if self.granted(tx, target, permission, created)? {
+            return Ok(());
+        }
+        let what = match created {
+            Some(ty) => format!("{} ({}) privilege under", permission.name(), ty.wrapper()),
+            None => format!("{} privilege for", permission.name()),
+        };
+        Err(Error::new(
+            Rsc::OriginatorHasNoPrivilege,
+            format!("originator {} has no {what} {}", display(&self.accessor.originator), target.path),
+        ))
     }
-    let acpi = target.str_list("acpi");
-    let allowed = if acpi.is_empty() {
-        owner(target) == Some(accessor.originator.as_str())
-    } else {
-        let mut allowed = false;
+
+    /// Like [`Access::check`], as a yes/no (for filtering discovery results).
+    pub fn allows(&self, tx: &dyn ReadTx, target: &Resource, permission: Permission) -> Result<bool> {
+        self.granted(tx, target, permission, None)
+    }
+
+    /// The special rule for changing `acpi`: UPDATE in the `pvs` of an ACP the resource
+    /// references now; without `acpi`, only its creator (or custodian).
+    pub fn check_acpi_change(&self, tx: &dyn ReadTx, target: &Resource) -> Result<()> {
+        if !self.config.security.enable_acp_checks || self.is_privileged() {
+            return Ok(());
+        }
+        let acpi = target.str_list("acpi");
+        let mut allowed = acpi.is_empty() && owner(target) == Some(self.accessor.originator.as_str());
         for ri in &acpi {
             if let Some(acp) = tx.get(ri)? {
-                if rules_grant(acp.attributes.get("pvs"), identity, accessor, Permission::Update, None) {
+                if self.rules_grant(acp.attributes.get("pvs"), Permission::Update, None) {
                     allowed = true;
                     break;
                 }
             }
         }
-        allowed
-    };
-    if allowed {
-        return Ok(());
+        if allowed {
+            return Ok(());
+        }
+        Err(Error::new(
+            Rsc::OriginatorHasNoPrivilege,
+            format!(
+                "originator {} may not change the acpi of {}: that needs UPDATE in the pvs of a referenced ACP",
+                display(&self.accessor.originator),
+                target.path
+            ),
+        ))
     }
-    Err(Error::new(
-        Rsc::OriginatorHasNoPrivilege,
-        format!(
-            "originator {} may not change the acpi of {}: that needs UPDATE in the pvs of a referenced ACP",
-            display(&accessor.originator),
-            target.path
-        ),
-    ))
-}
 
-fn granted(
-    tx: &dyn ReadTx,
-    config: &Config,
-    identity: &Identity,
-    accessor: &Accessor,
-    target: &Resource,
-    permission: Permission,
-    created: Option<ResourceType>,
-) -> Result<bool> {
-    if !config.security.enable_acp_checks || is_privileged(config, identity, &accessor.originator) {
-        return Ok(true);
-    }
-    let originator = accessor.originator.as_str();
-    match target.ty {
-        ResourceType::CseBase if permission == Permission::Retrieve => {
-            let registrar = config.registrar.iter().any(|registrar| registrar.cse_id == originator)
-                || config
-                    .sp_registrars
-                    .iter()
-                    .any(|registrar| format!("//{}{}", registrar.sp_id, registrar.cse_id) == originator);
-            if registrar
-                || crate::address::matches_any(&config.registration.allowed_csr_originators, originator)
-                || is_registered_ae(tx, originator)?
-            {
+    fn granted(
+        &self,
+        tx: &dyn ReadTx,
+        target: &Resource,
+        permission: Permission,
+        created: Option<ResourceType>,
+    ) -> Result<bool> {
+        let config = &self.config;
+        if !config.security.enable_acp_checks || self.is_privileged() {
+            return Ok(true);
+        }
+        let originator = self.accessor.originator.as_str();
+        match target.ty {
+            ResourceType::CseBase if permission == Permission::Retrieve => {
+                let registrar = config.registrar.iter().any(|registrar| registrar.cse_id == originator)
+                    || config
+                        .sp_registrars
+                        .iter()
+                        .any(|registrar| format!("//{}{}", registrar.sp_id, registrar.cse_id) == originator);
+                if registrar
+                    || crate::address::matches_any(&config.registration.allowed_csr_originators, originator)
+                    || is_registered_ae(tx, originator)?
+                {
+                    return Ok(true);
+                }
+            }
+            ResourceType::Acp => {
+                return Ok(self.rules_grant(target.attributes.get("pvs"), permission, created));
+            }
+            ResourceType::Cin => {
+                // A CIN has no acpi of its own: its container decides.
+                return match tx.get(target.pi())? {
+                    Some(parent) => self.granted(tx, &parent, permission, created),
+                    None => Ok(false),
+                };
+            }
+            _ => {}
+        }
+        let acpi = target.str_list("acpi");
+        if acpi.is_empty() {
+            return Ok(owner(target) == Some(originator));
+        }
+        let mut any_policy = false;
+        for ri in &acpi {
+            let Some(acp) = tx.get(ri)? else { continue };
+            any_policy = true;
+            if self.rules_grant(acp.attributes.get("pv"), permission, created) {
                 return Ok(true);
             }
         }
-        ResourceType::Acp => {
-            return Ok(rules_grant(target.attributes.get("pvs"), identity, accessor, permission, created));
-        }
-        ResourceType::Cin => {
-            // A CIN has no acpi of its own: its container decides.
-            return match tx.get(target.pi())? {
-                Some(parent) => granted(tx, config, identity, accessor, &parent, permission, created),
-                None => Ok(false),
-            };
-        }
-        _ => {}
+        // Every referenced ACP is gone: the creator rule applies again.
+        Ok(!any_policy && owner(target) == Some(originator))
     }
-    let acpi = target.str_list("acpi");
-    if acpi.is_empty() {
-        return Ok(owner(target) == Some(originator));
-    }
-    let mut any_policy = false;
-    for ri in &acpi {
-        let Some(acp) = tx.get(ri)? else { continue };
-        any_policy = true;
-        if rules_grant(acp.attributes.get("pv"), identity, accessor, permission, created) {
-            return Ok(true);
-        }
-    }
-    // Every referenced ACP is gone: the creator rule applies again.
-    Ok(!any_policy && owner(target) == Some(originator))
-}
 
-/// The admin (with `full_access_admin`) and this CSE itself may do everything.
-fn is_privileged(config: &Config, identity: &Identity, originator: &str) -> bool {
-    (config.security.full_access_admin && originator == config.cse.admin_originator)
-        || originator == identity.cse_id
-        || originator == format!("//{}{}", identity.sp_id, identity.cse_id)
+    /// The admin (with `full_access_admin`) and this CSE itself may do everything.
+    fn is_privileged(&self) -> bool {
+        let originator = self.accessor.originator.as_str();
+        let identity = &self.identity;
+        (self.config.security.full_access_admin && originator == self.config.cse.admin_originator)
+            || originator == identity.cse_id
+            || originator == format!("//{}{}", identity.sp_id, identity.cse_id)
+    }
+
+    /// Does any rule of `privileges` (`{"acr": [...]}`) grant `permission`?
+    fn rules_grant(&self, privileges: Option<&Value>, permission: Permission, created: Option<ResourceType>) -> bool {
+        let Some(rules) = privileges.and_then(|privileges| privileges.get("acr")).and_then(Value::as_array) else {
+            return false;
+        };
+        rules.iter().any(|rule| rule_grants(rule, &self.identity, &self.accessor, permission, created))
+    }
 }
 
 /// The custodian if set, else the creator.
@@ -209,20 +211,6 @@ fn is_registered_ae(tx: &dyn ReadTx, originator: &str) -> Result<bool> {
         return Ok(false);
     }
     Ok(tx.get(ri)?.is_some_and(|ae| ae.ty == ResourceType::Ae && ae.str("aei") == Some(originator)))
-}
-
-/// Does any rule of `privileges` (`{"acr": [...]}`) grant `permission` to `accessor`?
-fn rules_grant(
-    privileges: Option<&Value>,
-    identity: &Identity,
-    accessor: &Accessor,
-    permission: Permission,
-    created: Option<ResourceType>,
-) -> bool {
-    let Some(rules) = privileges.and_then(|privileges| privileges.get("acr")).and_then(Value::as_array) else {
-        return false;
-    };
-    rules.iter().any(|rule| rule_grants(rule, identity, accessor, permission, created))
 }
 
 fn rule_grants(

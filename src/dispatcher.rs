@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tracing::{debug, error, instrument};
 
-use crate::access::{self, Accessor, Permission};
+use crate::access::{Access, Accessor, Permission};
 use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
 use crate::client::{Client, TransportError};
 use crate::config::{Config, CseKind, RegistrarConfig};
@@ -90,7 +90,7 @@ impl Cse {
             Target::Remote(remote) => return self.forward(request, &remote).await,
         };
         let originator = request.originator.as_deref().map(|o| self.identity.simplify_originator(o));
-        let guard = Guard {
+        let guard = Access {
             accessor: Accessor {
                 originator: originator.clone().unwrap_or_default(),
                 authenticated: request.authenticated,
@@ -307,7 +307,7 @@ impl Cse {
         request: &Request,
         originator: Option<String>,
         target: LocalTarget,
-        guard: Guard,
+        guard: Access,
     ) -> Result<Response> {
         if target.virtual_child.is_some() {
             return Err(Error::not_allowed("resources cannot be created under la or ol"));
@@ -407,7 +407,7 @@ impl Cse {
     // RETRIEVE
     // -------------------------------------------------------------------------------------
 
-    async fn retrieve(&self, request: &Request, target: LocalTarget, guard: Guard) -> Result<Response> {
+    async fn retrieve(&self, request: &Request, target: LocalTarget, guard: Access) -> Result<Response> {
         if request.filter.is_discovery() {
             return self.discover(request, target, guard).await;
         }
@@ -437,7 +437,7 @@ impl Cse {
         Ok(Response::new(request, Rsc::Ok, Some(content)))
     }
 
-    async fn discover(&self, request: &Request, target: LocalTarget, guard: Guard) -> Result<Response> {
+    async fn discover(&self, request: &Request, target: LocalTarget, guard: Access) -> Result<Response> {
         if target.virtual_child.is_some() {
             return Err(Error::bad_request("discovery cannot start at la or ol"));
         }
@@ -499,7 +499,7 @@ impl Cse {
     // UPDATE
     // -------------------------------------------------------------------------------------
 
-    async fn update(&self, request: &Request, target: LocalTarget, guard: Guard) -> Result<Response> {
+    async fn update(&self, request: &Request, target: LocalTarget, guard: Access) -> Result<Response> {
         if target.virtual_child.is_some() {
             return Err(Error::not_allowed("la and ol cannot be updated"));
         }
@@ -551,7 +551,7 @@ impl Cse {
     // DELETE
     // -------------------------------------------------------------------------------------
 
-    async fn delete(&self, request: &Request, target: LocalTarget, guard: Guard) -> Result<Response> {
+    async fn delete(&self, request: &Request, target: LocalTarget, guard: Access) -> Result<Response> {
         let rcn = match target.virtual_child {
             // DELETE of la/ol answers with the deleted instance.
             Some(_) => 1,
@@ -741,33 +741,6 @@ impl Cse {
             Some(o) if o.starts_with('/') => format!("{}/{id}", self.identity.cse_id),
             _ => id,
         }
-    }
-}
-
-/// The access decisions of one request: who asks, and the rules that apply.
-struct Guard {
-    accessor: Accessor,
-    config: Arc<Config>,
-    identity: Arc<Identity>,
-}
-
-impl Guard {
-    fn check(
-        &self,
-        tx: &dyn ReadTx,
-        target: &Resource,
-        permission: Permission,
-        created: Option<ResourceType>,
-    ) -> Result<()> {
-        access::check(tx, &self.config, &self.identity, &self.accessor, target, permission, created)
-    }
-
-    fn allows(&self, tx: &dyn ReadTx, target: &Resource, permission: Permission) -> Result<bool> {
-        access::allows(tx, &self.config, &self.identity, &self.accessor, target, permission)
-    }
-
-    fn check_acpi_change(&self, tx: &dyn ReadTx, target: &Resource) -> Result<()> {
-        access::check_acpi_change(tx, &self.config, &self.identity, &self.accessor, target)
     }
 }
 
@@ -1127,7 +1100,7 @@ struct CreatePlan {
     rvi: String,
     config: Arc<Config>,
     identity: Arc<Identity>,
-    guard: Guard,
+    guard: Access,
 }
 
 impl CreatePlan {

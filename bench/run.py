@@ -1,0 +1,1134 @@
+#!/usr/bin/env python3
+"""bench/run.py - the benchmark driver: our CSE against the reference CSE (ACME, `acmecse`).
+
+Invoked by `bench/run.sh` (see there and BENCHMARKS.md). Modes:
+  full   (default) 10 s per load run, both systems, writes BENCHMARKS.md, bench/results/*.json, PNG
+  --quick          2 s per load run, both systems, same outputs (for development)
+  --smoke          our side only, debug binaries, about 10 s; exits 1 when a scenario errors
+
+Everything runs on 127.0.0.1 on free ports; every process this driver starts is stopped by its
+PID at the end (also on errors and Ctrl-C). Standard library only; matplotlib (for the plot) is
+imported from the throw-away venv of the reference CSE when available.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = "127.0.0.1"
+ACMECSE_VERSION = os.environ.get("BENCH_ACMECSE_VERSION", "2026.5.3")
+SP_ID = "acme.example.com"
+BODY_CIN = '{"m2m:cin":{"con":"x"}}'
+MIB = 1024 * 1024
+
+
+# ------------------------------------------------------------------------------------------
+# Processes: everything started here is remembered and stopped by PID
+# ------------------------------------------------------------------------------------------
+
+class Procs:
+    def __init__(self):
+        self.procs = []
+
+    def spawn(self, cmd, cwd, log, env=None):
+        out = open(log, "ab")
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+        out.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc, sig=signal.SIGTERM, wait=10.0):
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.kill(proc.pid, sig)
+            proc.wait(timeout=wait)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+
+    def kill(self, proc):
+        self.stop(proc, signal.SIGKILL, 5)
+
+    def stop_all(self):
+        for proc in reversed(self.procs):
+            try:
+                self.kill(proc)
+            except Exception:
+                pass
+
+
+PROCS = Procs()
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def free_ports(n):
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((HOST, 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def log(msg):
+    print(f"bench: {msg}", flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------------
+# HTTP (oneM2M over HTTP) helpers
+# ------------------------------------------------------------------------------------------
+
+_RI = [0]
+
+
+def request(port, method, path, origin="CAdmin", body=None, ty=None, timeout=5.0):
+    """-> (HTTP status, headers dict (lower-case), parsed JSON or None); status 0 = no answer."""
+    _RI[0] += 1
+    headers = {"X-M2M-Origin": origin, "X-M2M-RI": f"drv-{_RI[0]}", "X-M2M-RVI": "4",
+               "Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = f"application/json;ty={ty}" if ty else "application/json"
+    try:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        conn.close()
+    except (OSError, http.client.HTTPException):
+        return 0, {}, None
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = None
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, parsed
+
+
+def wait_status(port, path, want, bound, every=0.005, proc=None):
+    """Poll GET path until it answers `want`; -> monotonic time of that answer (None on time-out)."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        status, _, _ = request(port, "GET", path, timeout=2.0)
+        if status == want:
+            return time.monotonic()
+        if proc is not None and proc.poll() is not None:
+            return None
+        time.sleep(every)
+    return None
+
+
+def rss_mib(proc):
+    try:
+        with open(f"/proc/{proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# The two systems
+# ------------------------------------------------------------------------------------------
+
+NODES = {  # kind -> (CSE-ID without slash, CSEBase rn, registrar kind)
+    "IN": ("id-in", "cse-in", None),
+    "MN": ("id-mn", "cse-mn", "IN"),
+    "ASN": ("id-asn", "cse-asn", "MN"),
+}
+
+
+class Ours:
+    name = "ours"
+
+    def __init__(self, work, binary, init_dir):
+        self.work, self.binary, self.init_dir = work, binary, init_dir
+        self.ports, self.procs, self.db = {}, {}, {}
+        self.restarts = 0
+
+    def config(self, kind, port, ports, durable, check_interval, allowed):
+        csi, rn, registrar = NODES[kind]
+        lines = ["[cse]", f'type = "{kind}"', f'cse_id = "/{csi}"', f'resource_name = "{rn}"',
+                 f'sp_id = "{SP_ID}"', 'admin_originator = "CAdmin"', "",
+                 "[cse.registration]", f'check_interval = "{check_interval}"',
+                 "allowed_csr_originators = [" + ", ".join(f'"{a}"' for a in allowed) + "]", ""]
+        if registrar:
+            rcsi, rrn, _ = NODES[registrar]
+            lines += ["[cse.registrar]", f'address = ["http://{HOST}:{ports[registrar]}"]',
+                      f'cse_id = "/{rcsi}"', f'resource_name = "{rrn}"', ""]
+        lines += ["[http]", f'listen = "{HOST}:{port}"', "", "[database]"]
+        if durable:
+            self.restarts += 1
+            path = os.path.join(self.work, f"ours-{kind.lower()}-{self.restarts}.db")
+            self.db[kind] = path
+            lines += ["in_memory = false", f'path = "{path}"', 'durability = "full"']
+        else:
+            lines += ["in_memory = true"]
+        lines += ["", "[logging]", 'level = "warn"', ""]
+        return "\n".join(lines)
+
+    def start(self, kind, port, ports, durable=False, check_interval="5s", allowed=(), tag=None):
+        tag = tag or kind.lower()
+        path = os.path.join(self.work, f"ours-{tag}.toml")
+        with open(path, "w") as f:
+            f.write(self.config(kind, port, ports, durable, check_interval, allowed))
+        env = dict(os.environ)
+        env.pop("RUST_LOG", None)
+        started = time.monotonic()
+        proc = PROCS.spawn([self.binary, "--config", path, "--init-dir", self.init_dir], self.work,
+                           os.path.join(self.work, f"ours-{tag}.log"), env)
+        return proc, started
+
+    def wait_up(self, kind, port, proc, bound=30):
+        _, rn, _ = NODES[kind]
+        if wait_status(port, f"/{rn}", 200, bound, proc=proc) is None:
+            raise BenchError(f"our {kind} did not answer on port {port} (see {self.work}/ours-{kind.lower()}.log)")
+
+
+class Reference:
+    name = "reference"
+
+    def __init__(self, work, python):
+        self.work, self.python = work, python
+
+    def ini(self, kind, port, ports, check_interval):
+        csi, rn, registrar = NODES[kind]
+        lines = ["[basic.config]", f"cseType={kind}", f"cseID={csi}", f"cseName={rn}", "adminID=CAdmin",
+                 f"serviceProviderID=//{SP_ID}", f"cseHost={HOST}", f"httpPort={port}",
+                 f"networkInterface={HOST}", "databaseType=memory", "logLevel=warn",
+                 "consoleTheme=dark", "consoleType=simple"]
+        if registrar:
+            rcsi, rrn, _ = NODES[registrar]
+            lines += [f"registrarCseHost={HOST}", f"registrarCsePort={ports[registrar]}",
+                      f"registrarCseID={rcsi}", f"registrarCseName={rrn}"]
+        lines += ["", "[cse.registration]", "allowedCSROriginators=/id-in,/id-mn*,/id-asn*",
+                  f"checkInterval={check_interval}", "",
+                  "[logging]", "enableFileLogging=false", "enableScreenLogging=false", "",
+                  "[console]", "headless=true", "", "[textui]", "startWithTUI=false", ""]
+        return "\n".join(lines)
+
+    def start(self, kind, port, ports, check_interval=5, tag=None):
+        tag = tag or kind.lower()
+        d = os.path.join(self.work, f"ref-{tag}")
+        os.makedirs(os.path.join(d, "data"), exist_ok=True)
+        with open(os.path.join(d, "acme.ini"), "w") as f:
+            f.write(self.ini(kind, port, ports, check_interval))
+        log_path = os.path.join(d, "stdout.log")
+        if os.path.exists(log_path):
+            os.remove(log_path)
+        started = time.monotonic()
+        proc = PROCS.spawn([self.python, "-m", "acmecse", "--base-directory", d, "--config", "acme.ini",
+                            "--headless", "--http-port", str(port), "--network-interface", HOST,
+                            "--db-type", "memory", "--log-level", "warn"], d, log_path)
+        proc.log_path = log_path
+        return proc, started
+
+    def wait_up(self, kind, port, proc, bound=60):
+        # ACME must not get a request before it printed "CSE started" (a request during its route
+        # set-up aborts the start): wait for that line first, then for its CSEBase.
+        deadline = time.monotonic() + bound
+        while time.monotonic() < deadline:
+            try:
+                with open(proc.log_path, errors="replace") as f:
+                    if "CSE started" in f.read():
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise BenchError(f"reference {kind} exited (see {proc.log_path})")
+            time.sleep(0.01)
+        _, rn, _ = NODES[kind]
+        if wait_status(port, f"/{rn}", 200, max(1, deadline - time.monotonic()), proc=proc) is None:
+            raise BenchError(f"reference {kind} did not answer on port {port} (see {proc.log_path})")
+
+
+# ------------------------------------------------------------------------------------------
+# Load generation: wrk with Lua scripts
+# ------------------------------------------------------------------------------------------
+
+def lua_script(work, name, method="GET", body=None, ty=None):
+    path = os.path.join(work, f"{name}.lua")
+    lines = [f'wrk.method = "{method}"',
+             'wrk.headers["X-M2M-Origin"] = "CAdmin"',
+             'wrk.headers["X-M2M-RI"] = "bench"',
+             'wrk.headers["X-M2M-RVI"] = "4"',
+             'wrk.headers["Accept"] = "application/json"']
+    if body is not None:
+        lines += [f'wrk.headers["Content-Type"] = "application/json;ty={ty}"',
+                  "wrk.body = '" + body + "'"]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text.strip())
+    return float(m.group(1)) * UNITS[m.group(2)] if m else None
+
+
+def parse_wrk(out):
+    r = {"rps": None, "p50_ms": None, "p99_ms": None, "requests": 0, "non2xx": 0, "socket_errors": 0}
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        r["rps"] = float(m.group(1))
+    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        if m := re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M):
+            r[key] = to_ms(m.group(1))
+    if m := re.search(r"(\d+) requests in", out):
+        r["requests"] = int(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        r["non2xx"] = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        r["socket_errors"] = sum(int(x) for x in m.groups())
+    r["errors"] = r["non2xx"] + r["socket_errors"]
+    return r
+
+
+def wrk(url, conns, duration, script=None):
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "--latency"]
+    if script:
+        cmd += ["-s", script]
+    cmd.append(url)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    r = parse_wrk(out)
+    r["command"] = " ".join(cmd)
+    if r["rps"] is None:
+        r["errors"] = max(1, r["errors"])
+        r["raw"] = out[-500:]
+    return r
+
+
+def fmt_run(r):
+    if r is None:
+        return "not run"
+    return (f"{r['rps']:.0f} req/s, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms, "
+            f"{r['errors']} errors" if r.get("rps") is not None else f"failed: {r.get('raw', '')}")
+
+
+# ------------------------------------------------------------------------------------------
+# The benchmark
+# ------------------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+        self.duration = {"full": 10, "quick": 2, "smoke": 1}[self.mode]
+        self.with_ref = self.mode != "smoke"
+        self.registrees = 100 if self.mode == "smoke" else 1000
+        self.gone = 10 if self.mode == "smoke" else 100
+        self.profile = "debug" if self.mode == "smoke" else "release"
+        self.work = tempfile.mkdtemp(prefix="bench.", dir=os.path.join(ROOT, "target"))
+        self.results = {"mode": self.mode, "load_seconds": self.duration, "scenarios": {}}
+        self.failures = []
+        self.anomalies = []
+        self.python = None
+        self.t_start = time.monotonic()
+
+    # ---- set-up --------------------------------------------------------------------------
+
+    def setup(self):
+        if shutil.which("wrk") is None:
+            log("installing wrk (apt-get)")
+            sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+            subprocess.run(sudo + ["apt-get", "update", "-qq"], check=False)
+            subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "wrk"], check=False,
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+            if shutil.which("wrk") is None:
+                raise BenchError("wrk is not installed and apt-get install wrk failed")
+        cargo = ["cargo", "build", "--quiet", "--bin", "acme-cse", "--example", "bench_hello",
+                 "--example", "registree_sim"]
+        if self.profile == "release":
+            cargo.insert(2, "--release")
+        if not self.args.no_build:
+            log(" ".join(cargo))
+            subprocess.run(cargo, cwd=ROOT, check=True)
+        tdir = os.path.join(ROOT, "target", self.profile)
+        self.binary = os.path.join(tdir, "acme-cse")
+        self.hello = os.path.join(tdir, "examples", "bench_hello")
+        self.sim = os.path.join(tdir, "examples", "registree_sim")
+        for b in (self.binary, self.hello, self.sim):
+            if not os.access(b, os.X_OK):
+                raise BenchError(f"missing binary {b}")
+        self.build_cmd = " ".join(cargo)
+        if self.with_ref:
+            self.python = self.venv()
+        self.ours = Ours(self.work, self.binary, os.path.join(ROOT, "init"))
+        self.ref = Reference(self.work, self.python) if self.with_ref else None
+        self.results["meta"] = self.meta()
+
+    def venv(self):
+        venv = os.environ.get("BENCH_VENV") or os.path.join(self.work, "venv")
+        py = os.path.join(venv, "bin", "python")
+        if not os.access(py, os.X_OK):
+            log(f"creating the throw-away venv {venv}")
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        have = subprocess.run([py, "-c", "import importlib.metadata as m; print(m.version('acmecse'))"],
+                              capture_output=True, text=True).stdout.strip()
+        if have != ACMECSE_VERSION:
+            log(f"pip install acmecse=={ACMECSE_VERSION}")
+            subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                            f"acmecse=={ACMECSE_VERSION}"], check=True)
+        if subprocess.run([py, "-c", "import matplotlib"], capture_output=True).returncode != 0:
+            log("pip install matplotlib (for the plot; optional)")
+            if subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "matplotlib"],
+                              capture_output=True).returncode != 0:
+                log("matplotlib could not be installed: no plot")
+        return py
+
+    def meta(self):
+        def cmd(c):
+            try:
+                return subprocess.run(c, capture_output=True, text=True, timeout=20).stdout.strip()
+            except Exception:
+                return "?"
+        lscpu = cmd(["lscpu"])
+        model = re.search(r"Model name:\s+(.*)", lscpu)
+        mem = cmd(["free", "-m"])
+        total = re.search(r"Mem:\s+(\d+)", mem)
+        meta = {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "cpu": model.group(1).strip() if model else "?",
+            "nproc": os.cpu_count(),
+            "memory_mib": int(total.group(1)) if total else None,
+            "kernel": platform.release(),
+            "rustc": cmd(["rustc", "--version"]),
+            "wrk": " ".join(cmd(["wrk", "--version"]).split()[:2]) or "?",
+            "python": cmd([self.python or sys.executable, "--version"]),
+            "acmecse": ACMECSE_VERSION if self.with_ref else "not run",
+            "git": cmd(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
+            "build": self.build_cmd,
+            "loadavg_at_start": " ".join(open("/proc/loadavg").read().split()[:3]),
+        }
+        if self.python:
+            meta["acmecse"] = cmd([self.python, "-c", "import importlib.metadata as m; print(m.version('acmecse'))"])
+        return meta
+
+    def check(self, ok, what):
+        """A failed check of ours (or of the harness) fails the run; one of the reference is a
+        finding about the reference, reported in BENCHMARKS.md, and does not."""
+        if not ok:
+            if "reference" in what:
+                self.anomalies.append(what)
+                log(f"REFERENCE ANOMALY: {what}")
+            else:
+                self.failures.append(what)
+                log(f"CHECK FAILED: {what}")
+
+    # ---- pairs (IN + MN + ASN) and scenario 5 -------------------------------------------
+
+    def start_tree(self, system):
+        """Start IN, then MN (scenario 5a: MN start -> CSR on the IN), then ASN."""
+        ports = dict(zip(("IN", "MN", "ASN"), free_ports(3)))
+        tree = {"ports": ports, "procs": {}, "system": system}
+        if system == "ours":
+            s = self.ours
+            proc, _ = s.start("IN", ports["IN"], ports, durable=True, check_interval="5s", allowed=["/id-mn*"])
+            s.wait_up("IN", ports["IN"], proc)
+            tree["procs"]["IN"] = proc
+            proc, t0 = s.start("MN", ports["MN"], ports, check_interval="200ms", allowed=["/id-asn*"])
+        else:
+            s = self.ref
+            proc, _ = s.start("IN", ports["IN"], ports, check_interval=5)
+            s.wait_up("IN", ports["IN"], proc)
+            tree["procs"]["IN"] = proc
+            proc, t0 = s.start("MN", ports["MN"], ports, check_interval=1)
+        tree["procs"]["MN"] = proc
+        t1 = wait_status(ports["IN"], "/cse-in/id-mn", 200, 60, every=0.005, proc=proc)
+        self.check(t1 is not None, f"{system}: MN did not register to the IN")
+        reg = (t1 - t0) * 1e3 if t1 else None
+        s.wait_up("MN", ports["MN"], proc)
+        if system == "ours":
+            proc, _ = s.start("ASN", ports["ASN"], ports, check_interval="200ms")
+        else:
+            proc, _ = s.start("ASN", ports["ASN"], ports, check_interval=1)
+        tree["procs"]["ASN"] = proc
+        s.wait_up("ASN", ports["ASN"], proc)
+        ok = wait_status(ports["MN"], "/cse-mn/id-asn", 200, 60, every=0.02)
+        self.check(ok is not None, f"{system}: ASN did not register to the MN")
+        log(f"{system}: IN :{ports['IN']}  MN :{ports['MN']}  ASN :{ports['ASN']}; "
+            f"MN start -> CSR on the IN {reg and round(reg, 1)} ms")
+        return tree, reg
+
+    def reregister(self, tree):
+        """Scenario 5b: kill the IN, restart it empty on the same port; time from its CSEBase
+        answering to the MN's CSR existing again."""
+        system, ports = tree["system"], tree["ports"]
+        PROCS.kill(tree["procs"]["IN"])
+        time.sleep(0.5)
+        if system == "ours":
+            proc, _ = self.ours.start("IN", ports["IN"], ports, durable=True, check_interval="5s",
+                                      allowed=["/id-mn*"], tag="in-restarted")
+            t_up = wait_status(ports["IN"], "/cse-in", 200, 30, every=0.005, proc=proc)
+        else:
+            proc, _ = self.ref.start("IN", ports["IN"], ports, check_interval=5, tag="in-restarted")
+            self.ref.wait_up("IN", ports["IN"], proc)
+            t_up = time.monotonic()
+        tree["procs"]["IN"] = proc
+        if t_up is None:
+            self.check(False, f"{system}: restarted IN did not answer")
+            return None
+        t1 = wait_status(ports["IN"], "/cse-in/id-mn", 200, 60, every=0.005)
+        self.check(t1 is not None, f"{system}: MN did not re-register after the IN restart")
+        return (t1 - t_up) * 1e3 if t1 else None
+
+    def populate(self, tree):
+        """An ACP granting everything to all, a container `benchCnt` under it (the forwarded
+        RETRIEVE target) and two containers for the CIN CREATE runs, on the IN."""
+        port = tree["ports"]["IN"]
+        status, _, body = request(port, "POST", "/cse-in", body={"m2m:acp": {
+            "rn": "acpBench", "pv": {"acr": [{"acor": ["all"], "acop": 63}]},
+            "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}}, ty=1)
+        if status != 201:
+            raise BenchError(f"{tree['system']}: cannot create the ACP: {status} {body}")
+        acp_ri = body["m2m:acp"]["ri"]
+        for rn in ("benchCnt", "cin1", "cin32"):
+            cnt = {"rn": rn, "mni": 100000000, "mbs": 10000000000}
+            if rn == "benchCnt":
+                cnt["acpi"] = [acp_ri]
+            status, _, body = request(port, "POST", "/cse-in", body={"m2m:cnt": cnt}, ty=3)
+            if status != 201:
+                raise BenchError(f"{tree['system']}: cannot create container {rn}: {status} {body}")
+        # the forwarded targets answer before the load starts
+        tree["unsupported"] = {}
+        for kind, key in (("MN", "s3_retrieve_1hop"), ("ASN", "s3_retrieve_2hop")):
+            status, headers, body = request(tree["ports"][kind], "GET", "/~/id-in/cse-in/benchCnt")
+            if status != 200 and tree["system"] == "reference":
+                # not a failure of the benchmark: the reference cannot do it; reported as such
+                why = f"answers HTTP {status}, RSC {headers.get('x-m2m-rsc')}: {(body or {}).get('m2m:dbg', body)}"
+                tree["unsupported"][key] = why
+                log(f"reference: forwarded RETRIEVE via {kind} not supported ({why}); not measured")
+                continue
+            self.check(status == 200, f"{tree['system']}: forwarded RETRIEVE via {kind}: {status} {body}")
+
+    # ---- load scenarios ------------------------------------------------------------------
+
+    def load(self, trees, key, label, kind, path, conc, method="GET", body=None, ty=None):
+        """Run the same load against each system, interleaved (ours, then the reference)."""
+        out = self.results["scenarios"].setdefault(key, {"label": label, "runs": {}})
+        for c in conc:
+            for tree in trees:
+                system = tree["system"]
+                if key in tree.get("unsupported", {}):
+                    out.setdefault("unsupported", {})[system] = tree["unsupported"][key]
+                    continue
+                if callable(path):
+                    p = path(c)
+                else:
+                    p = path
+                script = lua_script(self.work, f"{key}-{c}", method, body, ty)
+                url = f"http://{HOST}:{tree['ports'][kind]}{p}"
+                r = wrk(url, c, self.duration, script)
+                r["url_path"] = p
+                out["runs"].setdefault(system, {})[str(c)] = r
+                log(f"{label} c={c} {system}: {fmt_run(r)}")
+                self.check(r["errors"] == 0, f"{label} c={c} {system}: {r['errors']} errors")
+
+    def cin_check(self, trees):
+        runs = self.results["scenarios"]["s2_cin_create"]["runs"]
+        for tree in trees:
+            system = tree["system"]
+            for c in ("1", "32"):
+                r = runs[system][c]
+                rn = f"cin{c}"
+                st, _, body = request(tree["ports"]["IN"], "GET", f"/cse-in/{rn}", timeout=30)
+                cni = (body or {}).get("m2m:cnt", {}).get("cni") if st == 200 else None
+                st2, _, disc = request(tree["ports"]["IN"], "GET", f"/cse-in/{rn}?fu=1&ty=4", timeout=120)
+                stored = len((disc or {}).get("m2m:uril", [])) if st2 == 200 else None
+                ok_2xx = r["requests"] - r["non2xx"]
+                ok = cni is not None and cni == stored and ok_2xx <= cni <= ok_2xx + int(c)
+                r["cni"], r["stored"], r["cni_ok"] = cni, stored, ok
+                log(f"CIN c={c} {system}: cni={cni}, stored (discovery) {stored}, 2xx answers counted by wrk {ok_2xx}")
+                self.check(ok, f"{system}: cni {cni} != stored {stored} (or outside [{ok_2xx}, {ok_2xx + int(c)}])")
+
+    # ---- scenario 6: liveliness at scale --------------------------------------------------
+
+    def sim_get(self, port, path):
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        conn.request("GET", path)
+        text = conn.getresponse().read().decode()
+        conn.close()
+        return text
+
+    def sim_probes(self, port):
+        rows = []
+        for line in self.sim_get(port, "/_sim/probes").splitlines():
+            i, at, gone = line.split()
+            rows.append((int(i), int(at) / 1e6, gone == "1"))
+        return rows
+
+    @staticmethod
+    def rounds(rows, n):
+        """Split probe arrivals into rounds: a round ends when a registree is probed again."""
+        out, seen, first, last = [], set(), None, None
+        for i, at, _ in rows:
+            if i in seen:
+                out.append((first, last, len(seen)))
+                seen, first = set(), None
+            seen.add(i)
+            first = at if first is None else first
+            last = at
+        if seen:
+            out.append((first, last, len(seen)))
+        return [(f, l, k) for f, l, k in out if k == n]
+
+    def liveliness(self, system):
+        n, gone = self.registrees, self.gone
+        sim_port, in_port = free_ports(2)
+        sim = PROCS.spawn([self.sim, str(sim_port)], self.work, os.path.join(self.work, f"sim-{system}.log"))
+        if wait_status(sim_port, "/_sim/now", 200, 10, every=0.01) is None:
+            raise BenchError("the registree simulator did not start")
+        interval = 1 if self.mode == "smoke" else 5
+        ports = {"IN": in_port}
+        if system == "ours":
+            proc, _ = self.ours.start("IN", in_port, ports, check_interval=f"{interval}s", allowed=["/id-mn*"],
+                                      tag="in-liveliness")
+            self.ours.wait_up("IN", in_port, proc)
+        else:
+            proc, _ = self.ref.start("IN", in_port, ports, check_interval=interval, tag="in-liveliness")
+            self.ref.wait_up("IN", in_port, proc)
+        res = {"registrees": n, "gone": gone, "check_interval_s": interval}
+        # register n CSRs, 8 at a time
+        t0 = time.monotonic()
+        errors = []
+
+        def register(lo, hi):
+            for i in range(lo, hi):
+                st, _, body = request(in_port, "POST", "/cse-in", origin=f"/id-mn{i}", ty=16, timeout=30, body={
+                    "m2m:csr": {"rn": f"id-mn{i}", "csi": f"/id-mn{i}", "cb": f"/id-mn{i}/cse-mn{i}",
+                                "poa": [f"http://{HOST}:{sim_port}"], "rr": True, "srv": ["3", "4", "5"]}})
+                if st != 201:
+                    errors.append((i, st, body))
+        step = (n + 7) // 8
+        threads = [threading.Thread(target=register, args=(k, min(n, k + step))) for k in range(0, n, step)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        res["register_s"] = time.monotonic() - t0
+        self.check(not errors, f"{system}: {len(errors)} CSR registrations failed, first {errors[:1]}")
+
+        def count():
+            st, _, body = request(in_port, "GET", "/cse-in?fu=1&ty=16", timeout=30)
+            return len((body or {}).get("m2m:uril", [])) if st == 200 else None
+        res["csrs"] = count()
+        log(f"liveliness {system}: {res['csrs']} CSRs registered in {res['register_s']:.1f} s")
+        # observe full sweeps (from the simulator's side)
+        self.sim_get(sim_port, "/_sim/reset")
+        bound = 3 * interval + (60 if system == "reference" else 10)
+        deadline = time.monotonic() + bound
+        sweeps = []
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            sweeps = self.rounds(self.sim_probes(sim_port), n)
+            if len(sweeps) >= 2:
+                break
+        if sweeps:
+            durs = [(l - f) for f, l, _ in sweeps]
+            res["sweep_ms"] = statistics.median(durs)
+            res["sweeps_observed"] = len(durs)
+        else:
+            rows = self.sim_probes(sim_port)
+            res["sweep_ms"] = None
+            res["sweep_lower_bound_s"] = bound
+            res["probes_seen"] = len(rows)
+            self.check(system == "reference", f"{system}: no complete liveliness sweep within {bound} s")
+        log(f"liveliness {system}: sweep over {n} registrees {res.get('sweep_ms')} ms")
+        # drop `gone` registrees, time until the IN has removed their CSRs
+        self.sim_get(sim_port, f"/_sim/drop?from=0&to={gone - 1}")
+        t_drop = time.monotonic()
+        bound = 3 * interval + 2 * 3 + (120 if system == "reference" else 10)
+        deadline = t_drop + bound
+        detected = None
+        while time.monotonic() < deadline:
+            c = count()
+            if c is not None and c <= n - gone:
+                detected = time.monotonic() - t_drop
+                break
+            time.sleep(0.05)
+        res["detect_gone_s"] = detected
+        if detected is None:
+            res["detect_gone_lower_bound_s"] = bound
+        res["csrs_after"] = count()
+        self.check(detected is not None or system == "reference",
+                   f"{system}: {gone} gone registrees not removed within {bound} s")
+        log(f"liveliness {system}: {gone} gone detected after {detected} s ({res['csrs_after']} CSRs left)")
+        PROCS.kill(proc)
+        PROCS.kill(sim)
+        return res
+
+    # ---- the run --------------------------------------------------------------------------
+
+    def run(self):
+        self.setup()
+        sc = self.results["scenarios"]
+        systems = ["ours"] + (["reference"] if self.with_ref else [])
+        trees, regs = [], {}
+        for system in systems:
+            tree, reg = self.start_tree(system)
+            trees.append(tree)
+            regs[system] = {"start_to_registered_ms": reg}
+        for tree in trees:
+            regs[tree["system"]]["reregistration_ms"] = self.reregister(tree)
+            log(f"{tree['system']}: re-registration after the IN answered again: "
+                f"{regs[tree['system']]['reregistration_ms']} ms")
+        sc["s5_registration"] = regs
+        for tree in trees:
+            self.populate(tree)
+        time.sleep(1.0)
+        sc["s4_rss"] = {t["system"]: {"idle": {k: rss_mib(p) for k, p in t["procs"].items()}} for t in trees}
+        conc = (1, 32)
+        self.load(trees, "s1_retrieve_csebase", "RETRIEVE CSEBase", "IN", "/cse-in", conc)
+        self.load(trees, "s2_cin_create", "CREATE contentInstance", "IN", lambda c: f"/cse-in/cin{c}", conc,
+                  method="POST", body=BODY_CIN, ty=4)
+        self.cin_check(trees)
+        self.load(trees, "s3_retrieve_direct", "RETRIEVE container on the IN (direct)", "IN",
+                  "/cse-in/benchCnt", conc)
+        self.load(trees, "s3_retrieve_1hop", "RETRIEVE via MN -> IN (1 hop)", "MN", "/~/id-in/cse-in/benchCnt", conc)
+        self.load(trees, "s3_retrieve_2hop", "RETRIEVE via ASN -> MN -> IN (2 hops)", "ASN",
+                  "/~/id-in/cse-in/benchCnt", conc)
+        for t in trees:
+            sc["s4_rss"][t["system"]]["after_load"] = {k: rss_mib(p) for k, p in t["procs"].items()}
+        for t in trees:
+            for p in t["procs"].values():
+                PROCS.stop(p, signal.SIGKILL)
+        sc["s6_liveliness"] = {s: self.liveliness(s) for s in systems}
+        # scenario 7: the local ceiling
+        port = free_ports(1)[0]
+        hello = PROCS.spawn([self.hello, str(port)], self.work, os.path.join(self.work, "hello.log"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+        runs = {}
+        for c in conc:
+            r = wrk(f"http://{HOST}:{port}/", c, self.duration)
+            runs[str(c)] = r
+            log(f"bare axum hello c={c}: {fmt_run(r)}")
+            self.check(r["errors"] == 0, f"hello c={c}: {r['errors']} errors")
+        sc["s7_axum_hello"] = {"runs": {"axum": runs}}
+        PROCS.kill(hello)
+        self.results["elapsed_s"] = round(time.monotonic() - self.t_start, 1)
+        self.results["failures"] = self.failures
+        self.results["reference_anomalies"] = self.anomalies
+        return self.results
+
+
+# ------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def f(x, nd=0, unit=""):
+    if x is None:
+        return "—"
+    return f"{x:,.{nd}f}{unit}"
+
+
+def ok_mark(cond):
+    return "—" if cond is None else ("yes" if cond else "**no**")
+
+
+def summary_rows(res):
+    """(scenario, metric, ours, reference, ratio ours/ref, target, met) rows for the main table."""
+    sc = res["scenarios"]
+    rows = []
+    hello = sc.get("s7_axum_hello", {}).get("runs", {}).get("axum", {})
+    for key, tgt_ratio in (("s1_retrieve_csebase", 50), ("s2_cin_create", 50), ("s3_retrieve_direct", None),
+                           ("s3_retrieve_1hop", 20), ("s3_retrieve_2hop", None)):
+        s = sc.get(key)
+        if not s:
+            continue
+        for c in ("1", "32"):
+            o = s["runs"].get("ours", {}).get(c)
+            r = s["runs"].get("reference", {}).get(c)
+            orps, rrps = o and o["rps"], r and r["rps"]
+            rt = ratio(orps, rrps)
+            target, met = "", None
+            if tgt_ratio:
+                target = f"≥ {tgt_ratio}×"
+                met = rt is not None and rt >= tgt_ratio
+            if key == "s1_retrieve_csebase" and hello.get(c):
+                h = hello[c]["rps"]
+                target += f"; ≥ ½ axum ({f(h / 2)})"
+                met = (met if met is not None else True) and orps is not None and orps >= h / 2
+            unsupported = s.get("unsupported", {}).get("reference")
+            rcell = (f"{f(rrps)} (p50 {f(r and r['p50_ms'], 3)} / p99 {f(r and r['p99_ms'], 3)} ms, {r and r['errors']} err)"
+                     if r else f"not supported: {unsupported}" if unsupported else "—")
+            rows.append((f"{s['label']}, c={c}", "req/s",
+                         f"{f(orps)} (p50 {f(o and o['p50_ms'], 3)} / p99 {f(o and o['p99_ms'], 3)} ms, {o and o['errors']} err)" if o else "—",
+                         rcell,
+                         f(rt, 1, "×"), target or "—", ok_mark(met)))
+    return rows
+
+
+def hop_rows(res):
+    sc = res["scenarios"]
+    rows = []
+    for system in ("ours", "reference"):
+        def p50(key):
+            try:
+                return sc[key]["runs"][system]["1"]["p50_ms"]
+            except (KeyError, TypeError):
+                return None
+        d, h1, h2 = p50("s3_retrieve_direct"), p50("s3_retrieve_1hop"), p50("s3_retrieve_2hop")
+        if d is None or h1 is None:
+            continue
+        rows.append((system, d, h1, h2, h1 - d, None if h2 is None else (h2 - d) / 2))
+    return rows
+
+
+def write_report(res, path_md, path_png):
+    meta, sc = res["meta"], res["scenarios"]
+    L = []
+    L.append("# Benchmarks: acme-cse against the reference CSE (ACME)")
+    L.append("")
+    L.append(f"Generated by `bash bench/run.sh{'' if res['mode'] == 'full' else ' --' + res['mode']}` "
+             f"on **{meta['date']}** ({res['mode']} mode, {res['load_seconds']} s per load run, "
+             f"{res.get('elapsed_s')} s in all). Every number below comes from that run; the raw results are "
+             f"in `bench/results/{os.path.basename(res['json_path'])}`.")
+    failures = [x for x in res.get("failures", []) if "reference" not in x]
+    anomalies = res.get("reference_anomalies", []) + [x for x in res.get("failures", []) if "reference" in x]
+    L.append("")
+    if failures:
+        L.append("**Checks of ours that failed in this run:** " + "; ".join(failures))
+    else:
+        L.append("All checks of our side passed in this run (no errors, `cni` consistent, all registrations and removals in time).")
+    if anomalies:
+        L.append("")
+        L.append("**Anomalies of the reference seen in this run** (reported, not counted as driver failures): "
+                 + "; ".join(anomalies) + ".")
+    L.append("")
+    L.append("## Machine and versions")
+    L.append("")
+    L.append(f"- CPU: {meta['cpu']}, {meta['nproc']} CPUs (`nproc`), {meta['memory_mib']} MiB RAM, Linux {meta['kernel']}; "
+             "load generator, servers and the driver share these CPUs (loopback only); load average when the run "
+             f"started: {meta.get('loadavg_at_start', '?')}.")
+    L.append(f"- Ours: acme-cse at `{meta['git']}`, `{meta['build']}`, {meta['rustc']}.")
+    L.append(f"- Reference: acmecse {meta['acmecse']} (PyPI) in a throw-away venv, {meta['python']}.")
+    L.append(f"- Load generator: {meta['wrk']}, `wrk -t1 -c{{1,32}} -d{res['load_seconds']}s --timeout 5s --latency -s <script>.lua`.")
+    L.append("")
+    L.append("## Set-up")
+    L.append("")
+    L.append("- Each system runs as a tree of three processes on 127.0.0.1, free ports: IN-CSE `/id-in` (`cse-in`), "
+             "MN-CSE `/id-mn` (`cse-mn`) registered to it, ASN-CSE `/id-asn` (`cse-asn`) registered to the MN; "
+             f"SP-ID `//{SP_ID}`, admin originator `CAdmin`. Both trees run at the same time; every load scenario runs "
+             "ours, then the reference, for c=1 then c=32 (interleaved).")
+    L.append("- **Our storage**: the IN uses our default durable storage: SQLite (WAL) in a file in a temp directory, "
+             "`durability = \"full\"` (fsync on every commit before the answer). MN and ASN: `in_memory = true`. "
+             "Log level `warn`. Check intervals: IN 5 s, MN and ASN 200 ms (for the re-registration measurement).")
+    L.append("- **Reference storage**: `databaseType=memory` (`--db-type memory`) on all three; `logLevel=warn`, file "
+             "and screen logging off, headless, default HTTP server (Flask/werkzeug, `[http.wsgi] enable=false`). "
+             "Check intervals: IN 5 s, MN and ASN 1 s (its unit is seconds).")
+    L.append("- Requests: headers `X-M2M-Origin: CAdmin`, `X-M2M-RI: bench` (constant), `X-M2M-RVI: 4`, "
+             "`Accept: application/json`; CREATE adds `Content-Type: application/json;ty=4` and the body "
+             "`{\"m2m:cin\":{\"con\":\"x\"}}`. The forwarded RETRIEVE targets `/~/id-in/cse-in/benchCnt`, a container "
+             "on the IN whose ACP grants everything to `all` (the forwarded originator is `/id-mn/CAdmin` resp. "
+             "`/id-asn/CAdmin` there). Errors = non-2xx answers + socket errors as counted by wrk.")
+    L.append("")
+    L.append("## Results")
+    L.append("")
+    L.append("Throughput rows: ours and reference in requests/s (p50 / p99 latency, errors); ratio = ours / reference.")
+    L.append("")
+    L.append("| scenario | ours | reference | ratio | target | met? |")
+    L.append("| --- | --- | --- | --- | --- | --- |")
+    for scen, _, o, r, rt, tgt, met in summary_rows(res):
+        L.append(f"| {scen} | {o} | {r} | {rt} | {tgt} | {met} |")
+    h = sc.get("s7_axum_hello", {}).get("runs", {}).get("axum", {})
+    for c in ("1", "32"):
+        if c in h:
+            L.append(f"| 7. bare axum hello (the local ceiling), c={c} | {f(h[c]['rps'])} (p50 {f(h[c]['p50_ms'], 3)} / "
+                     f"p99 {f(h[c]['p99_ms'], 3)} ms, {h[c]['errors']} err) | — | — | — | — |")
+    # added latency per hop
+    hops = hop_rows(res)
+    if hops:
+        L.append("")
+        L.append("### 3. Forwarding: added latency per hop (c=1, p50)")
+        L.append("")
+        L.append("| system | direct on the IN | via MN (1 hop) | via ASN→MN (2 hops) | added by 1 hop | added per hop (2 hops) | target < 1 ms met? |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for system, d, h1, h2, a1, a2 in hops:
+            met = ok_mark(a1 < 1 and (a2 is None or a2 < 1)) if system == "ours" else "—"
+            L.append(f"| {system} | {f(d, 3, ' ms')} | {f(h1, 3, ' ms')} | {f(h2, 3, ' ms')} | {f(a1, 3, ' ms')} | {f(a2, 3, ' ms')} | {met} |")
+        by = {row[0]: row for row in hops}
+        if "ours" in by and "reference" in by:
+            L.append("")
+            L.append(f"Ratio ours/reference of the added latency per hop (1 hop): {f(ratio(by['ours'][4], by['reference'][4]), 3)}.")
+    # CIN check
+    s2 = sc.get("s2_cin_create")
+    if s2:
+        L.append("")
+        L.append("### 2. CIN CREATE: `cni` against the stored instances")
+        L.append("")
+        L.append("| system | c | 2xx answers counted by wrk | `cni` of the container | instances found by discovery (`fu=1&ty=4`) | consistent? |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for system, runs in s2["runs"].items():
+            for c, r in runs.items():
+                L.append(f"| {system} | {c} | {r['requests'] - r['non2xx']} | {r.get('cni')} | {r.get('stored')} | {ok_mark(r.get('cni_ok'))} |")
+        L.append("")
+        L.append("`cni` may exceed wrk's count by at most c: requests in flight when wrk stops are served but not counted.")
+    # RSS
+    rss = sc.get("s4_rss")
+    if rss:
+        L.append("")
+        L.append("### 4. Resident memory (VmRSS, MiB)")
+        L.append("")
+        L.append("| process | ours idle | ours after load | reference idle | reference after load | ratio idle | target (ours idle < 15 MiB) met? |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for k in ("IN", "MN", "ASN"):
+            o, r = rss.get("ours", {}), rss.get("reference", {})
+            oi, oa = o.get("idle", {}).get(k), o.get("after_load", {}).get(k)
+            ri, ra = r.get("idle", {}).get(k), r.get("after_load", {}).get(k)
+            L.append(f"| {k} | {f(oi, 1)} | {f(oa, 1)} | {f(ri, 1)} | {f(ra, 1)} | {f(ratio(oi, ri), 2, '×')} | {ok_mark(oi is not None and oi < 15) if oi is not None else '—'} |")
+        L.append("")
+        L.append("\"Idle\" is after start, registration, the re-registration test and the set-up of the test resources; "
+                 "\"after load\" after the last load run of scenarios 1–3 (the IN then holds all the content instances).")
+    reg = sc.get("s5_registration")
+    if reg:
+        o, r = reg.get("ours", {}), reg.get("reference", {})
+        L.append("")
+        L.append("### 5. Registration")
+        L.append("")
+        L.append("| measurement | ours | reference | ratio | target | met? |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        a, b = o.get("start_to_registered_ms"), r.get("start_to_registered_ms")
+        L.append(f"| MN process start → its CSR answers 200 on the IN | {f(a, 1)} ms | {f(b, 1)} ms | {f(ratio(a, b), 3, '×')} | < 100 ms | {ok_mark(a is not None and a < 100) if a is not None else '—'} |")
+        a, b = o.get("reregistration_ms"), r.get("reregistration_ms")
+        L.append(f"| IN restarted empty and answering → the MN's CSR exists again | {f(a, 1)} ms | {f(b, 1)} ms | {f(ratio(a, b), 3, '×')} | — | — |")
+        L.append("")
+        L.append("Method: the driver spawns the MN process and polls `GET /cse-in/id-mn` on the IN every 5 ms. Re-registration: "
+                 "the IN is killed (SIGKILL) and restarted on the same port with an empty database; the clock starts when "
+                 "its CSEBase answers (for the reference: when it printed \"CSE started\" and its CSEBase answers, since it "
+                 "must not be called earlier) and stops when the MN's CSR answers 200. The MN's check interval bounds this: "
+                 "ours 200 ms, the reference 1 s.")
+    live = sc.get("s6_liveliness")
+    if live:
+        L.append("")
+        L.append("### 6. Liveliness at scale")
+        L.append("")
+        L.append("| measurement | ours | reference | ratio | target | met? |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        o, r = live.get("ours", {}), live.get("reference", {})
+        n = o.get("registrees")
+        def sweep(x):
+            if not x:
+                return "—"
+            if x.get("sweep_ms") is not None:
+                return f"{f(x['sweep_ms'], 1)} ms (median of {x['sweeps_observed']})"
+            return f"> {x.get('sweep_lower_bound_s')} s (no complete sweep seen; {x.get('probes_seen')} probes)"
+        def detect(x):
+            if not x:
+                return "—"
+            if x.get("detect_gone_s") is not None:
+                return f"{f(x['detect_gone_s'], 2)} s"
+            return f"> {x.get('detect_gone_lower_bound_s')} s ({x.get('csrs_after')} CSRs left)"
+        a, b = o.get("sweep_ms"), r.get("sweep_ms")
+        L.append(f"| registering {n} CSRs (8 client threads) | {f(o.get('register_s'), 2)} s | {f(r.get('register_s'), 2)} s | {f(ratio(o.get('register_s'), r.get('register_s')), 3, '×')} | — | — |")
+        L.append(f"| one full liveliness sweep over {n} registrees | {sweep(o)} | {sweep(r)} | {f(ratio(a, b), 3, '×')} | < 1 s | {ok_mark(a is not None and a < 1000) if o else '—'} |")
+        L.append(f"| {o.get('gone')} registrees gone → their CSRs removed | {detect(o)} | {detect(r)} | {f(ratio(o.get('detect_gone_s'), r.get('detect_gone_s')), 3, '×')} | — | — |")
+        L.append("")
+        L.append(f"Method: one simulator process (`examples/registree_sim.rs`, tokio, a minimal HTTP/1.1 responder) plays all "
+                 f"{n} registrees: it answers every probe with 200, `X-M2M-RSC: 2000`, the request's `X-M2M-RI` and a small "
+                 "`m2m:cb` body, and records the arrival time of each probe. The driver registers the CSRs directly on a "
+                 f"fresh IN (POST ty=16, originator `/id-mnN`, `csi` `/id-mnN`, `cb` `/id-mnN/cse-mnN`, `poa` the simulator), "
+                 f"check interval {o.get('check_interval_s')} s on both. Sweep = first to last probe arrival of a round in which "
+                 "every registree was probed once (measured at the simulator; the last answer adds microseconds). Then the "
+                 f"simulator is told that {o.get('gone')} registrees are gone (it closes the connection without an answer, "
+                 "like a dead process), and the driver polls the IN's discovery `?fu=1&ty=16` every 50 ms until only "
+                 f"{(n or 0) - (o.get('gone') or 0)} CSRs are left. Ours removes a registree after `liveliness_failures = 2` "
+                 "failed rounds (so this is bounded below by one check interval plus the wait to the next round); the "
+                 "reference removes it after one failed probe, and probes serially.")
+    if os.path.exists(path_png):
+        L.append("")
+        L.append("## Throughput per scenario")
+        L.append("")
+        L.append(f"![throughput per scenario](bench/results/{os.path.basename(path_png)})")
+    else:
+        L.append("")
+        L.append("(No plot: matplotlib was not available in the venv.)")
+    L.append("")
+    L.append("## Exact commands")
+    L.append("")
+    L.append("```sh")
+    L.append("bash bench/run.sh            # full run (this file); --quick: 2 s per load run; --smoke: ours only, CI")
+    L.append(meta["build"])
+    seen = set()
+    for key, s in sc.items():
+        for system, runs in (s.get("runs") or {}).items():
+            for c, r in runs.items():
+                cmd = re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:<port>", r["command"])
+                cmd = re.sub(r"-s \S+/", "-s ", cmd)
+                if cmd not in seen:
+                    seen.add(cmd)
+                    L.append(cmd)
+    L.append("```")
+    L.append("")
+    L.append("The Lua scripts are written by `bench/run.py` (`lua_script`); the configurations of both systems are generated "
+             "by `Ours.config` and `Reference.ini` there.")
+    notes = os.path.join(ROOT, "bench", "NOTES.md")
+    if os.path.exists(notes):
+        L.append("")
+        with open(notes) as fh:
+            L.append(fh.read().rstrip())
+    with open(path_md, "w") as fh:
+        fh.write("\n".join(L) + "\n")
+
+
+def plot(res, python, path_png):
+    if not python:
+        return False
+    labels, ours, ref = [], [], []
+    for key, s in res["scenarios"].items():
+        runs = s.get("runs")
+        if not runs or key == "s7_axum_hello":
+            continue
+        for c in ("1", "32"):
+            o = runs.get("ours", {}).get(c)
+            r = runs.get("reference", {}).get(c)
+            labels.append(f"{s['label']}\nc={c}")
+            ours.append((o or {}).get("rps") or 0)
+            ref.append((r or {}).get("rps") or 0)
+    hello = res["scenarios"].get("s7_axum_hello", {}).get("runs", {}).get("axum", {})
+    for c in ("1", "32"):
+        if c in hello:
+            labels.append(f"bare axum hello\nc={c}")
+            ours.append(hello[c]["rps"] or 0)
+            ref.append(0)
+    code = r"""
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+d = json.load(open(sys.argv[1]))
+fig, ax = plt.subplots(figsize=(13, 6))
+x = range(len(d["labels"]))
+w = 0.4
+ax.bar([i - w / 2 for i in x], d["ours"], w, label="acme-cse (ours)")
+ax.bar([i + w / 2 for i in x], d["ref"], w, label="reference (ACME " + d["ver"] + ")")
+ax.set_yscale("log")
+ax.set_ylabel("requests/s (log scale)")
+ax.set_xticks(list(x))
+ax.set_xticklabels(d["labels"], fontsize=7, rotation=30, ha="right")
+ax.set_title(d["title"])
+ax.legend()
+for i, (o, r) in enumerate(zip(d["ours"], d["ref"])):
+    if o:
+        ax.text(i - w / 2, o, f"{o:,.0f}", ha="center", va="bottom", fontsize=6)
+    if r:
+        ax.text(i + w / 2, r, f"{r:,.0f}", ha="center", va="bottom", fontsize=6)
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=110)
+"""
+    data = os.path.join(os.path.dirname(path_png), ".plot.json")
+    with open(data, "w") as fh:
+        json.dump({"labels": labels, "ours": ours, "ref": ref, "ver": res["meta"]["acmecse"],
+                   "title": f"Throughput per scenario ({res['meta']['date']}, {res['meta']['nproc']} CPUs, wrk -t1)"}, fh)
+    rc = subprocess.run([python, "-c", code, data, path_png], capture_output=True, text=True)
+    os.remove(data)
+    if rc.returncode != 0:
+        log(f"no plot: {rc.stderr.strip().splitlines()[-1] if rc.stderr.strip() else rc.returncode}")
+        return False
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="2 s per load run (development)")
+    g.add_argument("--smoke", action="store_true", help="ours only, debug build, ~10 s (CI)")
+    ap.add_argument("--no-build", action="store_true", help="use the existing binaries")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
+    ap.add_argument("--report-only", metavar="JSON", help="only rewrite BENCHMARKS.md from a results file "
+                    "(e.g. after editing bench/NOTES.md); runs nothing")
+    args = ap.parse_args()
+    if args.report_only:
+        with open(args.report_only) as fh:
+            res = json.load(fh)
+        write_report(res, os.path.join(ROOT, "BENCHMARKS.md"), os.path.join(ROOT, "bench", "results", "throughput.png"))
+        log("rewrote BENCHMARKS.md from " + args.report_only)
+        return 0
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    bench = Bench(args)
+    code = 0
+    try:
+        res = bench.run()
+        if bench.mode != "smoke":
+            out_dir = os.path.join(ROOT, "bench", "results")
+            os.makedirs(out_dir, exist_ok=True)
+            stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H%M%S")
+            res["json_path"] = os.path.join(out_dir, f"{stamp}-{bench.mode}.json")
+            with open(res["json_path"], "w") as fh:
+                json.dump(res, fh, indent=1)
+            png = os.path.join(out_dir, "throughput.png")
+            if os.path.exists(png):
+                os.remove(png)
+            plot(res, bench.python, png)
+            if not args.no_report:
+                write_report(res, os.path.join(ROOT, "BENCHMARKS.md"), png)
+                log(f"wrote BENCHMARKS.md, {os.path.relpath(res['json_path'], ROOT)}")
+        if bench.failures:
+            log(f"{len(bench.failures)} check(s) failed in {bench.results.get('elapsed_s')} s: "
+                + "; ".join(bench.failures))
+            code = 1
+        else:
+            log(f"done in {res['elapsed_s']} s, all checks passed")
+    except BenchError as e:
+        log(f"ERROR: {e}")
+        code = 1
+    except subprocess.CalledProcessError as e:
+        log(f"ERROR: {e}")
+        code = 1
+    finally:
+        PROCS.stop_all()
+        if args.keep or code != 0:
+            log(f"work directory kept: {bench.work}")
+        else:
+            shutil.rmtree(bench.work, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
