@@ -80,6 +80,9 @@ impl Identity {
             if element.is_empty() {
                 return Err(Error::bad_request(format!("invalid target {to:?}: empty path element")));
             }
+            if *element == "." || *element == ".." {
+                return Err(Error::bad_request(format!("invalid target {to:?}: '.' and '..' are not IDs")));
+            }
             if !is_unreserved(element) && *element != "-" {
                 return Err(Error::bad_request(format!(
                     "invalid target {to:?}: {element:?} has characters outside letters, digits, '-', '.', '_', '~'"

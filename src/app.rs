@@ -122,7 +122,7 @@ impl App {
         info!(address = %local_addr, tls, authentication = cse.config.http.auth.is_enabled(), "serving HTTP");
         remote.start().await.map_err(|error| anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.dbg))?;
         cse.events.emit(Event::CseStarted);
-        Ok(Running { remote, server, tracker })
+        Ok(Running { remote, server, tracker, shutdown })
     }
 }
 
@@ -131,6 +131,7 @@ pub struct Running {
     remote: RemoteCseManager,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     tracker: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Running {
@@ -138,8 +139,21 @@ impl Running {
     /// requests drained, this CSE deregistered (bounded by the client time-out),
     /// background tasks finished (bounded by a grace period).
     pub async fn stopped(self) -> anyhow::Result<()> {
-        let Running { remote, server, tracker } = self;
-        let served = server.await.context("HTTP server task failed")?;
+        let Running { remote, mut server, tracker, shutdown } = self;
+        // Requests in flight get the grace period to finish once shutdown is asked for;
+        // connections still open after it are closed.
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let served = tokio::select! {
+            served = &mut server => served.context("HTTP server task failed")?,
+            () = grace => {
+                warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; closing them");
+                server.abort();
+                Ok(())
+            }
+        };
         remote.stop().await;
         served.context("HTTP server failed")?;
         tracker.close();

@@ -618,6 +618,12 @@ impl Settings {
             return Err(ConfigError::invalid("cse.release_version", "must be one of cse.release_versions"));
         }
         positive("cse.max_expiration_delta", cse.max_expiration_delta)?;
+        if cse.max_expiration_delta > MAX_EXPIRATION_DELTA {
+            return Err(ConfigError::invalid(
+                "cse.max_expiration_delta",
+                format!("must be at most {}", humantime::format_duration(MAX_EXPIRATION_DELTA)),
+            ));
+        }
         positive("cse.expiration_check_interval", cse.expiration_check_interval)?;
 
         let registration = &cse.registration;
@@ -769,6 +775,9 @@ const LIST_KEYS: [&str; 6] = [
 
 /// Security keys whose environment value is a comma-separated list.
 const SECRET_LIST_KEYS: [&str; 1] = ["http.security.bearer_tokens"];
+
+/// Longest resource lifetime: 1,000 years (timestamps must stay within four-digit years).
+const MAX_EXPIRATION_DELTA: Duration = Duration::from_secs(1000 * 365 * 86_400);
 
 const KNOWN_RELEASES: [&str; 6] = ["1", "2", "2a", "3", "4", "5"];
 

@@ -29,6 +29,9 @@ use crate::resource::{
 use crate::security::Credentials;
 use crate::storage::{ReadTx, Storage, WriteTx};
 
+/// Longest structured path of a resource (the tree cannot grow without bound in depth).
+const MAX_PATH_LENGTH: usize = 4096;
+
 /// Most CSEs a forwarded request may pass.
 const MAX_HOPS: usize = 16;
 
@@ -1004,7 +1007,10 @@ fn enforce_container_limits(tx: &mut dyn WriteTx, container: &mut Resource) -> R
 /// non-CSEBase parent) and to the maximum; the default is the parent's or the maximum.
 fn expiration(requested: Option<&Value>, parent: Option<&Resource>, max_delta: Duration) -> Result<String> {
     let now = Utc::now();
-    let max = now + chrono::Duration::from_std(max_delta).unwrap_or(chrono::Duration::MAX);
+    let max = chrono::TimeDelta::from_std(max_delta)
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .ok_or_else(|| Error::internal("cse.max_expiration_delta is out of range"))?;
     let parent_et = parent
         .filter(|parent| parent.ty != ResourceType::CseBase)
         .and_then(|parent| parent.et())
@@ -1127,6 +1133,8 @@ impl CreatePlan {
             ));
         }
         // Identity of the new resource.
+        // The request's attributes as sent (a non-string rn is an error, not replaced).
+        resource::validate_create(ty, &attributes)?;
         let (ri, rn) = match ty {
             ResourceType::Ae => {
                 let ri = last_element(&originator).to_string();
@@ -1170,7 +1178,6 @@ impl CreatePlan {
             }
         };
         attributes.insert("rn".into(), Value::String(rn.clone()));
-        resource::validate_create(ty, &attributes)?;
 
         // Type-specific rules on the content.
         match ty {
@@ -1185,6 +1192,11 @@ impl CreatePlan {
         }
 
         let path = format!("{}/{}", parent.path, rn);
+        if path.len() > MAX_PATH_LENGTH {
+            return Err(Error::bad_request(format!(
+                "the structured path of the new resource would be longer than {MAX_PATH_LENGTH} characters"
+            )));
+        }
         if tx.get(&ri)?.is_some() {
             return Err(Error::conflict(format!("a resource with ri {ri} already exists")));
         }
@@ -1232,10 +1244,13 @@ impl CreatePlan {
                     }
                 }
                 if let Some(mia) = container.u64("mia") {
-                    let by_age = timestamp(
-                        Utc::now() + chrono::Duration::seconds(i64::try_from(mia).unwrap_or(i64::MAX / 1000)),
-                    );
-                    if by_age < et {
+                    // An age limit beyond the calendar is no limit.
+                    let by_age = i64::try_from(mia)
+                        .ok()
+                        .and_then(chrono::TimeDelta::try_seconds)
+                        .and_then(|age| Utc::now().checked_add_signed(age))
+                        .map(timestamp);
+                    if let Some(by_age) = by_age.filter(|by_age| *by_age < et) {
                         et = by_age;
                     }
                 }

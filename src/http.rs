@@ -24,7 +24,7 @@ use tracing::debug;
 use crate::dispatcher::{Cse, SUPPORTED_MEDIA_TYPES};
 use crate::error::{Error, Result, Rsc};
 use crate::request::{FilterCriteria, IdForm, Operation, Request, Response};
-use crate::resource::{self, normalize_timestamp};
+use crate::resource;
 use crate::security::Authenticator;
 
 pub const X_M2M_ORIGIN: &str = "x-m2m-origin";
@@ -40,7 +40,12 @@ pub const VIA: &str = "via";
 /// The router serving every path of the CSE.
 pub fn router(cse: Cse) -> Router {
     let max_concurrent = cse.config.http.max_concurrent_requests;
-    Router::new().fallback(handle).layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_concurrent)).with_state(cse)
+    Router::new()
+        .fallback(handle)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_concurrent))
+        // A bug must not cost more than its own request: a panic becomes a 5000 answer.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(cse)
 }
 
 async fn handle(
@@ -57,21 +62,34 @@ async fn handle(
             return unauthorized(&cse.config.http.auth);
         }
     };
-    let rqi = header_text(&headers, X_M2M_RI).unwrap_or_default().to_string();
-    let rvi = header_text(&headers, X_M2M_RVI).unwrap_or_default().to_string();
-    let mut request = match parse_request(&cse, &method, &uri, &headers, body).await {
-        Ok(request) => request,
-        Err(error) => return into_http(error_response(rqi, rvi, &error)),
-    };
-    request.authenticated = authenticated;
+    let rqi = header_text(&headers, X_M2M_RI).ok().flatten().unwrap_or_default().to_string();
+    let rvi = header_text(&headers, X_M2M_RVI).ok().flatten().unwrap_or_default().to_string();
+    // One time limit for reading the request (a client may stall its body) and answering it.
     let timeout: Duration = cse.config.http.request_timeout;
-    match tokio::time::timeout(timeout, cse.handle(request)).await {
-        Ok(response) => into_http(response),
+    let work = async {
+        let mut request = parse_request(&cse, &method, &uri, &headers, body).await?;
+        request.authenticated = authenticated;
+        Ok::<Response, Error>(cse.handle(request).await)
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(response)) => into_http(response),
+        Ok(Err(error)) => into_http(error_response(rqi, rvi, &error)),
         Err(_) => {
             let error = Error::new(Rsc::RequestTimeout, format!("request not completed within {timeout:?}"));
             into_http(error_response(rqi, rvi, &error))
         }
     }
+}
+
+/// The answer to a request whose handling panicked (the panic itself is logged).
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = what, "request handling panicked");
+    into_http(error_response(String::new(), String::new(), &Error::internal(what.to_string())))
 }
 
 /// A request refused by HTTP authentication; deliberately without a reason.
@@ -136,13 +154,13 @@ fn error_response(rqi: String, rvi: String, error: &Error) -> Response {
 }
 
 async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Request> {
-    let rqi = header_text(headers, X_M2M_RI)
+    let rqi = header_text(headers, X_M2M_RI)?
         .filter(|rqi| !rqi.is_empty())
         .ok_or_else(|| Error::bad_request("missing request identifier (X-M2M-RI)"))?;
-    let rvi = header_text(headers, X_M2M_RVI)
+    let rvi = header_text(headers, X_M2M_RVI)?
         .filter(|rvi| !rvi.is_empty())
         .ok_or_else(|| Error::new(Rsc::ReleaseVersionNotSupported, "missing release version indicator (X-M2M-RVI)"))?;
-    let originator = header_text(headers, X_M2M_ORIGIN);
+    let originator = header_text(headers, X_M2M_ORIGIN)?;
     let (media_type, ty) = content_type(headers)?;
     let op = match *method {
         Method::GET => Operation::Retrieve,
@@ -159,10 +177,10 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
     request.rqi = rqi.to_string();
     request.rvi = rvi.to_string();
     request.ty = ty;
-    request.vsi = header_text(headers, X_M2M_VSI).map(str::to_string);
+    request.vsi = header_text(headers, X_M2M_VSI)?.map(str::to_string);
     request.via = via_hops(headers);
-    if let Some(ret) = header_text(headers, X_M2M_RET) {
-        request.rqet = Some(request_expiration(ret)?);
+    if let Some(ret) = header_text(headers, X_M2M_RET)? {
+        request.rqet = Some(request_expiration(ret, cse.config.cse.max_expiration_delta)?);
     }
     if let Some(query) = uri.query() {
         apply_query(&mut request, query)?;
@@ -170,9 +188,16 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
     }
 
     let limit = cse.config.http.max_body_size;
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Error::bad_request(format!("request body is larger than the limit of {limit} bytes")))?;
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>())
+            || error.into_inner().is::<http_body_util::LengthLimitError>();
+        if too_large {
+            Error::bad_request(format!("request body is larger than the limit of {limit} bytes"))
+        } else {
+            Error::bad_request("the request body could not be read")
+        }
+    })?;
     if !bytes.is_empty() {
         match media_type.as_deref() {
             None => {}
@@ -184,9 +209,9 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
                 ));
             }
         }
-        let content: Value = serde_json::from_slice(&bytes)
+        let content: StrictJson = serde_json::from_slice(&bytes)
             .map_err(|error| Error::bad_request(format!("body is not valid JSON: {error}")))?;
-        request.content = Some(content);
+        request.content = Some(content.0);
     }
     Ok(request)
 }
@@ -208,8 +233,77 @@ pub fn via_header(hops: &[String]) -> String {
     hops.iter().map(|hop| format!("1.1 {hop}")).collect::<Vec<_>>().join(", ")
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim)
+/// A header's value; present but not visible ASCII is an error naming the header.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(text) => Ok(Some(text.trim())),
+        Err(_) => Err(Error::bad_request(format!("header {name} is not visible ASCII"))),
+    }
+}
+
+/// A JSON value parsed like `serde_json::Value`, but refusing duplicate object keys (which
+/// would otherwise silently keep the last one).
+struct StrictJson(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<StrictJson, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, value: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+    fn visit_i64<E>(self, value: i64) -> std::result::Result<Value, E> {
+        Ok(Value::from(value))
+    }
+    fn visit_u64<E>(self, value: u64) -> std::result::Result<Value, E> {
+        Ok(Value::from(value))
+    }
+    fn visit_f64<E>(self, value: f64) -> std::result::Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, value: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(value.to_string()))
+    }
+    fn visit_string<E>(self, value: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(value))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            let StrictJson(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// The media type (lowercase, without parameters) and the `ty` parameter of `Content-Type`.
@@ -236,9 +330,18 @@ fn content_type(headers: &HeaderMap) -> Result<(Option<String>, Option<u64>)> {
 
 /// HTTP path → oneM2M target: `/~/x` is SP-relative `/x`, `/_/x` is absolute `//x`.
 pub fn target_of(path: &str) -> Result<String> {
-    let decoded = percent_decode_str(path)
-        .decode_utf8()
-        .map_err(|_| Error::bad_request("the request path is not valid UTF-8"))?;
+    // Decode each segment on its own: an encoded '/' must not create a path element.
+    let mut segments = Vec::new();
+    for segment in path.split('/') {
+        let decoded = percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| Error::bad_request("the request path is not valid UTF-8"))?;
+        if decoded.contains('/') {
+            return Err(Error::bad_request("the request path contains an encoded '/'"));
+        }
+        segments.push(decoded);
+    }
+    let decoded = segments.join("/");
     let path = decoded.strip_prefix('/').unwrap_or(&decoded);
     Ok(if let Some(rest) = path.strip_prefix("~/") {
         format!("/{rest}")
@@ -261,13 +364,23 @@ pub fn path_of(to: &str) -> String {
 }
 
 /// `X-M2M-RET`: an absolute timestamp, or a relative time in milliseconds.
-fn request_expiration(value: &str) -> Result<String> {
-    if let Ok(millis) = value.parse::<i64>() {
-        let at = chrono::Utc::now() + chrono::Duration::milliseconds(millis);
-        return Ok(resource::timestamp(at));
-    }
-    normalize_timestamp(value)
-        .ok_or_else(|| Error::bad_request(format!("X-M2M-RET {value:?} is neither a timestamp nor milliseconds")))
+/// `X-M2M-RET`: an absolute timestamp, or a relative time in milliseconds. A time further
+/// ahead than `max_ahead` is taken as `max_ahead` (it cannot expire sooner anyway).
+fn request_expiration(value: &str, max_ahead: Duration) -> Result<String> {
+    let now = chrono::Utc::now();
+    let at = if let Ok(millis) = value.parse::<i64>() {
+        chrono::TimeDelta::try_milliseconds(millis)
+            .and_then(|delta| now.checked_add_signed(delta))
+            .ok_or_else(|| Error::bad_request(format!("X-M2M-RET {value:?} is out of range")))?
+    } else {
+        resource::parse_timestamp(value)
+            .ok_or_else(|| Error::bad_request(format!("X-M2M-RET {value:?} is neither a timestamp nor milliseconds")))?
+    };
+    let latest = chrono::TimeDelta::from_std(max_ahead).ok().and_then(|delta| now.checked_add_signed(delta));
+    Ok(resource::timestamp(match latest {
+        Some(latest) if at > latest => latest,
+        _ => at,
+    }))
 }
 
 fn apply_query(request: &mut Request, query: &str) -> Result<()> {

@@ -8,6 +8,9 @@ use super::{ResourceType, parse_timestamp};
 use crate::address::is_unreserved;
 use crate::error::{Error, Result};
 
+/// Longest resource name.
+pub const MAX_NAME_LENGTH: usize = 255;
+
 /// Whether a request may carry an attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -180,8 +183,11 @@ fn check_names(attributes: &Map<String, Value>) -> Result<()> {
                 "invalid rn {rn:?}: only letters, digits, '-', '.', '_' and '~' are allowed"
             )));
         }
-        if rn == "la" || rn == "ol" {
-            return Err(Error::bad_request(format!("rn {rn:?} is reserved for a virtual resource")));
+        if rn == "la" || rn == "ol" || rn == "." || rn == ".." {
+            return Err(Error::bad_request(format!("rn {rn:?} is reserved")));
+        }
+        if rn.chars().count() > MAX_NAME_LENGTH {
+            return Err(Error::bad_request(format!("rn is longer than {MAX_NAME_LENGTH} characters")));
         }
     }
     Ok(())

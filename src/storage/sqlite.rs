@@ -146,7 +146,12 @@ fn run_batch(
     for job in batch {
         let outcome = match tx.savepoint() {
             Ok(mut savepoint) => {
-                let outcome = (job.work)(&mut SqliteTx { connection: &savepoint });
+                // A panicking job is that job's failure, never the writer's end.
+                let work = job.work;
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    work(&mut SqliteTx { connection: &savepoint })
+                }))
+                .unwrap_or_else(|_| Err(Error::internal("a write job panicked")));
                 match outcome {
                     Ok(()) => savepoint.commit().map_err(Error::from),
                     Err(error) => {

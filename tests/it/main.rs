@@ -5,6 +5,8 @@ mod binary;
 mod expiry;
 mod forwarding;
 mod foundation;
+mod fuzz;
 mod harness;
+mod hostile;
 mod registration;
 mod security;
