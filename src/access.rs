@@ -228,6 +228,14 @@ fn rule_grants(
     if rule.get("aca").is_some() {
         return false;
     }
+    // Time windows (`acco`/`actw`) are not evaluated yet: such a rule grants nothing rather
+    // than granting outside its window. Other context kinds do not restrict.
+    let time_windows = rule.get("acco").and_then(Value::as_array).into_iter().flatten().any(|context| {
+        context.get("actw").is_some_and(|windows| windows.as_array().is_none_or(|windows| !windows.is_empty()))
+    });
+    if time_windows {
+        return false;
+    }
     if rule.get("acaf").and_then(Value::as_bool) == Some(true) && !accessor.authenticated {
         return false;
     }

@@ -171,3 +171,18 @@ async fn access_checks_can_be_switched_off() {
     assert_eq!(cse.retrieve("/cse-in", "Cstranger").await.rsc, 2000);
     cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_rule_limited_to_time_windows_grants_nothing_until_windows_are_evaluated() {
+    let cse = TestCse::spawn(|_| {}).await;
+    owned_container(&cse).await;
+    let acp = json!({"m2m:acp": {"rn": "office", "pv": {"acr": [
+        {"acor": ["Cother"], "acop": 2, "acco": [{"actw": ["* * 8-17 * * 1-5"]}]},
+        {"acor": ["Cguest"], "acop": 2, "acco": [{"acip": {"ipv4": ["127.0.0.1"]}}]}
+    ]}, "pvs": {"acr": [{"acor": ["Cowner"], "acop": 63}]}}});
+    assert_eq!(cse.create("/cse-in/owner", "Cowner", 1, acp).await.rsc, 2001);
+    cse.update("/cse-in/owner/cnt", "Cowner", json!({"m2m:cnt": {"acpi": ["cse-in/owner/office"]}})).await;
+    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "Cother").await.rsc, 4103, "time windows fail closed");
+    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "Cguest").await.rsc, 2000, "other contexts do not restrict");
+    cse.shutdown().await;
+}
