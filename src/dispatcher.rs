@@ -23,8 +23,7 @@ use crate::event::{Event, EventBus};
 use crate::registry::{Registry, Route};
 use crate::request::{IdForm, Operation, Request, Response};
 use crate::resource::{
-    self, Resource, ResourceType, content_size, known_unsupported_type, normalize_timestamp, parse_timestamp,
-    random_id, timestamp,
+    self, Resource, ResourceType, content_size, known_unsupported_type, parse_timestamp, random_id, timestamp,
 };
 use crate::security::Credentials;
 use crate::storage::{ReadTx, Storage, WriteTx};
@@ -1307,9 +1306,4 @@ fn last_element(id: &str) -> &str {
 /// A CSE-ID as a resource name: `/id-mn` → `id-mn`, `//sp/id-mn` → `sp_id-mn`.
 pub fn csi_to_name(csi: &str) -> String {
     csi.replace('/', "_").trim_matches('_').to_string()
-}
-
-/// Normalise an `et` value on the wire to the stored fixed-width form.
-pub fn normalize_et(value: &str) -> Option<String> {
-    normalize_timestamp(value)
 }

@@ -45,8 +45,23 @@ fn parse_kind(text: &str) -> Result<CseKind, String> {
 /// Exit code for an invalid configuration (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Threads for blocking work (database reads). A few more than the store's reader
+/// connections is enough; more would only wait for a connection and cost memory.
+const MAX_BLOCKING_THREADS: usize = 16;
+
+fn main() -> ExitCode {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(MAX_BLOCKING_THREADS).build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("acme-cse: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let explicit_config = std::env::args().any(|arg| arg == "--config" || arg.starts_with("--config="));
     let config = Settings::load(&cli.config, explicit_config, std::env::vars()).and_then(|mut settings| {

@@ -105,19 +105,6 @@ impl Storage {
         receiver.await.map_err(|_| Error::internal("the database writer dropped a write"))?
     }
 
-    /// [`Storage::write`] for code on a blocking thread.
-    pub fn write_blocking<T, F>(&self, work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut dyn WriteTx) -> Result<T> + Send + 'static,
-    {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        self.submit(work, move |outcome| {
-            let _ = sender.send(outcome);
-        });
-        receiver.recv().map_err(|_| Error::internal("the database writer dropped a write"))?
-    }
-
     fn submit<T, F>(&self, work: F, done: impl FnOnce(Result<T>) + Send + 'static)
     where
         T: Send + 'static,
