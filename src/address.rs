@@ -65,6 +65,16 @@ pub fn is_unreserved(text: &str) -> bool {
 }
 
 impl Identity {
+    /// This CSE's identity as configured.
+    pub fn of(config: &crate::config::CseConfig) -> Identity {
+        Identity {
+            cse_id: config.cse_id.clone(),
+            sp_id: config.sp_id.clone(),
+            resource_id: config.resource_id.clone(),
+            resource_name: config.resource_name.clone(),
+        }
+    }
+
     /// Decide where `to` points. Malformed IDs are `4000`.
     pub fn resolve(&self, to: &str) -> Result<Target> {
         if to.is_empty() {
@@ -228,13 +238,9 @@ pub fn matches_any(patterns: &[String], originator: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The default identity: `/id-in`, `cse-in`, `acme.example.com`.
     fn identity() -> Identity {
-        Identity {
-            cse_id: "/id-in".into(),
-            sp_id: "acme.example.com".into(),
-            resource_id: "id-in".into(),
-            resource_name: "cse-in".into(),
-        }
+        Identity::of(&crate::config::Config::defaults().cse)
     }
 
     fn local(to: &str) -> LocalTarget {

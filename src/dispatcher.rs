@@ -56,12 +56,7 @@ pub struct Cse {
 impl Cse {
     pub fn new(config: Arc<Config>, storage: Storage, events: EventBus) -> Cse {
         let client = Client::from_config(&config.http);
-        let identity = Arc::new(Identity {
-            cse_id: config.cse.cse_id.clone(),
-            sp_id: config.cse.sp_id.clone(),
-            resource_id: config.cse.resource_id.clone(),
-            resource_name: config.cse.resource_name.clone(),
-        });
+        let identity = Arc::new(Identity::of(&config.cse));
         Cse { config, identity, storage, events, registry: Registry::default(), client }
     }
 

@@ -351,12 +351,7 @@ fn fuzz_request() -> BoxedStrategy<FuzzRequest> {
 // -----------------------------------------------------------------------------------------
 
 fn identity() -> Identity {
-    Identity {
-        cse_id: "/id-in".into(),
-        sp_id: "acme.example.com".into(),
-        resource_id: "id-in".into(),
-        resource_name: "cse-in".into(),
-    }
+    Identity::of(&acme_cse::config::Config::defaults().cse)
 }
 
 /// `Ok` targets are well-formed; errors are `4000`.
