@@ -399,3 +399,34 @@ impl Proxy {
         self.task.abort();
     }
 }
+
+#[tokio::test]
+async fn the_in_cse_id_reaches_the_bottom_of_the_tree_with_the_next_rounds() {
+    // The ASN registers to the MN before the MN is registered anywhere: the MN is the top of
+    // its tree then.
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", None);
+    settings.cse.registration.allowed_csr_originators = vec!["/id-asn*".into()];
+    let lonely_mn = TestCse::start(settings).await;
+    let asn = TestCse::start(registree_settings(CseKind::Asn, "/id-asn", "cse-asn", Some(&lonely_mn))).await;
+    asn.remote.check_now().await.expect("monitor");
+    assert!(asn.remote.is_registered());
+    assert_eq!(asn.retrieve("/cse-asn", "CAdmin").await.body["m2m:cb"]["ici"], "/id-mn");
+
+    // The MN restarts on its address, now with the IN as registrar.
+    let address = lonely_mn.addr;
+    lonely_mn.shutdown().await;
+    let in_cse = spawn_in().await;
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    settings.http.listen = address.to_string();
+    let mn = TestCse::start(settings).await;
+    mn.remote.check_now().await.expect("monitor");
+    assert_eq!(mn.retrieve("/cse-mn", "CAdmin").await.body["m2m:cb"]["ici"], "/id-in");
+
+    // The ASN's next round re-registers at the restarted MN and takes the IN-CSE-ID over.
+    asn.remote.check_now().await.expect("monitor");
+    assert_eq!(asn.retrieve("/cse-asn", "CAdmin").await.body["m2m:cb"]["ici"], "/id-in");
+    assert_eq!(asn.retrieve("/cse-asn/id-mn", "CAdmin").await.body["m2m:csr"]["ici"], "/id-in");
+    asn.shutdown().await;
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
