@@ -147,11 +147,6 @@ impl Identity {
         self.cse_id.trim_start_matches('/')
     }
 
-    /// The SP-ID in its attribute form: `//acme.example.com`.
-    pub fn spi(&self) -> String {
-        format!("//{}", self.sp_id)
-    }
-
     /// The reception form of an originator (TS-0004 §7.3 as the reference does it): an
     /// absolute ID of this SP becomes SP-relative; an SP-relative ID below this CSE becomes
     /// CSE-relative (`/id-in/Cabc` → `Cabc`).

@@ -82,20 +82,6 @@ impl Client {
         self.timeout
     }
 
-    /// Send `request` to the CSE at `base_url` (scheme, host, port and root path).
-    pub async fn send(&self, base_url: &str, request: &Request) -> Result<Response, TransportError> {
-        self.send_with(base_url, request, self.timeout, None).await
-    }
-
-    pub async fn send_with_timeout(
-        &self,
-        base_url: &str,
-        request: &Request,
-        timeout: Duration,
-    ) -> Result<Response, TransportError> {
-        self.send_with(base_url, request, timeout, None).await
-    }
-
     /// Send `request` to the CSE at `base_url` within `timeout`, presenting `credentials`
     /// (those of that CSE) in the `Authorization` header.
     pub async fn send_with(

@@ -52,14 +52,8 @@ pub struct Registry {
 impl Registry {
     /// Record a direct registree and its `dcse`. Returns true if the set of CSEs changed.
     pub fn add_registree(&self, own_csi: &str, csr: Arc<Resource>) -> bool {
-        let Some(csi) = csr.str("csi").map(str::to_string) else {
-            return false;
-        };
         let dcse = csr.str_list("dcse");
-        let existed = self.descendants.contains_key(&csi);
-        self.descendants.insert(csi.clone(), Descendant { csr: Some(csr), via: own_csi.to_string() });
-        let added = self.replace_descendants_of(&csi, Some(&dcse));
-        !existed || added
+        self.update_registree(own_csi, csr, Some(&dcse))
     }
 
     /// A registree's CSR changed. `dcse` is the new descendant list when the update carried

@@ -376,7 +376,7 @@ impl RemoteCseManager {
             self.inner.clone().handle_events(events, token.clone()).instrument(info_span!("remote_cse_events")),
         );
         for registrar in &self.inner.registrars {
-            self.inner.set_status(registrar, RegistrationStatus::Connecting, None);
+            self.inner.set_status(registrar, RegistrationStatus::Connecting);
         }
         *running = Some(Running { token, commands, monitor, events });
         Ok(())
@@ -393,7 +393,7 @@ impl RemoteCseManager {
             }
         } else {
             for registrar in &self.inner.registrars {
-                self.inner.set_status(registrar, RegistrationStatus::Disabled, None);
+                self.inner.set_status(registrar, RegistrationStatus::Disabled);
             }
         }
     }
@@ -570,14 +570,13 @@ impl Inner {
                         _ => RegistrationStatus::Connecting,
                     };
                     warn!(registrar = %registrar.info.cse_id, error = %error.dbg, "registrar unreachable");
-                    self.set_status(registrar, status, None);
+                    self.set_status(registrar, status);
                 }
                 _ => {
                     warn!(registrar = %registrar.info.cse_id, rsc = error.rsc.code(), error = %error.dbg, "registration step failed");
                     self.set_status(
                         registrar,
                         RegistrationStatus::Error(format!("{}: {}", error.rsc.code(), error.dbg)),
-                        None,
                     );
                 }
             }
@@ -622,7 +621,7 @@ impl Inner {
                 csr: Arc::new(local),
             });
         }
-        self.set_status(registrar, RegistrationStatus::Registered, None);
+        self.set_status(registrar, RegistrationStatus::Registered);
         Ok(())
     }
 
@@ -630,7 +629,7 @@ impl Inner {
     /// registrar's CSEBase, create the local CSR for the registrar.
     async fn register(&self, registrar: &Registrar) -> Result<()> {
         let status = lock(&registrar.state).status.clone().max_connecting();
-        self.set_status(registrar, status, None);
+        self.set_status(registrar, status);
         self.delete_own_csr(registrar).await?;
         let content = self.own_csr_content(registrar, false).await?;
         let mut request = self.request(registrar, Operation::Create, registrar.registrar_cb.clone());
@@ -658,7 +657,7 @@ impl Inner {
         self.cse
             .events
             .emit(Event::RegisteredToRegistrar { registrar_csi: registrar.info.cse_id.clone(), csr: Arc::new(local) });
-        self.set_status(registrar, RegistrationStatus::Registered, None);
+        self.set_status(registrar, RegistrationStatus::Registered);
         Ok(())
     }
 
@@ -778,7 +777,7 @@ impl Inner {
                 info!(registrar = %registrar.info.cse_id, "deregistered from registrar");
                 self.cse.events.emit(Event::DeregisteredFromRegistrar { registrar_csi: registrar.info.cse_id.clone() });
             }
-            self.set_status(registrar, RegistrationStatus::Deregistered, None);
+            self.set_status(registrar, RegistrationStatus::Deregistered);
         }
     }
 
@@ -883,7 +882,7 @@ impl Inner {
     // Status and callbacks
     // ---------------------------------------------------------------------------------
 
-    fn set_status(&self, registrar: &Registrar, status: RegistrationStatus, _reason: Option<&str>) {
+    fn set_status(&self, registrar: &Registrar, status: RegistrationStatus) {
         let changed = {
             let mut state = lock(&registrar.state);
             let changed = state.status != status;

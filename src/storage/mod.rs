@@ -29,7 +29,6 @@ pub trait ReadTx {
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>>;
     /// Resources whose `et` is before `now` (both in stored timestamp form).
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>>;
-    fn count(&self) -> Result<u64>;
 }
 
 /// Changes inside a transaction (committed when the closure returns `Ok`).

@@ -290,12 +290,6 @@ impl ReadTx for SqliteTx<'_> {
             params![now, limit],
         )
     }
-
-    fn count(&self) -> Result<u64> {
-        let mut statement = self.connection.prepare_cached("SELECT COUNT(*) FROM resources")?;
-        let count: i64 = statement.query_row([], |row| row.get(0))?;
-        Ok(u64::try_from(count).unwrap_or_default())
-    }
 }
 
 impl WriteTx for SqliteTx<'_> {
