@@ -4,7 +4,7 @@ use acme_cse::config::Settings;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Reply, TestCse};
+use crate::harness::{Reply, TestCse, on_disk};
 
 #[tokio::test]
 async fn the_csebase_is_retrievable_by_every_addressing_form() {
@@ -1278,11 +1278,7 @@ async fn resources_survive_a_restart_on_the_same_database_file() {
     // Arrange
     let dir = tempfile::tempdir().expect("temporary directory");
     let database = dir.path().join("acme.db");
-    let on_disk = |settings: &mut Settings| {
-        settings.database.in_memory = false;
-        settings.database.path = database.clone();
-    };
-    let first = TestCse::spawn(on_disk).await;
+    let first = TestCse::spawn(|settings| on_disk(settings, &database)).await;
     let ae = first.register_ae("Cowner", "ae").await;
     let cnt = first.create_container("/cse-in/ae", "Cowner", json!({"rn": "cnt", "mni": 3})).await;
     let cin = first.create_instance("/cse-in/ae/cnt", "Cowner", json!({"temp": 21.5})).await;
@@ -1293,7 +1289,7 @@ async fn resources_survive_a_restart_on_the_same_database_file() {
     let acps_before = first.retrieve("/cse-in?fu=1&ty=1", ADMIN).await.uril();
     first.shutdown().await;
     // Act
-    let second = TestCse::spawn(on_disk).await;
+    let second = TestCse::spawn(|settings| on_disk(settings, &database)).await;
     // Assert
     for (path, expected) in ["/cse-in/ae", "/cse-in/ae/cnt", "/cse-in/ae/cnt/la"].into_iter().zip(&before) {
         let reply = second.retrieve(path, "Cowner").await;

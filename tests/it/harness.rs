@@ -65,6 +65,12 @@ pub enum TestAuth {
     Bearer { token: String },
 }
 
+/// Keep the CSE's data in the durable SQLite file `path` (it survives a restart).
+pub fn on_disk(settings: &mut Settings, path: &std::path::Path) {
+    settings.database.in_memory = false;
+    settings.database.path = path.to_path_buf();
+}
+
 /// A CSE running in this process.
 pub struct TestCse {
     /// `http://` or, with `[http.tls] enable`, `https://` and the bound address.

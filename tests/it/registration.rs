@@ -7,7 +7,7 @@ use acme_cse::config::CseKind;
 use acme_cse::remote::RegistrationStatus;
 use serde_json::json;
 
-use crate::harness::{TestCse, eventually, registrar_settings, registree_settings};
+use crate::harness::{TestCse, eventually, on_disk, registrar_settings, registree_settings};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -124,8 +124,7 @@ async fn a_restarted_mn_keeps_one_csr_and_updates_its_poa() {
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = || {
         let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
-        settings.database.in_memory = false;
-        settings.database.path = dir.path().join("mn.db");
+        on_disk(&mut settings, &dir.path().join("mn.db"));
         settings.cse.registration.unregister_when_stopping = false;
         settings
     };
@@ -156,8 +155,7 @@ async fn a_vanished_registree_is_removed_after_the_configured_rounds_and_a_brief
     settings.cse.registration.unregister_when_stopping = false;
     // The MN keeps its registration in its database across the outage (an MN with an
     // in-memory store would re-register from scratch, racing with the assertions below).
-    settings.database.in_memory = false;
-    settings.database.path = dir.path().join("mn.db");
+    on_disk(&mut settings, &dir.path().join("mn.db"));
     let mn = TestCse::start(settings.clone()).await;
     mn.remote.check_now().await.expect("monitor runs");
     let address = mn.addr;
@@ -261,8 +259,7 @@ async fn the_registree_table_is_rebuilt_from_the_store_on_an_in_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = || {
         let mut settings = registrar_settings();
-        settings.database.in_memory = false;
-        settings.database.path = dir.path().join("in.db");
+        on_disk(&mut settings, &dir.path().join("in.db"));
         settings
     };
     let in_cse = TestCse::start(settings()).await;
