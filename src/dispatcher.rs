@@ -274,9 +274,17 @@ impl Cse {
         let Some(previous) = request.via.last() else {
             return Ok(());
         };
-        let registree = self.registry.registree_csrs().into_iter().find_map(|csr| {
-            let csi = csr.str("csi")?.to_string();
-            (hop_name_of(&csi, &self.identity.sp_id) == *previous).then_some(csi)
+        // A registree of this SP is named `<sp>_<csi stem>`: look it up directly; only a
+        // peer of another SP needs the walk over the registrees.
+        let own_sp_registree = previous
+            .strip_prefix(&format!("{}_", self.identity.sp_id))
+            .map(|stem| format!("/{stem}"))
+            .filter(|csi| self.registry.descendant(csi).is_some_and(|descendant| descendant.csr.is_some()));
+        let registree = own_sp_registree.or_else(|| {
+            self.registry.registree_csrs().into_iter().find_map(|csr| {
+                let csi = csr.str("csi")?.to_string();
+                (hop_name_of(&csi, &self.identity.sp_id) == *previous).then_some(csi)
+            })
         });
         let Some(registree) = registree else {
             return Ok(());
