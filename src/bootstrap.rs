@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::dispatcher::{Cse, SUPPORTED_MEDIA_TYPES, resolve_acpi};
 use crate::error::{Error, Result, Rsc};
 use crate::request::{Operation, Request};
-use crate::resource::{self, Resource, ResourceType};
+use crate::resource::{Resource, ResourceType, Timestamp};
 
 /// CSEBase attributes an init file may set.
 const CSEBASE_INIT_ATTRIBUTES: [&str; 5] = ["lbl", "acpi", "nl", "cstn", "loc"];
@@ -28,7 +28,7 @@ pub async fn ensure_cse_base(cse: &Cse, poa: Vec<String>) -> Result<bool> {
     cse.storage
         .write(move |tx| {
             let cse_config = &config.cse;
-            let now = resource::now();
+            let now = Timestamp::now().to_string();
             let mut attributes = Map::new();
             attributes.insert("csi".into(), json!(cse_config.cse_id));
             attributes.insert("spi".into(), json!(format!("//{}", cse_config.sp_id)));
@@ -155,7 +155,7 @@ async fn apply_init(cse: &Cse, text: &str) -> Result<()> {
                 }
                 let mut cse_base = tx.get(&ri)?.ok_or_else(|| Error::internal("no CSEBase"))?;
                 cse_base.attributes.extend(attributes);
-                cse_base.set("lt", resource::now());
+                cse_base.set("lt", Timestamp::now());
                 tx.update(&cse_base)
             })
             .await;

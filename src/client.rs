@@ -20,7 +20,7 @@ use crate::http::{
     VIA, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI, path_of, via_header,
 };
 use crate::request::{IdForm, Operation, Request, Response};
-use crate::resource;
+use crate::resource::Timestamp;
 use crate::security::Credentials;
 
 /// The peer could not be reached, or did not answer in time.
@@ -125,12 +125,12 @@ impl Client {
         }
         insert(&mut headers, X_M2M_RI, &request.rqi);
         insert(&mut headers, X_M2M_RVI, &request.rvi);
-        insert(&mut headers, X_M2M_OT, &resource::now());
+        insert(&mut headers, X_M2M_OT, &Timestamp::now().to_string());
         if let Some(vsi) = &request.vsi {
             insert(&mut headers, X_M2M_VSI, vsi);
         }
         if let Some(rqet) = &request.rqet {
-            insert(&mut headers, X_M2M_RET, rqet);
+            insert(&mut headers, X_M2M_RET, &rqet.to_string());
         }
         if !request.via.is_empty() {
             insert(&mut headers, VIA, &via_header(&request.via));

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tracing::{debug, error, instrument};
 
@@ -22,9 +21,7 @@ use crate::error::{Error, Result, Rsc};
 use crate::event::{Event, EventBus};
 use crate::registry::{Registry, Route};
 use crate::request::{IdForm, Operation, Request, Response};
-use crate::resource::{
-    self, Resource, ResourceType, content_size, known_unsupported_type, parse_timestamp, random_id, timestamp,
-};
+use crate::resource::{self, Resource, ResourceType, Timestamp, content_size, known_unsupported_type, random_id};
 use crate::security::Credentials;
 use crate::storage::{ReadTx, Storage, WriteTx};
 
@@ -123,7 +120,7 @@ impl Cse {
             return Err(Error::bad_request("missing originator (X-M2M-Origin)"));
         }
         if let Some(rqet) = &request.rqet {
-            if rqet.as_str() < resource::now().as_str() {
+            if *rqet < Timestamp::now() {
                 return Err(Error::new(Rsc::RequestTimeout, "request expiration time has passed"));
             }
         }
@@ -177,10 +174,7 @@ impl Cse {
         outgoing.originator = Some(self.forwarding_originator(request, remote.sp_id.is_some()));
         outgoing.via.push(own_hop);
         let timeout = match &request.rqet {
-            Some(rqet) => {
-                let left = parse_timestamp(rqet).map(|at| at - Utc::now()).and_then(|left| left.to_std().ok());
-                left.unwrap_or_default().min(self.client.timeout())
-            }
+            Some(rqet) => rqet.duration_since(Timestamp::now()).min(self.client.timeout()),
             None => self.client.timeout(),
         };
         let mut failures = Vec::new();
@@ -436,7 +430,7 @@ impl Cse {
             self.storage.write(move |tx| consume_delete_count(tx, &ri)).await?;
         }
         if resource.ty == ResourceType::CseBase {
-            resource.set("ctm", resource::now());
+            resource.set("ctm", Timestamp::now());
         }
         let content = represent(&resource, rcn, children, lvl);
         Ok(Response::new(request, Rsc::Ok, Some(content)))
@@ -595,7 +589,7 @@ impl Cse {
     pub async fn remove_expired(&self) -> Result<usize> {
         let mut removed = 0;
         loop {
-            let now = resource::now();
+            let now = Timestamp::now().to_string();
             let batch = self
                 .storage
                 .write(move |tx| {
@@ -642,7 +636,7 @@ impl Cse {
                 let changed = changes.iter().any(|(name, value)| cse_base.attributes.get(name) != Some(value));
                 if changed {
                     cse_base.attributes.extend(changes);
-                    cse_base.set("lt", resource::now());
+                    cse_base.set("lt", Timestamp::now());
                     tx.update(&cse_base)?;
                 }
                 Ok(changed)
@@ -670,7 +664,7 @@ impl Cse {
             .write(move |tx| {
                 let name = csi_to_name(&csi);
                 let parent = tx.get(&cse_base_ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))?;
-                let now = resource::now();
+                let now = Timestamp::now();
                 if let Some(mut existing) = tx.get(&name)? {
                     if existing.ty != ResourceType::Csr {
                         return Err(Error::conflict(format!("resource {name} exists and is not a CSR")));
@@ -695,7 +689,7 @@ impl Cse {
                 csr.set("rn", name);
                 csr.set("pi", parent.ri().to_string());
                 csr.set("ty", ResourceType::Csr.code());
-                csr.set("ct", now.clone());
+                csr.set("ct", now);
                 csr.set("lt", now);
                 csr.set("et", expiration(None, Some(&parent), max_et)?);
                 tx.insert(&csr)?;
@@ -1007,26 +1001,23 @@ fn enforce_container_limits(tx: &mut dyn WriteTx, container: &mut Resource) -> R
 
 /// The `et` of a new or updated resource: the requested one, clipped to the parent's (for a
 /// non-CSEBase parent) and to the maximum; the default is the parent's or the maximum.
-fn expiration(requested: Option<&Value>, parent: Option<&Resource>, max_delta: Duration) -> Result<String> {
-    let now = Utc::now();
-    let max = chrono::TimeDelta::from_std(max_delta)
-        .ok()
-        .and_then(|delta| now.checked_add_signed(delta))
-        .ok_or_else(|| Error::internal("cse.max_expiration_delta is out of range"))?;
+fn expiration(requested: Option<&Value>, parent: Option<&Resource>, max_delta: Duration) -> Result<Timestamp> {
+    let now = Timestamp::now();
+    let max = now.saturating_add(max_delta);
     let parent_et = parent
         .filter(|parent| parent.ty != ResourceType::CseBase)
         .and_then(|parent| parent.et())
-        .and_then(parse_timestamp);
+        .and_then(Timestamp::parse);
     let limit = parent_et.map_or(max, |parent_et| parent_et.min(max));
     let Some(requested) = requested.and_then(Value::as_str) else {
-        return Ok(timestamp(limit));
+        return Ok(limit);
     };
-    let requested =
-        parse_timestamp(requested).ok_or_else(|| Error::bad_request(format!("et {requested:?} is not a timestamp")))?;
+    let requested = Timestamp::parse(requested)
+        .ok_or_else(|| Error::bad_request(format!("et {requested:?} is not a timestamp (YYYYMMDDTHHMMSS)")))?;
     if requested < now {
         return Err(Error::bad_request("et is in the past"));
     }
-    Ok(timestamp(requested.min(limit)))
+    Ok(requested.min(limit))
 }
 
 /// Resolve `acpi` entries to the `ri`s of existing ACPs (4000 when one is not an ACP).
@@ -1074,7 +1065,7 @@ fn apply_update(
             continue;
         }
         let value = match name.as_str() {
-            "et" => Value::String(expiration(Some(value), parent.as_ref(), max_et)?),
+            "et" => expiration(Some(value), parent.as_ref(), max_et)?.into(),
             _ => value.clone(),
         };
         resource.attributes.insert(name.clone(), value);
@@ -1083,7 +1074,7 @@ fn apply_update(
         let resolved = resolve_acpi(&*tx, identity, acpi)?;
         resource.set("acpi", resolved);
     }
-    resource.set("lt", resource::now());
+    resource.set("lt", Timestamp::now());
     if resource.ty == ResourceType::Cnt {
         resource.set("st", resource.u64("st").unwrap_or(0) + 1);
         if retrieval_was_disabled && changes.get("disr") == Some(&Value::Bool(false)) {
@@ -1212,13 +1203,13 @@ impl CreatePlan {
         if attributes.contains_key("cr") {
             attributes.insert("cr".into(), Value::String(originator.clone()));
         }
-        let now = resource::now();
+        let now = Timestamp::now();
         let mut et = expiration(attributes.get("et"), Some(&parent), config.cse.max_expiration_delta)?;
         attributes.insert("ri".into(), Value::String(ri));
         attributes.insert("pi".into(), Value::String(parent.ri().to_string()));
         attributes.insert("ty".into(), json!(ty.code()));
-        attributes.insert("ct".into(), Value::String(now.clone()));
-        attributes.insert("lt".into(), Value::String(now));
+        attributes.insert("ct".into(), now.into());
+        attributes.insert("lt".into(), now.into());
         if ty == ResourceType::Ae {
             attributes.insert("aei".into(), Value::String(originator.clone()));
         }
@@ -1246,15 +1237,10 @@ impl CreatePlan {
                     }
                 }
                 if let Some(mia) = container.u64("mia") {
-                    // An age limit beyond the calendar is no limit.
-                    let by_age = i64::try_from(mia)
-                        .ok()
-                        .and_then(chrono::TimeDelta::try_seconds)
-                        .and_then(|age| Utc::now().checked_add_signed(age))
-                        .map(timestamp);
-                    if let Some(by_age) = by_age.filter(|by_age| *by_age < et) {
-                        et = by_age;
-                    }
+                    // The age limit, itself at most the longest lifetime (so never past the
+                    // calendar).
+                    let age = Duration::from_secs(mia).min(config.cse.max_expiration_delta);
+                    et = et.min(now.saturating_add(age));
                 }
                 let st = container.u64("st").unwrap_or(0) + 1;
                 container.set("st", st);
@@ -1266,7 +1252,7 @@ impl CreatePlan {
             }
             _ => {}
         }
-        attributes.insert("et".into(), Value::String(et));
+        attributes.insert("et".into(), et.into());
 
         let resource = Resource { ty, attributes, path, creator: Some(originator) };
         tx.insert(&resource)?;

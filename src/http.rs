@@ -24,7 +24,7 @@ use tracing::debug;
 use crate::dispatcher::{Cse, SUPPORTED_MEDIA_TYPES};
 use crate::error::{Error, Result, Rsc};
 use crate::request::{FilterCriteria, IdForm, Operation, Request, Response};
-use crate::resource;
+use crate::resource::Timestamp;
 use crate::security::Authenticator;
 
 pub const X_M2M_ORIGIN: &str = "x-m2m-origin";
@@ -363,24 +363,22 @@ pub fn path_of(to: &str) -> String {
     }
 }
 
-/// `X-M2M-RET`: an absolute timestamp, or a relative time in milliseconds.
 /// `X-M2M-RET`: an absolute timestamp, or a relative time in milliseconds. A time further
 /// ahead than `max_ahead` is taken as `max_ahead` (it cannot expire sooner anyway).
-fn request_expiration(value: &str, max_ahead: Duration) -> Result<String> {
-    let now = chrono::Utc::now();
-    let at = if let Ok(millis) = value.parse::<i64>() {
-        chrono::TimeDelta::try_milliseconds(millis)
-            .and_then(|delta| now.checked_add_signed(delta))
-            .ok_or_else(|| Error::bad_request(format!("X-M2M-RET {value:?} is out of range")))?
-    } else {
-        resource::parse_timestamp(value)
-            .ok_or_else(|| Error::bad_request(format!("X-M2M-RET {value:?} is neither a timestamp nor milliseconds")))?
+fn request_expiration(value: &str, max_ahead: Duration) -> Result<Timestamp> {
+    let now = Timestamp::now();
+    let at = match value.parse::<i64>() {
+        Ok(millis) => match u64::try_from(millis) {
+            Ok(millis) => now
+                .checked_add(Duration::from_millis(millis))
+                .ok_or_else(|| Error::bad_request(format!("X-M2M-RET {value:?} lies beyond the year 9999")))?,
+            Err(_) => return Err(Error::new(Rsc::RequestTimeout, "request expiration time has passed")),
+        },
+        Err(_) => Timestamp::parse(value).ok_or_else(|| {
+            Error::bad_request(format!("X-M2M-RET {value:?} is neither a timestamp nor milliseconds"))
+        })?,
     };
-    let latest = chrono::TimeDelta::from_std(max_ahead).ok().and_then(|delta| now.checked_add_signed(delta));
-    Ok(resource::timestamp(match latest {
-        Some(latest) if at > latest => latest,
-        _ => at,
-    }))
+    Ok(at.min(now.saturating_add(max_ahead)))
 }
 
 fn apply_query(request: &mut Request, query: &str) -> Result<()> {
@@ -440,7 +438,7 @@ fn into_http(response: Response) -> axum::response::Response {
     headers.insert(X_M2M_RSC, HeaderValue::from(response.rsc.code()));
     insert(headers, X_M2M_RI, &response.rqi);
     insert(headers, X_M2M_RVI, &response.rvi);
-    insert(headers, X_M2M_OT, &resource::now());
+    insert(headers, X_M2M_OT, &Timestamp::now().to_string());
     if let Some(vsi) = &response.vsi {
         insert(headers, X_M2M_VSI, vsi);
     }

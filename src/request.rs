@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result, Rsc};
+use crate::resource::Timestamp;
 
 /// `op`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,8 +87,8 @@ pub struct Request {
     pub rcn: Option<u8>,
     pub drt: IdForm,
     pub filter: FilterCriteria,
-    /// `rqet`, normalised timestamp.
-    pub rqet: Option<String>,
+    /// `rqet`: the request expiration time.
+    pub rqet: Option<Timestamp>,
     pub vsi: Option<String>,
     /// The query string as received, for forwarding unchanged.
     pub query: Option<String>,

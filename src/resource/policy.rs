@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{ResourceType, parse_timestamp};
+use super::{MAX_SPAN_SECONDS, ResourceType, Timestamp};
 use crate::address::is_unreserved;
 use crate::error::{Error, Result};
 
@@ -27,6 +27,8 @@ pub enum AttrKind {
     Bool,
     NonNegInt,
     PosInt,
+    /// A duration in seconds that fits the calendar (at most [`MAX_SPAN_SECONDS`]).
+    Seconds,
     Timestamp,
     StrList,
     /// A list that must not be empty when present (`lbl`, `acpi`, `poa`, ...).
@@ -86,7 +88,8 @@ pub fn policy_of(ty: ResourceType, name: &str) -> Option<Policy> {
         (T::Csr, "spi" | "ici" | "nl" | "mei" | "tri" | "trn" | "egid") => (Str, O, O),
         (T::Csr, "esi" | "mtcc" | "tren" | "ape") => (Any, O, O),
 
-        (T::Cnt, "mni" | "mbs" | "mia") => (NonNegInt, O, O),
+        (T::Cnt, "mni" | "mbs") => (NonNegInt, O, O),
+        (T::Cnt, "mia") => (Seconds, O, O),
         (T::Cnt, "cni" | "cbs") => (NonNegInt, NP, NP),
         (T::Cnt, "li") => (Str, NP, NP),
         (T::Cnt, "disr") => (Bool, O, O),
@@ -200,7 +203,8 @@ fn check_kind(name: &str, kind: AttrKind, value: &Value) -> Result<()> {
         AttrKind::Bool => value.is_boolean(),
         AttrKind::NonNegInt => value.is_u64(),
         AttrKind::PosInt => value.as_u64().is_some_and(|n| n > 0),
-        AttrKind::Timestamp => value.as_str().and_then(parse_timestamp).is_some(),
+        AttrKind::Seconds => value.as_u64().is_some_and(|n| n <= MAX_SPAN_SECONDS),
+        AttrKind::Timestamp => value.as_str().and_then(Timestamp::parse).is_some(),
         AttrKind::StrList => value.as_array().is_some_and(|items| items.iter().all(Value::is_string)),
         AttrKind::NonEmptyStrList => {
             value.as_array().is_some_and(|items| !items.is_empty() && items.iter().all(Value::is_string))
@@ -219,7 +223,8 @@ fn check_kind(name: &str, kind: AttrKind, value: &Value) -> Result<()> {
         AttrKind::Bool => "a boolean",
         AttrKind::NonNegInt => "a non-negative integer",
         AttrKind::PosInt => "a positive integer",
-        AttrKind::Timestamp => "a timestamp like 20301231T235959",
+        AttrKind::Seconds => &format!("a number of seconds from 0 to {MAX_SPAN_SECONDS}"),
+        AttrKind::Timestamp => "a timestamp like 20301231T235959 (years 0001 to 9999)",
         AttrKind::StrList => "a list of strings",
         AttrKind::NonEmptyStrList => "a non-empty list of strings",
         AttrKind::Object => "an object",

@@ -14,7 +14,7 @@ async fn expired_resources_are_removed_with_their_bookkeeping() {
     cse.register_ae("Cexp", "ae").await;
     let reply = cse.create("/cse-in/ae", "Cexp", 3, json!({"m2m:cnt": {"rn": "cnt"}})).await;
     assert_eq!(reply.rsc, 2001);
-    let soon = acme_cse::resource::timestamp(chrono::Utc::now() + chrono::Duration::milliseconds(300));
+    let soon = acme_cse::resource::Timestamp::now().saturating_add(Duration::from_millis(300)).to_string();
     let reply = cse.create("/cse-in/ae/cnt", "Cexp", 4, json!({"m2m:cin": {"con": "abc", "et": soon}})).await;
     assert_eq!(reply.rsc, 2001, "{reply:?}");
     assert_eq!(cse.retrieve("/cse-in/ae/cnt", "Cexp").await.body["m2m:cnt"]["cni"], 1);
@@ -28,7 +28,7 @@ async fn expired_resources_are_removed_with_their_bookkeeping() {
     assert_eq!(container.body["m2m:cnt"]["cbs"], 0);
 
     // An expiring CSR deregisters its CSE.
-    let soon = acme_cse::resource::timestamp(chrono::Utc::now() + chrono::Duration::milliseconds(500));
+    let soon = acme_cse::resource::Timestamp::now().saturating_add(Duration::from_millis(500)).to_string();
     let reply = cse
         .create(
             "/cse-in",
