@@ -48,14 +48,14 @@ impl App {
         let database = config.database.clone();
         let storage = tokio::task::spawn_blocking(move || Storage::open(&database))
             .await?
-            .map_err(|error| anyhow::anyhow!("cannot open the database: {}", error.dbg))?;
+            .map_err(|error| anyhow::anyhow!("cannot open the database: {}", error.detail()))?;
         let poa = advertised_poa(&config.http, local_addr);
         let cse = Cse::new(Arc::new(config), storage, EventBus::default());
         let new_database =
-            bootstrap::ensure_cse_base(&cse, poa).await.map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
+            bootstrap::ensure_cse_base(&cse, poa).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
         if new_database {
             if let Some(dir) = init_dir {
-                bootstrap::import_init_dir(&cse, &dir).await.map_err(|error| anyhow::anyhow!("{}", error.dbg))?;
+                bootstrap::import_init_dir(&cse, &dir).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
             }
         }
         info!(
@@ -120,7 +120,10 @@ impl App {
         };
         let tls = cse.config.http.tls.server.is_some();
         info!(address = %local_addr, tls, authentication = cse.config.http.auth.is_enabled(), "serving HTTP");
-        remote.start().await.map_err(|error| anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.dbg))?;
+        remote
+            .start()
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.detail()))?;
         cse.events.emit(Event::CseStarted);
         Ok(Running { remote, server, tracker, shutdown })
     }

@@ -100,7 +100,7 @@ pub async fn import_init_dir(cse: &Cse, dir: &Path) -> Result<usize> {
             .map_err(|error| Error::internal(format!("cannot read init file {}: {error}", file.display())))?;
         apply_init(cse, &substitute(cse, &text))
             .await
-            .map_err(|error| Error::internal(format!("init file {}: {}", file.display(), error.dbg)))?;
+            .map_err(|error| Error::internal(format!("init file {}: {}", file.display(), error.detail())))?;
         info!(file = %file.display(), "imported init file");
     }
     Ok(files.len())

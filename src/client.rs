@@ -7,6 +7,10 @@
 //! [`TransportError`] (the caller decides whether to try another address), a peer's
 //! answer is a [`Response`] whatever its status code. A peer that refuses the credentials
 //! (HTTP 401) has given no oneM2M answer: that is a transport failure too.
+//!
+//! The URLs come from peers (a registree's `poa`), so nothing a peer sends is taken on
+//! trust: redirects are never followed, and an answer's body is read only up to
+//! `http.client_max_body_size`.
 
 use std::time::Duration;
 
@@ -33,17 +37,30 @@ pub enum TransportError {
     /// HTTP 401: the peer wants other (or any) credentials from this CSE.
     #[error("{url} refused this CSE's credentials (HTTP 401)")]
     Unauthorized { url: String },
+    /// The answer's body is larger than this CSE reads (`http.client_max_body_size`).
+    #[error("{url} answered with a body larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
 }
 
-impl From<TransportError> for Error {
-    fn from(error: TransportError) -> Error {
-        let rsc = match error {
-            TransportError::Unreachable { .. } => Rsc::TargetNotReachable,
-            TransportError::Timeout { .. } => Rsc::RequestTimeout,
+impl TransportError {
+    /// The error a client of this CSE sees when the request for CSE `cse_id` failed this
+    /// way: the status code and a generic text; the URL and the cause go to the log only.
+    pub fn into_error(self, cse_id: &str) -> Error {
+        let (rsc, text) = match &self {
+            TransportError::Unreachable { .. } => (Rsc::TargetNotReachable, format!("CSE {cse_id} is not reachable")),
+            TransportError::Timeout { timeout, .. } => {
+                (Rsc::RequestTimeout, format!("CSE {cse_id} did not answer within {timeout:?}"))
+            }
             // As a peer's HTTP 401 is mapped by oneM2M implementations.
-            TransportError::Unauthorized { .. } => Rsc::InternalServerError,
+            TransportError::Unauthorized { .. } => {
+                (Rsc::InternalServerError, format!("CSE {cse_id} refused this CSE's credentials"))
+            }
+            TransportError::TooLarge { limit, .. } => (
+                Rsc::InternalServerError,
+                format!("CSE {cse_id} answered with more than {limit} bytes (http.client_max_body_size)"),
+            ),
         };
-        Error::new(rsc, error.to_string())
+        Error::new(rsc, text).with_source(self)
     }
 }
 
@@ -52,14 +69,19 @@ impl From<TransportError> for Error {
 pub struct Client {
     http: reqwest::Client,
     timeout: Duration,
+    /// Largest answer body read from a peer.
+    max_body_size: usize,
 }
+
+/// Largest answer body of a client made by [`Client::new`].
+const DEFAULT_MAX_BODY_SIZE: usize = 4 * 1024 * 1024;
 
 impl Client {
     /// A client whose requests time out after `timeout` (connecting included), and whose
     /// connection attempts give up after `connect_timeout`; HTTPS peers are verified
     /// against the system's CAs.
     pub fn new(timeout: Duration, connect_timeout: Duration) -> Client {
-        Client { http: build(timeout, connect_timeout, &[], true), timeout }
+        Client { http: build(timeout, connect_timeout, &[], true), timeout, max_body_size: DEFAULT_MAX_BODY_SIZE }
     }
 
     /// The client of `[http]`: its time-outs, and for HTTPS peers the CAs of
@@ -75,6 +97,7 @@ impl Client {
         Client {
             http: build(http.client_timeout, http.client_connect_timeout, &roots, tls.verify),
             timeout: http.client_timeout,
+            max_body_size: http.client_max_body_size,
         }
     }
 
@@ -175,7 +198,7 @@ impl Client {
             .get(reqwest::header::CONTENT_LOCATION)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
-        let bytes = reply.bytes().await.map_err(|error| classify(&url, timeout, &error))?;
+        let bytes = read_body(reply, &url, timeout, self.max_body_size).await?;
         let content: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
 
         let mut response = Response::new(request, Rsc::Ok, content);
@@ -211,9 +234,13 @@ fn build(
     let builder = || {
         reqwest::Client::builder()
             .connect_timeout(connect_timeout.min(timeout))
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Shorter than the idle limit of our own server (`http.header_read_timeout`), so
+            // that a pooled connection is rarely one the peer has closed.
+            .pool_idle_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .no_proxy()
+            // A peer's 3xx is its answer; following it would let a peer send this CSE anywhere.
+            .redirect(reqwest::redirect::Policy::none())
             .tls_danger_accept_invalid_certs(!verify)
     };
     match builder().tls_certs_merge(roots.to_vec()).build() {
@@ -223,6 +250,28 @@ fn build(
             builder().tls_certs_only(roots.to_vec()).build().unwrap_or_default()
         }
     }
+}
+
+/// The body of `reply`, at most `limit` bytes (a larger one is refused before it is read
+/// whole: by its `Content-Length`, or as soon as the chunks pass the limit).
+async fn read_body(
+    mut reply: reqwest::Response,
+    url: &str,
+    timeout: Duration,
+    limit: usize,
+) -> Result<Vec<u8>, TransportError> {
+    let too_large = || TransportError::TooLarge { url: url.to_string(), limit };
+    if reply.content_length().is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = reply.chunk().await.map_err(|error| classify(url, timeout, &error))? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn classify(url: &str, timeout: Duration, error: &reqwest::Error) -> TransportError {

@@ -262,6 +262,8 @@ pub struct HttpSettings {
     /// Time-out of establishing a connection to another CSE.
     #[serde(with = "humantime_serde")]
     pub client_connect_timeout: Duration,
+    /// Largest answer body read from another CSE, in bytes.
+    pub client_max_body_size: usize,
     /// Most incoming requests served at once.
     pub max_concurrent_requests: usize,
     /// `[http.security]`: authentication of incoming requests.
@@ -320,6 +322,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(30),
             client_timeout: Duration::from_secs(10),
             client_connect_timeout: Duration::from_secs(3),
+            client_max_body_size: 4 * 1024 * 1024,
             max_concurrent_requests: 1024,
             security: HttpSecuritySettings::default(),
             tls: TlsSettings::default(),
@@ -433,6 +436,7 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     pub client_timeout: Duration,
     pub client_connect_timeout: Duration,
+    pub client_max_body_size: usize,
     pub max_concurrent_requests: usize,
     /// Who may call this CSE (`[http.security]` and the registrars' self credentials).
     pub auth: Authenticator,
@@ -692,6 +696,9 @@ impl Settings {
         positive("http.request_timeout", http.request_timeout)?;
         positive("http.client_timeout", http.client_timeout)?;
         positive("http.client_connect_timeout", http.client_connect_timeout)?;
+        if http.client_max_body_size == 0 {
+            return Err(ConfigError::invalid("http.client_max_body_size", "must be greater than 0"));
+        }
         if http.max_concurrent_requests == 0 {
             return Err(ConfigError::invalid("http.max_concurrent_requests", "must be greater than 0"));
         }
@@ -735,6 +742,7 @@ impl Settings {
                 request_timeout: http.request_timeout,
                 client_timeout: http.client_timeout,
                 client_connect_timeout: http.client_connect_timeout,
+                client_max_body_size: http.client_max_body_size,
                 max_concurrent_requests: http.max_concurrent_requests,
                 auth,
                 tls,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tracing::{debug, error, instrument};
+use tracing::{debug, error, info, instrument};
 
 use crate::access::{Access, Accessor, Permission};
 use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
@@ -66,10 +66,13 @@ impl Cse {
                 response
             }
             Err(failure) => {
-                if failure.rsc == Rsc::InternalServerError {
-                    error!(error = %failure, "request failed");
-                } else {
-                    debug!(rsc = failure.rsc.code(), dbg = %failure.dbg, "rejected");
+                // The peer learns the RSC and a short text; the details are logged here.
+                match failure.rsc {
+                    Rsc::InternalServerError => error!(error = %failure.detail(), "request failed"),
+                    Rsc::TargetNotReachable | Rsc::RequestTimeout => {
+                        info!(rsc = failure.rsc.code(), error = %failure.detail(), "request not delivered")
+                    }
+                    _ => debug!(rsc = failure.rsc.code(), dbg = %failure.dbg, "rejected"),
                 }
                 Response::error(&request, &failure)
             }
@@ -177,27 +180,28 @@ impl Cse {
             Some(rqet) => rqet.duration_since(Timestamp::now()).min(self.client.timeout()),
             None => self.client.timeout(),
         };
-        let mut failures = Vec::new();
+        // The next address is tried only when this one could not be reached: a request that
+        // timed out may have been carried out, and an oversized answer is an answer.
+        let mut last_failure = None;
         for url in &hop.urls {
             match self.client.send_with(url, &outgoing, timeout, hop.credentials.as_ref()).await {
                 Ok(response) => {
                     debug!(next = %hop.cse_id, %url, rsc = response.rsc.code(), "forwarded");
                     return Ok(response);
                 }
-                Err(failure @ TransportError::Timeout { .. }) => {
-                    return Err(Error::new(
-                        Rsc::RequestTimeout,
-                        format!("CSE {} did not answer in time for {target}: {failure}", hop.cse_id),
-                    ));
+                Err(failure @ (TransportError::Timeout { .. } | TransportError::TooLarge { .. })) => {
+                    return Err(failure.into_error(&hop.cse_id));
                 }
-                Err(failure) => failures.push(failure.to_string()),
+                Err(failure) => {
+                    debug!(next = %hop.cse_id, error = %failure, "next hop address failed");
+                    last_failure = Some(failure);
+                }
             }
         }
-        Err(Error::not_reachable(format!(
-            "CSE {} (next hop to {target}) is not reachable: {}",
-            hop.cse_id,
-            if failures.is_empty() { "it has no point of access".to_string() } else { failures.join("; ") }
-        )))
+        Err(match last_failure {
+            Some(failure) => failure.into_error(&hop.cse_id),
+            None => Error::not_reachable(format!("CSE {} has no point of access", hop.cse_id)),
+        })
     }
 
     /// The routing decision, in one place: down to the registree that is the target or has

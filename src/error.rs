@@ -118,16 +118,22 @@ impl fmt::Display for Rsc {
     }
 }
 
-/// A failed oneM2M operation: the status code for the peer, a text for the peer, and
-/// (for the log only) the cause.
+/// A failed oneM2M operation: the status code and a text for the peer, and (for the log
+/// only) the cause, which may name internal addresses and error chains.
 #[derive(Debug, thiserror::Error)]
 #[error("{rsc} {dbg}")]
 pub struct Error {
     pub rsc: Rsc,
+    /// What the peer is told (`m2m:dbg`).
     pub dbg: String,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
+
+/// A cause given as text: what went wrong internally, for the log.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Detail(pub String);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -164,22 +170,37 @@ impl Error {
         Error::new(Rsc::NotImplemented, dbg)
     }
     /// An internal failure. The text goes to the log; the peer sees a generic message.
-    pub fn internal(dbg: impl Into<String>) -> Error {
-        Error::new(Rsc::InternalServerError, dbg)
+    pub fn internal(detail: impl Into<String>) -> Error {
+        Error::new(Rsc::InternalServerError, "internal server error").with_source(Detail(detail.into()))
     }
 
-    /// The text shown to the peer: 5xxx details stay in the log.
+    /// Attach a cause given as text (for the log).
+    pub fn with_detail(self, detail: impl Into<String>) -> Error {
+        self.with_source(Detail(detail.into()))
+    }
+
+    /// The text shown to the peer.
     pub fn public_dbg(&self) -> &str {
-        match self.rsc {
-            Rsc::InternalServerError => "internal server error",
-            _ => &self.dbg,
+        &self.dbg
+    }
+
+    /// Everything known about the failure, for the log: the peer's text and the chain of
+    /// causes.
+    pub fn detail(&self) -> String {
+        let mut text = self.dbg.clone();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            cause = error.source();
         }
+        text
     }
 }
 
 impl From<rusqlite::Error> for Error {
     fn from(error: rusqlite::Error) -> Error {
-        Error::internal(format!("database: {error}")).with_source(error)
+        Error::new(Rsc::InternalServerError, "internal server error").with_source(error)
     }
 }
 
@@ -203,6 +224,10 @@ mod tests {
     fn internal_details_are_not_shown_to_the_peer() {
         let error = Error::internal("sqlite disk i/o error at page 7");
         assert_eq!(error.public_dbg(), "internal server error");
+        assert!(error.detail().contains("page 7"), "{}", error.detail());
+        let error = Error::not_reachable("CSE /id-mn is not reachable").with_detail("http://10.0.0.7:8081: refused");
+        assert_eq!(error.public_dbg(), "CSE /id-mn is not reachable");
+        assert!(error.detail().contains("10.0.0.7"), "{}", error.detail());
         assert_eq!(Error::not_found("no resource").public_dbg(), "no resource");
     }
 }

@@ -569,14 +569,14 @@ impl Inner {
                         }
                         _ => RegistrationStatus::Connecting,
                     };
-                    warn!(registrar = %registrar.info.cse_id, error = %error.dbg, "registrar unreachable");
+                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "registrar unreachable");
                     self.set_status(registrar, status);
                 }
                 _ => {
-                    warn!(registrar = %registrar.info.cse_id, rsc = error.rsc.code(), error = %error.dbg, "registration step failed");
+                    warn!(registrar = %registrar.info.cse_id, rsc = error.rsc.code(), error = %error.detail(), "registration step failed");
                     self.set_status(
                         registrar,
-                        RegistrationStatus::Error(format!("{}: {}", error.rsc.code(), error.dbg)),
+                        RegistrationStatus::Error(format!("{}: {}", error.rsc.code(), error.detail())),
                     );
                 }
             }
@@ -769,10 +769,10 @@ impl Inner {
             let registered = matches!(self.cse.storage.get(&registrar.local_csr_ri).await, Ok(Some(_)));
             if registered {
                 if let Err(error) = self.delete_own_csr(registrar).await {
-                    warn!(registrar = %registrar.info.cse_id, error = %error.dbg, "cannot delete the own CSR at the registrar");
+                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the own CSR at the registrar");
                 }
                 if let Err(error) = self.drop_local_registrar_csr(registrar).await {
-                    warn!(registrar = %registrar.info.cse_id, error = %error.dbg, "cannot delete the local registrar CSR");
+                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the local registrar CSR");
                 }
                 info!(registrar = %registrar.info.cse_id, "deregistered from registrar");
                 self.cse.events.emit(Event::DeregisteredFromRegistrar { registrar_csi: registrar.info.cse_id.clone() });
@@ -794,12 +794,12 @@ impl Inner {
             let content = match self.own_csr_content(registrar, true).await {
                 Ok(content) => content,
                 Err(error) => {
-                    warn!(error = %error.dbg, "cannot build the own CSR");
+                    warn!(error = %error.detail(), "cannot build the own CSR");
                     continue;
                 }
             };
             if let Err(error) = self.update_own_csr(registrar, content).await {
-                warn!(registrar = %registrar.info.cse_id, error = %error.dbg, "cannot push descendants to the registrar");
+                warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot push descendants to the registrar");
             }
         }
     }
@@ -833,7 +833,10 @@ impl Inner {
                 }
             }
         }
-        Err(last_failure.map(Error::from).unwrap_or_else(|| Error::not_reachable("the registrar has no address")))
+        Err(match last_failure {
+            Some(failure) => failure.into_error(&registrar.info.cse_id),
+            None => Error::not_reachable("the registrar has no address"),
+        })
     }
 
     // ---------------------------------------------------------------------------------
@@ -872,7 +875,7 @@ impl Inner {
                 failures.remove(&csi);
                 info!(%csi, "removing unreachable registree");
                 if let Err(error) = self.cse.delete_local(csr.ri()).await {
-                    warn!(%csi, error = %error.dbg, "cannot remove the registree's CSR");
+                    warn!(%csi, error = %error.detail(), "cannot remove the registree's CSR");
                 }
             }
         }

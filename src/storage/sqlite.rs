@@ -123,7 +123,7 @@ fn write_loop(connection: &Mutex<Connection>, queue: &mpsc::Receiver<WriteJob>) 
             }
             Err(error) => {
                 for done in dones {
-                    done(Err(Error::internal(format!("commit failed: {}", error.dbg))));
+                    done(Err(Error::internal(format!("commit failed: {}", error.detail()))));
                 }
             }
         }

@@ -8,5 +8,6 @@ mod foundation;
 mod fuzz;
 mod harness;
 mod hostile;
+mod peers;
 mod registration;
 mod security;
