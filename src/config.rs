@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::security::{Authenticator, BasicUser, Credentials, Secret, StoredPassword};
+use crate::security::{Authenticator, BasicUser, Credentials, HostPattern, Secret, StoredPassword};
 use crate::tls::ServerTls;
 
 /// Problems found in the configuration; each names the offending key.
@@ -164,6 +164,9 @@ pub struct RegistrationSettings {
     pub unregister_when_stopping: bool,
     pub allowed_csr_originators: Vec<String>,
     pub allowed_ae_originators: Vec<String>,
+    /// Hosts that AEs and registree CSEs may advertise in their `poa` (address blocks and
+    /// host name patterns); empty: any host.
+    pub allowed_poa_hosts: Vec<String>,
     /// Consecutive failed probes after which a registree is removed.
     pub liveliness_failures: u32,
     /// Time-out of one registree probe.
@@ -184,6 +187,7 @@ impl Default for RegistrationSettings {
             unregister_when_stopping: true,
             allowed_csr_originators: Vec::new(),
             allowed_ae_originators: ["C*", "S*", "/*/C*", "/*/S*"].map(String::from).to_vec(),
+            allowed_poa_hosts: Vec::new(),
             liveliness_failures: 2,
             liveliness_timeout: Duration::from_secs(3),
             liveliness_parallelism: 64,
@@ -467,6 +471,8 @@ pub struct RegistrationConfig {
     pub unregister_when_stopping: bool,
     pub allowed_csr_originators: Vec<String>,
     pub allowed_ae_originators: Vec<String>,
+    /// Empty: any host.
+    pub allowed_poa_hosts: Vec<HostPattern>,
     pub liveliness_failures: u32,
     pub liveliness_timeout: Duration,
     pub liveliness_parallelism: usize,
@@ -655,6 +661,12 @@ impl Settings {
                 ));
             }
         }
+        let allowed_poa_hosts = registration
+            .allowed_poa_hosts
+            .iter()
+            .map(|text| HostPattern::parse(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| ConfigError::invalid("cse.registration.allowed_poa_hosts", reason))?;
 
         let registrar = match &cse.registrar {
             None => None,
@@ -757,6 +769,7 @@ impl Settings {
                 unregister_when_stopping: registration.unregister_when_stopping,
                 allowed_csr_originators: registration.allowed_csr_originators.clone(),
                 allowed_ae_originators: registration.allowed_ae_originators.clone(),
+                allowed_poa_hosts,
                 liveliness_failures: registration.liveliness_failures,
                 liveliness_timeout: registration.liveliness_timeout,
                 liveliness_parallelism: registration.liveliness_parallelism,
@@ -772,10 +785,11 @@ impl Settings {
 }
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
     "cse.release_versions",
     "cse.registration.allowed_csr_originators",
     "cse.registration.allowed_ae_originators",
+    "cse.registration.allowed_poa_hosts",
     "cse.registrar.address",
     "cse.registrar.exclude_csr_attributes",
     "http.poa",

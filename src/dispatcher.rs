@@ -22,7 +22,7 @@ use crate::event::{Event, EventBus};
 use crate::registry::{Registry, Route};
 use crate::request::{IdForm, Operation, Request, Response};
 use crate::resource::{self, Resource, ResourceType, Timestamp, content_size, known_unsupported_type, random_id};
-use crate::security::Credentials;
+use crate::security::{Credentials, HostPattern};
 use crate::storage::{ReadTx, Storage, WriteTx};
 
 /// Longest structured path of a resource (the tree cannot grow without bound in depth).
@@ -529,6 +529,7 @@ impl Cse {
                     guard.check(tx, &resource, Permission::Update, None)?;
                 }
                 resource::validate_update(resource.ty, &changes)?;
+                check_poa_hosts(&guard.config.registration.allowed_poa_hosts, &changes)?;
                 apply_update(tx, &identity, &mut resource, &changes, max_et)?;
                 Ok((resource, changes))
             })
@@ -1178,12 +1179,16 @@ impl CreatePlan {
 
         // Type-specific rules on the content.
         match ty {
-            ResourceType::Ae => check_ae(&attributes, &rvi)?,
+            ResourceType::Ae => {
+                check_ae(&attributes, &rvi)?;
+                check_poa_hosts(&config.registration.allowed_poa_hosts, &attributes)?;
+            }
             ResourceType::Csr => {
                 let cb = attributes.get("cb").and_then(Value::as_str).unwrap_or_default();
                 if !cb.starts_with('/') {
                     return Err(Error::bad_request(format!("cb {cb:?} must be the CSEBase address /<csi>/<name>")));
                 }
+                check_poa_hosts(&config.registration.allowed_poa_hosts, &attributes)?;
             }
             _ => {}
         }
@@ -1266,6 +1271,22 @@ impl CreatePlan {
         }
         Ok(resource)
     }
+}
+
+/// The hosts of a `poa` must be among `cse.registration.allowed_poa_hosts`, when that is set.
+fn check_poa_hosts(allowed: &[HostPattern], attributes: &Map<String, Value>) -> Result<()> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    for entry in attributes.get("poa").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        let permitted = url::Url::parse(entry).is_ok_and(|url| allowed.iter().any(|pattern| pattern.matches(&url)));
+        if !permitted {
+            return Err(Error::bad_request(format!(
+                "poa entry {entry:?} names a host that registrees may not advertise here (cse.registration.allowed_poa_hosts)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `api`, `csz` rules of AE registration.

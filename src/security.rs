@@ -168,6 +168,53 @@ impl Authenticator {
     }
 }
 
+/// A host that registrees may advertise in their `poa`
+/// (`cse.registration.allowed_poa_hosts`): a block of addresses (`10.0.0.0/8`, `fd00::/8`,
+/// or a single address), or a host name pattern (`*.example.net`; `*` any run, `?` one
+/// character), matched without regard to case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Network(ipnet::IpNet),
+    Name(String),
+}
+
+impl HostPattern {
+    /// A CIDR block, an address, or a name pattern; the reason when it is none of them.
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let text = text.trim();
+        if let Ok(network) = text.parse::<ipnet::IpNet>() {
+            return Ok(HostPattern::Network(network));
+        }
+        if let Ok(address) = text.parse::<std::net::IpAddr>() {
+            return Ok(HostPattern::Network(address.into()));
+        }
+        let name_like = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'*' | b'?');
+        if text.is_empty() || !text.bytes().all(name_like) {
+            return Err(format!("{text:?} is neither an address block like 10.0.0.0/8 nor a host name pattern"));
+        }
+        Ok(HostPattern::Name(text.to_ascii_lowercase()))
+    }
+
+    /// Does the host of `url` match?
+    pub fn matches(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host() else {
+            return false;
+        };
+        let address = match host {
+            url::Host::Ipv4(address) => Some(std::net::IpAddr::V4(address)),
+            url::Host::Ipv6(address) => Some(std::net::IpAddr::V6(address)),
+            url::Host::Domain(_) => None,
+        };
+        match (self, address) {
+            (HostPattern::Network(network), Some(address)) => network.contains(&address),
+            (HostPattern::Network(_), None) => false,
+            (HostPattern::Name(pattern), _) => {
+                wildmatch::WildMatch::new(pattern).matches(&host.to_string().to_ascii_lowercase())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use argon2::password_hash::{PasswordHasher, SaltString};
@@ -225,6 +272,22 @@ mod tests {
         assert!(!authenticator.check_bearer("t3"));
         assert!(!authenticator.check_bearer(""));
         assert!(!authenticator.check_basic("t1", "t1"));
+    }
+
+    #[test]
+    fn host_patterns_match_address_blocks_and_names() {
+        let host = |text: &str| url::Url::parse(&format!("http://{text}/")).expect("URL");
+        let matches =
+            |pattern: &str, text: &str| HostPattern::parse(pattern).expect("valid pattern").matches(&host(text));
+        assert!(matches("10.0.0.0/8", "10.1.2.3"));
+        assert!(!matches("10.0.0.0/8", "11.0.0.1"));
+        assert!(matches("127.0.0.1", "127.0.0.1:8080"));
+        assert!(matches("fd00::/8", "[fd12::1]"));
+        assert!(matches("*.Example.NET", "gw1.example.net"));
+        assert!(!matches("*.example.net", "example.net.evil.com"));
+        assert!(!matches("10.0.0.0/8", "ten.example.net"));
+        assert!(HostPattern::parse("http://x").is_err());
+        assert!(HostPattern::parse("").is_err());
     }
 
     #[test]

@@ -31,8 +31,11 @@ pub enum AttrKind {
     Seconds,
     Timestamp,
     StrList,
-    /// A list that must not be empty when present (`lbl`, `acpi`, `poa`, ...).
+    /// A list that must not be empty when present (`lbl`, `acpi`, ...).
     NonEmptyStrList,
+    /// `poa`: a non-empty list of absolute `http://` or `https://` URLs with a host and
+    /// without credentials (the schemes this CSE can reach).
+    PoaList,
     Object,
     /// `cst`: 1, 2 or 3.
     CseType,
@@ -78,7 +81,7 @@ pub fn policy_of(ty: ResourceType, name: &str) -> Option<Policy> {
         (T::Ae, "scp" | "tren" | "ape" | "esi") => (Any, O, O),
         (T::Ae | T::Csr, "rr") => (Bool, M, O),
         (T::Ae | T::Csr, "srv") => (StrList, M, O),
-        (T::Ae | T::Csr, "poa") => (NonEmptyStrList, O, O),
+        (T::Ae | T::Csr, "poa") => (PoaList, O, O),
         (T::Ae | T::Csr, "csz") => (StrList, O, O),
 
         (T::Csr, "csi") => (Str, O, NP),
@@ -209,6 +212,7 @@ fn check_kind(name: &str, kind: AttrKind, value: &Value) -> Result<()> {
         AttrKind::NonEmptyStrList => {
             value.as_array().is_some_and(|items| !items.is_empty() && items.iter().all(Value::is_string))
         }
+        AttrKind::PoaList => return check_poa(value),
         AttrKind::Object => value.is_object(),
         AttrKind::CseType => value.as_u64().is_some_and(|n| (1..=3).contains(&n)),
         AttrKind::NullOnly => value.is_null(),
@@ -227,12 +231,40 @@ fn check_kind(name: &str, kind: AttrKind, value: &Value) -> Result<()> {
         AttrKind::Timestamp => "a timestamp like 20301231T235959 (years 0001 to 9999)",
         AttrKind::StrList => "a list of strings",
         AttrKind::NonEmptyStrList => "a non-empty list of strings",
+        AttrKind::PoaList => "a non-empty list of URLs",
         AttrKind::Object => "an object",
         AttrKind::CseType => "a CSE type (1 IN, 2 MN, 3 ASN)",
         AttrKind::NullOnly => "null (the CSE fills in the creator)",
         AttrKind::ContentInfo => "a content info like text/plain:0",
     };
     Err(Error::bad_request(format!("attribute {name} must be {expected}, got {value}")))
+}
+
+/// `poa`: a non-empty list of URLs this CSE can reach (HTTP and HTTPS), each with a host and
+/// without `user:password@` (credentials never travel in a resource).
+fn check_poa(value: &Value) -> Result<()> {
+    let entries = match value.as_array() {
+        Some(entries) if !entries.is_empty() => entries,
+        _ => return Err(Error::bad_request(format!("attribute poa must be a non-empty list of URLs, got {value}"))),
+    };
+    for entry in entries {
+        let Some(text) = entry.as_str() else {
+            return Err(Error::bad_request(format!("attribute poa must be a list of URL strings, got {entry}")));
+        };
+        let reachable = url::Url::parse(text).is_ok_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.fragment().is_none()
+        });
+        if !reachable {
+            return Err(Error::bad_request(format!(
+                "poa entry {text:?} is not an absolute http:// or https:// URL with a host (and without credentials)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `type/subtype:encoding` with encoding 0-2, optionally `:security` 0-5.

@@ -10,4 +10,5 @@ mod harness;
 mod hostile;
 mod peers;
 mod registration;
+mod registrees;
 mod security;

@@ -1,0 +1,70 @@
+//! What registrees (AEs and CSEs) may claim about themselves: the `poa` this CSE will send
+//! requests to, the name of a CSR, the CSEs below a registree (`dcse`), and originators
+//! in another CSE's name.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestCse, registrar_settings};
+
+fn ae(poa: Value) -> Value {
+    json!({"m2m:ae": {"rn": "app", "api": "Napp", "rr": true, "srv": ["3"], "poa": poa}})
+}
+
+fn csr(csi: &str, poa: Value) -> Value {
+    json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cse"), "rr": true, "srv": ["3"], "poa": poa}})
+}
+
+#[tokio::test]
+async fn a_poa_must_be_an_http_url_this_cse_can_reach() {
+    // Arrange
+    let cse = TestCse::start(registrar_settings()).await;
+    let unreachable = [
+        json!(["ftp://files.example.net/x"]),
+        json!(["mqtt://broker.example.net:1883"]),
+        json!(["http://user:secret@gw.example.net"]),
+        json!(["not a url"]),
+        json!(["/relative/path"]),
+        json!(["http://"]),
+        json!(["http://gw.example.net/#fragment"]),
+        json!(["http://ok.example.net", "file:///etc/passwd"]),
+        json!([]),
+        json!("http://not-a-list.example.net"),
+    ];
+    for poa in unreachable {
+        // Act
+        let for_ae = cse.create("/cse-in", "Capp", 2, ae(poa.clone())).await;
+        let for_csr = cse.create("/cse-in", "/id-mn", 16, csr("/id-mn", poa.clone())).await;
+        // Assert
+        for reply in [&for_ae, &for_csr] {
+            assert_eq!(reply.rsc, 4000, "{poa}: {reply:?}");
+            assert!(reply.dbg().contains("poa"), "{poa}: {reply:?}");
+        }
+    }
+    let registered = cse.create("/cse-in", "Capp", 2, ae(json!(["https://gw.example.net:8443/onem2m"]))).await;
+    assert_eq!(registered.rsc, 2001, "{registered:?}");
+    let update = cse.update("/cse-in/app", "Capp", json!({"m2m:ae": {"poa": ["gopher://x.example.net"]}})).await;
+    assert_eq!(update.rsc, 4000, "{update:?}");
+    assert!(update.dbg().contains("poa"), "{update:?}");
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_the_configured_hosts_may_be_advertised_in_a_poa() {
+    // Arrange
+    let mut settings = registrar_settings();
+    settings.cse.registration.allowed_poa_hosts = vec!["127.0.0.0/8".into(), "*.gateways.example.net".into()];
+    let cse = TestCse::start(settings).await;
+    // Act
+    let elsewhere = cse.create("/cse-in", "Capp", 2, ae(json!(["http://10.1.2.3:8080"]))).await;
+    let named = cse.create("/cse-in", "Capp", 2, ae(json!(["http://gw1.gateways.example.net:8080"]))).await;
+    let loopback = cse.create("/cse-in", "/id-mn", 16, csr("/id-mn", json!(["http://127.0.0.1:9"]))).await;
+    let moved = cse.update("/cse-in/id-mn", "/id-mn", json!({"m2m:csr": {"poa": ["http://192.168.1.1"]}})).await;
+    let lookalike =
+        cse.update("/cse-in/app", "Capp", json!({"m2m:ae": {"poa": ["http://gateways.example.net.evil.com"]}})).await;
+    // Assert
+    assert_eq!(elsewhere.rsc, 4000, "{elsewhere:?}");
+    assert!(elsewhere.dbg().contains("allowed_poa_hosts"), "{elsewhere:?}");
+    assert_eq!((named.rsc, loopback.rsc), (2001, 2001), "{named:?} {loopback:?}");
+    assert_eq!((moved.rsc, lookalike.rsc), (4000, 4000), "{moved:?} {lookalike:?}");
+    cse.shutdown().await;
+}
