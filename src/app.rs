@@ -22,8 +22,8 @@ use crate::config::{Config, HttpConfig};
 use crate::dispatcher::Cse;
 use crate::event::{Event, EventBus};
 use crate::remote::RemoteCseManager;
+use crate::serve::{ServeLimits, serve};
 use crate::storage::Storage;
-use crate::tls::TlsListener;
 
 /// How long shutdown waits for in-flight work and background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -106,18 +106,16 @@ impl App {
         let App { listener, local_addr, cse, remote, shutdown, tracker } = self;
         tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
         let router = crate::http::router(cse.clone());
-        let stop = shutdown.clone().cancelled_owned();
-        let server = match &cse.config.http.tls.server {
-            Some(tls) => {
-                let listener = TlsListener::new(listener, tls).context("cannot serve HTTPS")?;
-                let server = axum::serve(listener, router).with_graceful_shutdown(stop);
-                tokio::spawn(async move { server.await })
-            }
-            None => {
-                let server = axum::serve(listener, router).with_graceful_shutdown(stop);
-                tokio::spawn(async move { server.await })
-            }
+        let http = &cse.config.http;
+        let limits = ServeLimits {
+            max_connections: http.max_connections,
+            header_read_timeout: http.header_read_timeout,
+            max_header_size: http.max_header_size,
         };
+        let server = tokio::spawn(
+            serve(listener, http.tls.server.clone(), router, limits, shutdown.clone(), SHUTDOWN_GRACE)
+                .instrument(info_span!("http")),
+        );
         let tls = cse.config.http.tls.server.is_some();
         info!(address = %local_addr, tls, authentication = cse.config.http.auth.is_enabled(), "serving HTTP");
         remote
@@ -125,16 +123,16 @@ impl App {
             .await
             .map_err(|error| anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.detail()))?;
         cse.events.emit(Event::CseStarted);
-        Ok(Running { remote, server, tracker, shutdown })
+        Ok(Running { remote, server, tracker })
     }
 }
 
 /// A started application (see [`App::start`]).
 pub struct Running {
     remote: RemoteCseManager,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Serves until shutdown, then drains requests within the grace period.
+    server: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
-    shutdown: CancellationToken,
 }
 
 impl Running {
@@ -142,23 +140,11 @@ impl Running {
     /// requests drained, this CSE deregistered (bounded by the client time-out),
     /// background tasks finished (bounded by a grace period).
     pub async fn stopped(self) -> anyhow::Result<()> {
-        let Running { remote, mut server, tracker, shutdown } = self;
-        // Requests in flight get the grace period to finish once shutdown is asked for;
-        // connections still open after it are closed.
-        let grace = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        };
-        let served = tokio::select! {
-            served = &mut server => served.context("HTTP server task failed")?,
-            () = grace => {
-                warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; closing them");
-                server.abort();
-                Ok(())
-            }
-        };
+        let Running { remote, server, tracker } = self;
+        // The server stops accepting when the shutdown token is cancelled; requests in
+        // flight get the grace period to finish, then their connections are closed.
+        server.await.context("HTTP server task failed")?;
         remote.stop().await;
-        served.context("HTTP server failed")?;
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "background tasks did not stop in time");

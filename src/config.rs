@@ -270,6 +270,14 @@ pub struct HttpSettings {
     pub client_max_body_size: usize,
     /// Most incoming requests served at once.
     pub max_concurrent_requests: usize,
+    /// Most connections open at once; at the limit, new connections wait.
+    pub max_connections: usize,
+    /// Longest time to receive a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_size: usize,
     /// `[http.security]`: authentication of incoming requests.
     pub security: HttpSecuritySettings,
     /// `[http.tls]`: HTTPS, served and sent.
@@ -328,6 +336,9 @@ impl Default for HttpSettings {
             client_connect_timeout: Duration::from_secs(3),
             client_max_body_size: 4 * 1024 * 1024,
             max_concurrent_requests: 1024,
+            max_connections: 1000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 64 * 1024,
             security: HttpSecuritySettings::default(),
             tls: TlsSettings::default(),
         }
@@ -442,6 +453,9 @@ pub struct HttpConfig {
     pub client_connect_timeout: Duration,
     pub client_max_body_size: usize,
     pub max_concurrent_requests: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_size: usize,
     /// Who may call this CSE (`[http.security]` and the registrars' self credentials).
     pub auth: Authenticator,
     pub tls: TlsConfig,
@@ -714,6 +728,16 @@ impl Settings {
         if http.max_concurrent_requests == 0 {
             return Err(ConfigError::invalid("http.max_concurrent_requests", "must be greater than 0"));
         }
+        if http.max_connections == 0 {
+            return Err(ConfigError::invalid("http.max_connections", "must be greater than 0"));
+        }
+        positive("http.header_read_timeout", http.header_read_timeout)?;
+        if http.max_header_size < MIN_HEADER_SIZE {
+            return Err(ConfigError::invalid(
+                "http.max_header_size",
+                format!("must be at least {MIN_HEADER_SIZE} bytes"),
+            ));
+        }
         let registrar_sections: Vec<(String, &RegistrarSettings)> = cse
             .registrar
             .iter()
@@ -756,6 +780,9 @@ impl Settings {
                 client_connect_timeout: http.client_connect_timeout,
                 client_max_body_size: http.client_max_body_size,
                 max_concurrent_requests: http.max_concurrent_requests,
+                max_connections: http.max_connections,
+                header_read_timeout: http.header_read_timeout,
+                max_header_size: http.max_header_size,
                 auth,
                 tls,
             },
@@ -800,6 +827,9 @@ const SECRET_LIST_KEYS: [&str; 1] = ["http.security.bearer_tokens"];
 
 /// Longest resource lifetime: 1,000 years (timestamps must stay within four-digit years).
 const MAX_EXPIRATION_DELTA: Duration = Duration::from_secs(1000 * 365 * 86_400);
+
+/// Smallest request-head buffer the HTTP server accepts.
+const MIN_HEADER_SIZE: usize = 8 * 1024;
 
 const KNOWN_RELEASES: [&str; 6] = ["1", "2", "2a", "3", "4", "5"];
 

@@ -29,6 +29,7 @@ pub mod remote;
 pub mod request;
 pub mod resource;
 pub mod security;
+pub mod serve;
 pub mod storage;
 pub mod tls;
 

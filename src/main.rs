@@ -85,6 +85,7 @@ async fn run() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
     tracing_subscriber::fmt().with_env_filter(filter).init();
+    raise_open_files_limit(config.http.max_connections);
 
     let app = match App::build(config, Some(cli.init_dir)).await {
         Ok(app) => app,
@@ -99,6 +100,25 @@ async fn run() -> ExitCode {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Open files this CSE needs besides its client connections: the database, outgoing
+/// connections to other CSEs, the listener.
+const OTHER_FILES: u64 = 128;
+
+/// Raise the soft open-files limit as far as the hard limit allows, and warn when
+/// `http.max_connections` does not fit in it (accepting would then fail for want of file
+/// descriptors rather than wait at the connection limit).
+fn raise_open_files_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 + OTHER_FILES => tracing::warn!(
+            open_files_limit = limit,
+            max_connections,
+            "http.max_connections is too close to the open-files limit (ulimit -n); lower it or raise the limit"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open-files limit"),
     }
 }
 

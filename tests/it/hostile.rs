@@ -800,8 +800,9 @@ async fn malformed_or_traversing_identifiers_in_the_path_are_client_errors() {
     cases.push(case("a 10 KB path element", Raw::get(&long), Expect::Rsc(4004, "does not exist")));
     let many = format!("/cse-in{}", "/a".repeat(5_000));
     cases.push(case("5,000 path elements", Raw::get(&many), Expect::Rsc(4004, "does not exist")));
-    let beyond_hyper = format!("/cse-in/{}", "a".repeat(70 * 1024));
-    cases.push(case("a 70 KB request target", Raw::get(&beyond_hyper), Expect::Http(414)));
+    // Beyond http.max_header_size (64 KiB by default): refused before it is read whole.
+    let beyond_limit = format!("/cse-in/{}", "a".repeat(70 * 1024));
+    cases.push(case("a 70 KB request target", Raw::get(&beyond_limit), Expect::Http(431)));
     for (name, target) in [
         ("a raw NUL", b"/cse-in/\0".to_vec()),
         ("a raw control character", b"/cse-in/\x01".to_vec()),
@@ -898,14 +899,19 @@ async fn malformed_or_oversized_headers_are_rejected() {
             Expect::AnyClientError("X-M2M-RVI"),
         ),
         case(
-            "a 100 KB X-M2M-RVI",
-            Raw::get("/cse-in/ae/cnt").header("X-M2M-RVI", "4".repeat(100 * 1024)),
+            "a 40 KB X-M2M-RVI",
+            Raw::get("/cse-in/ae/cnt").header("X-M2M-RVI", "4".repeat(40 * 1024)),
             Expect::Rsc(4001, "release version"),
         ),
         case(
-            "a 100 KB Content-Type",
-            container().header("Content-Type", format!("application/json;ty={}", "3".repeat(100 * 1024))),
+            "a 40 KB Content-Type",
+            container().header("Content-Type", format!("application/json;ty={}", "3".repeat(40 * 1024))),
             Expect::Rsc(4000, "ty"),
+        ),
+        case(
+            "a 100 KB X-M2M-RVI (beyond http.max_header_size)",
+            Raw::get("/cse-in/ae/cnt").header("X-M2M-RVI", "4".repeat(100 * 1024)),
+            Expect::Http(431),
         ),
         case(
             "a Content-Type that is not UTF-8",
@@ -1313,5 +1319,66 @@ async fn clients_that_stop_sending_their_bodies_cannot_starve_everybody_else() {
     let normal = normal.expect("a normal RETRIEVE is answered while two uploads stall");
     assert_eq!(normal.rsc, 2000, "{normal:?}");
     drop(stalled);
+    cse.shutdown().await;
+}
+
+/// Read from `stream` until the CSE closes it; false if it stays open past `deadline`.
+async fn closed_within(stream: &mut TcpStream, deadline: Duration) -> bool {
+    let mut buffer = [0_u8; 1024];
+    tokio::time::timeout(deadline, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed_after_the_header_time_limit() {
+    // Arrange
+    let cse = TestCse::spawn(|settings| settings.http.header_read_timeout = Duration::from_millis(300)).await;
+    let mut silent = TcpStream::connect(cse.addr).await.expect("connect");
+    let mut slow = TcpStream::connect(cse.addr).await.expect("connect");
+    slow.write_all(b"GET /cse-in HTTP/1.1\r\nHost: cse\r\nX-M2M-Origin: CAdmin\r\n").await.expect("part of a head");
+    let mut kept_alive = TcpStream::connect(cse.addr).await.expect("connect");
+    let request = b"GET /cse-in HTTP/1.1\r\nHost: cse\r\nX-M2M-Origin: CAdmin\r\nX-M2M-RI: k\r\nX-M2M-RVI: 4\r\n\r\n";
+    kept_alive.write_all(request).await.expect("a whole request");
+    let mut answer = [0_u8; 16];
+    kept_alive.read_exact(&mut answer).await.expect("an answer");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    // Act + Assert: all three are closed by the CSE (before the fix, none was).
+    for (what, stream) in [("silent", &mut silent), ("slow", &mut slow), ("idle keep-alive", &mut kept_alive)] {
+        assert!(closed_within(stream, DEADLINE).await, "the {what} connection stays open");
+    }
+    assert_eq!(cse.retrieve("/cse-in", ADMIN).await.rsc, 2000);
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn at_the_connection_limit_new_connections_wait_until_one_closes() {
+    // Arrange: two connections allowed, both held by clients that send nothing.
+    let cse = TestCse::spawn(|settings| {
+        settings.http.max_connections = 2;
+        settings.http.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let first = TcpStream::connect(cse.addr).await.expect("connect");
+    let second = TcpStream::connect(cse.addr).await.expect("connect");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let url = format!("{}/cse-in", cse.url);
+    let request =
+        || client.get(&url).header("X-M2M-Origin", ADMIN).header("X-M2M-RI", "limit").header("X-M2M-RVI", "4").send();
+    // Act + Assert: a third connection is not served while both slots are held...
+    let waiting = tokio::time::timeout(Duration::from_millis(500), request()).await;
+    assert!(waiting.is_err(), "served beyond http.max_connections: {waiting:?}");
+    // ...and is served as soon as one closes.
+    drop(first);
+    let served = tokio::time::timeout(DEADLINE, request()).await.expect("served once a slot is free");
+    assert_eq!(served.expect("answer").status(), 200);
+    drop(second);
     cse.shutdown().await;
 }

@@ -98,7 +98,8 @@ async fn a_redirect_from_a_peer_is_never_followed() {
     // Assert: the redirect is the (failed) answer; nothing went to the other server.
     assert_eq!(reply.rsc, 5000, "{reply:?}");
     assert!(reply.dbg().contains("307"), "{reply:?}");
-    assert_eq!(redirect_hits.load(Ordering::SeqCst), 1);
+    // (The monitor's first liveliness round may have probed it too.)
+    assert!(redirect_hits.load(Ordering::SeqCst) >= 1, "the redirecting peer was asked");
     assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0);
     in_cse.shutdown().await;
 }
