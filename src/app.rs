@@ -105,7 +105,7 @@ impl App {
     pub async fn start(self) -> anyhow::Result<Running> {
         let App { listener, local_addr, cse, remote, shutdown, tracker } = self;
         tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
-        let router = crate::http::router(cse.clone());
+        let router = crate::http::router(cse.clone()).context("cannot start the HTTP binding")?;
         let http = &cse.config.http;
         let limits = ServeLimits {
             max_connections: http.max_connections,

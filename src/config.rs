@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::security::{Authenticator, BasicUser, Credentials, HostPattern, Secret, StoredPassword};
+use crate::security::{
+    Authenticator, BasicUser, BearerToken, Credentials, HostPattern, Originators, Secret, StoredPassword,
+};
 use crate::tls::ServerTls;
 
 /// Problems found in the configuration; each names the offending key.
@@ -284,7 +286,7 @@ pub struct HttpSettings {
     pub tls: TlsSettings,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSecuritySettings {
     /// Require HTTP Basic credentials (one of `basic_users`, or a registrar's self credentials).
@@ -292,7 +294,22 @@ pub struct HttpSecuritySettings {
     /// Require a Bearer token (one of `bearer_tokens`, or a registrar's self token).
     pub enable_bearer_auth: bool,
     pub basic_users: Vec<BasicUserSettings>,
-    pub bearer_tokens: Vec<Secret>,
+    pub bearer_tokens: Vec<BearerTokenSettings>,
+    /// Failed authentications a client address may make per minute before it is refused
+    /// without verification for a minute; 0: no limit.
+    pub max_auth_failures: u32,
+}
+
+impl Default for HttpSecuritySettings {
+    fn default() -> Self {
+        HttpSecuritySettings {
+            enable_basic_auth: false,
+            enable_bearer_auth: false,
+            basic_users: Vec::new(),
+            bearer_tokens: Vec::new(),
+            max_auth_failures: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,6 +318,19 @@ pub struct BasicUserSettings {
     pub username: String,
     /// Plain text, or an argon2 PHC string (`$argon2id$...`).
     pub password: Secret,
+    /// The originators this user may act as (exact IDs, `*` and `?` wildcards); without
+    /// the list, any originator except the admin.
+    #[serde(default)]
+    pub originators: Option<Vec<String>>,
+}
+
+/// One accepted Bearer token: the token alone (any originator except the admin), or the
+/// token with the originators it may act as.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BearerTokenSettings {
+    Plain(Secret),
+    Bound { token: Secret, originators: Vec<String> },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -458,6 +488,9 @@ pub struct HttpConfig {
     pub max_header_size: usize,
     /// Who may call this CSE (`[http.security]` and the registrars' self credentials).
     pub auth: Authenticator,
+    /// Failed authentications per minute per client address before it is refused for a
+    /// while; 0: no limit.
+    pub max_auth_failures: u32,
     pub tls: TlsConfig,
 }
 
@@ -784,6 +817,7 @@ impl Settings {
                 header_read_timeout: http.header_read_timeout,
                 max_header_size: http.max_header_size,
                 auth,
+                max_auth_failures: http.security.max_auth_failures,
                 tls,
             },
             database: DatabaseConfig {
@@ -1002,12 +1036,20 @@ fn authenticator(
         }
         let password = StoredPassword::parse(user.password.clone())
             .map_err(|reason| ConfigError::invalid(&key("password"), reason))?;
-        users.push(BasicUser { username: user.username.clone(), password });
+        let originators = originators(&key("originators"), user.originators.as_deref())?;
+        users.push(BasicUser { username: user.username.clone(), password, originators });
     }
     let mut tokens = Vec::new();
     for (index, token) in security.bearer_tokens.iter().enumerate() {
-        check_token(&format!("http.security.bearer_tokens[{index}]"), token)?;
-        tokens.push(token.clone());
+        let key = format!("http.security.bearer_tokens[{index}]");
+        let (token, originators) = match token {
+            BearerTokenSettings::Plain(token) => (token, originators(&key, None)?),
+            BearerTokenSettings::Bound { token, originators: list } => {
+                (token, originators(&format!("{key}.originators"), Some(list))?)
+            }
+        };
+        check_token(&key, token)?;
+        tokens.push(BearerToken { token: token.clone(), originators });
     }
     for (section, settings) in registrars {
         let section = format!("{section}.security");
@@ -1017,9 +1059,11 @@ fn authenticator(
             Some(Credentials::Basic { username, password }) => {
                 let password = StoredPassword::parse(password)
                     .map_err(|reason| ConfigError::invalid(&format!("{section}.self_password"), reason))?;
-                users.push(BasicUser { username, password });
+                users.push(BasicUser { username, password, originators: Originators::AnyButAdmin });
             }
-            Some(Credentials::Bearer { token }) => tokens.push(token),
+            Some(Credentials::Bearer { token }) => {
+                tokens.push(BearerToken { token, originators: Originators::AnyButAdmin });
+            }
         }
     }
     if security.enable_basic_auth && users.is_empty() {
@@ -1035,6 +1079,22 @@ fn authenticator(
         ));
     }
     Ok(Authenticator::new(security.enable_basic_auth.then_some(users), security.enable_bearer_auth.then_some(tokens)))
+}
+
+/// The originators a credential may act as: the listed patterns (not empty, none blank),
+/// or without a list any originator except the admin.
+fn originators(key: &str, list: Option<&[String]>) -> Result<Originators, ConfigError> {
+    let Some(list) = list else {
+        return Ok(Originators::AnyButAdmin);
+    };
+    if list.is_empty() {
+        return Err(ConfigError::invalid(key, "must name at least one originator (or be left out)"));
+    }
+    if let Some(blank) = list.iter().find(|pattern| pattern.trim().is_empty() || pattern.contains(char::is_whitespace))
+    {
+        return Err(ConfigError::invalid(key, format!("{blank:?} is not an originator pattern")));
+    }
+    Ok(Originators::Only(list.to_vec()))
 }
 
 /// `[http.tls]`: the certificate and key are read and checked now, so that a bad file
@@ -1275,7 +1335,7 @@ mod tests {
             registrar.credentials,
             Some(Credentials::Basic { username: "mn".into(), password: Secret::new("pw") })
         );
-        assert!(config.http.auth.check_bearer("back"), "the self token is accepted");
+        assert!(config.http.auth.check_bearer("back").is_some(), "the self token is accepted");
         assert!(!config.http.auth.accepts_basic());
         assert!(!format!("{:?}", config.http.auth).contains("back"), "no secret in Debug output");
     }
@@ -1310,7 +1370,24 @@ mod tests {
         let text =
             "[http.security]\nenable_basic_auth = true\nbasic_users = [{ username = \"u\", password = \"pw\" }]\n";
         let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
-        assert!(config.http.auth.check_basic("u", "pw"));
+        assert!(config.http.auth.check_basic("u", "pw").is_some());
+    }
+
+    #[test]
+    fn credentials_name_the_originators_they_may_act_as() {
+        let text = "[http.security]\nenable_basic_auth = true\nenable_bearer_auth = true\nbasic_users = [{ username = \"u\", password = \"pw\", originators = [\"Cu*\"] }, { username = \"v\", password = \"pw\" }]\nbearer_tokens = [\"plain\", { token = \"bound\", originators = [\"CAdmin\"] }]\n";
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
+        let auth = &config.http.auth;
+        let bound = |principal: Option<crate::security::Principal>| principal.map(|principal| principal.originators);
+        assert_eq!(bound(auth.check_basic("u", "pw")), Some(Originators::Only(vec!["Cu*".into()])));
+        assert_eq!(bound(auth.check_basic("v", "pw")), Some(Originators::AnyButAdmin));
+        assert_eq!(bound(auth.check_bearer("plain")), Some(Originators::AnyButAdmin));
+        assert_eq!(bound(auth.check_bearer("bound")), Some(Originators::Only(vec!["CAdmin".into()])));
+        let empty = "[http.security]\nenable_basic_auth = true\nbasic_users = [{ username = \"u\", password = \"pw\", originators = [] }]\n";
+        assert_eq!(error_key(empty), "http.security.basic_users[0].originators");
+        let blank =
+            "[http.security]\nenable_bearer_auth = true\nbearer_tokens = [{ token = \"t\", originators = [\" \"] }]\n";
+        assert_eq!(error_key(blank), "http.security.bearer_tokens[0].originators");
     }
 
     #[test]
@@ -1369,7 +1446,7 @@ mod tests {
             ("ACME_CSE__REGISTRAR__SECURITY__PASSWORD".to_string(), "1e3".to_string()),
         ];
         let config = Settings::load(&path, true, env).and_then(Settings::validate).expect("valid");
-        assert!(config.http.auth.check_bearer("0123") && config.http.auth.check_bearer("abc"));
+        assert!(config.http.auth.check_bearer("0123").is_some() && config.http.auth.check_bearer("abc").is_some());
         assert_eq!(
             config.registrar.expect("registrar").credentials,
             Some(Credentials::Basic { username: "mn".into(), password: Secret::new("1e3") })

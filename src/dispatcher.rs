@@ -81,7 +81,7 @@ impl Cse {
 
     async fn dispatch(&self, request: &Request) -> Result<Response> {
         self.check_request(request)?;
-        self.check_forwarding_originator(request)?;
+        self.check_caller(request)?;
         let local = match self.identity.resolve(&request.to)? {
             Target::Local(local) => local,
             Target::Remote(remote) => return self.forward(request, &remote).await,
@@ -90,7 +90,7 @@ impl Cse {
         let guard = Access {
             accessor: Accessor {
                 originator: originator.clone().unwrap_or_default(),
-                authenticated: request.authenticated,
+                authenticated: request.caller.is_authenticated(),
             },
             config: self.config.clone(),
             identity: self.identity.clone(),
@@ -264,41 +264,6 @@ impl Cse {
             return format!("//{}{sp_relative}", self.identity.sp_id);
         }
         sp_relative
-    }
-
-    /// A request that a registree forwarded here (its `Via` names it last) may only act in
-    /// the name of that registree or of a CSE below it.
-    fn check_forwarding_originator(&self, request: &Request) -> Result<()> {
-        let Some(previous) = request.via.last() else {
-            return Ok(());
-        };
-        // A registree of this SP is named `<sp>_<csi stem>`: look it up directly; only a
-        // peer of another SP needs the walk over the registrees.
-        let own_sp_registree = previous
-            .strip_prefix(&format!("{}_", self.identity.sp_id))
-            .map(|stem| format!("/{stem}"))
-            .filter(|csi| self.registry.descendant(csi).is_some_and(|descendant| descendant.csr.is_some()));
-        let registree = own_sp_registree.or_else(|| {
-            self.registry.registree_csrs().into_iter().find_map(|csr| {
-                let csi = csr.str("csi")?.to_string();
-                (hop_name_of(&csi, &self.identity.sp_id) == *previous).then_some(csi)
-            })
-        });
-        let Some(registree) = registree else {
-            return Ok(());
-        };
-        let originator = self.identity.simplify_originator(request.originator.as_deref().unwrap_or_default());
-        let originator_cse = cse_of(&originator);
-        let allowed = originator_cse.as_deref().is_some_and(|cse| {
-            cse == registree
-                || matches!(self.registry.route(cse), Some(Route::Registree(csr)) if csr.str("csi") == Some(registree.as_str()))
-        });
-        if !allowed {
-            return Err(Error::no_privilege(format!(
-                "the registree {registree} may only forward requests of itself or of CSEs below it, not of {originator}"
-            )));
-        }
-        Ok(())
     }
 
     // -------------------------------------------------------------------------------------
@@ -760,7 +725,7 @@ pub struct NextHop {
 }
 
 /// The `Via` name of a CSE-ID as stored here (`/id-mn`, or `//sp/id-mn`).
-fn hop_name_of(cse_id: &str, own_sp: &str) -> String {
+pub(crate) fn hop_name_of(cse_id: &str, own_sp: &str) -> String {
     match cse_id.strip_prefix("//") {
         Some(rest) => rest.replacen('/', "_", 1),
         None => format!("{own_sp}_{}", cse_id.trim_start_matches('/')),
@@ -768,7 +733,7 @@ fn hop_name_of(cse_id: &str, own_sp: &str) -> String {
 }
 
 /// The CSE part of an SP-relative or absolute ID (`/id-mn/Cae` → `/id-mn`).
-fn cse_of(id: &str) -> Option<String> {
+pub(crate) fn cse_of(id: &str) -> Option<String> {
     if let Some(rest) = id.strip_prefix("//") {
         let mut parts = rest.split('/');
         return Some(format!("//{}/{}", parts.next()?, parts.next()?));

@@ -5,27 +5,29 @@
 //! headers and query → parameters), the dispatcher answers it, and the [`Response`] becomes
 //! an HTTP response whose status follows from the RSC.
 //!
-//! HTTP authentication happens here too, before anything else is read: with Basic or
+//! HTTP authentication (`auth.rs`) happens before anything else is read: with Basic or
 //! Bearer enabled (`[http.security]`), a request without accepted credentials gets a
 //! plain `401` with `WWW-Authenticate` and no oneM2M headers, the same answer whatever was
-//! wrong, so a caller learns nothing about which part failed.
+//! wrong, so a caller learns nothing about which part failed. Whose the credentials are
+//! travels with the request, and the core checks the originator against it.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use base64::Engine;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 use tracing::debug;
 
+use crate::auth::{Gate, Refused};
 use crate::dispatcher::{Cse, SUPPORTED_MEDIA_TYPES};
 use crate::error::{Error, Result, Rsc};
-use crate::request::{FilterCriteria, IdForm, Operation, Request, Response};
+use crate::request::{Caller, FilterCriteria, IdForm, Operation, Request, Response};
 use crate::resource::Timestamp;
-use crate::security::Authenticator;
 
 pub const X_M2M_ORIGIN: &str = "x-m2m-origin";
 pub const X_M2M_RI: &str = "x-m2m-ri";
@@ -37,29 +39,40 @@ pub const X_M2M_VSI: &str = "x-m2m-vsi";
 /// The standard HTTP `Via` header: the CSEs a forwarded request has passed.
 pub const VIA: &str = "via";
 
+/// What every request handler shares: the CSE and the authentication of this binding.
+#[derive(Clone)]
+struct Binding {
+    cse: Cse,
+    gate: Arc<Gate>,
+}
+
 /// The router serving every path of the CSE.
-pub fn router(cse: Cse) -> Router {
+pub fn router(cse: Cse) -> std::io::Result<Router> {
     let max_concurrent = cse.config.http.max_concurrent_requests;
-    Router::new()
+    let security = &cse.config.http;
+    let gate = Arc::new(Gate::new(security.auth.clone(), security.max_auth_failures)?);
+    Ok(Router::new()
         .fallback(handle)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_concurrent))
         // A bug must not cost more than its own request: a panic becomes a 5000 answer.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .with_state(cse)
+        .with_state(Binding { cse, gate }))
 }
 
 async fn handle(
-    State(cse): State<Cse>,
+    State(Binding { cse, gate }): State<Binding>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Body,
 ) -> axum::response::Response {
-    let authenticated = match authenticate(&cse, &headers).await {
-        Ok(authenticated) => authenticated,
-        Err(Unauthorized) => {
-            debug!(%method, path = uri.path(), "authentication failed");
-            return unauthorized(&cse.config.http.auth);
+    let client = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip());
+    let principal = match gate.authenticate(&headers, client).await {
+        Ok(principal) => principal,
+        Err(Refused) => {
+            debug!(%method, path = uri.path(), ?client, "authentication failed");
+            return gate.refusal();
         }
     };
     let rqi = header_text(&headers, X_M2M_RI).ok().flatten().unwrap_or_default().to_string();
@@ -68,7 +81,7 @@ async fn handle(
     let timeout: Duration = cse.config.http.request_timeout;
     let work = async {
         let mut request = parse_request(&cse, &method, &uri, &headers, body).await?;
-        request.authenticated = authenticated;
+        request.caller = Caller::Peer { principal };
         Ok::<Response, Error>(cse.handle(request).await)
     };
     match tokio::time::timeout(timeout, work).await {
@@ -90,62 +103,6 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
         .unwrap_or("unknown panic");
     tracing::error!(panic = what, "request handling panicked");
     into_http(error_response(String::new(), String::new(), &Error::internal(what.to_string())))
-}
-
-/// A request refused by HTTP authentication; deliberately without a reason.
-struct Unauthorized;
-
-/// `Ok(true)`: the request carries accepted credentials. `Ok(false)`: this CSE requires
-/// no authentication. `Err`: refused, whatever the cause (no header, unknown scheme,
-/// malformed value, unknown user, wrong password, unknown token).
-async fn authenticate(cse: &Cse, headers: &HeaderMap) -> std::result::Result<bool, Unauthorized> {
-    let auth = &cse.config.http.auth;
-    if !auth.is_enabled() {
-        return Ok(false);
-    }
-    let value = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).ok_or(Unauthorized)?;
-    let (scheme, credentials) = value.trim().split_once(' ').ok_or(Unauthorized)?;
-    let credentials = credentials.trim();
-    let accepted = if scheme.eq_ignore_ascii_case("basic") && auth.accepts_basic() {
-        let (username, password) = decode_basic(credentials).ok_or(Unauthorized)?;
-        if auth.has_hashed_passwords() {
-            // Verifying an argon2 hash takes milliseconds of CPU: not on the async threads.
-            let config = cse.config.clone();
-            tokio::task::spawn_blocking(move || config.http.auth.check_basic(&username, &password))
-                .await
-                .unwrap_or(false)
-        } else {
-            auth.check_basic(&username, &password)
-        }
-    } else if scheme.eq_ignore_ascii_case("bearer") && auth.accepts_bearer() {
-        auth.check_bearer(credentials)
-    } else {
-        false
-    };
-    if accepted { Ok(true) } else { Err(Unauthorized) }
-}
-
-/// `base64(username:password)`, the username without ':'.
-fn decode_basic(encoded: &str) -> Option<(String, String)> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let (username, password) = text.split_once(':')?;
-    Some((username.to_string(), password.to_string()))
-}
-
-/// The one answer to a refused authentication: `401`, the accepted schemes, nothing else.
-fn unauthorized(auth: &Authenticator) -> axum::response::Response {
-    let mut http = axum::response::Response::new(Body::empty());
-    *http.status_mut() = StatusCode::UNAUTHORIZED;
-    let headers = http.headers_mut();
-    if auth.accepts_basic() {
-        headers
-            .append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"acme-cse\", charset=\"UTF-8\""));
-    }
-    if auth.accepts_bearer() {
-        headers.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"acme-cse\""));
-    }
-    http
 }
 
 fn error_response(rqi: String, rvi: String, error: &Error) -> Response {

@@ -17,6 +17,7 @@
 pub mod access;
 pub mod address;
 pub mod app;
+pub mod auth;
 pub mod bootstrap;
 pub mod client;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod event;
 pub mod http;
+mod originator;
 pub mod registry;
 pub mod remote;
 pub mod request;

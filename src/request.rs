@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result, Rsc};
 use crate::resource::Timestamp;
+use crate::security::Principal;
 
 /// `op`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,25 @@ impl FilterCriteria {
     }
 }
 
+/// Who handed a request to the core.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Caller {
+    /// This CSE itself (start-up, the remote-CSE manager, an embedder): trusted.
+    #[default]
+    Internal,
+    /// A client or another CSE, through a protocol binding. `principal`: whose credentials
+    /// the request carried, when the binding authenticates (HTTP Basic or Bearer); ACP
+    /// rules with `acaf` apply only to such requests.
+    Peer { principal: Option<Principal> },
+}
+
+impl Caller {
+    /// The request passed authentication.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self, Caller::Peer { principal: Some(_) })
+    }
+}
+
 /// A request primitive.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -95,9 +115,8 @@ pub struct Request {
     /// The CSEs a forwarded request has passed, oldest first (HTTP `Via`), by their
     /// [`crate::address::Identity::hop_name`]. Loop protection.
     pub via: Vec<String>,
-    /// The request passed HTTP authentication (Basic or Bearer); ACP rules with `acaf`
-    /// apply only to such requests.
-    pub authenticated: bool,
+    /// Who handed the request to the core.
+    pub caller: Caller,
 }
 
 impl Request {
@@ -117,7 +136,7 @@ impl Request {
             vsi: None,
             query: None,
             via: Vec::new(),
-            authenticated: false,
+            caller: Caller::Internal,
         }
     }
 }

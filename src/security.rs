@@ -89,11 +89,48 @@ impl StoredPassword {
     }
 }
 
+/// The originators a credential may act as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Originators {
+    /// Any originator but this CSE's admin: credentials configured without a list.
+    AnyButAdmin,
+    /// Only these (exact IDs or wildcard patterns, `*` and `?`).
+    Only(Vec<String>),
+}
+
+/// Who a request's accepted credentials name: a name for the log (never the secret) and
+/// the originators they may act as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The Basic username, or `bearer token #N` (its place in the configuration).
+    pub name: String,
+    pub originators: Originators,
+}
+
+impl Principal {
+    /// May this principal send requests as `originator` (in any of the forms given, e.g.
+    /// as received and as simplified)? `admin` is this CSE's admin originator.
+    pub fn may_act_as(&self, forms: &[&str], admin: &str) -> bool {
+        match &self.originators {
+            Originators::AnyButAdmin => !forms.contains(&admin),
+            Originators::Only(patterns) => forms.iter().any(|form| crate::address::matches_any(patterns, form)),
+        }
+    }
+}
+
 /// A user accepted by HTTP Basic authentication.
 #[derive(Debug, Clone)]
 pub struct BasicUser {
     pub username: String,
     pub password: StoredPassword,
+    pub originators: Originators,
+}
+
+/// A token accepted by HTTP Bearer authentication.
+#[derive(Debug, Clone)]
+pub struct BearerToken {
+    pub token: Secret,
+    pub originators: Originators,
 }
 
 /// Who may call this CSE. Built once from the configuration; with neither scheme
@@ -103,11 +140,11 @@ pub struct Authenticator {
     /// `Some` when Basic authentication is enabled: the accepted users (never empty).
     basic: Option<Vec<BasicUser>>,
     /// `Some` when Bearer authentication is enabled: the accepted tokens (never empty).
-    bearer: Option<Vec<Secret>>,
+    bearer: Option<Vec<BearerToken>>,
 }
 
 impl Authenticator {
-    pub fn new(basic: Option<Vec<BasicUser>>, bearer: Option<Vec<Secret>>) -> Authenticator {
+    pub fn new(basic: Option<Vec<BasicUser>>, bearer: Option<Vec<BearerToken>>) -> Authenticator {
         Authenticator { basic, bearer }
     }
 
@@ -130,21 +167,21 @@ impl Authenticator {
         self.basic.iter().flatten().any(|user| matches!(user.password, StoredPassword::Hashed(_)))
     }
 
-    /// Does this username and password pair pass? An unknown user costs about as much as a
-    /// wrong password (a password is verified in either case), so timing tells little about
-    /// which of the two was wrong.
-    pub fn check_basic(&self, username: &str, password: &str) -> bool {
-        let Some(users) = &self.basic else {
-            return false;
-        };
-        let mut accepted = false;
+    /// Does this username and password pair pass, and as whom? An unknown user costs about
+    /// as much as a wrong password (a password is verified in either case), so timing tells
+    /// little about which of the two was wrong.
+    pub fn check_basic(&self, username: &str, password: &str) -> Option<Principal> {
+        let users = self.basic.as_ref()?;
+        let mut accepted = None;
         let mut known = false;
         for user in users {
             if bool::from(user.username.as_bytes().ct_eq(username.as_bytes())) {
                 known = true;
                 // No short cut: the same username may be configured twice (a user and a
                 // registrar's self credentials), and either password passes.
-                accepted |= user.password.verify(password.as_bytes());
+                if user.password.verify(password.as_bytes()) && accepted.is_none() {
+                    accepted = Some(Principal { name: user.username.clone(), originators: user.originators.clone() });
+                }
             }
         }
         if !known {
@@ -157,14 +194,18 @@ impl Authenticator {
         accepted
     }
 
-    /// Is this one of the accepted tokens? Every token is compared, in constant time.
-    pub fn check_bearer(&self, token: &str) -> bool {
-        let Some(tokens) = &self.bearer else {
-            return false;
-        };
-        tokens
-            .iter()
-            .fold(false, |accepted, known| accepted | bool::from(known.expose().as_bytes().ct_eq(token.as_bytes())))
+    /// Is this one of the accepted tokens, and whose? Every token is compared, in constant
+    /// time.
+    pub fn check_bearer(&self, token: &str) -> Option<Principal> {
+        let tokens = self.bearer.as_ref()?;
+        let mut accepted = None;
+        for (index, known) in tokens.iter().enumerate() {
+            if bool::from(known.token.expose().as_bytes().ct_eq(token.as_bytes())) && accepted.is_none() {
+                accepted =
+                    Some(Principal { name: format!("bearer token #{index}"), originators: known.originators.clone() });
+            }
+        }
+        accepted
     }
 }
 
@@ -225,7 +266,12 @@ mod tests {
         BasicUser {
             username: username.into(),
             password: StoredPassword::parse(Secret::new(password)).expect("valid password"),
+            originators: Originators::AnyButAdmin,
         }
+    }
+
+    fn token(text: &str) -> BearerToken {
+        BearerToken { token: Secret::new(text), originators: Originators::AnyButAdmin }
     }
 
     fn argon2_hash(password: &str) -> String {
@@ -248,30 +294,46 @@ mod tests {
         let hash = argon2_hash("correct horse");
         let authenticator = Authenticator::new(Some(vec![user("plain", "pw"), user("hashed", &hash)]), None);
         assert!(authenticator.has_hashed_passwords());
-        assert!(authenticator.check_basic("plain", "pw"));
-        assert!(authenticator.check_basic("hashed", "correct horse"));
-        assert!(!authenticator.check_basic("plain", "pw "));
-        assert!(!authenticator.check_basic("hashed", "wrong"));
-        assert!(!authenticator.check_basic("nobody", "pw"));
-        assert!(!authenticator.check_bearer("pw"), "bearer is not enabled");
+        assert!(authenticator.check_basic("plain", "pw").is_some());
+        assert!(authenticator.check_basic("hashed", "correct horse").is_some());
+        assert!(authenticator.check_basic("plain", "pw ").is_none());
+        assert!(authenticator.check_basic("hashed", "wrong").is_none());
+        assert!(authenticator.check_basic("nobody", "pw").is_none());
+        assert!(authenticator.check_bearer("pw").is_none(), "bearer is not enabled");
     }
 
     #[test]
     fn a_username_configured_twice_accepts_either_password() {
         let authenticator = Authenticator::new(Some(vec![user("in", "one"), user("in", "two")]), None);
-        assert!(authenticator.check_basic("in", "one"));
-        assert!(authenticator.check_basic("in", "two"));
-        assert!(!authenticator.check_basic("in", "three"));
+        assert!(authenticator.check_basic("in", "one").is_some());
+        assert!(authenticator.check_basic("in", "two").is_some());
+        assert!(authenticator.check_basic("in", "three").is_none());
+    }
+
+    #[test]
+    fn principals_act_only_as_their_originators_and_never_as_the_admin_by_default() {
+        let unbound = Principal { name: "u".into(), originators: Originators::AnyButAdmin };
+        assert!(unbound.may_act_as(&["Csensor"], "CAdmin"));
+        assert!(!unbound.may_act_as(&["/id-in/CAdmin", "CAdmin"], "CAdmin"));
+        let bound =
+            Principal { name: "b".into(), originators: Originators::Only(vec!["Csensor*".into(), "/id-mn".into()]) };
+        assert!(bound.may_act_as(&["Csensor1"], "CAdmin"));
+        assert!(bound.may_act_as(&["/id-in/Csensor1", "Csensor1"], "CAdmin"));
+        assert!(bound.may_act_as(&["/id-mn"], "CAdmin"));
+        assert!(!bound.may_act_as(&["/id-mn/Cx"], "CAdmin"));
+        assert!(!bound.may_act_as(&["CAdmin"], "CAdmin"));
+        let admin = Principal { name: "a".into(), originators: Originators::Only(vec!["CAdmin".into()]) };
+        assert!(admin.may_act_as(&["CAdmin"], "CAdmin"));
     }
 
     #[test]
     fn bearer_tokens_are_checked() {
-        let authenticator = Authenticator::new(None, Some(vec![Secret::new("t1"), Secret::new("t2")]));
+        let authenticator = Authenticator::new(None, Some(vec![token("t1"), token("t2")]));
         assert!(authenticator.is_enabled() && !authenticator.accepts_basic());
-        assert!(authenticator.check_bearer("t2"));
-        assert!(!authenticator.check_bearer("t3"));
-        assert!(!authenticator.check_bearer(""));
-        assert!(!authenticator.check_basic("t1", "t1"));
+        assert!(authenticator.check_bearer("t2").is_some());
+        assert!(authenticator.check_bearer("t3").is_none());
+        assert!(authenticator.check_bearer("").is_none());
+        assert!(authenticator.check_basic("t1", "t1").is_none());
     }
 
     #[test]

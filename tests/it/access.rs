@@ -37,7 +37,9 @@ async fn a_resource_without_acpi_belongs_to_its_creator_and_the_admin() {
     assert_eq!(cse.retrieve("/cse-in/owner/cnt/la", "Cother").await.rsc, 4103);
     assert_eq!(cse.retrieve("/cse-in/owner/cnt/la", "Cowner").await.rsc, 2000);
     assert_eq!(cse.retrieve("/cse-in/owner/cnt", "CAdmin").await.rsc, 2000);
-    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "/id-in").await.rsc, 2000, "the CSE itself");
+    let impostor = cse.retrieve("/cse-in/owner/cnt", "/id-in").await;
+    assert_eq!(impostor.rsc, 4103, "a client claiming to be the CSE itself: {impostor:?}");
+    assert!(impostor.dbg().contains("this CSE itself"), "{impostor:?}");
     assert_eq!(
         cse.retrieve("/cse-in/owner/cnt", "Cowner").await.body["m2m:cnt"]["lbl"],
         json!(null),

@@ -10,8 +10,11 @@ use crate::harness::{TestCse, eventually, registrar_settings, registree_settings
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// The ASN's admin, in the SP-relative form other CSEs' clients use.
+/// The ASN's admin, in the SP-relative form: only the ASN may act in its name.
 const ASN_ADMIN: &str = "/id-asn/CAdmin";
+
+/// An application of the IN (`Capp`) as other CSEs see it.
+const IN_APP: &str = "/id-in/Capp";
 
 /// An IN, an MN registered to it, an ASN registered to the MN; the IN knows the ASN.
 async fn chain() -> (TestCse, TestCse, TestCse) {
@@ -81,20 +84,28 @@ async fn an_ae_on_the_asn_creates_and_reads_resources_on_the_in_through_the_mn()
 #[tokio::test]
 async fn an_ae_on_the_in_reads_updates_and_deletes_a_resource_on_the_asn_two_hops_down() {
     let (in_cse, mn, asn) = chain().await;
-    let reply = asn.create("/cse-asn", "CAdmin", 3, json!({"m2m:cnt": {"rn": "local", "lbl": ["a"]}})).await;
-    assert_eq!(reply.rsc, 2001);
+    // The ASN shares `local` with an application of the IN, by its SP-relative AE-ID.
+    let acp = json!({"m2m:acp": {"rn": "acpIn", "pv": {"acr": [{"acor": [IN_APP], "acop": 63}]},
+                                 "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}});
+    assert_eq!(asn.create("/cse-asn", "CAdmin", 1, acp).await.rsc, 2001);
+    let container = json!({"m2m:cnt": {"rn": "local", "lbl": ["a"], "acpi": ["cse-asn/acpIn"]}});
+    let reply = asn.create("/cse-asn", "CAdmin", 3, container).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
 
-    let reply = in_cse.retrieve("/~/id-asn/cse-asn/local", ASN_ADMIN).await;
+    let reply = in_cse.retrieve("/~/id-asn/cse-asn/local", "Capp").await;
     assert_eq!(reply.rsc, 2000, "{reply:?}");
     assert_eq!(reply.body["m2m:cnt"]["lbl"], json!(["a"]));
-    let reply = in_cse.update("/~/id-asn/cse-asn/local", ASN_ADMIN, json!({"m2m:cnt": {"lbl": ["b"]}})).await;
+    let reply = in_cse.update("/~/id-asn/cse-asn/local", "Capp", json!({"m2m:cnt": {"lbl": ["b"]}})).await;
     assert_eq!(reply.rsc, 2004, "{reply:?}");
     assert_eq!(asn.retrieve("/cse-asn/local", "CAdmin").await.body["m2m:cnt"]["lbl"], json!(["b"]));
     // Discovery is forwarded with its filter.
-    let reply = in_cse.retrieve("/~/id-asn/cse-asn?fu=1&ty=3", ASN_ADMIN).await;
+    let reply = in_cse.retrieve("/~/id-asn/cse-asn?fu=1&ty=3", "Capp").await;
     assert_eq!(reply.rsc, 2000, "{reply:?}");
     assert!(reply.uril().iter().any(|uri| uri.ends_with("cse-asn/local")), "{reply:?}");
-    let reply = in_cse.delete("/_/acme.example.com/id-asn/cse-asn/local", ASN_ADMIN).await;
+    // The library path is the same.
+    let local = in_cse.remote.retrieve_remote("/id-asn/cse-asn/local", Some("Capp")).await.expect("remote retrieve");
+    assert_eq!(local.str("rn"), Some("local"));
+    let reply = in_cse.delete("/_/acme.example.com/id-asn/cse-asn/local", "Capp").await;
     assert_eq!(reply.rsc, 2002, "{reply:?}");
     assert_eq!(asn.retrieve("/cse-asn/local", "CAdmin").await.rsc, 4004);
     // The IN's own admin is not the ASN's admin: the ASN's resources are private to it.
@@ -103,9 +114,14 @@ async fn an_ae_on_the_in_reads_updates_and_deletes_a_resource_on_the_asn_two_hop
     let reply = in_cse.retrieve("/~/id-asn/cse-asn/private", "CAdmin").await;
     assert_eq!(reply.rsc, 4103, "{reply:?}");
     assert!(reply.dbg().contains("/id-in/CAdmin"), "{reply:?}");
-    // The library path is the same.
-    let cse_base = in_cse.remote.retrieve_remote("/id-asn/cse-asn", Some(ASN_ADMIN)).await.expect("remote retrieve");
-    assert_eq!(cse_base.str("csi"), Some("/id-asn"));
+    // Nor can a client of the IN claim to be the ASN's admin (before the fix, the ASN took
+    // this for its own admin and created the container).
+    let forged = in_cse.create("/~/id-asn/cse-asn", ASN_ADMIN, 3, json!({"m2m:cnt": {"rn": "forged"}})).await;
+    assert_eq!(forged.rsc, 4103, "{forged:?}");
+    assert_eq!(asn.retrieve("/cse-asn/forged", "CAdmin").await.rsc, 4004);
+    // Whatever the IN itself sends down in the ASN's name is refused below it.
+    let relayed = in_cse.remote.retrieve_remote("/id-asn/cse-asn/private", Some(ASN_ADMIN)).await;
+    assert_eq!(relayed.map(|_| ()).map_err(|error| error.rsc), Err(acme_cse::Rsc::OriginatorHasNoPrivilege));
     asn.shutdown().await;
     mn.shutdown().await;
     in_cse.shutdown().await;
@@ -227,8 +243,27 @@ async fn a_registree_cannot_forward_in_the_name_of_a_cse_it_does_not_serve() {
     assert_eq!(reply.rsc, 4103, "{reply:?}");
     assert!(reply.dbg().contains("/id-other/Cx"), "{reply:?}");
     // In its own name and in the name of a CSE below it, it may.
-    assert_eq!(mn.retrieve("/~/id-in/cse-in", "/id-mn/CAdmin").await.rsc, 2000);
-    assert_eq!(mn.retrieve("/~/id-in/cse-in", "/id-asn/Cx").await.rsc, 2000);
+    let own = mn.retrieve("/~/id-in/cse-in", "/id-mn/CAdmin").await;
+    assert_eq!(own.rsc, 2000, "{own:?}");
+    let below = asn.retrieve("/~/id-in/cse-in", "Cx").await;
+    assert_eq!(below.rsc, 2000, "{below:?}");
+    // A client of the MN cannot claim to be somebody of the ASN: that comes from the ASN.
+    let forged = mn.retrieve("/~/id-in/cse-in", "/id-asn/Cx").await;
+    assert_eq!(forged.rsc, 4103, "{forged:?}");
+    assert!(forged.dbg().contains("CSE /id-asn"), "{forged:?}");
+    asn.shutdown().await;
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_ae_of_a_registree_cannot_register_as_a_cse() {
+    let (in_cse, mn, asn) = chain().await;
+    let body = json!({"m2m:csr": {"csi": "/id-mn/Cae", "cb": "/id-mn/Cae/x", "rr": true, "srv": ["3"]}});
+    // The MN forwards its AE's request as /id-mn/Cae, which the IN's patterns (/id-mn*) allow.
+    let reply = mn.create("/~/id-in/cse-in", "Cae", 16, body).await;
+    assert_eq!((reply.rsc, reply.status), (4005, 405), "{reply:?}");
+    assert!(reply.dbg().contains("not a CSE-ID"), "{reply:?}");
     asn.shutdown().await;
     mn.shutdown().await;
     in_cse.shutdown().await;
@@ -285,10 +320,17 @@ async fn absolute_ids_reach_a_peer_service_provider_through_its_in() {
     let created = reply.body["m2m:cnt"]["ri"].as_str().unwrap_or_default().to_string();
     let stored = in_b.cse.storage.get(&created).await.expect("store").expect("resource");
     assert_eq!(stored.creator.as_deref(), Some("//a.example.com/id-in/Cuser"), "absolute originator across SPs");
-    // B → A, in the name of A's admin.
-    assert_eq!(in_a.create("/cse-in", "CAdmin", 3, json!({"m2m:cnt": {"rn": "onA"}})).await.rsc, 2001);
-    let reply = in_b.retrieve("/_/a.example.com/id-in/cse-in/onA", "//a.example.com/id-in/CAdmin").await;
+    // B → A: A shares a container with B's operator.
+    let acp = json!({"m2m:acp": {"rn": "shareWithB", "pv": {"acr": [{"acor": ["//b.example.com/id-in/Cops"], "acop": 2}]},
+                                  "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}});
+    assert_eq!(in_a.create("/cse-in", "CAdmin", 1, acp).await.rsc, 2001);
+    let container = json!({"m2m:cnt": {"rn": "onA", "acpi": ["cse-in/shareWithB"]}});
+    assert_eq!(in_a.create("/cse-in", "CAdmin", 3, container).await.rsc, 2001);
+    let reply = in_b.retrieve("/_/a.example.com/id-in/cse-in/onA", "Cops").await;
     assert_eq!(reply.rsc, 2000, "{reply:?}");
+    // A client of B cannot act as A's admin: B refuses to send it, A to take it.
+    let forged = in_b.retrieve("/_/a.example.com/id-in/cse-in/onA", "//a.example.com/id-in/CAdmin").await;
+    assert_eq!(forged.rsc, 4103, "{forged:?}");
     // An SP nobody knows.
     let reply = in_a.retrieve("/_/c.example.com/id-in/cse-in", "CAdmin").await;
     assert_eq!(reply.rsc, 5103, "{reply:?}");
@@ -312,17 +354,24 @@ async fn the_points_of_access_of_a_next_hop_are_tried_in_order_and_the_release_v
     })
     .await;
 
+    // The MN shares a container with the IN's admin.
+    let acp = json!({"m2m:acp": {"rn": "acpIn", "pv": {"acr": [{"acor": ["/id-in/CAdmin"], "acop": 2}]},
+                                 "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}});
+    assert_eq!(mn.create("/cse-mn", "CAdmin", 1, acp).await.rsc, 2001);
+    let container = json!({"m2m:cnt": {"rn": "shared", "acpi": ["cse-mn/acpIn"]}});
+    assert_eq!(mn.create("/cse-mn", "CAdmin", 3, container).await.rsc, 2001);
+
     let reply = in_cse
         .client
-        .get(format!("{}/~/id-mn/cse-mn", in_cse.url))
-        .header("X-M2M-Origin", "/id-mn/CAdmin")
+        .get(format!("{}/~/id-mn/cse-mn/shared", in_cse.url))
+        .header("X-M2M-Origin", "CAdmin")
         .header("X-M2M-RI", "poa-1")
         .header("X-M2M-RVI", "3")
         .send()
         .await;
     let reply = crate::harness::Reply::from(reply).await;
     assert_eq!(reply.rsc, 2000, "{reply:?}");
-    assert_eq!(reply.body["m2m:cb"]["csi"], "/id-mn");
+    assert_eq!(reply.body["m2m:cnt"]["rn"], "shared");
     assert_eq!(reply.header("x-m2m-rvi"), Some("3"), "the originator's release version is kept");
     mn.shutdown().await;
     in_cse.shutdown().await;

@@ -551,7 +551,7 @@ async fn fresh_cse(container: &Map<String, Value>) -> Cse {
         seed_request("POST", "/cse-in/ae/cnt", "application/json;ty=4", json!({"m2m:cin": {"con": "first"}})),
     ];
     for request in seed {
-        acme_cse::http::router(cse.clone()).oneshot(request).await.expect("infallible");
+        acme_cse::http::router(cse.clone()).expect("router").oneshot(request).await.expect("infallible");
     }
     cse
 }
@@ -594,7 +594,7 @@ fn http_request(request: &FuzzRequest) -> Request<Body> {
 
 /// Send `request` to the handler; a panic fails the property (proptest catches it).
 async fn answer(cse: &Cse, request: Request<Body>) -> Result<(u16, Option<u16>, Vec<u8>), TestCaseError> {
-    let sent = acme_cse::http::router(cse.clone()).oneshot(request);
+    let sent = acme_cse::http::router(cse.clone()).expect("router").oneshot(request);
     let response = tokio::time::timeout(Duration::from_secs(10), sent)
         .await
         .map_err(|_| TestCaseError::fail("no answer within 10 s"))?

@@ -327,13 +327,6 @@ async fn csr_registrations_are_checked() {
     let reply = in_cse.create("/cse-in", "/id-other", 16, csr("/id-other")).await;
     assert_eq!(reply.rsc, 4103, "{reply:?}");
     assert!(reply.dbg().contains("/id-other"));
-    // An AE originator (allowed by pattern, but not a CSE-ID).
-    let mut settings = registrar_settings();
-    settings.cse.registration.allowed_csr_originators = vec!["/*".into()];
-    let open_in = TestCse::start(settings).await;
-    let reply = open_in.create("/cse-in", "/id-mn/Cae1", 16, csr("/id-mn/Cae1")).await;
-    assert_eq!(reply.rsc, 4005, "{reply:?}");
-    open_in.shutdown().await;
     // Missing cb / cb not an address.
     let reply =
         in_cse.create("/cse-in", "/id-mn", 16, json!({"m2m:csr": {"csi": "/id-mn", "rr": true, "srv": ["3"]}})).await;

@@ -68,3 +68,24 @@ async fn only_the_configured_hosts_may_be_advertised_in_a_poa() {
     assert_eq!((moved.rsc, lookalike.rsc), (4000, 4000), "{moved:?} {lookalike:?}");
     cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_forwarded_by_a_registree_carries_an_originator_of_its_own_namespace() {
+    // Arrange: an IN with a registree /id-mn.
+    let cse = TestCse::start(registrar_settings()).await;
+    let reply = cse.create("/cse-in", "/id-mn", 16, csr("/id-mn", json!(["http://127.0.0.1:9"]))).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    let via_mn = |originator: &str| {
+        cse.request(reqwest::Method::GET, "/cse-in", originator).header("Via", "1.1 acme.example.com_id-mn").send()
+    };
+    // Act
+    let cse_relative = crate::harness::Reply::from(via_mn("CAdmin").await).await;
+    let own = crate::harness::Reply::from(via_mn("/id-in/CAdmin").await).await;
+    let its_own = crate::harness::Reply::from(via_mn("/id-mn/CAdmin").await).await;
+    // Assert: "CAdmin" from the MN would read as this IN's admin; the MN only speaks for
+    // itself and the CSEs below it.
+    assert_eq!((cse_relative.rsc, own.rsc), (4103, 4103), "{cse_relative:?} {own:?}");
+    assert!(cse_relative.dbg().contains("may only forward"), "{cse_relative:?}");
+    assert_eq!(its_own.rsc, 2000, "{its_own:?}");
+    cse.shutdown().await;
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use acme_cse::config::{BasicUserSettings, CseKind, RegistreeSecuritySettings, Settings};
+use acme_cse::config::{BasicUserSettings, BearerTokenSettings, CseKind, RegistreeSecuritySettings, Settings};
 use acme_cse::remote::RegistrationStatus;
 use acme_cse::security::Secret;
 use reqwest::Method;
@@ -23,8 +23,22 @@ const TESTER: &str = "testerJ2";
 const TESTER_PASSWORD: &str = "testerPassV4";
 const TOKEN: &str = "tokenR8x";
 
+/// A Basic user without an originator list: any originator but the admin.
 fn user(username: &str, password: &str) -> BasicUserSettings {
-    BasicUserSettings { username: username.into(), password: Secret::new(password) }
+    BasicUserSettings { username: username.into(), password: Secret::new(password), originators: None }
+}
+
+/// A Basic user that may act as these originators only.
+fn user_as(username: &str, password: &str, originators: &[&str]) -> BasicUserSettings {
+    BasicUserSettings {
+        originators: Some(originators.iter().map(|o| o.to_string()).collect()),
+        ..user(username, password)
+    }
+}
+
+/// The tester of these tests: it administers the CSEs (acts as `CAdmin`).
+fn tester(password: &str) -> BasicUserSettings {
+    user_as(TESTER, password, &["CAdmin"])
 }
 
 fn basic(username: &str, password: &str) -> Option<TestAuth> {
@@ -61,7 +75,7 @@ async fn retrieve_with(cse: &TestCse, authorization: Option<&str>) -> Reply {
 #[tokio::test]
 async fn basic_auth_accepts_a_configured_user_and_refuses_everybody_else_with_the_same_401() {
     // Arrange
-    let mut cse = TestCse::start(with_basic_auth(test_settings(), vec![user(TESTER, TESTER_PASSWORD)])).await;
+    let mut cse = TestCse::start(with_basic_auth(test_settings(), vec![tester(TESTER_PASSWORD)])).await;
 
     // Act + Assert: the right credentials pass.
     cse.authenticate(basic(TESTER, TESTER_PASSWORD));
@@ -94,7 +108,10 @@ async fn bearer_auth_accepts_a_configured_token_only() {
     // Arrange
     let mut settings = test_settings();
     settings.http.security.enable_bearer_auth = true;
-    settings.http.security.bearer_tokens = vec![Secret::new("other-token"), Secret::new(TOKEN)];
+    settings.http.security.bearer_tokens = vec![
+        BearerTokenSettings::Plain(Secret::new("other-token")),
+        BearerTokenSettings::Bound { token: Secret::new(TOKEN), originators: vec!["CAdmin".into()] },
+    ];
     let mut cse = TestCse::start(settings).await;
 
     // Act + Assert
@@ -122,7 +139,7 @@ async fn an_argon2_hashed_password_is_accepted() {
     let salt = SaltString::encode_b64(b"security test salt").expect("salt");
     let phc = hasher.hash_password(TESTER_PASSWORD.as_bytes(), &salt).expect("hash").to_string();
     assert!(phc.starts_with("$argon2id$"), "{phc}");
-    let mut cse = TestCse::start(with_basic_auth(test_settings(), vec![user(TESTER, &phc)])).await;
+    let mut cse = TestCse::start(with_basic_auth(test_settings(), vec![tester(&phc)])).await;
 
     // Act + Assert
     cse.authenticate(basic(TESTER, TESTER_PASSWORD));
@@ -135,8 +152,7 @@ async fn an_argon2_hashed_password_is_accepted() {
 /// An IN that requires Basic auth (the MN's credentials and the tester's) and calls the MN
 /// with the credentials of `[[cse.registration.registree_security]]` when `registree_credentials`.
 fn secured_in(registree_credentials: bool) -> Settings {
-    let mut settings =
-        with_basic_auth(registrar_settings(), vec![user(MN_USER, MN_PASSWORD), user(TESTER, TESTER_PASSWORD)]);
+    let mut settings = with_basic_auth(registrar_settings(), vec![user(MN_USER, MN_PASSWORD), tester(TESTER_PASSWORD)]);
     settings.cse.registration.liveliness_failures = 1;
     if registree_credentials {
         settings.cse.registration.registree_security = vec![RegistreeSecuritySettings {
@@ -154,7 +170,7 @@ fn secured_in(registree_credentials: bool) -> Settings {
 fn secured_mn(registrar: &TestCse, password: &str) -> Settings {
     let mut settings = with_basic_auth(
         registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(registrar)),
-        vec![user(TESTER, TESTER_PASSWORD)],
+        vec![tester(TESTER_PASSWORD)],
     );
     let security = &mut settings.cse.registrar.as_mut().expect("registrar settings").security;
     security.username = Some(MN_USER.into());
@@ -194,9 +210,8 @@ async fn an_mn_registers_to_an_in_that_requires_basic_auth_and_no_credential_is_
     let local = mn.retrieve("/cse-mn/id-in", "CAdmin").await;
     assert_eq!(local.rsc, 2000, "{local:?}");
     // Forwarding carries the credentials of the next hop: down (IN → MN) and up (MN → IN).
-    let down = in_cse.retrieve("/~/id-mn/cse-mn", "/id-mn/CAdmin").await;
-    assert_eq!(down.rsc, 2000, "{down:?}");
-    assert_eq!(down.body["m2m:cb"]["csi"], "/id-mn");
+    let down = in_cse.remote.retrieve_remote("/id-mn/cse-mn", None).await.expect("retrieve through the IN");
+    assert_eq!(down.str("csi"), Some("/id-mn"));
     let up = mn.remote.retrieve_remote("/id-in/cse-in", None).await.expect("retrieve through the registrar");
     assert_eq!(up.str("csi"), Some("/id-in"));
     // No credential in any resource the two CSEs hold about each other.
@@ -319,8 +334,8 @@ async fn an_mn_registers_to_an_in_over_https_trusting_the_test_ca() {
     assert_eq!(csr.rsc, 2000, "{csr:?}");
     assert_eq!(csr.body["m2m:csr"]["poa"], serde_json::json!([mn.url]));
     assert!(mn.url.starts_with("https://"));
-    let down = in_cse.retrieve("/~/id-mn/cse-mn", "/id-mn/CAdmin").await;
-    assert_eq!(down.rsc, 2000, "{down:?}");
+    let down = in_cse.remote.retrieve_remote("/id-mn/cse-mn", None).await.expect("retrieve over HTTPS");
+    assert_eq!(down.str("csi"), Some("/id-mn"));
     // Plain HTTP is not served on the TLS port.
     let plain = reqwest::Client::new().get(format!("http://{}/cse-in", in_cse.addr)).send().await;
     assert!(plain.is_err() || plain.is_ok_and(|reply| reply.headers().get("x-m2m-rsc").is_none()));
@@ -350,4 +365,74 @@ async fn an_mn_that_does_not_trust_the_registrars_certificate_does_not_register_
     assert!(careless.remote.is_registered());
     careless.shutdown().await;
     in_cse.shutdown().await;
+}
+
+/// RETRIEVE the CSEBase with `auth`, as `originator`.
+async fn retrieve_as(cse: &mut TestCse, auth: Option<TestAuth>, originator: &str) -> Reply {
+    cse.authenticate(auth);
+    cse.retrieve("/cse-in", originator).await
+}
+
+#[tokio::test]
+async fn credentials_act_only_as_the_originators_they_are_bound_to() {
+    // Arrange: a sensor bound to its own AE-IDs, a legacy user and a plain token without a
+    // list (anything but the admin), an operator token bound to the admin.
+    let mut settings = with_basic_auth(
+        test_settings(),
+        vec![user_as("sensor", "sensorPw", &["Csensor*"]), user("legacy", "legacyPw")],
+    );
+    settings.http.security.enable_bearer_auth = true;
+    settings.http.security.bearer_tokens = vec![
+        BearerTokenSettings::Plain(Secret::new("plainToken")),
+        BearerTokenSettings::Bound { token: Secret::new("operatorToken"), originators: vec!["CAdmin".into()] },
+    ];
+    let mut cse = TestCse::start(settings).await;
+    let sensor = || basic("sensor", "sensorPw");
+    let legacy = || basic("legacy", "legacyPw");
+    let token = |token: &str| Some(TestAuth::Bearer { token: token.into() });
+
+    // Act + Assert
+    for (who, auth, originator) in [
+        ("sensor as another AE", sensor(), "Cother"),
+        ("sensor as the admin", sensor(), "CAdmin"),
+        ("legacy user as the admin", legacy(), "CAdmin"),
+        ("legacy user as the admin, SP-relative", legacy(), "/id-in/CAdmin"),
+        ("plain token as the admin", token("plainToken"), "CAdmin"),
+    ] {
+        let reply = retrieve_as(&mut cse, auth, originator).await;
+        assert_eq!(reply.rsc, 4103, "{who}: {reply:?}");
+        assert!(reply.dbg().contains("may not act as originator"), "{who}: {reply:?}");
+        assert!(!reply.dbg().contains("Pw") && !reply.dbg().contains("Token"), "no secret: {reply:?}");
+    }
+    // What they may do: the sensor registers its AE, the legacy user reads it, the
+    // operator token administers.
+    cse.authenticate(sensor());
+    cse.register_ae("Csensor1", "sensor1").await;
+    let reply = retrieve_as(&mut cse, legacy(), "Cx").await;
+    assert_eq!(reply.rsc, 4103, "legacy user as Cx: no ACP grants it the CSEBase: {reply:?}");
+    assert!(!reply.dbg().contains("may not act as"), "{reply:?}");
+    assert_eq!(retrieve_as(&mut cse, token("operatorToken"), "CAdmin").await.rsc, 2000);
+    assert_eq!(retrieve_as(&mut cse, sensor(), "Csensor1").await.rsc, 2000, "a registered AE reads the CSEBase");
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_authentication_is_refused_for_a_while() {
+    // Arrange
+    let mut settings = with_basic_auth(test_settings(), vec![tester(TESTER_PASSWORD)]);
+    settings.http.security.max_auth_failures = 3;
+    let mut cse = TestCse::start(settings).await;
+    cse.authenticate(basic(TESTER, TESTER_PASSWORD));
+    assert_eq!(cse.retrieve("/cse-in", "CAdmin").await.rsc, 2000);
+    // Act: the quota of failures, and one more.
+    cse.authenticate(basic(TESTER, "guess"));
+    for _ in 0..4 {
+        assert_eq!(cse.retrieve("/cse-in", "CAdmin").await.status, 401);
+    }
+    // Assert: from this address even the right password is refused now, the same way.
+    cse.authenticate(basic(TESTER, TESTER_PASSWORD));
+    let refused = cse.retrieve("/cse-in", "CAdmin").await;
+    assert_eq!(refused.status, 401, "{refused:?}");
+    assert_eq!(refused.header("www-authenticate"), Some("Basic realm=\"acme-cse\", charset=\"UTF-8\""));
+    cse.shutdown().await;
 }
