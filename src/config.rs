@@ -169,6 +169,8 @@ pub struct RegistrationSettings {
     /// Hosts that AEs and registree CSEs may advertise in their `poa` (address blocks and
     /// host name patterns); empty: any host.
     pub allowed_poa_hosts: Vec<String>,
+    /// Most CSEs a registree may list below it (`dcse`).
+    pub max_descendants: usize,
     /// Consecutive failed probes after which a registree is removed.
     pub liveliness_failures: u32,
     /// Time-out of one registree probe.
@@ -190,6 +192,7 @@ impl Default for RegistrationSettings {
             allowed_csr_originators: Vec::new(),
             allowed_ae_originators: ["C*", "S*", "/*/C*", "/*/S*"].map(String::from).to_vec(),
             allowed_poa_hosts: Vec::new(),
+            max_descendants: 10_000,
             liveliness_failures: 2,
             liveliness_timeout: Duration::from_secs(3),
             liveliness_parallelism: 64,
@@ -520,6 +523,7 @@ pub struct RegistrationConfig {
     pub allowed_ae_originators: Vec<String>,
     /// Empty: any host.
     pub allowed_poa_hosts: Vec<HostPattern>,
+    pub max_descendants: usize,
     pub liveliness_failures: u32,
     pub liveliness_timeout: Duration,
     pub liveliness_parallelism: usize,
@@ -831,6 +835,7 @@ impl Settings {
                 allowed_csr_originators: registration.allowed_csr_originators.clone(),
                 allowed_ae_originators: registration.allowed_ae_originators.clone(),
                 allowed_poa_hosts,
+                max_descendants: registration.max_descendants,
                 liveliness_failures: registration.liveliness_failures,
                 liveliness_timeout: registration.liveliness_timeout,
                 liveliness_parallelism: registration.liveliness_parallelism,

@@ -17,6 +17,7 @@ use crate::access::{Access, Accessor, Permission};
 use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
 use crate::client::{Client, TransportError};
 use crate::config::{Config, CseKind, RegistrarConfig};
+use crate::descendants::check_dcse;
 use crate::error::{Error, Result, Rsc};
 use crate::event::{Event, EventBus};
 use crate::registry::{Registry, Route};
@@ -307,6 +308,7 @@ impl Cse {
             rvi: request.rvi.clone(),
             config: self.config.clone(),
             identity: self.identity.clone(),
+            registry: self.registry.clone(),
             guard,
         };
         let resource = self.storage.write(move |tx| plan.apply(tx)).await?;
@@ -474,6 +476,7 @@ impl Cse {
         let content = request.content.clone();
         let max_et = self.config.cse.max_expiration_delta;
         let identity = self.identity.clone();
+        let registry = self.registry.clone();
         let (resource, changes) = self
             .storage
             .write(move |tx| {
@@ -495,6 +498,9 @@ impl Cse {
                 }
                 resource::validate_update(resource.ty, &changes)?;
                 check_poa_hosts(&guard.config.registration.allowed_poa_hosts, &changes)?;
+                if let (Some(dcse), Some(csi)) = (changes.get("dcse"), resource.str("csi")) {
+                    check_dcse(&*tx, &registry, &identity, &guard.config, csi, dcse)?;
+                }
                 apply_update(tx, &identity, &mut resource, &changes, max_et)?;
                 Ok((resource, changes))
             })
@@ -1069,12 +1075,13 @@ struct CreatePlan {
     rvi: String,
     config: Arc<Config>,
     identity: Arc<Identity>,
+    registry: Registry,
     guard: Access,
 }
 
 impl CreatePlan {
     fn apply(self, tx: &mut dyn WriteTx) -> Result<Resource> {
-        let CreatePlan { ty, target, mut attributes, originator, rvi, config, identity, guard } = self;
+        let CreatePlan { ty, target, mut attributes, originator, rvi, config, identity, registry, guard } = self;
         let parent = locate(&*tx, &target)?;
         // AE and CSR registration are decided by the allowed-originator lists (checked
         // before); everything else by the parent's access rules.
@@ -1118,16 +1125,18 @@ impl CreatePlan {
                         )));
                     }
                 }
+                // Its name follows from the CSE-ID, so that no CSE can take another's name.
                 let ri = csi_to_name(&originator);
-                let rn = match attributes.get("csi").and_then(Value::as_str) {
-                    Some(_) => ri.clone(),
-                    None => attributes
-                        .get("rn")
-                        .and_then(Value::as_str)
-                        .map_or_else(|| format!("csr_{}", random_id(ID_LENGTH)), str::to_string),
-                };
+                if let Some(rn) = attributes.get("rn").and_then(Value::as_str).filter(|rn| *rn != ri) {
+                    return Err(Error::bad_request(format!(
+                        "rn {rn:?}: the remoteCSE of {originator} is named {ri} (after its CSE-ID)"
+                    )));
+                }
+                if let Some(dcse) = attributes.get("dcse") {
+                    check_dcse(&*tx, &registry, &identity, &config, &originator, dcse)?;
+                }
                 attributes.insert("csi".into(), Value::String(originator.clone()));
-                (ri, rn)
+                (ri.clone(), ri)
             }
             _ => {
                 let ri = loop {

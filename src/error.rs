@@ -184,17 +184,19 @@ impl Error {
         &self.dbg
     }
 
-    /// Everything known about the failure, for the log: the peer's text and the chain of
-    /// causes.
+    /// Everything known about the failure, for the log: the peer's text (unless it is the
+    /// generic one of an internal failure) and the chain of causes.
     pub fn detail(&self) -> String {
-        let mut text = self.dbg.clone();
+        let mut parts = Vec::new();
         let mut cause = std::error::Error::source(self);
+        if cause.is_none() || self.rsc != Rsc::InternalServerError {
+            parts.push(self.dbg.clone());
+        }
         while let Some(error) = cause {
-            text.push_str(": ");
-            text.push_str(&error.to_string());
+            parts.push(error.to_string());
             cause = error.source();
         }
-        text
+        parts.join(": ")
     }
 }
 

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod client;
 pub mod config;
+mod descendants;
 pub mod dispatcher;
 pub mod error;
 pub mod event;

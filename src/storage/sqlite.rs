@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS resources (
 CREATE INDEX IF NOT EXISTS resources_by_parent ON resources(pi, ty);
 CREATE INDEX IF NOT EXISTS resources_by_type ON resources(ty);
 CREATE INDEX IF NOT EXISTS resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
 ";
 
 const COLUMNS: &str = "ty, path, creator, body";
@@ -54,6 +58,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Open (or create) the database file at `path`. A file this process cannot write (a
+    /// read-only file or file system, say) is an error now, naming the path, rather than a
+    /// 5000 answer to every write later.
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|error| {
@@ -64,11 +71,23 @@ impl SqliteStore {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        let writer = Connection::open(path)?;
-        writer.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
-        ))?;
-        writer.execute_batch(SCHEMA)?;
+        let unusable = |error: rusqlite::Error| {
+            Error::internal(format!("the database {} (database.path) cannot be written: {error}", path.display()))
+        };
+        let writer = Connection::open(path).map_err(unusable)?;
+        writer
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
+            ))
+            .map_err(unusable)?;
+        writer.execute_batch(SCHEMA).map_err(unusable)?;
+        // A real write: SQLite opens a file it may not write read-only, without a word.
+        writer
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('opened', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1",
+                [crate::resource::Timestamp::now().to_string()],
+            )
+            .map_err(unusable)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open(path)?;

@@ -32,7 +32,7 @@ fn start(dir: &Path, config: &str) -> Child {
         .arg(init_dir())
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     for (name, _) in std::env::vars() {
@@ -123,4 +123,55 @@ async fn the_binary_refuses_an_unknown_configuration_key_and_names_it() {
         !cse_base_answers(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}/cse-in")).await,
         "nothing serves the port"
     );
+}
+
+#[tokio::test]
+async fn the_binary_refuses_to_start_on_a_read_only_database_and_names_database_path() {
+    // Arrange: a database the binary created, then made read-only. Before the fix the CSE
+    // started "ready" and answered every write with 5000.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = dir.path().join("acme.db");
+    let config = |port: u16| {
+        format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\npath = {:?}\n", database.display().to_string())
+    };
+    let port = free_port();
+    let mut first = start(dir.path(), &config(port));
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/cse-in");
+    eventually("the first run serves", Duration::from_secs(20), || cse_base_answers(&client, &url)).await;
+    first.start_kill().expect("stop the first run");
+    first.wait().await.expect("the first run ends");
+    // Read-only for the process: the files, and a user that is not root (root writes anyway).
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir.path()).expect("list") {
+        let path = entry.expect("entry").path();
+        let mode = if path.is_dir() { 0o777 } else { 0o444 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let path = dir.path().join("acme.toml");
+    std::fs::write(&path, config(free_port())).expect("write the configuration file");
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|id| id.stdout.starts_with(b"0\n"));
+    let mut command = if root {
+        // A copy of the binary where that user may run it (the build directory may be private).
+        let binary = dir.path().join("acme-cse");
+        std::fs::copy(BINARY, &binary).expect("copy the binary");
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(binary);
+        command
+    } else {
+        Command::new(BINARY)
+    };
+    command.arg("--config").arg(&path).arg("--init-dir").arg(init_dir()).current_dir(dir.path());
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    // Act
+    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .expect("the process exits within 20 s")
+        .expect("run acme-cse");
+    // Assert
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "exit status {}; output:\n{text}", output.status);
+    assert!(text.contains("database.path") && text.contains("acme.db"), "output:\n{text}");
+    assert!(!text.contains("CSE ready"), "output:\n{text}");
 }

@@ -89,3 +89,80 @@ async fn a_request_forwarded_by_a_registree_carries_an_originator_of_its_own_nam
     assert_eq!(its_own.rsc, 2000, "{its_own:?}");
     cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_csr_is_named_after_the_cse_that_registers_so_no_cse_can_take_another_name() {
+    // Arrange: the shipped originator patterns let /id-asn-evil register.
+    let mut settings = registrar_settings();
+    settings.cse.registration.allowed_csr_originators = vec!["/id-mn".into(), "/id-asn*".into()];
+    let cse = TestCse::start(settings).await;
+    let squatting = json!({"m2m:csr": {"rn": "id-mn", "cb": "/id-asn-evil/cse", "rr": true, "srv": ["3"]}});
+    // Act
+    let squatter = cse.create("/cse-in", "/id-asn-evil", 16, squatting).await;
+    let unnamed = cse
+        .create("/cse-in", "/id-asn1", 16, json!({"m2m:csr": {"cb": "/id-asn1/cse", "rr": true, "srv": ["3"]}}))
+        .await;
+    let real = cse.create("/cse-in", "/id-mn", 16, csr("/id-mn", json!(["http://127.0.0.1:9"]))).await;
+    // Assert: before the fix the squatter got the name id-mn and the real /id-mn never registered.
+    assert_eq!(squatter.rsc, 4000, "{squatter:?}");
+    assert!(squatter.dbg().contains("id-asn-evil"), "{squatter:?}");
+    assert_eq!(unnamed.rsc, 2001, "{unnamed:?}");
+    assert_eq!(
+        (unnamed.body["m2m:csr"]["rn"].as_str(), unnamed.body["m2m:csr"]["csi"].as_str()),
+        (Some("id-asn1"), Some("/id-asn1"))
+    );
+    assert_eq!(real.rsc, 2001, "{real:?}");
+    assert_eq!(real.body["m2m:csr"]["rn"], "id-mn");
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_descendants_a_registree_lists_are_checked_and_bounded() {
+    // Arrange: an MN registrar (/id-mn, registrar /id-in) with a registree /id-asn1 below /id-mn.
+    let mut settings = registrar_settings();
+    settings.cse.kind = acme_cse::config::CseKind::Mn;
+    settings.cse.cse_id = "/id-mn".into();
+    settings.cse.resource_name = "cse-mn".into();
+    settings.cse.registration.allowed_csr_originators = vec!["/id-asn*".into()];
+    settings.cse.registration.max_descendants = 3;
+    settings.cse.registrar = Some(acme_cse::config::RegistrarSettings {
+        address: vec!["http://127.0.0.1:9".into()],
+        cse_id: "/id-in".into(),
+        resource_name: "cse-in".into(),
+        ..Default::default()
+    });
+    let cse = TestCse::start(settings).await;
+    let with_dcse = |csi: &str, dcse: Value| {
+        let mut body = csr(csi, json!(["http://127.0.0.1:9"]));
+        body["m2m:csr"]["dcse"] = dcse;
+        body
+    };
+    let first = cse.create("/cse-mn", "/id-asn1", 16, with_dcse("/id-asn1", json!(["/id-asn9"]))).await;
+    assert_eq!(first.rsc, 2001, "{first:?}");
+    crate::harness::eventually("the MN routes to /id-asn9", std::time::Duration::from_secs(10), || async {
+        cse.remote.csr_for("/id-asn9").is_some()
+    })
+    .await;
+    // Act + Assert
+    for (dcse, why) in [
+        (json!(["id-x"]), "not a CSE-ID"),
+        (json!(["/id-x/Cae"]), "not a CSE-ID"),
+        (json!(["/id-mn"]), "this CSE"),
+        (json!(["//acme.example.com/id-mn"]), "this CSE"),
+        (json!(["/id-in"]), "registrar"),
+        (json!(["/id-asn2"]), "registree itself"),
+        (json!(["/id-asn1"]), "registered here directly"),
+        (json!(["/id-asn9"]), "another registree"),
+        (json!(["/id-x", "/id-x"]), "twice"),
+        (json!(["/id-a", "/id-b", "/id-c", "/id-d"]), "max_descendants"),
+    ] {
+        let reply = cse.create("/cse-mn", "/id-asn2", 16, with_dcse("/id-asn2", dcse.clone())).await;
+        assert_eq!(reply.rsc, 4000, "{dcse}: {reply:?}");
+        assert!(reply.dbg().contains(why), "{dcse}: {reply:?}");
+    }
+    let second = cse.create("/cse-mn", "/id-asn2", 16, with_dcse("/id-asn2", json!(["/id-a", "/id-b", "/id-c"]))).await;
+    assert_eq!(second.rsc, 2001, "{second:?}");
+    let update = cse.update("/cse-mn/id-asn2", "/id-asn2", json!({"m2m:csr": {"dcse": ["/id-asn9"]}})).await;
+    assert_eq!(update.rsc, 4000, "the same rules on update: {update:?}");
+    cse.shutdown().await;
+}
