@@ -21,7 +21,8 @@ use tracing::{debug, warn};
 use crate::config::HttpConfig;
 use crate::error::{Error, Rsc};
 use crate::http::{
-    VIA, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI, path_of, via_header,
+    VIA, X_M2M_CTO, X_M2M_CTS, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI, path_of,
+    via_header,
 };
 use crate::request::{IdForm, Operation, Request, Response};
 use crate::resource::Timestamp;
@@ -198,11 +199,14 @@ impl Client {
             .get(reqwest::header::CONTENT_LOCATION)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
+        let text = |name: &str| reply.headers().get(name).and_then(|value| value.to_str().ok()).map(str::trim);
+        let partial = (text(X_M2M_CTS) == Some("1")).then(|| text(X_M2M_CTO).and_then(|offset| offset.parse().ok()));
         let bytes = read_body(reply, &url, timeout, self.max_body_size).await?;
         let content: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
 
         let mut response = Response::new(request, Rsc::Ok, content);
         response.content_location = location;
+        response.partial = partial.flatten();
         debug!(op = request.op.name(), %url, fr = ?request.originator, rqi = %request.rqi, rsc = ?rsc_header, "sent");
         response.rsc = match rsc_header {
             Some(code) => {

@@ -114,6 +114,10 @@ pub struct CseSettings {
     pub max_expiration_delta: Duration,
     #[serde(with = "humantime_serde")]
     pub expiration_check_interval: Duration,
+    /// Most resources in one answer (discovery, `rcn` 4, 5, 6, 8).
+    pub max_results: usize,
+    /// Largest answer of that kind, in bytes (the stored size of the resources it carries).
+    pub max_result_size: usize,
     pub registration: RegistrationSettings,
     pub registrar: Option<RegistrarSettings>,
     pub sp: SpSettings,
@@ -149,6 +153,8 @@ impl Default for CseSettings {
             release_version: "5".into(),
             max_expiration_delta: Duration::from_secs(157_680_000),
             expiration_check_interval: Duration::from_secs(60),
+            max_results: 10_000,
+            max_result_size: 8 * 1024 * 1024,
             registration: RegistrationSettings::default(),
             registrar: None,
             sp: SpSettings::default(),
@@ -473,6 +479,8 @@ pub struct CseConfig {
     pub release_version: String,
     pub max_expiration_delta: Duration,
     pub expiration_check_interval: Duration,
+    pub max_results: usize,
+    pub max_result_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -686,6 +694,12 @@ impl Settings {
             ));
         }
         positive("cse.expiration_check_interval", cse.expiration_check_interval)?;
+        if cse.max_results == 0 {
+            return Err(ConfigError::invalid("cse.max_results", "must be greater than 0"));
+        }
+        if cse.max_result_size == 0 {
+            return Err(ConfigError::invalid("cse.max_result_size", "must be greater than 0"));
+        }
 
         let registration = &cse.registration;
         positive("cse.registration.check_interval", registration.check_interval)?;
@@ -806,6 +820,8 @@ impl Settings {
                 release_version: cse.release_version.clone(),
                 max_expiration_delta: cse.max_expiration_delta,
                 expiration_check_interval: cse.expiration_check_interval,
+                max_results: cse.max_results,
+                max_result_size: cse.max_result_size,
             },
             http: HttpConfig {
                 listen,

@@ -6,7 +6,6 @@
 //! container's counters, an eviction, a name check and an insert) is atomic. Changes that
 //! others must hear about are emitted as events after the commit.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +20,11 @@ use crate::descendants::check_dcse;
 use crate::error::{Error, Result, Rsc};
 use crate::event::{Event, EventBus};
 use crate::registry::{Registry, Route};
-use crate::request::{IdForm, Operation, Request, Response};
+use crate::represent;
+use crate::request::{FilterCriteria, IdForm, Operation, Request, Response};
 use crate::resource::{self, Resource, ResourceType, Timestamp, content_size, known_unsupported_type, random_id};
 use crate::security::{Credentials, HostPattern};
+use crate::select::{Bounds, Measure, Selected, select};
 use crate::storage::{ReadTx, Storage, WriteTx};
 
 /// Longest structured path of a resource (the tree cannot grow without bound in depth).
@@ -324,7 +325,7 @@ impl Cse {
             0 => None,
             2 => Some(json!({ "m2m:uri": address })),
             3 => Some(json!({ "m2m:rce": { "uri": address, ty.wrapper(): resource.attributes } })),
-            9 => Some(modified_attributes(&resource, &request_attributes)),
+            9 => Some(represent::modified_attributes(&resource, None, &request_attributes)),
             _ => Some(resource.to_json()),
         };
         let mut response = Response::new(request, Rsc::Created, content);
@@ -382,8 +383,12 @@ impl Cse {
             return self.discover(request, target, guard).await;
         }
         let rcn = request.rcn.unwrap_or(1);
-        let lvl = request.filter.lvl;
-        let (mut resource, children) = self
+        if !request.atrl.is_empty() && rcn != 1 {
+            return Err(Error::bad_request(format!("a partial retrieve (atrl) is for rcn 1 only, not rcn {rcn}")));
+        }
+        let filter = request.filter.clone();
+        let bounds = self.bounds();
+        let (mut resource, selected) = self
             .storage
             .read(move |tx| {
                 let resource = match target.virtual_child {
@@ -392,8 +397,14 @@ impl Cse {
                 };
                 guard.check(tx, &resource, Permission::Retrieve, None)?;
                 check_instance_readable(tx, &resource)?;
-                let children = load_children(tx, &resource, rcn)?;
-                Ok((resource, children))
+                if rcn == 7 {
+                    return Err(Error::bad_request(format!(
+                        "{} is not an announced resource: it has no original (rcn 7)",
+                        resource.path
+                    )));
+                }
+                let selected = below(tx, &resource, rcn, &filter, &guard, bounds)?;
+                Ok((resource, selected))
             })
             .await?;
         if resource.ty == ResourceType::Cin && resource.u64("dcnt").is_some() {
@@ -403,8 +414,15 @@ impl Cse {
         if resource.ty == ResourceType::CseBase {
             resource.set("ctm", Timestamp::now());
         }
-        let content = represent(&resource, rcn, children, lvl);
-        Ok(Response::new(request, Rsc::Ok, Some(content)))
+        let partial = selected.as_ref().and_then(|selected| selected.partial);
+        let content = match selected {
+            Some(selected) => self.with_below(request, &resource, rcn, selected),
+            None if !request.atrl.is_empty() => represent::partial(&resource, &request.atrl)?,
+            None => resource.to_json(),
+        };
+        let mut response = Response::new(request, Rsc::Ok, Some(content));
+        response.partial = partial;
+        Ok(response)
     }
 
     async fn discover(&self, request: &Request, target: LocalTarget, guard: Access) -> Result<Response> {
@@ -412,57 +430,54 @@ impl Cse {
             return Err(Error::bad_request("discovery cannot start at la or ol"));
         }
         let filter = request.filter.clone();
-        let found = self
+        let bounds = self.bounds();
+        let selected = self
             .storage
             .read(move |tx| {
+                // The target only has to exist: what is found is checked one by one.
                 let root = locate(tx, &target.id)?;
-                let depth = root.path.matches('/').count();
-                let mut found = Vec::new();
-                for resource in tx.subtree(&root.path)? {
-                    if resource.path == root.path {
-                        continue;
-                    }
-                    let level = resource.path.matches('/').count() - depth;
-                    if filter.lvl.is_some_and(|lvl| level > lvl) {
-                        continue;
-                    }
-                    if !filter.ty.is_empty() && !filter.ty.contains(&u64::from(resource.ty.code())) {
-                        continue;
-                    }
-                    if !filter.lbl.is_empty() {
-                        let labels = resource.str_list("lbl");
-                        if !filter.lbl.iter().any(|label| labels.contains(label)) {
-                            continue;
-                        }
-                    }
-                    if filter.rn.as_ref().is_some_and(|rn| rn != resource.rn()) {
-                        continue;
-                    }
-                    // What the originator may not discover is left out, silently.
-                    if !guard.allows(tx, &resource, Permission::Discovery)? {
-                        continue;
-                    }
-                    found.push(resource);
-                }
-                Ok(found)
+                select(tx, &root, &filter, &guard, Permission::Discovery, Measure::Reference, bounds)
             })
             .await?;
-        let found = found.into_iter().skip(request.filter.ofst.unwrap_or(0));
-        let found: Vec<Resource> = match request.filter.lim {
-            Some(lim) => found.take(lim).collect(),
-            None => found.collect(),
-        };
+        let address = |resource: &Resource| self.scoped(request, self.address_of(resource, request.drt));
         let content = match request.rcn.unwrap_or(11) {
-            6 => json!({ "m2m:rrl": { "rrf": child_references(&found) } }),
+            6 => json!({ "m2m:rrl": { "rrf": represent::references(&selected.resources, address) } }),
             _ => {
-                let uris: Vec<Value> = found
-                    .iter()
-                    .map(|resource| Value::String(self.scoped(request, self.address_of(resource, request.drt))))
-                    .collect();
+                let uris: Vec<Value> =
+                    selected.resources.iter().map(|resource| Value::String(address(resource))).collect();
                 json!({ "m2m:uril": uris })
             }
         };
-        Ok(Response::new(request, Rsc::Ok, Some(content)))
+        let mut response = Response::new(request, Rsc::Ok, Some(content));
+        response.partial = selected.partial;
+        Ok(response)
+    }
+
+    /// The bounds of one answer: `cse.max_results`, `cse.max_result_size`, and the time a
+    /// request may take.
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            max_results: self.config.cse.max_results,
+            max_size: self.config.cse.max_result_size,
+            deadline: std::time::Instant::now() + self.config.http.request_timeout,
+        }
+    }
+
+    /// `resource` with what `rcn` (4, 5, 6 or 8) asks for of the resources below it.
+    fn with_below(&self, request: &Request, resource: &Resource, rcn: u8, selected: Selected) -> Value {
+        let address = |resource: &Resource| self.scoped(request, self.address_of(resource, request.drt));
+        match rcn {
+            4 | 8 => represent::tree(resource, selected.resources, rcn == 4),
+            5 => {
+                let mut json = resource.to_json();
+                if let Some(Value::Object(attributes)) = json.get_mut(resource.ty.wrapper()) {
+                    let references = represent::references(&selected.resources, address);
+                    attributes.insert("ch".into(), Value::Array(references));
+                }
+                json
+            }
+            _ => json!({ "m2m:rrl": { "rrf": represent::references(&selected.resources, address) } }),
+        }
     }
 
     // -------------------------------------------------------------------------------------
@@ -477,7 +492,7 @@ impl Cse {
         let max_et = self.config.cse.max_expiration_delta;
         let identity = self.identity.clone();
         let registry = self.registry.clone();
-        let (resource, changes) = self
+        let (before, resource, changes) = self
             .storage
             .write(move |tx| {
                 let mut resource = locate(tx, &target.id)?;
@@ -501,8 +516,9 @@ impl Cse {
                 if let (Some(dcse), Some(csi)) = (changes.get("dcse"), resource.str("csi")) {
                     check_dcse(&*tx, &registry, &identity, &guard.config, csi, dcse)?;
                 }
+                let before = resource.clone();
                 apply_update(tx, &identity, &mut resource, &changes, max_et)?;
-                Ok((resource, changes))
+                Ok((before, resource, changes))
             })
             .await?;
         if resource.ty == ResourceType::Csr {
@@ -510,13 +526,7 @@ impl Cse {
         }
         let content = match request.rcn.unwrap_or(1) {
             0 => None,
-            9 => {
-                let mut modified = Map::new();
-                for name in changes.keys().map(String::as_str).chain(["lt"]) {
-                    modified.insert(name.to_string(), resource.attributes.get(name).cloned().unwrap_or(Value::Null));
-                }
-                Some(json!({ resource.ty.wrapper(): modified }))
-            }
+            9 => Some(represent::modified_attributes(&resource, Some(&before), &changes)),
             _ => Some(resource.to_json()),
         };
         Ok(Response::new(request, Rsc::Updated, content))
@@ -532,7 +542,8 @@ impl Cse {
             Some(_) => 1,
             None => request.rcn.unwrap_or(0),
         };
-        let (resource, children) = self
+        let bounds = self.bounds();
+        let (resource, selected) = self
             .storage
             .write(move |tx| {
                 let resource = match target.virtual_child {
@@ -544,16 +555,24 @@ impl Cse {
                 }
                 guard.check(tx, &resource, Permission::Delete, None)?;
                 check_instance_readable(tx, &resource)?;
-                let children = load_children(tx, &resource, rcn)?;
+                // What is shown of the deleted subtree is what the originator may read.
+                let selected = below(tx, &resource, rcn, &FilterCriteria::default(), &guard, bounds)?;
                 delete_resource(tx, &resource)?;
-                Ok((resource, children))
+                Ok((resource, selected))
             })
             .await?;
         if resource.ty == ResourceType::Csr {
             self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource.clone()) });
         }
-        let content = (rcn != 0).then(|| represent(&resource, rcn, children, None));
-        Ok(Response::new(request, Rsc::Deleted, content))
+        let partial = selected.as_ref().and_then(|selected| selected.partial);
+        let content = match (rcn, selected) {
+            (0, _) => None,
+            (_, Some(selected)) => Some(self.with_below(request, &resource, rcn, selected)),
+            (_, None) => Some(resource.to_json()),
+        };
+        let mut response = Response::new(request, Rsc::Deleted, content);
+        response.partial = partial;
+        Ok(response)
     }
 
     // -------------------------------------------------------------------------------------
@@ -784,17 +803,6 @@ fn unwrap_content(content: Option<&Value>, ty: ResourceType, wrong_type: Rsc) ->
     }
 }
 
-/// Attributes of the new resource that the request did not carry as they are now.
-fn modified_attributes(resource: &Resource, requested: &Map<String, Value>) -> Value {
-    let modified: Map<String, Value> = resource
-        .attributes
-        .iter()
-        .filter(|(name, value)| requested.get(*name) != Some(value))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    json!({ resource.ty.wrapper(): modified })
-}
-
 /// Find the target resource; 4004 when it does not exist.
 fn locate(tx: &dyn ReadTx, id: &LocalId) -> Result<Resource> {
     let found = match id {
@@ -848,96 +856,22 @@ fn consume_delete_count(tx: &mut dyn WriteTx, ri: &str) -> Result<()> {
     tx.update(&instance)
 }
 
-/// What a result content needs besides the resource itself.
-fn load_children(tx: &dyn ReadTx, resource: &Resource, rcn: u8) -> Result<Option<Children>> {
-    Ok(match rcn {
-        4 | 8 => Some(descendants_by_parent(tx, resource)?),
-        5 | 6 => Some(visible_children(tx, resource)?),
-        _ => None,
-    })
-}
-
-/// The representation of `resource` for a result content (`rcn`).
-fn represent(resource: &Resource, rcn: u8, children: Option<Children>, lvl: Option<usize>) -> Value {
-    match (rcn, children) {
-        (4, Some(Children::Tree(tree))) => with_children(resource, &tree, true, lvl),
-        (8, Some(Children::Tree(tree))) => with_children(resource, &tree, false, lvl),
-        (5, Some(Children::Direct(children))) => {
-            let mut json = resource.to_json();
-            if let Some(Value::Object(attributes)) = json.get_mut(resource.ty.wrapper()) {
-                attributes.insert("ch".into(), Value::Array(child_references(&children)));
-            }
-            json
-        }
-        (6, Some(Children::Direct(children))) => json!({ "m2m:rrl": { "rrf": child_references(&children) } }),
-        _ => resource.to_json(),
-    }
-}
-
-enum Children {
-    Direct(Vec<Resource>),
-    Tree(HashMap<String, Vec<Resource>>),
-}
-
-/// Direct children, minus the CINs of a container whose retrieval is disabled.
-fn visible_children(tx: &dyn ReadTx, resource: &Resource) -> Result<Children> {
-    let mut children = tx.children(resource.ri(), None)?;
-    if resource.bool("disr") == Some(true) {
-        children.retain(|child| child.ty != ResourceType::Cin);
-    }
-    Ok(Children::Direct(children))
-}
-
-/// All descendants grouped by parent `ri`, siblings in creation order.
-fn descendants_by_parent(tx: &dyn ReadTx, resource: &Resource) -> Result<Children> {
-    let mut tree: HashMap<String, Vec<Resource>> = HashMap::new();
-    for descendant in tx.subtree(&resource.path)? {
-        if descendant.path != resource.path {
-            tree.entry(descendant.pi().to_string()).or_default().push(descendant);
-        }
-    }
-    for siblings in tree.values_mut() {
-        siblings.sort_by(|a, b| (a.ct(), a.ri()).cmp(&(b.ct(), b.ri())));
-    }
-    Ok(Children::Tree(tree))
-}
-
-/// `{"m2m:xx": {attributes?, "m2m:child": [...]}}`, recursively, down to `lvl` levels.
-fn with_children(
+/// The resources below `resource` that `rcn` shows: with 4 and 8 their attributes (the
+/// originator needs RETRIEVE on each), with 5 and 6 references (DISCOVERY on each).
+fn below(
+    tx: &dyn ReadTx,
     resource: &Resource,
-    tree: &HashMap<String, Vec<Resource>>,
-    attributes: bool,
-    lvl: Option<usize>,
-) -> Value {
-    fn nest(
-        resource: &Resource,
-        tree: &HashMap<String, Vec<Resource>>,
-        attributes: bool,
-        remaining: Option<usize>,
-    ) -> Map<String, Value> {
-        let mut map = if attributes { resource.attributes.clone() } else { Map::new() };
-        if remaining == Some(0) {
-            return map;
-        }
-        let hidden = resource.bool("disr") == Some(true);
-        for child in tree.get(resource.ri()).into_iter().flatten() {
-            if hidden && child.ty == ResourceType::Cin {
-                continue;
-            }
-            let nested = nest(child, tree, true, remaining.map(|n| n - 1));
-            let list = map.entry(child.ty.wrapper().to_string()).or_insert_with(|| Value::Array(Vec::new()));
-            if let Value::Array(list) = list {
-                list.push(Value::Object(nested));
-            }
-        }
-        map
-    }
-    json!({ resource.ty.wrapper(): nest(resource, tree, attributes, lvl) })
-}
-
-/// `[{"nm": rn, "typ": ty, "val": path}]`
-fn child_references(children: &[Resource]) -> Vec<Value> {
-    children.iter().map(|child| json!({ "nm": child.rn(), "typ": child.ty.code(), "val": child.path })).collect()
+    rcn: u8,
+    filter: &FilterCriteria,
+    guard: &Access,
+    bounds: Bounds,
+) -> Result<Option<Selected>> {
+    let (permission, measure) = match rcn {
+        4 | 8 => (Permission::Retrieve, Measure::Attributes),
+        5 | 6 => (Permission::Discovery, Measure::Reference),
+        _ => return Ok(None),
+    };
+    select(tx, resource, filter, guard, permission, measure, bounds).map(Some)
 }
 
 /// Delete a resource and its subtree, keeping the parent container's counters right.

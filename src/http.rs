@@ -26,7 +26,7 @@ use tracing::debug;
 use crate::auth::{Gate, Refused};
 use crate::dispatcher::{Cse, SUPPORTED_MEDIA_TYPES};
 use crate::error::{Error, Result, Rsc};
-use crate::request::{Caller, FilterCriteria, IdForm, Operation, Request, Response};
+use crate::request::{Caller, Operation, Request, Response};
 use crate::resource::Timestamp;
 
 pub const X_M2M_ORIGIN: &str = "x-m2m-origin";
@@ -36,6 +36,12 @@ pub const X_M2M_RSC: &str = "x-m2m-rsc";
 pub const X_M2M_OT: &str = "x-m2m-ot";
 pub const X_M2M_RET: &str = "x-m2m-ret";
 pub const X_M2M_VSI: &str = "x-m2m-vsi";
+/// Content Status: partial (`1`) when a result was cut short.
+pub const X_M2M_CTS: &str = "x-m2m-cts";
+/// Content Offset: the `ofst` at which the rest of a partial result begins.
+pub const X_M2M_CTO: &str = "x-m2m-cto";
+/// The Content Status value of a partial result.
+const CONTENT_STATUS_PARTIAL: u16 = 1;
 /// The standard HTTP `Via` header: the CSEs a forwarded request has passed.
 pub const VIA: &str = "via";
 
@@ -338,48 +344,12 @@ fn request_expiration(value: &str, max_ahead: Duration) -> Result<Timestamp> {
     Ok(at.min(now.saturating_add(max_ahead)))
 }
 
+/// The query string's request parameters (`+` between values has already become a space).
 fn apply_query(request: &mut Request, query: &str) -> Result<()> {
-    let mut filter = FilterCriteria::default();
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let value = value.trim();
-        match name.as_ref() {
-            "rcn" => request.rcn = Some(number(&name, value)?),
-            "drt" => {
-                request.drt = match value {
-                    "1" => IdForm::Structured,
-                    "2" => IdForm::Unstructured,
-                    _ => {
-                        return Err(Error::bad_request(format!("drt must be 1 or 2, got {value:?}")));
-                    }
-                }
-            }
-            "fu" => {
-                let fu: u8 = number(&name, value)?;
-                if !(1..=4).contains(&fu) {
-                    return Err(Error::bad_request(format!("fu must be 1..4, got {fu}")));
-                }
-                filter.fu = Some(fu);
-            }
-            // `+` separates values; form decoding has already turned it into a space.
-            "ty" => {
-                for item in value.split([' ', '+']).filter(|item| !item.is_empty()) {
-                    filter.ty.push(number(&name, item)?);
-                }
-            }
-            "lbl" => filter.lbl.extend(value.split([' ', '+']).filter(|item| !item.is_empty()).map(str::to_string)),
-            "rn" => filter.rn = Some(value.to_string()),
-            "lim" => filter.lim = Some(number(&name, value)?),
-            "lvl" => filter.lvl = Some(number(&name, value)?),
-            "ofst" => filter.ofst = Some(number(&name, value)?),
-            _ => {}
-        }
+        request.set_parameter(&name, &value)?;
     }
-    request.filter = filter;
     Ok(())
-}
-
-fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
-    value.parse().map_err(|_| Error::bad_request(format!("query parameter {name} has an invalid value {value:?}")))
 }
 
 /// The one place a oneM2M response becomes an HTTP response.
@@ -402,6 +372,10 @@ fn into_http(response: Response) -> axum::response::Response {
     if let Some(location) = &response.content_location {
         insert(headers, header::CONTENT_LOCATION.as_str(), location);
     }
+    if let Some(next) = response.partial {
+        headers.insert(X_M2M_CTS, HeaderValue::from(CONTENT_STATUS_PARTIAL));
+        headers.insert(X_M2M_CTO, HeaderValue::from(next));
+    }
     if response.content.is_some() {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
@@ -420,6 +394,7 @@ fn insert(headers: &mut HeaderMap, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::IdForm;
 
     #[test]
     fn path_escapes_map_to_id_forms_and_back() {
@@ -452,7 +427,10 @@ mod tests {
         assert_eq!(request.filter.lim, Some(5));
         assert_eq!(request.drt, IdForm::Unstructured);
         assert_eq!(request.rcn, Some(11));
-        assert!(apply_query(&mut request, "rcn=x").is_err());
-        assert!(apply_query(&mut request, "drt=3").is_err());
+        let mut fresh = Request::new(Operation::Retrieve, "cse-in", Some("CAdmin"));
+        for bad in ["rcn=x", "drt=3", "foo=1", "fu=1&fu=1", "lim=1&lim=2"] {
+            assert!(apply_query(&mut fresh.clone(), bad).is_err(), "{bad}");
+        }
+        assert!(apply_query(&mut fresh, "rt=3&rn=a*&cty=text/plain").is_ok());
     }
 }

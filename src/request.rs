@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+pub use crate::filter::{FilterCriteria, FilterOperation, FilterUsage};
+
 use crate::error::{Error, Result, Rsc};
 use crate::resource::Timestamp;
 use crate::security::Principal;
@@ -46,31 +48,6 @@ pub enum IdForm {
     Unstructured,
 }
 
-/// The filter criteria this CSE evaluates (`fc`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FilterCriteria {
-    /// `fu`: 1 discovery, 2 conditional retrieval.
-    pub fu: Option<u8>,
-    /// `ty`: any of these types.
-    pub ty: Vec<u64>,
-    /// `lbl`: any of these labels.
-    pub lbl: Vec<String>,
-    /// `rn`: this resource name.
-    pub rn: Option<String>,
-    /// `lim`: at most this many results.
-    pub lim: Option<usize>,
-    /// `lvl`: at most this many levels below the target.
-    pub lvl: Option<usize>,
-    /// `ofst`: skip this many results.
-    pub ofst: Option<usize>,
-}
-
-impl FilterCriteria {
-    pub fn is_discovery(&self) -> bool {
-        self.fu == Some(1)
-    }
-}
-
 /// Who handed a request to the core.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Caller {
@@ -107,6 +84,8 @@ pub struct Request {
     pub rcn: Option<u8>,
     pub drt: IdForm,
     pub filter: FilterCriteria,
+    /// `atrl`: a partial RETRIEVE of these attributes only.
+    pub atrl: Vec<String>,
     /// `rqet`: the request expiration time.
     pub rqet: Option<Timestamp>,
     pub vsi: Option<String>,
@@ -132,6 +111,7 @@ impl Request {
             rcn: None,
             drt: IdForm::Structured,
             filter: FilterCriteria::default(),
+            atrl: Vec::new(),
             rqet: None,
             vsi: None,
             query: None,
@@ -139,6 +119,59 @@ impl Request {
             caller: Caller::Internal,
         }
     }
+}
+
+impl Request {
+    /// Take a request parameter by its oneM2M name (`rcn`, `drt`, `atrl`, the filter
+    /// criteria, ...; bindings carry them differently, the names are the same). An unknown
+    /// name or a value it cannot have is a 4000 naming it; a known parameter this CSE does
+    /// not serve is a 5001.
+    pub fn set_parameter(&mut self, name: &str, value: &str) -> Result<()> {
+        let value = value.trim();
+        match name {
+            "rcn" => {
+                let rcn = value.parse().map_err(|_| invalid_parameter(name, value))?;
+                if self.rcn.replace(rcn).is_some() {
+                    return Err(Error::bad_request("request parameter rcn is given twice"));
+                }
+            }
+            "drt" => {
+                self.drt = match value {
+                    "1" => IdForm::Structured,
+                    "2" => IdForm::Unstructured,
+                    _ => return Err(Error::bad_request(format!("drt must be 1 or 2, got {value:?}"))),
+                }
+            }
+            // Blocking requests are all this CSE serves.
+            "rt" => match value {
+                "3" => {}
+                "1" | "2" | "4" | "5" => {
+                    return Err(Error::not_implemented(format!(
+                        "response type rt={value} is not supported (only 3, blocking)"
+                    )));
+                }
+                _ => return Err(invalid_parameter(name, value)),
+            },
+            "rp" | "sqi" | "ma" => {
+                return Err(Error::not_implemented(format!("request parameter {name} is not supported")));
+            }
+            "atrl" => {
+                for attribute in value.split([' ', '+']).filter(|attribute| !attribute.is_empty()) {
+                    self.atrl.push(attribute.to_string());
+                }
+            }
+            _ => {
+                if !self.filter.set(name, value)? {
+                    return Err(Error::bad_request(format!("unknown request parameter {name}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid_parameter(name: &str, value: &str) -> Error {
+    Error::bad_request(format!("request parameter {name} has an invalid value {value:?}"))
 }
 
 /// A response primitive.
@@ -151,6 +184,9 @@ pub struct Response {
     pub content: Option<Value>,
     /// For CREATE: the address of the new resource.
     pub content_location: Option<String>,
+    /// `Some(next)` when the content is partial (Content Status): more results were found
+    /// than one answer holds, and a request with `ofst` = `next` continues (Content Offset).
+    pub partial: Option<usize>,
 }
 
 impl Response {
@@ -162,6 +198,7 @@ impl Response {
             vsi: request.vsi.clone(),
             content,
             content_location: None,
+            partial: None,
         }
     }
 

@@ -24,8 +24,16 @@ pub trait ReadTx {
     fn children(&self, pi: &str, ty: Option<ResourceType>) -> Result<Vec<Resource>>;
     /// The newest (`newest = true`) or oldest child of `pi` of type `ty`.
     fn edge_child(&self, pi: &str, ty: ResourceType, newest: bool) -> Result<Option<Resource>>;
-    /// The resource at `path` and everything below it, in path order.
-    fn subtree(&self, path: &str) -> Result<Vec<Resource>>;
+    /// Visit the resources below `path` (not the one at `path`) in path order, at most
+    /// `max_depth` levels down. `visit` gets each resource with the size of its stored form
+    /// and says whether to go on, so a caller that has enough stops the scan there and
+    /// never holds more than it keeps.
+    fn walk_below(
+        &self,
+        path: &str,
+        max_depth: Option<usize>,
+        visit: &mut dyn FnMut(Resource, usize) -> Result<bool>,
+    ) -> Result<()>;
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>>;
     /// Resources whose `et` is before `now` (both in stored timestamp form).
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>>;

@@ -287,15 +287,30 @@ impl ReadTx for SqliteTx<'_> {
         )
     }
 
-    fn subtree(&self, path: &str) -> Result<Vec<Resource>> {
+    fn walk_below(
+        &self,
+        path: &str,
+        max_depth: Option<usize>,
+        visit: &mut dyn FnMut(Resource, usize) -> Result<bool>,
+    ) -> Result<()> {
         // Everything whose path starts with "<path>/": the range ["<path>/", "<path>0"),
-        // because '0' is the character after '/'. This uses the path index.
-        self.many(
-            &format!(
-                "SELECT {COLUMNS} FROM resources WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0') ORDER BY path"
-            ),
-            [path],
-        )
+        // because '0' is the character after '/'. This uses the path index. The depth is the
+        // number of '/' in a path, compared before a body is parsed.
+        let depth = max_depth.map(|levels| path.matches('/').count().saturating_add(levels));
+        let depth = depth.map_or(i64::MAX, |depth| i64::try_from(depth).unwrap_or(i64::MAX));
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM resources WHERE path >= ?1 || '/' AND path < ?1 || '0' \
+             AND LENGTH(path) - LENGTH(REPLACE(path, '/', '')) <= ?2 ORDER BY path"
+        ))?;
+        let mut rows = statement.query(params![path, depth])?;
+        while let Some(row) = rows.next()? {
+            let parts = row_to_parts(row)?;
+            let size = parts.3.len();
+            if !visit(parts_to_resource(parts)?, size)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>> {

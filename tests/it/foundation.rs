@@ -1060,13 +1060,21 @@ async fn discovery_honours_level_limit_and_offset() {
     // Act
     let level = cse.retrieve("/cse-in/ae?fu=1&ty=3&lvl=1", "Cowner").await;
     let limited = cse.retrieve("/cse-in/ae?fu=1&ty=3&lim=2", "Cowner").await;
-    let offset = cse.retrieve("/cse-in/ae?fu=1&ty=3&ofst=1", "Cowner").await;
-    let both = cse.retrieve("/cse-in/ae?fu=1&ty=3&ofst=1&lim=2", "Cowner").await;
-    // Assert
+    let first = cse.retrieve("/cse-in/ae?fu=1&ty=3&ofst=1", "Cowner").await;
+    let offset = cse.retrieve("/cse-in/ae?fu=1&ty=3&ofst=2", "Cowner").await;
+    let both = cse.retrieve("/cse-in/ae?fu=1&ty=3&ofst=2&lim=2", "Cowner").await;
+    let rest = cse.retrieve("/cse-in/ae?fu=1&ty=3&ofst=4&lim=2", "Cowner").await;
+    // Assert: ofst counts from 1; a result cut by lim says where the rest begins.
     assert_eq!(sorted(level.uril()), ["cse-in/ae/a", "cse-in/ae/b", "cse-in/ae/c"]);
     assert_eq!(limited.uril(), all[..2]);
+    assert_eq!((limited.header("x-m2m-cts"), limited.header("x-m2m-cto")), (Some("1"), Some("3")));
+    assert_eq!(first.uril(), all);
+    assert_eq!(first.header("x-m2m-cts"), None, "a complete result");
     assert_eq!(offset.uril(), all[1..]);
     assert_eq!(both.uril(), all[1..3]);
+    assert_eq!(both.header("x-m2m-cto"), Some("4"));
+    assert_eq!(rest.uril(), all[3..]);
+    assert_eq!(rest.header("x-m2m-cts"), None);
     cse.shutdown().await;
 }
 
@@ -1181,8 +1189,15 @@ async fn retrieve_returns_attributes_children_or_references_as_the_result_conten
     let cse = TestCse::spawn(|_| {}).await;
     rcn_tree(&cse).await;
     let plain = cse.retrieve("/cse-in/ae", "Cowner").await.body["m2m:ae"].clone();
-    let expected_refs =
-        vec![("c1".to_string(), 3, "cse-in/ae/c1".to_string()), ("c2".to_string(), 3, "cse-in/ae/c2".to_string())];
+    let instance = cse.retrieve("/cse-in/ae/c1/la", "Cowner").await.body["m2m:cin"]["rn"].as_str().map(str::to_string);
+    let instance = instance.expect("the instance of c1");
+    // References cover the whole subtree (as in the reference CSE), unless lvl limits it.
+    let mut expected_refs = vec![
+        ("c1".to_string(), 3, "cse-in/ae/c1".to_string()),
+        ("c2".to_string(), 3, "cse-in/ae/c2".to_string()),
+        (instance.clone(), 4, format!("cse-in/ae/c1/{instance}")),
+    ];
+    expected_refs.sort();
     // Act
     let rcn1 = cse.retrieve("/cse-in/ae?rcn=1", "Cowner").await;
     let rcn4 = cse.retrieve("/cse-in/ae?rcn=4", "Cowner").await;

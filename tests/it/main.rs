@@ -11,4 +11,5 @@ mod hostile;
 mod peers;
 mod registration;
 mod registrees;
+mod results;
 mod security;
