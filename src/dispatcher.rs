@@ -110,6 +110,12 @@ impl Cse {
 
     /// Request-level checks that do not depend on the target.
     fn check_request(&self, request: &Request) -> Result<()> {
+        if request.ty.is_some() && request.op != Operation::Create {
+            return Err(Error::bad_request(format!(
+                "a resource type (ty) belongs to a CREATE only, not to a {}",
+                request.op.name()
+            )));
+        }
         if !self.config.cse.release_versions.contains(&request.rvi) {
             return Err(Error::new(
                 Rsc::ReleaseVersionNotSupported,
@@ -238,6 +244,11 @@ impl Cse {
             return Err(Error::not_reachable(format!(
                 "no route to CSE {target}: this CSE is not registered to its registrar {} (yet)",
                 registrar.cse_id
+            )));
+        }
+        if let Some(sp) = other_sp {
+            return Err(Error::not_found(format!(
+                "no route to CSE {target}: service provider {sp} is unknown here (not a peer of this CSE)"
             )));
         }
         Err(Error::not_reachable(format!("no route to CSE {target}")))
@@ -1200,17 +1211,20 @@ fn check_poa_hosts(allowed: &[HostPattern], attributes: &Map<String, Value>) -> 
 /// `api`, `csz` rules of AE registration.
 fn check_ae(attributes: &Map<String, Value>, rvi: &str) -> Result<()> {
     let api = attributes.get("api").and_then(Value::as_str).unwrap_or_default();
-    let valid = match api.chars().next() {
-        _ if api.len() < 2 => false,
-        Some('N') => true,
-        Some('R') => api.split('.').count() >= 3,
-        Some('r') => matches!(rvi, "2a" | "3") && api.split('.').count() >= 3,
-        _ => false,
+    let problem = match api.chars().next() {
+        _ if api.chars().count() < 2 => Some("must have at least two characters"),
+        Some('N') => None,
+        Some('R') if api.split('.').count() < 3 => {
+            Some("is a registered App-ID (R...), which has at least three dot-separated parts, like Rcom.example.app")
+        }
+        Some('R') => None,
+        // Release 2a and 3 App-IDs began with a lower-case r.
+        Some('r') if matches!(rvi, "2a" | "3") => None,
+        Some('r') => Some("starts with a lower-case r, which only release versions 2a and 3 allow"),
+        _ => Some("must start with N (non-registered) or R (registered, like Rcom.example.app)"),
     };
-    if !valid {
-        return Err(Error::bad_request(format!(
-            "api {api:?} must start with N (non-registered) or R (registered, like Rcom.example.app)"
-        )));
+    if let Some(problem) = problem {
+        return Err(Error::bad_request(format!("api {api:?} {problem}")));
     }
     for media in attributes.get("csz").and_then(Value::as_array).into_iter().flatten() {
         let media = media.as_str().unwrap_or_default();

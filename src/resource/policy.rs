@@ -33,6 +33,8 @@ pub enum AttrKind {
     StrList,
     /// A list that must not be empty when present (`lbl`, `acpi`, ...).
     NonEmptyStrList,
+    /// `lbl`: a non-empty list of tokens (not empty, no tab or line break, no double space).
+    Labels,
     /// `poa`: a non-empty list of absolute `http://` or `https://` URLs with a host and
     /// without credentials (the schemes this CSE can reach).
     PoaList,
@@ -63,7 +65,7 @@ pub fn policy_of(ty: ResourceType, name: &str) -> Option<Policy> {
         (_, "rn") => (Str, O, NP),
         (T::CseBase, _) => return None,
         (_, "et") => (Timestamp, O, O),
-        (_, "lbl") => (NonEmptyStrList, O, O),
+        (_, "lbl") => (Labels, O, O),
         (T::Acp | T::Cin, "acpi" | "daci" | "cstn") => return None,
         (_, "acpi" | "daci") => (NonEmptyStrList, O, O),
         (_, "cstn") => (Str, O, O),
@@ -213,6 +215,7 @@ fn check_kind(name: &str, kind: AttrKind, value: &Value) -> Result<()> {
             value.as_array().is_some_and(|items| !items.is_empty() && items.iter().all(Value::is_string))
         }
         AttrKind::PoaList => return check_poa(value),
+        AttrKind::Labels => return check_labels(value),
         AttrKind::Object => value.is_object(),
         AttrKind::CseType => value.as_u64().is_some_and(|n| (1..=3).contains(&n)),
         AttrKind::NullOnly => value.is_null(),
@@ -232,12 +235,34 @@ fn check_kind(name: &str, kind: AttrKind, value: &Value) -> Result<()> {
         AttrKind::StrList => "a list of strings",
         AttrKind::NonEmptyStrList => "a non-empty list of strings",
         AttrKind::PoaList => "a non-empty list of URLs",
+        AttrKind::Labels => "a non-empty list of labels",
         AttrKind::Object => "an object",
         AttrKind::CseType => "a CSE type (1 IN, 2 MN, 3 ASN)",
         AttrKind::NullOnly => "null (the CSE fills in the creator)",
         AttrKind::ContentInfo => "a content info like text/plain:0",
     };
     Err(Error::bad_request(format!("attribute {name} must be {expected}, got {value}")))
+}
+
+/// `lbl`: a non-empty list of tokens; a token is not empty and has no tab, line break or
+/// double space (as the reference CSE checks).
+fn check_labels(value: &Value) -> Result<()> {
+    let labels = match value.as_array() {
+        Some(labels) if !labels.is_empty() => labels,
+        _ => return Err(Error::bad_request(format!("attribute lbl must be a non-empty list of labels, got {value}"))),
+    };
+    for label in labels {
+        let Some(label) = label.as_str() else {
+            return Err(Error::bad_request(format!("attribute lbl must be a list of strings, got {label}")));
+        };
+        if label.is_empty() {
+            return Err(Error::bad_request("lbl entry \"\" is empty"));
+        }
+        if label.contains(['\t', '\n', '\r']) || label.contains("  ") {
+            return Err(Error::bad_request(format!("lbl entry {label:?} has a tab, a line break or a double space")));
+        }
+    }
+    Ok(())
 }
 
 /// `poa`: a non-empty list of URLs this CSE can reach (HTTP and HTTPS), each with a host and

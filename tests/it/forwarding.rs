@@ -331,9 +331,10 @@ async fn absolute_ids_reach_a_peer_service_provider_through_its_in() {
     // A client of B cannot act as A's admin: B refuses to send it, A to take it.
     let forged = in_b.retrieve("/_/a.example.com/id-in/cse-in/onA", "//a.example.com/id-in/CAdmin").await;
     assert_eq!(forged.rsc, 4103, "{forged:?}");
-    // An SP nobody knows.
+    // An SP nobody knows (as the reference CSE answers: 4004, with a reason).
     let reply = in_a.retrieve("/_/c.example.com/id-in/cse-in", "CAdmin").await;
-    assert_eq!(reply.rsc, 5103, "{reply:?}");
+    assert_eq!((reply.rsc, reply.status), (4004, 404), "{reply:?}");
+    assert!(reply.dbg().contains("c.example.com is unknown"), "{reply:?}");
     in_a.shutdown().await;
     in_b.shutdown().await;
 }

@@ -1720,14 +1720,15 @@ async fn delete_accepts_every_result_content_the_spec_allows() {
 }
 
 #[tokio::test]
-async fn an_absolute_target_in_another_service_provider_without_a_route_is_not_reachable() {
+async fn an_absolute_target_in_an_unknown_service_provider_is_not_found() {
     // Arrange
     let cse = TestCse::spawn(|_| {}).await;
     // Act
     let reply = cse.retrieve("/_/unknown.example.org/id-in/cse-in", ADMIN).await;
-    // Assert
-    assert_eq!((reply.rsc, reply.status), (5103, 404), "{reply:?}");
+    // Assert: 4004 as the reference CSE answers (its test suite), with the reason.
+    assert_eq!((reply.rsc, reply.status), (4004, 404), "{reply:?}");
     assert!(reply.dbg().contains("//unknown.example.org/id-in"), "{reply:?}");
+    assert!(reply.dbg().contains("service provider unknown.example.org is unknown"), "{reply:?}");
     cse.shutdown().await;
 }
 

@@ -2,6 +2,7 @@
 
 mod access;
 mod binary;
+mod conformance;
 mod expiry;
 mod forwarding;
 mod foundation;
