@@ -7,8 +7,18 @@
 //! and registered AEs; an ACP is governed by its own `pvs`; a resource without `acpi` belongs
 //! to its custodian (`cstn`) or else its creator, and a resource that cannot carry `acpi` (a
 //! CIN) follows its parent; otherwise the `pv` rules of the referenced ACPs decide.
+//!
+//! A `pv` rule applies when its `acop` has the operation's bit, one of its contexts
+//! (`acco`: time windows `actw`, client addresses `acip`) holds, the request is
+//! authenticated if `acaf` asks for it, the type being created is in its `acod`, and its
+//! `acor` names the originator. A rule with `aca` then grants those attributes only: an
+//! operation passes when everything it touches (the attributes retrieved, sent, or of the
+//! resource deleted) is among the attributes the applying rules grant. Unlike the reference
+//! CSE, attribute grants count only for rules whose `acor` names the originator.
 //! Reads only; no async.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -16,7 +26,7 @@ use serde_json::Value;
 use crate::address::Identity;
 use crate::config::Config;
 use crate::error::{Error, Result, Rsc};
-use crate::resource::{Resource, ResourceType};
+use crate::resource::{Resource, ResourceType, TimeWindow};
 use crate::storage::ReadTx;
 
 /// One bit of `acop`.
@@ -60,6 +70,8 @@ pub struct Accessor {
     pub originator: String,
     /// Passed HTTP authentication (for rules with `acaf`).
     pub authenticated: bool,
+    /// The address the request came from (for rules with `acip`), when a binding knows it.
+    pub address: Option<IpAddr>,
 }
 
 /// The access decisions of one request: who asks, and the rules that apply.
@@ -68,6 +80,24 @@ pub struct Access {
     pub accessor: Accessor,
     pub config: Arc<Config>,
     pub identity: Arc<Identity>,
+}
+
+/// What an operation touches, for rules that grant single attributes (`aca`).
+#[derive(Debug, Clone, Copy)]
+pub enum Touches<'a> {
+    /// Every attribute of the target (a RETRIEVE of it whole, a DELETE).
+    Whole,
+    /// These attributes (a partial RETRIEVE, the body of a CREATE or UPDATE).
+    Attributes(&'a [String]),
+}
+
+/// What the applying rules of a policy grant.
+#[derive(Debug, Default)]
+struct Grant {
+    /// A rule without `aca` applies: the whole operation.
+    whole: bool,
+    /// Attributes granted by rules with `aca`.
+    attributes: BTreeSet<String>,
 }
 
 impl Access {
@@ -80,8 +110,9 @@ impl Access {
         target: &Resource,
         permission: Permission,
         created: Option<ResourceType>,
+        touches: Touches<'_>,
     ) -> Result<()> {
-        if self.granted(tx, target, permission, created)? {
+        if self.granted(tx, target, permission, created, touches)? {
             return Ok(());
         }
         let what = match created {
@@ -94,9 +125,9 @@ impl Access {
         ))
     }
 
-    /// Like [`Access::check`], as a yes/no (for filtering discovery results).
+    /// Like [`Access::check`] of the whole target, as a yes/no (for filtering results).
     pub fn allows(&self, tx: &dyn ReadTx, target: &Resource, permission: Permission) -> Result<bool> {
-        self.granted(tx, target, permission, None)
+        self.granted(tx, target, permission, None, Touches::Whole)
     }
 
     /// The special rule for changing `acpi`: UPDATE in the `pvs` of an ACP the resource
@@ -109,7 +140,7 @@ impl Access {
         let mut allowed = acpi.is_empty() && owner(target) == Some(self.accessor.originator.as_str());
         for ri in &acpi {
             if let Some(acp) = tx.get(ri)? {
-                if self.rules_grant(acp.attributes.get("pvs"), Permission::Update, None) {
+                if self.self_privileges_grant(&acp, Permission::Update) {
                     allowed = true;
                     break;
                 }
@@ -134,6 +165,7 @@ impl Access {
         target: &Resource,
         permission: Permission,
         created: Option<ResourceType>,
+        touches: Touches<'_>,
     ) -> Result<bool> {
         let config = &self.config;
         if !config.security.enable_acp_checks || self.is_privileged() {
@@ -154,15 +186,22 @@ impl Access {
                     return Ok(true);
                 }
             }
-            ResourceType::Acp => {
-                return Ok(self.rules_grant(target.attributes.get("pvs"), permission, created));
-            }
+            ResourceType::Acp => return Ok(self.self_privileges_grant(target, permission)),
             ResourceType::Cin => {
-                // A CIN has no acpi of its own: its container decides.
-                return match tx.get(target.pi())? {
-                    Some(parent) => self.granted(tx, &parent, permission, created),
-                    None => Ok(false),
+                // A CIN has no acpi of its own: its container decides, for the instance's
+                // attributes.
+                let Some(parent) = tx.get(target.pi())? else {
+                    return Ok(false);
                 };
+                let names: Vec<String>;
+                let touches = match touches {
+                    Touches::Whole => {
+                        names = target.attributes.keys().cloned().collect();
+                        Touches::Attributes(&names)
+                    }
+                    touches => touches,
+                };
+                return self.granted(tx, &parent, permission, created, touches);
             }
             _ => {}
         }
@@ -171,15 +210,27 @@ impl Access {
             return Ok(owner(target) == Some(originator));
         }
         let mut any_policy = false;
+        let mut grant = Grant::default();
         for ri in &acpi {
             let Some(acp) = tx.get(ri)? else { continue };
             any_policy = true;
-            if self.rules_grant(acp.attributes.get("pv"), permission, created) {
+            self.privileges_grant(acp.attributes.get("pv"), permission, created, &mut grant);
+            if grant.whole {
                 return Ok(true);
             }
         }
-        // Every referenced ACP is gone: the creator rule applies again.
-        Ok(!any_policy && owner(target) == Some(originator))
+        if !any_policy {
+            // Every referenced ACP is gone: the creator rule applies again.
+            return Ok(owner(target) == Some(originator));
+        }
+        if grant.attributes.is_empty() || matches!(permission, Permission::Discovery | Permission::Notify) {
+            return Ok(false);
+        }
+        let covered = |name: &str| grant.attributes.contains(name);
+        Ok(match touches {
+            Touches::Whole => target.attributes.keys().all(|name| covered(name)),
+            Touches::Attributes(names) => names.iter().all(|name| covered(name)),
+        })
     }
 
     /// The admin (with `full_access_admin`) and this CSE itself may do everything.
@@ -191,13 +242,111 @@ impl Access {
             || originator == format!("//{}{}", identity.sp_id, identity.cse_id)
     }
 
-    /// Does any rule of `privileges` (`{"acr": [...]}`) grant `permission`?
-    fn rules_grant(&self, privileges: Option<&Value>, permission: Permission, created: Option<ResourceType>) -> bool {
-        let Some(rules) = privileges.and_then(|privileges| privileges.get("acr")).and_then(Value::as_array) else {
-            return false;
-        };
-        rules.iter().any(|rule| rule_grants(rule, &self.identity, &self.accessor, permission, created))
+    /// An ACP's own `pvs`: `acop` and `acor` decide (contexts, `acaf`, `acod` and `aca` do
+    /// not apply to self-privileges).
+    fn self_privileges_grant(&self, acp: &Resource, permission: Permission) -> bool {
+        rules(acp.attributes.get("pvs")).any(|rule| operations(rule) & permission.bit() != 0 && self.named_by(rule))
     }
+
+    /// Add what the `pv` rules of one policy grant for `permission` to `grant`.
+    fn privileges_grant(
+        &self,
+        privileges: Option<&Value>,
+        permission: Permission,
+        created: Option<ResourceType>,
+        grant: &mut Grant,
+    ) {
+        for rule in rules(privileges) {
+            if operations(rule) & permission.bit() == 0 || !self.context_holds(rule) {
+                continue;
+            }
+            if rule.get("acaf").and_then(Value::as_bool) == Some(true) && !self.accessor.authenticated {
+                continue;
+            }
+            if !creates_allowed_type(rule, created) || !self.named_by(rule) {
+                continue;
+            }
+            match rule.get("aca").and_then(Value::as_array) {
+                Some(attributes) => {
+                    grant.attributes.extend(attributes.iter().filter_map(Value::as_str).map(str::to_string))
+                }
+                None => grant.whole = true,
+            }
+        }
+    }
+
+    /// Does the rule's `acor` name the accessor (`all`, an exact ID, a wildcard pattern)?
+    fn named_by(&self, rule: &Value) -> bool {
+        let originators = rule.get("acor").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+        let accessor = &self.accessor.originator;
+        originators.into_iter().any(|pattern| {
+            pattern == "all" || wildmatch::WildMatch::new(&self.identity.simplify_originator(pattern)).matches(accessor)
+        })
+    }
+
+    /// A rule without `acco` holds in every context; with it, one of its contexts must hold:
+    /// every time window list (`actw`) has a window containing now, and every address list
+    /// (`acip`) holds the request's address. Contexts of other kinds (a location, `aclr`)
+    /// cannot be checked here and never hold, so such a rule grants nothing rather than
+    /// granting everywhere.
+    fn context_holds(&self, rule: &Value) -> bool {
+        let Some(contexts) = rule.get("acco") else {
+            return true;
+        };
+        let now = chrono::Utc::now();
+        contexts.as_array().into_iter().flatten().any(|context| {
+            let Some(context) = context.as_object().filter(|context| !context.is_empty()) else {
+                return false;
+            };
+            context.iter().all(|(kind, value)| match kind.as_str() {
+                "actw" => value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(|window| TimeWindow::parse(window).is_ok_and(|window| window.contains(now))),
+                "acip" => self.accessor.address.is_some_and(|address| address_listed(value, address)),
+                _ => false,
+            })
+        })
+    }
+}
+
+/// The rules of a privileges value (`{"acr": [...]}`).
+fn rules(privileges: Option<&Value>) -> impl Iterator<Item = &Value> {
+    privileges.and_then(|privileges| privileges.get("acr")).and_then(Value::as_array).into_iter().flatten()
+}
+
+fn operations(rule: &Value) -> u64 {
+    rule.get("acop").and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// With `acod`, a CREATE applies only to the child types one of its entries lists.
+fn creates_allowed_type(rule: &Value, created: Option<ResourceType>) -> bool {
+    let (Some(created), Some(Value::Array(objects))) = (created, rule.get("acod")) else {
+        return true;
+    };
+    let code = u64::from(created.code());
+    objects.iter().any(|object| {
+        object
+            .get("chty")
+            .and_then(Value::as_array)
+            .is_some_and(|types| types.iter().any(|ty| ty.as_u64() == Some(code)))
+    })
+}
+
+/// `acip`: `{"ipv4": [...], "ipv6": [...]}`, each an address or a block like 10.0.0.0/8.
+fn address_listed(acip: &Value, address: IpAddr) -> bool {
+    ["ipv4", "ipv6"]
+        .iter()
+        .filter_map(|family| acip.get(*family))
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|entry| {
+            entry.parse::<ipnet::IpNet>().is_ok_and(|network| network.contains(&address))
+                || entry.parse::<IpAddr>().is_ok_and(|listed| listed == address)
+        })
 }
 
 /// The custodian if set, else the creator.
@@ -211,51 +360,6 @@ fn is_registered_ae(tx: &dyn ReadTx, originator: &str) -> Result<bool> {
         return Ok(false);
     }
     Ok(tx.get(ri)?.is_some_and(|ae| ae.ty == ResourceType::Ae && ae.str("aei") == Some(originator)))
-}
-
-fn rule_grants(
-    rule: &Value,
-    identity: &Identity,
-    accessor: &Accessor,
-    permission: Permission,
-    created: Option<ResourceType>,
-) -> bool {
-    let operations = rule.get("acop").and_then(Value::as_u64).unwrap_or(0);
-    if operations & permission.bit() == 0 {
-        return false;
-    }
-    // Attribute-level rules grant access to some attributes only, never a whole operation.
-    if rule.get("aca").is_some() {
-        return false;
-    }
-    // Time windows (`acco`/`actw`) are not evaluated yet: such a rule grants nothing rather
-    // than granting outside its window. Other context kinds do not restrict.
-    let time_windows = rule.get("acco").and_then(Value::as_array).into_iter().flatten().any(|context| {
-        context.get("actw").is_some_and(|windows| windows.as_array().is_none_or(|windows| !windows.is_empty()))
-    });
-    if time_windows {
-        return false;
-    }
-    if rule.get("acaf").and_then(Value::as_bool) == Some(true) && !accessor.authenticated {
-        return false;
-    }
-    if let (Some(created), Some(Value::Array(objects))) = (created, rule.get("acod")) {
-        let code = u64::from(created.code());
-        let allowed = objects.iter().any(|object| {
-            object
-                .get("chty")
-                .and_then(Value::as_array)
-                .is_some_and(|types| types.iter().any(|ty| ty.as_u64() == Some(code)))
-        });
-        if !allowed {
-            return false;
-        }
-    }
-    let originators = rule.get("acor").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
-    originators.into_iter().any(|pattern| {
-        pattern == "all"
-            || wildmatch::WildMatch::new(&identity.simplify_originator(pattern)).matches(&accessor.originator)
-    })
 }
 
 fn display(originator: &str) -> &str {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tracing::{debug, error, info, instrument};
 
-use crate::access::{Access, Accessor, Permission};
+use crate::access::{Access, Accessor, Permission, Touches};
 use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
 use crate::client::{Client, TransportError};
 use crate::config::{Config, CseKind, RegistrarConfig};
@@ -93,6 +93,7 @@ impl Cse {
             accessor: Accessor {
                 originator: originator.clone().unwrap_or_default(),
                 authenticated: request.caller.is_authenticated(),
+                address: request.caller.address(),
             },
             config: self.config.clone(),
             identity: self.identity.clone(),
@@ -398,6 +399,7 @@ impl Cse {
             return Err(Error::bad_request(format!("a partial retrieve (atrl) is for rcn 1 only, not rcn {rcn}")));
         }
         let filter = request.filter.clone();
+        let atrl = request.atrl.clone();
         let bounds = self.bounds();
         let (mut resource, selected) = self
             .storage
@@ -406,7 +408,8 @@ impl Cse {
                     Some(which) => edge_instance(tx, &target.id, which)?,
                     None => locate(tx, &target.id)?,
                 };
-                guard.check(tx, &resource, Permission::Retrieve, None)?;
+                let touches = if atrl.is_empty() { Touches::Whole } else { Touches::Attributes(&atrl) };
+                guard.check(tx, &resource, Permission::Retrieve, None, touches)?;
                 check_instance_readable(tx, &resource)?;
                 if rcn == 7 {
                     return Err(Error::bad_request(format!(
@@ -520,7 +523,8 @@ impl Cse {
                 if changes.contains_key("acpi") {
                     guard.check_acpi_change(tx, &resource)?;
                 } else {
-                    guard.check(tx, &resource, Permission::Update, None)?;
+                    let sent: Vec<String> = changes.keys().cloned().collect();
+                    guard.check(tx, &resource, Permission::Update, None, Touches::Attributes(&sent))?;
                 }
                 resource::validate_update(resource.ty, &changes)?;
                 check_poa_hosts(&guard.config.registration.allowed_poa_hosts, &changes)?;
@@ -564,7 +568,7 @@ impl Cse {
                 if resource.ty == ResourceType::CseBase {
                     return Err(Error::not_allowed("the CSEBase cannot be deleted"));
                 }
-                guard.check(tx, &resource, Permission::Delete, None)?;
+                guard.check(tx, &resource, Permission::Delete, None, Touches::Whole)?;
                 check_instance_readable(tx, &resource)?;
                 // What is shown of the deleted subtree is what the originator may read.
                 let selected = below(tx, &resource, rcn, &FilterCriteria::default(), &guard, bounds)?;
@@ -1031,7 +1035,8 @@ impl CreatePlan {
         // AE and CSR registration are decided by the allowed-originator lists (checked
         // before); everything else by the parent's access rules.
         if !matches!(ty, ResourceType::Ae | ResourceType::Csr) {
-            guard.check(&*tx, &parent, Permission::Create, Some(ty))?;
+            let sent: Vec<String> = attributes.keys().cloned().collect();
+            guard.check(&*tx, &parent, Permission::Create, Some(ty), Touches::Attributes(&sent))?;
         }
         if ty == ResourceType::Ae
             && tx.get(last_element(&originator))?.is_some_and(|existing| existing.ty == ResourceType::Ae)

@@ -87,7 +87,7 @@ async fn handle(
     let timeout: Duration = cse.config.http.request_timeout;
     let work = async {
         let mut request = parse_request(&cse, &method, &uri, &headers, body).await?;
-        request.caller = Caller::Peer { principal };
+        request.caller = Caller::Peer { principal, address: client };
         Ok::<Response, Error>(cse.handle(request).await)
     };
     match tokio::time::timeout(timeout, work).await {

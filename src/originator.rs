@@ -37,7 +37,7 @@ enum Previous {
 impl Cse {
     /// Check the originator of a request received from a client or another CSE.
     pub(crate) fn check_caller(&self, request: &Request) -> Result<()> {
-        let Caller::Peer { principal } = &request.caller else {
+        let Caller::Peer { principal, .. } = &request.caller else {
             return Ok(());
         };
         // A missing originator is only allowed for an AE CREATE, which registers as "C".

@@ -1,5 +1,7 @@
 //! oneM2M request and response primitives, independent of any protocol binding.
 
+use std::net::IpAddr;
+
 use serde_json::Value;
 
 pub use crate::filter::{FilterCriteria, FilterOperation, FilterUsage};
@@ -56,14 +58,23 @@ pub enum Caller {
     Internal,
     /// A client or another CSE, through a protocol binding. `principal`: whose credentials
     /// the request carried, when the binding authenticates (HTTP Basic or Bearer); ACP
-    /// rules with `acaf` apply only to such requests.
-    Peer { principal: Option<Principal> },
+    /// rules with `acaf` apply only to such requests. `address`: where the request came
+    /// from, when the binding knows it (ACP rules with `acip`).
+    Peer { principal: Option<Principal>, address: Option<IpAddr> },
 }
 
 impl Caller {
     /// The request passed authentication.
     pub fn is_authenticated(&self) -> bool {
-        matches!(self, Caller::Peer { principal: Some(_) })
+        matches!(self, Caller::Peer { principal: Some(_), .. })
+    }
+
+    /// The address the request came from.
+    pub fn address(&self) -> Option<IpAddr> {
+        match self {
+            Caller::Peer { address, .. } => *address,
+            Caller::Internal => None,
+        }
     }
 }
 

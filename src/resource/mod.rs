@@ -2,9 +2,11 @@
 //! their validation, timestamps. Pure data and rules: no async, no I/O.
 
 mod policy;
+mod schedule;
 mod time;
 
 pub use policy::{AttrKind, Need, Policy, policy_of, validate_create, validate_update};
+pub use schedule::TimeWindow;
 pub use time::{MAX_SPAN_SECONDS, Timestamp};
 
 use serde_json::{Map, Value};

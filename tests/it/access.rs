@@ -174,17 +174,104 @@ async fn access_checks_can_be_switched_off() {
     cse.shutdown().await;
 }
 
+/// Let the owner's container `cnt` be governed by an ACP with these `pv` rules (the owner
+/// keeps everything through `pvs` and a rule of its own).
+async fn governed_by(cse: &TestCse, rules: serde_json::Value) -> u16 {
+    let mut rules = rules.as_array().cloned().unwrap_or_default();
+    rules.push(json!({"acor": ["Cowner"], "acop": 63}));
+    let acp =
+        json!({"m2m:acp": {"rn": "rules", "pv": {"acr": rules}, "pvs": {"acr": [{"acor": ["Cowner"], "acop": 63}]}}});
+    let reply = cse.create("/cse-in/owner", "Cowner", 1, acp).await;
+    if reply.rsc == 2001 {
+        let update =
+            cse.update("/cse-in/owner/cnt", "Cowner", json!({"m2m:cnt": {"acpi": ["cse-in/owner/rules"]}})).await;
+        assert_eq!(update.rsc, 2004, "{update:?}");
+    }
+    reply.rsc
+}
+
 #[tokio::test]
-async fn a_rule_limited_to_time_windows_grants_nothing_until_windows_are_evaluated() {
+async fn time_windows_grant_inside_and_not_outside() {
     let cse = TestCse::spawn(|_| {}).await;
     owned_container(&cse).await;
-    let acp = json!({"m2m:acp": {"rn": "office", "pv": {"acr": [
-        {"acor": ["Cother"], "acop": 2, "acco": [{"actw": ["* * 8-17 * * 1-5"]}]},
-        {"acor": ["Cguest"], "acop": 2, "acco": [{"acip": {"ipv4": ["127.0.0.1"]}}]}
-    ]}, "pvs": {"acr": [{"acor": ["Cowner"], "acop": 63}]}}});
-    assert_eq!(cse.create("/cse-in/owner", "Cowner", 1, acp).await.rsc, 2001);
-    cse.update("/cse-in/owner/cnt", "Cowner", json!({"m2m:cnt": {"acpi": ["cse-in/owner/office"]}})).await;
-    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "Cother").await.rsc, 4103, "time windows fail closed");
-    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "Cguest").await.rsc, 2000, "other contexts do not restrict");
+    cse.register_ae("Cguest", "guest").await;
+    let rules = json!([
+        {"acor": ["Cother"], "acop": 2, "acco": [{"actw": ["* * * * * * *"]}]},
+        {"acor": ["Cguest"], "acop": 2, "acco": [{"actw": ["0 0 0 1 1 * 2020", "0 0 0 1 1 * 2021"]}]}
+    ]);
+    assert_eq!(governed_by(&cse, rules).await, 2001);
+    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "Cother").await.rsc, 2000, "inside its window");
+    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "Cguest").await.rsc, 4103, "windows in the past");
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn address_contexts_check_where_the_request_came_from() {
+    let cse = TestCse::spawn(|_| {}).await;
+    owned_container(&cse).await;
+    cse.register_ae("Cguest", "guest").await;
+    let rules = json!([
+        {"acor": ["Cother"], "acop": 2, "acco": [{"acip": {"ipv4": ["127.0.0.0/8"]}}]},
+        {"acor": ["Cguest"], "acop": 2, "acco": [{"acip": {"ipv4": ["10.0.0.0/8"], "ipv6": ["fd00::/8"]}}]}
+    ]);
+    assert_eq!(governed_by(&cse, rules).await, 2001);
+    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "Cother").await.rsc, 2000, "from loopback");
+    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "Cguest").await.rsc, 4103, "not from its network");
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn contexts_and_object_details_are_checked_when_an_acp_is_created() {
+    let cse = TestCse::spawn(|_| {}).await;
+    owned_container(&cse).await;
+    for (rule, rsc, keyword) in [
+        (json!({"acco": [{"actw": ["bogus"]}]}), 4000, "7 fields"),
+        (json!({"acco": [{"actw": ["*/0 * * * * * *"]}]}), 4000, "step"),
+        (json!({"acco": [{"actw": []}]}), 4000, "actw"),
+        (json!({"acco": [{}]}), 4000, "acco"),
+        (json!({"acco": [{"acip": {"ipv4": ["not-an-ip"]}}]}), 4000, "acip"),
+        (json!({"acco": [{"acip": {"ipv4": ["fd00::1"]}}]}), 4000, "acip"),
+        (json!({"acco": [{"aclr": {"accc": ["JP"]}}]}), 5001, "aclr"),
+        (json!({"acod": [{"chty": null}]}), 4000, "chty"),
+        (json!({"acod": [{"chty": [999]}]}), 4000, "chty"),
+        (json!({"acod": [{"ty": 3}]}), 4000, "chty"),
+        (json!({"acod": [{"chty": [3], "foo": 1}]}), 4000, "foo"),
+        (json!({"aca": []}), 4000, "aca"),
+    ] {
+        let mut rule = rule.as_object().cloned().unwrap_or_default();
+        rule.insert("acor".into(), json!(["Cother"]));
+        rule.insert("acop".into(), json!(2));
+        let acp =
+            json!({"m2m:acp": {"pv": {"acr": [rule.clone()]}, "pvs": {"acr": [{"acor": ["Cowner"], "acop": 63}]}}});
+        let reply = cse.create("/cse-in/owner", "Cowner", 1, acp).await;
+        assert_eq!(reply.rsc, rsc, "{rule:?}: {reply:?}");
+        assert!(reply.dbg().contains(keyword), "{rule:?}: {reply:?}");
+    }
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn attribute_level_rules_grant_only_their_attributes_and_only_to_their_originators() {
+    // Arrange: Cother may read and update the labels of the container, nothing else.
+    let cse = TestCse::spawn(|_| {}).await;
+    owned_container(&cse).await;
+    cse.register_ae("Cstranger", "stranger").await;
+    let update = cse.update("/cse-in/owner/cnt", "Cowner", json!({"m2m:cnt": {"lbl": ["kitchen"]}})).await;
+    assert_eq!(update.rsc, 2004);
+    let rules = json!([{"acor": ["Cother"], "acop": 6, "aca": ["lbl"]}]);
+    assert_eq!(governed_by(&cse, rules).await, 2001);
+    // Act + Assert
+    assert_eq!(cse.retrieve("/cse-in/owner/cnt", "Cother").await.rsc, 4103, "not the whole container");
+    let labels = cse.retrieve("/cse-in/owner/cnt?atrl=lbl", "Cother").await;
+    assert_eq!(labels.rsc, 2000, "{labels:?}");
+    assert_eq!(labels.body, json!({"m2m:cnt": {"lbl": ["kitchen"]}}));
+    assert_eq!(cse.retrieve("/cse-in/owner/cnt?atrl=lbl+mni", "Cother").await.rsc, 4103);
+    assert_eq!(cse.update("/cse-in/owner/cnt", "Cother", json!({"m2m:cnt": {"lbl": ["hall"]}})).await.rsc, 2004);
+    assert_eq!(cse.update("/cse-in/owner/cnt", "Cother", json!({"m2m:cnt": {"mni": 3}})).await.rsc, 4103);
+    assert_eq!(cse.delete("/cse-in/owner/cnt", "Cother").await.rsc, 4103);
+    // The reference CSE grants these attributes to anybody; here only to the rule's acor.
+    assert_eq!(cse.retrieve("/cse-in/owner/cnt?atrl=lbl", "Cstranger").await.rsc, 4103);
+    // Attribute grants never make a resource discoverable.
+    assert!(cse.retrieve("/cse-in/owner?fu=1", "Cother").await.uril().is_empty());
     cse.shutdown().await;
 }
