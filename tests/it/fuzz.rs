@@ -261,11 +261,13 @@ fn query() -> BoxedStrategy<String> {
     let name = prop_oneof![
         6 => select(&["rcn", "drt", "fu", "ty", "lbl", "rn", "lim", "lvl", "ofst", "rt", "atrl", "fo"][..])
             .prop_map(str::to_string),
+        3 => select(&["cra", "crb", "ms", "us", "exa", "exb", "sts", "stb", "sza", "szb", "cty", "arp", "cni", "con", "lbq"][..])
+            .prop_map(str::to_string),
         1 => "[A-Za-z0-9%]{0,5}",
     ];
     let value = prop_oneof![
         6 => select(
-            &["1", "0", "-1", "2", "3", "4", "5", "6", "7", "8", "9", "11", "12", "256", "99999999999", "3+4", "", "a", "%00", "%ff", "1e3"][..]
+            &["1", "0", "-1", "2", "3", "4", "5", "6", "7", "8", "9", "11", "12", "256", "99999999999", "3+4", "", "a", "%00", "%ff", "1e3", "20260101T000000", "99991231T235959", "cnt", "cnt/la", "../x", "x*", "text/plain:0"][..]
         )
         .prop_map(str::to_string),
         1 => "[A-Za-z0-9%+]{0,6}",
