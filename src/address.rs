@@ -5,14 +5,15 @@
 //! functions, no I/O.
 
 use crate::error::{Error, Result};
+use crate::id::{CseId, SpId, is_unreserved};
 
 /// Who this CSE is, as far as addressing is concerned.
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// `/id-in`
-    pub cse_id: String,
-    /// SP-ID without slashes: `acme.example.com`.
-    pub sp_id: String,
+    pub cse_id: CseId,
+    /// `acme.example.com`
+    pub sp_id: SpId,
     /// CSEBase `ri`
     pub resource_id: String,
     /// CSEBase `rn`
@@ -59,22 +60,7 @@ pub struct RemoteTarget {
     pub to: String,
 }
 
-/// Unreserved characters of RFC 3986: letters, digits, `-`, `.`, `_`, `~`.
-pub fn is_unreserved(text: &str) -> bool {
-    text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-}
-
 impl Identity {
-    /// This CSE's identity as configured.
-    pub fn of(config: &crate::config::CseConfig) -> Identity {
-        Identity {
-            cse_id: config.cse_id.clone(),
-            sp_id: config.sp_id.clone(),
-            resource_id: config.resource_id.clone(),
-            resource_name: config.resource_name.clone(),
-        }
-    }
-
     /// Decide where `to` points. Malformed IDs are `4000`.
     pub fn resolve(&self, to: &str) -> Result<Target> {
         if to.is_empty() {
@@ -122,7 +108,7 @@ impl Identity {
                         "invalid target {to:?}: an absolute ID needs an SP-ID, a CSE-ID and a resource"
                     )));
                 }
-                let own_sp = elements[0] == self.sp_id;
+                let own_sp = self.sp_id == *elements[0];
                 if !own_sp || elements[1] != self.cse_stem() {
                     return Ok(Target::Remote(RemoteTarget {
                         cse_id: format!("/{}", elements[1]),
@@ -139,12 +125,12 @@ impl Identity {
     /// This CSE's name in the `Via` header of forwarded requests: SP-ID and CSE-ID,
     /// unambiguous across service providers (`acme.example.com_id-in`).
     pub fn hop_name(&self) -> String {
-        format!("{}_{}", self.sp_id, self.cse_stem())
+        crate::id::hop_name(self.cse_id.as_str(), self.sp_id.as_str())
     }
 
     /// `/id-in` without the slash.
     pub fn cse_stem(&self) -> &str {
-        self.cse_id.trim_start_matches('/')
+        self.cse_id.stem()
     }
 
     /// The reception form of an originator (TS-0004 §7.3 as the reference does it): an
@@ -235,7 +221,9 @@ mod tests {
 
     /// The default identity: `/id-in`, `cse-in`, `acme.example.com`.
     fn identity() -> Identity {
-        Identity::of(&crate::config::Config::defaults().cse)
+        let cse_id = CseId::parse("/id-in").expect("valid");
+        let sp_id = SpId::parse("acme.example.com").expect("valid");
+        Identity { cse_id, sp_id, resource_id: "id-in".into(), resource_name: "cse-in".into() }
     }
 
     fn local(to: &str) -> LocalTarget {

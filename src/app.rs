@@ -17,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::binding::http::tls::{self, ServerTls};
+use crate::binding::http::{Client, ServeLimits, router, serve};
 use crate::bootstrap;
 use crate::config::{Config, HttpConfig};
 use crate::dispatcher::Cse;
 use crate::event::{Event, EventBus};
 use crate::remote::RemoteCseManager;
-use crate::serve::{ServeLimits, serve};
 use crate::storage::Storage;
 
 /// How long shutdown waits for in-flight work and background tasks.
@@ -31,6 +32,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The server's TLS, when `[http.tls]` enables it.
+    server_tls: Option<ServerTls>,
     cse: Cse,
     remote: RemoteCseManager,
     shutdown: CancellationToken,
@@ -40,7 +43,9 @@ pub struct App {
 impl App {
     /// Bind, open storage, create the start-up resources. `init_dir` holds the `init/`
     /// files applied to a new database.
+    /// A TLS file that cannot be read fails as a [`ConfigError`] naming its key.
     pub async fn build(config: Config, init_dir: Option<PathBuf>) -> anyhow::Result<App> {
+        let tls = tls::load(&config.http.tls)?;
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
@@ -50,7 +55,8 @@ impl App {
             .await?
             .map_err(|error| anyhow::anyhow!("cannot open the database: {}", error.detail()))?;
         let poa = advertised_poa(&config.http, local_addr);
-        let cse = Cse::new(Arc::new(config), storage, EventBus::default());
+        let client = Client::new(&config.http, &tls);
+        let cse = Cse::new(Arc::new(config), storage, EventBus::default(), Arc::new(client));
         let new_database =
             bootstrap::ensure_cse_base(&cse, poa).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
         if new_database {
@@ -66,7 +72,15 @@ impl App {
             "CSE ready"
         );
         let remote = RemoteCseManager::new(cse.clone());
-        Ok(App { listener, local_addr, cse, remote, shutdown: CancellationToken::new(), tracker: TaskTracker::new() })
+        Ok(App {
+            listener,
+            local_addr,
+            server_tls: tls.server,
+            cse,
+            remote,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        })
     }
 
     /// The address actually bound (the real port after binding `:0`).
@@ -103,9 +117,9 @@ impl App {
     /// Start serving and the background work; returns once everything runs. The CSE
     /// stops when the shutdown token is cancelled; [`Running::stopped`] waits for that.
     pub async fn start(self) -> anyhow::Result<Running> {
-        let App { listener, local_addr, cse, remote, shutdown, tracker } = self;
+        let App { listener, local_addr, server_tls, cse, remote, shutdown, tracker } = self;
         tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
-        let router = crate::http::router(cse.clone()).context("cannot start the HTTP binding")?;
+        let router = router(cse.clone()).context("cannot start the HTTP binding")?;
         let http = &cse.config.http;
         let limits = ServeLimits {
             max_connections: http.max_connections,
@@ -113,7 +127,7 @@ impl App {
             max_header_size: http.max_header_size,
         };
         let server = tokio::spawn(
-            serve(listener, http.tls.server.clone(), router, limits, shutdown.clone(), SHUTDOWN_GRACE)
+            serve(listener, server_tls, router, limits, shutdown.clone(), SHUTDOWN_GRACE)
                 .instrument(info_span!("http")),
         );
         let tls = cse.config.http.tls.server.is_some();

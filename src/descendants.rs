@@ -11,10 +11,10 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use crate::address::{Identity, is_unreserved};
+use crate::address::Identity;
 use crate::config::Config;
-use crate::dispatcher::csi_to_name;
 use crate::error::{Error, Result};
+use crate::id::{is_cse_id, resource_name_of};
 use crate::registry::Registry;
 use crate::resource::ResourceType;
 use crate::storage::ReadTx;
@@ -55,7 +55,7 @@ pub(crate) fn check_dcse(
         if csi == registree {
             return refuse("is the registree itself");
         }
-        let registered_here = tx.get(&csi_to_name(&csi))?.is_some_and(|resource| resource.ty == ResourceType::Csr);
+        let registered_here = tx.get(&resource_name_of(&csi))?.is_some_and(|resource| resource.ty == ResourceType::Csr);
         if registered_here {
             return refuse("is registered here directly");
         }
@@ -66,38 +66,10 @@ pub(crate) fn check_dcse(
     Ok(())
 }
 
-/// `/csi` or `//sp/csi`, each element of unreserved characters.
-fn is_cse_id(text: &str) -> bool {
-    let elements: Vec<&str> = match text.strip_prefix("//") {
-        Some(rest) => rest.split('/').collect(),
-        None => match text.strip_prefix('/') {
-            Some(rest) => vec![rest],
-            None => return false,
-        },
-    };
-    let wanted = if text.starts_with("//") { 2 } else { 1 };
-    elements.len() == wanted && elements.iter().all(|element| !element.is_empty() && is_unreserved(element))
-}
-
 fn is_registrar(config: &Config, identity: &Identity, csi: &str) -> bool {
     config.registrar.iter().any(|registrar| registrar.cse_id == csi)
         || config
             .sp_registrars
             .iter()
             .any(|registrar| identity.simplify_originator(&format!("//{}{}", registrar.sp_id, registrar.cse_id)) == csi)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cse_ids_have_one_cse_element() {
-        for valid in ["/id-mn", "//other.example.net/id-in", "/a.b~c_d"] {
-            assert!(is_cse_id(valid), "{valid}");
-        }
-        for invalid in ["id-mn", "/", "//sp", "//sp/", "/id-mn/Cae", "//sp/id/x", "/a b", "", "///x"] {
-            assert!(!is_cse_id(invalid), "{invalid}");
-        }
-    }
 }

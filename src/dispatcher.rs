@@ -14,14 +14,15 @@ use tracing::{debug, error, info, instrument};
 
 use crate::access::{Access, Accessor, Permission, Touches};
 use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
-use crate::client::{Client, TransportError};
 use crate::config::{Config, CseKind, RegistrarConfig};
 use crate::descendants::check_dcse;
 use crate::error::{Error, Result, Rsc};
 use crate::event::{Event, EventBus};
+use crate::id::{hop_name, is_cse_id, last_element, resource_name_of};
+use crate::net::{Outbound, TransportError};
 use crate::registry::{Registry, Route};
 use crate::represent;
-use crate::request::{FilterCriteria, IdForm, Operation, Request, Response};
+use crate::request::{FilterCriteria, IdForm, Operation, Request, Response, SUPPORTED_MEDIA_TYPES};
 use crate::resource::{self, Resource, ResourceType, Timestamp, content_size, known_unsupported_type, random_id};
 use crate::security::{Credentials, HostPattern};
 use crate::select::{Bounds, Measure, Selected, select};
@@ -36,9 +37,6 @@ const MAX_HOPS: usize = 16;
 /// Length of the random part of generated IDs.
 const ID_LENGTH: usize = 10;
 
-/// Media types this CSE can read and write.
-pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/vnd.onem2m-res+json"];
-
 /// The CSE: configuration, identity, storage, events, the registry of remote CSEs and
 /// the outgoing client, shared by every caller. Cloning is cheap: every field is a handle.
 #[derive(Clone)]
@@ -49,14 +47,14 @@ pub struct Cse {
     pub events: EventBus,
     /// Known remote CSEs; kept current by the remote-CSE manager, read for routing.
     pub registry: Registry,
-    pub client: Client,
+    /// How requests reach other CSEs (a binding's client).
+    pub outbound: Arc<dyn Outbound>,
 }
 
 impl Cse {
-    pub fn new(config: Arc<Config>, storage: Storage, events: EventBus) -> Cse {
-        let client = Client::from_config(&config.http);
-        let identity = Arc::new(Identity::of(&config.cse));
-        Cse { config, identity, storage, events, registry: Registry::default(), client }
+    pub fn new(config: Arc<Config>, storage: Storage, events: EventBus, outbound: Arc<dyn Outbound>) -> Cse {
+        let identity = Arc::new(Identity::from(&config.cse));
+        Cse { config, identity, storage, events, registry: Registry::default(), outbound }
     }
 
     /// Handle one request; every failure becomes an error response.
@@ -186,14 +184,14 @@ impl Cse {
         outgoing.originator = Some(self.forwarding_originator(request, remote.sp_id.is_some()));
         outgoing.via.push(own_hop);
         let timeout = match &request.rqet {
-            Some(rqet) => rqet.duration_since(Timestamp::now()).min(self.client.timeout()),
-            None => self.client.timeout(),
+            Some(rqet) => rqet.duration_since(Timestamp::now()).min(self.outbound.timeout()),
+            None => self.outbound.timeout(),
         };
         // The next address is tried only when this one could not be reached: a request that
         // timed out may have been carried out, and an oversized answer is an answer.
         let mut last_failure = None;
         for url in &hop.urls {
-            match self.client.send_with(url, &outgoing, timeout, hop.credentials.as_ref()).await {
+            match self.outbound.send(url, &outgoing, timeout, hop.credentials.as_ref()).await {
                 Ok(response) => {
                     debug!(next = %hop.cse_id, %url, rsc = response.rsc.code(), "forwarded");
                     return Ok(response);
@@ -240,7 +238,7 @@ impl Cse {
         // Up: to the same-SP registrar (MN/ASN), once registered there.
         if let Some(registrar) = &self.config.registrar {
             if self.registry.is_registrar(&registrar.cse_id) {
-                return Ok(self.registrar_hop(registrar, registrar.cse_id.clone()));
+                return Ok(self.registrar_hop(registrar, registrar.cse_id.to_string()));
             }
             return Err(Error::not_reachable(format!(
                 "no route to CSE {target}: this CSE is not registered to its registrar {} (yet)",
@@ -257,13 +255,13 @@ impl Cse {
 
     fn registrar_hop(&self, registrar: &RegistrarConfig, cse_id: String) -> NextHop {
         let urls = registrar.addresses.iter().map(|address| format!("{address}{}", registrar.root)).collect();
-        let name = hop_name_of(&cse_id, &self.identity.sp_id);
+        let name = hop_name(&cse_id, &self.identity.sp_id);
         NextHop { cse_id, name, urls, credentials: registrar.credentials.clone() }
     }
 
     fn registree_hop(&self, csr: &Resource) -> NextHop {
         let cse_id = csr.str("csi").unwrap_or_default().to_string();
-        let name = hop_name_of(&cse_id, &self.identity.sp_id);
+        let name = hop_name(&cse_id, &self.identity.sp_id);
         let credentials = self.config.registration.registree_credentials.get(&cse_id).cloned();
         NextHop { cse_id, name, urls: csr.str_list("poa"), credentials }
     }
@@ -672,7 +670,7 @@ impl Cse {
         let cse_base_ri = self.config.cse.resource_id.clone();
         self.storage
             .write(move |tx| {
-                let name = csi_to_name(&csi);
+                let name = resource_name_of(&csi);
                 let parent = tx.get(&cse_base_ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))?;
                 let now = Timestamp::now();
                 if let Some(mut existing) = tx.get(&name)? {
@@ -762,36 +760,6 @@ pub struct NextHop {
     pub urls: Vec<String>,
     /// What this CSE presents to it (`[cse.registrar.security]`, `registree_security`).
     pub credentials: Option<Credentials>,
-}
-
-/// The `Via` name of a CSE-ID as stored here (`/id-mn`, or `//sp/id-mn`).
-pub(crate) fn hop_name_of(cse_id: &str, own_sp: &str) -> String {
-    match cse_id.strip_prefix("//") {
-        Some(rest) => rest.replacen('/', "_", 1),
-        None => format!("{own_sp}_{}", cse_id.trim_start_matches('/')),
-    }
-}
-
-/// The CSE part of an SP-relative or absolute ID (`/id-mn/Cae` → `/id-mn`).
-pub(crate) fn cse_of(id: &str) -> Option<String> {
-    if let Some(rest) = id.strip_prefix("//") {
-        let mut parts = rest.split('/');
-        return Some(format!("//{}/{}", parts.next()?, parts.next()?));
-    }
-    let rest = id.strip_prefix('/')?;
-    Some(format!("/{}", rest.split('/').next()?))
-}
-
-/// An SP-relative (`/id-mn`) or absolute (`//sp/id-mn`) CSE-ID: one CSE element.
-fn is_cse_id(originator: &str) -> bool {
-    let elements: Vec<&str> = if let Some(rest) = originator.strip_prefix("//") {
-        rest.split('/').skip(1).collect()
-    } else if let Some(rest) = originator.strip_prefix('/') {
-        rest.split('/').collect()
-    } else {
-        return false;
-    };
-    matches!(elements.as_slice(), [csi] if !csi.is_empty() && crate::address::is_unreserved(csi))
 }
 
 /// The attribute map inside `{"m2m:xxx": {...}}`, checked against the expected type.
@@ -1076,7 +1044,7 @@ impl CreatePlan {
                     }
                 }
                 // Its name follows from the CSE-ID, so that no CSE can take another's name.
-                let ri = csi_to_name(&originator);
+                let ri = resource_name_of(&originator);
                 if let Some(rn) = attributes.get("rn").and_then(Value::as_str).filter(|rn| *rn != ri) {
                     return Err(Error::bad_request(format!(
                         "rn {rn:?}: the remoteCSE of {originator} is named {ri} (after its CSE-ID)"
@@ -1238,13 +1206,4 @@ fn check_ae(attributes: &Map<String, Value>, rvi: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn last_element(id: &str) -> &str {
-    id.rsplit('/').next().unwrap_or(id)
-}
-
-/// A CSE-ID as a resource name: `/id-mn` → `id-mn`, `//sp/id-mn` → `sp_id-mn`.
-pub fn csi_to_name(csi: &str) -> String {
-    csi.replace('/', "_").trim_matches('_').to_string()
 }

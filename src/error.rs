@@ -137,6 +137,9 @@ pub struct Detail(pub String);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a peer is told of an internal failure.
+const INTERNAL: &str = "internal server error";
+
 impl Error {
     pub fn new(rsc: Rsc, dbg: impl Into<String>) -> Error {
         Error { rsc, dbg: dbg.into(), source: None }
@@ -171,7 +174,7 @@ impl Error {
     }
     /// An internal failure. The text goes to the log; the peer sees a generic message.
     pub fn internal(detail: impl Into<String>) -> Error {
-        Error::new(Rsc::InternalServerError, "internal server error").with_source(Detail(detail.into()))
+        Error::new(Rsc::InternalServerError, INTERNAL).with_source(Detail(detail.into()))
     }
 
     /// Attach a cause given as text (for the log).
@@ -189,7 +192,7 @@ impl Error {
     pub fn detail(&self) -> String {
         let mut parts = Vec::new();
         let mut cause = std::error::Error::source(self);
-        if cause.is_none() || self.rsc != Rsc::InternalServerError {
+        if cause.is_none() || self.dbg != INTERNAL {
             parts.push(self.dbg.clone());
         }
         while let Some(error) = cause {
@@ -202,7 +205,7 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(error: rusqlite::Error) -> Error {
-        Error::new(Rsc::InternalServerError, "internal server error").with_source(error)
+        Error::new(Rsc::InternalServerError, INTERNAL).with_source(error)
     }
 }
 

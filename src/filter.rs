@@ -141,10 +141,7 @@ impl FilterCriteria {
             "arp" => {
                 let elements_ok = !value.is_empty()
                     && value.split('/').all(|element| {
-                        !element.is_empty()
-                            && element != "."
-                            && element != ".."
-                            && crate::address::is_unreserved(element)
+                        !element.is_empty() && element != "." && element != ".." && crate::id::is_unreserved(element)
                     });
                 if !elements_ok {
                     return Err(invalid(name, value, "a relative path of resource names like sub/la"));

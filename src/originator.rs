@@ -18,8 +18,9 @@
 
 use tracing::warn;
 
-use crate::dispatcher::{Cse, cse_of, hop_name_of};
+use crate::dispatcher::Cse;
 use crate::error::{Error, Result};
+use crate::id::{cse_of, hop_name};
 use crate::registry::Route;
 use crate::request::{Caller, Request};
 use crate::security::{Originators, Principal};
@@ -55,7 +56,7 @@ impl Cse {
         let refuse = |why: String| Err(Error::no_privilege(format!("originator {received}: {why}")));
         match self.previous_hop(request) {
             Previous::Registree(registree) => {
-                let below = origin_cse.as_deref().is_some_and(|cse| {
+                let below = origin_cse.is_some_and(|cse| {
                     cse == registree
                         || matches!(self.registry.route(cse), Some(Route::Registree(csr)) if csr.str("csi") == Some(registree.as_str()))
                 });
@@ -65,7 +66,7 @@ impl Cse {
                     ));
                 }
             }
-            Previous::Registrar => match origin_cse.as_deref() {
+            Previous::Registrar => match origin_cse {
                 None => {
                     return refuse(
                         "a request from another CSE must carry an SP-relative or absolute originator, and this CSE's own originators do not come from there"
@@ -79,7 +80,7 @@ impl Cse {
             },
             Previous::Client => {
                 let own = origin_cse.is_none();
-                let itself = origin_cse.as_deref() == Some(simplified.as_str());
+                let itself = origin_cse == Some(simplified.as_str());
                 let bound = principal.as_ref().is_some_and(|p| matches!(p.originators, Originators::Only(_)));
                 if !(own || itself || bound) {
                     let cse = origin_cse.unwrap_or_default();
@@ -114,19 +115,19 @@ impl Cse {
         let registree = own_sp_registree.or_else(|| {
             self.registry.registree_csrs().into_iter().find_map(|csr| {
                 let csi = csr.str("csi")?.to_string();
-                (hop_name_of(&csi, &self.identity.sp_id) == *previous).then_some(csi)
+                (hop_name(&csi, &self.identity.sp_id) == *previous).then_some(csi)
             })
         });
         if let Some(registree) = registree {
             return Previous::Registree(registree);
         }
         let sp = &self.identity.sp_id;
-        let same_sp = self.config.registrar.iter().map(|registrar| hop_name_of(&registrar.cse_id, sp));
+        let same_sp = self.config.registrar.iter().map(|registrar| hop_name(&registrar.cse_id, sp));
         let other_sp = self
             .config
             .sp_registrars
             .iter()
-            .map(|registrar| hop_name_of(&format!("//{}{}", registrar.sp_id, registrar.cse_id), sp));
+            .map(|registrar| hop_name(&format!("//{}{}", registrar.sp_id, registrar.cse_id), sp));
         if same_sp.chain(other_sp).any(|hop| hop == *previous) {
             return Previous::Registrar;
         }

@@ -26,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{CseKind, RegistrarConfig};
-use crate::dispatcher::{Cse, csi_to_name};
+use crate::dispatcher::Cse;
 use crate::error::{Error, Result, Rsc};
 use crate::event::Event;
+use crate::id::resource_name_of;
 use crate::registry::{Registry, Route};
 use crate::request::{Operation, Request, Response};
 use crate::resource::{Resource, random_id};
@@ -184,7 +185,7 @@ impl RemoteCseManager {
         let same_sp = config.registrar.iter().map(|registrar| (registrar, false));
         let other_sp = config.sp_registrars.iter().map(|registrar| (registrar, true));
         for (registrar, other) in same_sp.chain(other_sp) {
-            let own_stem = own.cse_id.trim_start_matches('/');
+            let own_stem = own.cse_id.stem();
             let (cse_id, own_csi, own_cb, own_csr_rn, registrar_cb) = if other {
                 (
                     format!("//{}{}", registrar.sp_id, registrar.cse_id),
@@ -195,8 +196,8 @@ impl RemoteCseManager {
                 )
             } else {
                 (
-                    registrar.cse_id.clone(),
-                    own.cse_id.clone(),
+                    registrar.cse_id.to_string(),
+                    own.cse_id.to_string(),
                     format!("{}/{}", own.cse_id, own.resource_name),
                     own_stem.to_string(),
                     format!("{}/{}", registrar.cse_id, registrar.resource_name),
@@ -208,7 +209,7 @@ impl RemoteCseManager {
                     cse_id: cse_id.clone(),
                     addresses: registrar.addresses.clone(),
                 },
-                local_csr_ri: csi_to_name(&cse_id),
+                local_csr_ri: resource_name_of(&cse_id),
                 own_csr_rn,
                 own_csi,
                 own_cb,
@@ -341,19 +342,13 @@ impl RemoteCseManager {
             .ok_or_else(|| Error::bad_request(format!("the answer for {id} is not a resource")))
     }
 
+    /// The CSE part of `id`, an absolute ID of this service provider taken SP-relative.
     fn cse_part(&self, id: &str) -> Option<String> {
         let own_sp = format!("//{}/", self.inner.cse.identity.sp_id);
         if let Some(rest) = id.strip_prefix(&own_sp) {
-            return Some(format!("/{}", rest.split('/').next()?));
+            return crate::id::cse_of(&format!("/{rest}")).map(str::to_string);
         }
-        if let Some(rest) = id.strip_prefix("//") {
-            let mut parts = rest.split('/');
-            let sp = parts.next()?;
-            let csi = parts.next()?;
-            return Some(format!("//{sp}/{csi}"));
-        }
-        let rest = id.strip_prefix('/')?;
-        Some(format!("/{}", rest.split('/').next()?))
+        crate::id::cse_of(id).map(str::to_string)
     }
 
     // ---------------------------------------------------------------------------------
@@ -387,7 +382,7 @@ impl RemoteCseManager {
     pub async fn stop(&self) {
         self.halt().await;
         if self.inner.cse.config.registration.unregister_when_stopping {
-            let grace = self.inner.cse.client.timeout() + Duration::from_secs(1);
+            let grace = self.inner.cse.outbound.timeout() + Duration::from_secs(1);
             if tokio::time::timeout(grace, self.inner.deregister_all()).await.is_err() {
                 warn!(?grace, "deregistration did not finish in time");
             }
@@ -817,7 +812,7 @@ impl Inner {
         for (index, address) in registrar.info.addresses.iter().enumerate() {
             let base = format!("{address}{}", registrar.config.root);
             let credentials = registrar.config.credentials.as_ref();
-            match self.cse.client.send_with(&base, request, self.cse.client.timeout(), credentials).await {
+            match self.cse.outbound.send(&base, request, self.cse.outbound.timeout(), credentials).await {
                 Ok(response) => {
                     let previous = lock(&registrar.state).active.replace(index);
                     if previous != Some(index) {
@@ -927,15 +922,13 @@ async fn probe(cse: &Cse, csr: &Resource, timeout: Duration) -> bool {
     let target = csr.str("cb").unwrap_or_default().to_string();
     let csi = csr.str("csi").unwrap_or_default();
     let credentials = cse.config.registration.registree_credentials.get(csi);
-    let originator = if csi.starts_with("//") {
-        format!("//{}{}", cse.identity.sp_id, cse.identity.cse_id)
-    } else {
-        cse.identity.cse_id.clone()
-    };
+    let identity = &cse.identity;
+    let originator =
+        if csi.starts_with("//") { identity.cse_id.absolute(&identity.sp_id) } else { identity.cse_id.to_string() };
     let mut request = Request::new(Operation::Retrieve, target, Some(&originator));
     request.rvi = cse.config.cse.release_version.clone();
     for poa in csr.str_list("poa") {
-        match cse.client.send_with(&poa, &request, timeout, credentials).await {
+        match cse.outbound.send(&poa, &request, timeout, credentials).await {
             Ok(_) => return true,
             Err(failure) => debug!(%csi, %poa, error = %failure, "probe failed"),
         }

@@ -10,6 +10,9 @@ use crate::error::{Error, Result, Rsc};
 use crate::resource::Timestamp;
 use crate::security::Principal;
 
+/// The serializations (media types) this CSE reads and writes.
+pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/vnd.onem2m-res+json"];
+
 /// `op`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {

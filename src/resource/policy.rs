@@ -5,8 +5,8 @@
 use serde_json::{Map, Value};
 
 use super::{MAX_SPAN_SECONDS, ResourceType, TimeWindow, Timestamp};
-use crate::address::is_unreserved;
 use crate::error::{Error, Result};
+use crate::id::is_unreserved;
 
 /// Longest resource name.
 pub const MAX_NAME_LENGTH: usize = 255;

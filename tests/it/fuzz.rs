@@ -14,8 +14,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use acme_cse::address::{Identity, LocalId, Target, is_unreserved};
+use acme_cse::address::{Identity, LocalId, Target};
 use acme_cse::config::Settings;
+use acme_cse::id::is_unreserved;
 use acme_cse::resource::{self, Need, ResourceType, policy_of};
 use acme_cse::{App, Cse, Rsc};
 use axum::body::Body;
@@ -353,7 +354,7 @@ fn fuzz_request() -> BoxedStrategy<FuzzRequest> {
 // -----------------------------------------------------------------------------------------
 
 fn identity() -> Identity {
-    Identity::of(&acme_cse::config::Config::defaults().cse)
+    Identity::from(&acme_cse::config::Config::defaults().cse)
 }
 
 /// `Ok` targets are well-formed; errors are `4000`.
@@ -380,7 +381,7 @@ fn check_resolution(to: &str) -> Result<(), TestCaseError> {
 #[test]
 fn request_paths_become_targets_or_bad_requests() {
     fuzz("target_of + resolve (paths)", 2_000, uri_path(), |path| {
-        match acme_cse::http::target_of(&path) {
+        match acme_cse::binding::http::wire::target_of(&path) {
             Ok(to) => check_resolution(&to)?,
             Err(error) => prop_assert_eq!(error.rsc, Rsc::BadRequest, "{:?}: {}", path, error.dbg),
         }
@@ -553,7 +554,7 @@ async fn fresh_cse(container: &Map<String, Value>) -> Cse {
         seed_request("POST", "/cse-in/ae/cnt", "application/json;ty=4", json!({"m2m:cin": {"con": "first"}})),
     ];
     for request in seed {
-        acme_cse::http::router(cse.clone()).expect("router").oneshot(request).await.expect("infallible");
+        acme_cse::binding::http::router(cse.clone()).expect("router").oneshot(request).await.expect("infallible");
     }
     cse
 }
@@ -596,7 +597,7 @@ fn http_request(request: &FuzzRequest) -> Request<Body> {
 
 /// Send `request` to the handler; a panic fails the property (proptest catches it).
 async fn answer(cse: &Cse, request: Request<Body>) -> Result<(u16, Option<u16>, Vec<u8>), TestCaseError> {
-    let sent = acme_cse::http::router(cse.clone()).expect("router").oneshot(request);
+    let sent = acme_cse::binding::http::router(cse.clone()).expect("router").oneshot(request);
     let response = tokio::time::timeout(Duration::from_secs(10), sent)
         .await
         .map_err(|_| TestCaseError::fail("no answer within 10 s"))?

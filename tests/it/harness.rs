@@ -142,7 +142,7 @@ impl TestCse {
     pub fn as_registrar(&self) -> RegistrarSettings {
         RegistrarSettings {
             address: vec![self.url.clone()],
-            cse_id: self.cse.config.cse.cse_id.clone(),
+            cse_id: self.cse.config.cse.cse_id.to_string(),
             resource_name: self.cse.config.cse.resource_name.clone(),
             ..RegistrarSettings::default()
         }

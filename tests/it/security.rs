@@ -261,7 +261,10 @@ async fn an_mn_with_a_wrong_password_is_refused_and_reports_an_error() {
     // Assert: not registered, with an error status (not "unreachable"), nothing at the IN.
     assert!(!mn.remote.is_registered());
     let statuses = mn.remote.statuses();
-    assert!(matches!(&statuses[0].1, RegistrationStatus::Error(reason) if reason.contains("401")), "{statuses:?}");
+    assert!(
+        matches!(&statuses[0].1, RegistrationStatus::Error(reason) if reason.contains("CSE /id-in refused this CSE's credentials")),
+        "{statuses:?}"
+    );
     assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 4004);
     mn.shutdown().await;
     in_cse.shutdown().await;

@@ -1,5 +1,5 @@
-//! Outgoing oneM2M requests over HTTP or HTTPS (reqwest): registration traffic, probes,
-//! forwarding.
+//! The client half of the HTTP binding: the core's [`Outbound`] over HTTP or HTTPS
+//! (reqwest), for registration traffic, probes and forwarding.
 //!
 //! The only module that knows reqwest. One pooled, keep-alive client per process. A
 //! request is sent to one base URL, with the credentials of the CSE it goes to (an
@@ -18,52 +18,17 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::config::HttpConfig;
-use crate::error::{Error, Rsc};
-use crate::http::{
+use super::tls::Tls;
+use super::wire::{
     VIA, X_M2M_CTO, X_M2M_CTS, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI, path_of,
     via_header,
 };
+use crate::config::HttpConfig;
+use crate::error::Rsc;
+use crate::net::{Outbound, Sending, TransportError};
 use crate::request::{IdForm, Operation, Request, Response};
 use crate::resource::Timestamp;
 use crate::security::Credentials;
-
-/// The peer could not be reached, or did not answer in time.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum TransportError {
-    #[error("{url} is not reachable: {reason}")]
-    Unreachable { url: String, reason: String },
-    #[error("{url} did not answer within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
-    /// HTTP 401: the peer wants other (or any) credentials from this CSE.
-    #[error("{url} refused this CSE's credentials (HTTP 401)")]
-    Unauthorized { url: String },
-    /// The answer's body is larger than this CSE reads (`http.client_max_body_size`).
-    #[error("{url} answered with a body larger than {limit} bytes")]
-    TooLarge { url: String, limit: usize },
-}
-
-impl TransportError {
-    /// The error a client of this CSE sees when the request for CSE `cse_id` failed this
-    /// way: the status code and a generic text; the URL and the cause go to the log only.
-    pub fn into_error(self, cse_id: &str) -> Error {
-        let (rsc, text) = match &self {
-            TransportError::Unreachable { .. } => (Rsc::TargetNotReachable, format!("CSE {cse_id} is not reachable")),
-            TransportError::Timeout { timeout, .. } => {
-                (Rsc::RequestTimeout, format!("CSE {cse_id} did not answer within {timeout:?}"))
-            }
-            // As a peer's HTTP 401 is mapped by oneM2M implementations.
-            TransportError::Unauthorized { .. } => {
-                (Rsc::InternalServerError, format!("CSE {cse_id} refused this CSE's credentials"))
-            }
-            TransportError::TooLarge { limit, .. } => (
-                Rsc::InternalServerError,
-                format!("CSE {cse_id} answered with more than {limit} bytes (http.client_max_body_size)"),
-            ),
-        };
-        Error::new(rsc, text).with_source(self)
-    }
-}
 
 /// The shared HTTP client. Cloning is cheap.
 #[derive(Clone)]
@@ -74,27 +39,16 @@ pub struct Client {
     max_body_size: usize,
 }
 
-/// Largest answer body of a client made by [`Client::new`].
-const DEFAULT_MAX_BODY_SIZE: usize = 4 * 1024 * 1024;
-
 impl Client {
-    /// A client whose requests time out after `timeout` (connecting included), and whose
-    /// connection attempts give up after `connect_timeout`; HTTPS peers are verified
-    /// against the system's CAs.
-    pub fn new(timeout: Duration, connect_timeout: Duration) -> Client {
-        Client { http: build(timeout, connect_timeout, &[], true), timeout, max_body_size: DEFAULT_MAX_BODY_SIZE }
-    }
-
-    /// The client of `[http]`: its time-outs, and for HTTPS peers the CAs of
-    /// `[http.tls] ca_file` on top of the system's (or no verification at all, with
-    /// `verify = false`, for tests).
-    pub fn from_config(http: &HttpConfig) -> Client {
-        let tls = &http.tls;
+    /// The client of `[http]`: its time-outs and answer size, and for HTTPS peers the CAs
+    /// of `[http.tls] ca_file` (read into `tls`) on top of the system's (or no verification
+    /// at all, with `verify = false`, for tests).
+    pub fn new(http: &HttpConfig, tls: &Tls) -> Client {
         if !tls.verify {
             warn!("http.tls.verify = false: certificates of HTTPS peers are not verified (for tests only)");
         }
         let roots: Vec<reqwest::Certificate> =
-            tls.ca_certificates.iter().filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok()).collect();
+            tls.roots.iter().filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok()).collect();
         Client {
             http: build(http.client_timeout, http.client_connect_timeout, &roots, tls.verify),
             timeout: http.client_timeout,
@@ -102,13 +56,9 @@ impl Client {
         }
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Send `request` to the CSE at `base_url` within `timeout`, presenting `credentials`
     /// (those of that CSE) in the `Authorization` header.
-    pub async fn send_with(
+    async fn send_with(
         &self,
         base_url: &str,
         request: &Request,
@@ -186,7 +136,7 @@ impl Client {
         let status = reply.status();
         if status == reqwest::StatusCode::UNAUTHORIZED && reply.headers().get(X_M2M_RSC).is_none() {
             debug!(op = request.op.name(), %url, rqi = %request.rqi, "peer refused the credentials");
-            return Err(TransportError::Unauthorized { url });
+            return Err(TransportError::Unauthorized { address: url });
         }
         let rsc_header = reply
             .headers()
@@ -227,6 +177,22 @@ impl Client {
     }
 }
 
+impl Outbound for Client {
+    fn send<'a>(
+        &'a self,
+        address: &'a str,
+        request: &'a Request,
+        timeout: Duration,
+        credentials: Option<&'a Credentials>,
+    ) -> Sending<'a> {
+        Box::pin(self.send_with(address, request, timeout, credentials))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
 /// The pooled client: the system's CAs plus `roots`; without a system CA store (a minimal
 /// container) only `roots`, so that building never fails for want of CAs.
 fn build(
@@ -264,7 +230,7 @@ async fn read_body(
     timeout: Duration,
     limit: usize,
 ) -> Result<Vec<u8>, TransportError> {
-    let too_large = || TransportError::TooLarge { url: url.to_string(), limit };
+    let too_large = || TransportError::TooLarge { address: url.to_string(), limit };
     if reply.content_length().is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
@@ -280,7 +246,7 @@ async fn read_body(
 
 fn classify(url: &str, timeout: Duration, error: &reqwest::Error) -> TransportError {
     if error.is_timeout() {
-        return TransportError::Timeout { url: url.to_string(), timeout };
+        return TransportError::Timeout { address: url.to_string(), timeout };
     }
     let mut reason = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -288,7 +254,7 @@ fn classify(url: &str, timeout: Duration, error: &reqwest::Error) -> TransportEr
         reason = format!("{reason}: {cause}");
         source = cause.source();
     }
-    TransportError::Unreachable { url: url.to_string(), reason }
+    TransportError::Unreachable { address: url.to_string(), reason }
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {

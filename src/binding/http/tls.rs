@@ -2,17 +2,49 @@
 //! and the server configuration built from them (the handshake itself runs per connection
 //! in `serve.rs`).
 //!
-//! The files are read and checked once, while the configuration is validated, so a
-//! missing file or a key that does not match its certificate stops the start before any
-//! port is bound. The client side (trusted CAs, verification) lives in `client.rs`.
+//! [`load`] reads and checks the files once, when the CSE is built, before any port is
+//! bound: a missing file or a key that does not fit its certificate stops the start with an
+//! error naming the key. The client side (trusted CAs, verification) lives in `client.rs`.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
+
+use crate::config::{ConfigError, TlsConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
+
+/// What `[http.tls]` names, read and checked.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// Serve HTTPS with this, when enabled.
+    pub server: Option<ServerTls>,
+    /// Extra CAs trusted for HTTPS peers (`ca_file`).
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Verify HTTPS peers' certificates (false only for tests).
+    pub verify: bool,
+}
+
+/// Read the files `[http.tls]` names; an error names the key of the file at fault.
+pub fn load(config: &TlsConfig) -> Result<Tls, ConfigError> {
+    let server = match &config.server {
+        Some(files) => {
+            let chain = load_certificates(&files.cert_file)
+                .map_err(|reason| ConfigError::invalid("http.tls.cert_file", reason))?;
+            let key = load_private_key(&files.key_file)
+                .map_err(|reason| ConfigError::invalid("http.tls.key_file", reason))?;
+            Some(ServerTls::new(chain, key).map_err(|reason| ConfigError::invalid("http.tls.key_file", reason))?)
+        }
+        None => None,
+    };
+    let roots = match &config.ca_file {
+        Some(path) => load_certificates(path).map_err(|reason| ConfigError::invalid("http.tls.ca_file", reason))?,
+        None => Vec::new(),
+    };
+    Ok(Tls { server, roots, verify: config.verify })
+}
 
 /// The certificates of a PEM file (a chain: leaf first; or a CA bundle).
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -67,5 +99,45 @@ impl ServerTls {
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ServerTls { .. }")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Settings, TlsFiles};
+
+    fn key_of(result: Result<Tls, ConfigError>) -> String {
+        result.expect_err("refused").key().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn the_files_are_read_and_the_key_must_fit_the_certificate() {
+        let mut config = Settings::default().validate().expect("defaults").http.tls;
+        let files = |cert: &str, key: &str| Some(TlsFiles { cert_file: cert.into(), key_file: key.into() });
+        config.server = files("/nonexistent/cert.pem", "/nonexistent/key.pem");
+        assert_eq!(key_of(load(&config)), "http.tls.cert_file");
+        config.server = None;
+        config.ca_file = Some("/nonexistent/ca.pem".into());
+        assert_eq!(key_of(load(&config)), "http.tls.ca_file");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let first = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let second = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let cert = write("cert.pem", &first.cert.pem());
+        let key = write("key.pem", &first.signing_key.serialize_pem());
+        let other_key = write("other.pem", &second.signing_key.serialize_pem());
+        config.ca_file = None;
+        config.server = files(&cert, &other_key);
+        assert_eq!(key_of(load(&config)), "http.tls.key_file");
+        config.server = files(&key, &key);
+        assert_eq!(key_of(load(&config)), "http.tls.cert_file");
+        config.server = files(&cert, &key);
+        assert!(load(&config).expect("valid").server.is_some());
     }
 }

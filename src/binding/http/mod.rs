@@ -1,0 +1,23 @@
+//! The HTTP binding (TS-0009).
+//!
+//! - `wire`: the mapping both halves share: `X-M2M-*` headers, path escapes, `Via`,
+//!   `Content-Type` with `ty`, JSON bodies;
+//! - `server`: the axum router: an HTTP request into a [`crate::request::Request`] for the
+//!   core, its [`crate::request::Response`] into an HTTP response;
+//! - `serve`: the connections (limits, TLS handshakes, graceful shutdown);
+//! - `auth`: HTTP authentication of incoming requests;
+//! - `tls`: the PEM files and the server's TLS configuration;
+//! - `client`: [`Client`], the core's outbound seam over HTTP(S).
+//!
+//! The only place that knows axum, hyper, reqwest and HTTP headers.
+
+mod auth;
+mod client;
+mod serve;
+mod server;
+pub mod tls;
+pub mod wire;
+
+pub use client::Client;
+pub use serve::{ServeLimits, serve};
+pub use server::router;

@@ -1,0 +1,224 @@
+//! `[cse]`: who this CSE is, and the rules of its resources.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::registration::{RegistrarSettings, RegistrationSettings, SpSettings};
+use super::{ConfigError, check_name, positive};
+use crate::address::Identity;
+use crate::id::{CseId, SpId};
+
+/// The CSE type (`cst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum CseKind {
+    #[serde(rename = "IN", alias = "in")]
+    In,
+    #[serde(rename = "MN", alias = "mn")]
+    Mn,
+    #[serde(rename = "ASN", alias = "asn")]
+    Asn,
+}
+
+impl CseKind {
+    /// The `cst` number: 1 IN, 2 MN, 3 ASN.
+    pub fn cst(self) -> u8 {
+        match self {
+            CseKind::In => 1,
+            CseKind::Mn => 2,
+            CseKind::Asn => 3,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CseKind> {
+        match text.to_ascii_uppercase().as_str() {
+            "IN" => Some(CseKind::In),
+            "MN" => Some(CseKind::Mn),
+            "ASN" => Some(CseKind::Asn),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CseSettings {
+    #[serde(rename = "type")]
+    pub kind: CseKind,
+    pub cse_id: String,
+    /// CSEBase `ri`; default: the CSE-ID without its slash.
+    pub resource_id: Option<String>,
+    pub resource_name: String,
+    pub sp_id: String,
+    pub admin_originator: String,
+    pub release_versions: Vec<String>,
+    /// `X-M2M-RVI` of requests this CSE sends to a configured URL.
+    pub release_version: String,
+    #[serde(with = "humantime_serde")]
+    pub max_expiration_delta: Duration,
+    #[serde(with = "humantime_serde")]
+    pub expiration_check_interval: Duration,
+    /// Most resources in one answer (discovery, `rcn` 4, 5, 6, 8).
+    pub max_results: usize,
+    /// Largest answer of that kind, in bytes (the stored size of the resources it carries).
+    pub max_result_size: usize,
+    pub registration: RegistrationSettings,
+    pub registrar: Option<RegistrarSettings>,
+    pub sp: SpSettings,
+    pub security: AccessSettings,
+}
+
+/// `[cse.security]`: access control.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSettings {
+    /// Evaluate access control policies (off: everybody may do everything).
+    pub enable_acp_checks: bool,
+    /// The admin originator may do everything.
+    pub full_access_admin: bool,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        AccessSettings { enable_acp_checks: true, full_access_admin: true }
+    }
+}
+
+impl Default for CseSettings {
+    fn default() -> Self {
+        CseSettings {
+            kind: CseKind::In,
+            cse_id: "/id-in".into(),
+            resource_id: None,
+            resource_name: "cse-in".into(),
+            sp_id: "acme.example.com".into(),
+            admin_originator: "CAdmin".into(),
+            release_versions: ["2a", "3", "4", "5"].map(String::from).to_vec(),
+            release_version: "5".into(),
+            max_expiration_delta: Duration::from_secs(157_680_000),
+            expiration_check_interval: Duration::from_secs(60),
+            max_results: 10_000,
+            max_result_size: 8 * 1024 * 1024,
+            registration: RegistrationSettings::default(),
+            registrar: None,
+            sp: SpSettings::default(),
+            security: AccessSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CseConfig {
+    pub kind: CseKind,
+    /// `/id-in`
+    pub cse_id: CseId,
+    /// CSEBase `ri`
+    pub resource_id: String,
+    /// CSEBase `rn`
+    pub resource_name: String,
+    /// SP-ID without the leading slashes: `acme.example.com`.
+    pub sp_id: SpId,
+    pub admin_originator: String,
+    pub release_versions: Vec<String>,
+    pub release_version: String,
+    pub max_expiration_delta: Duration,
+    pub expiration_check_interval: Duration,
+    pub max_results: usize,
+    pub max_result_size: usize,
+}
+
+/// Longest resource lifetime: 1,000 years (timestamps must stay within four-digit years).
+const MAX_EXPIRATION_DELTA: Duration = Duration::from_secs(1000 * 365 * 86_400);
+
+const KNOWN_RELEASES: [&str; 6] = ["1", "2", "2a", "3", "4", "5"];
+
+impl CseSettings {
+    /// Check `[cse]` (without its subsections) into a [`CseConfig`].
+    pub(super) fn validate(&self) -> Result<CseConfig, ConfigError> {
+        let cse = self;
+        let cse_id = parse_cse_id("cse.cse_id", &cse.cse_id)?;
+        if cse_id.sp().is_some() {
+            return Err(ConfigError::invalid("cse.cse_id", "must be SP-relative, like /id-in"));
+        }
+        let stem = cse_id.stem().to_string();
+        let resource_id = cse.resource_id.clone().unwrap_or_else(|| stem.clone());
+        check_name("cse.resource_id", &resource_id)?;
+        check_name("cse.resource_name", &cse.resource_name)?;
+        if cse.resource_name == stem {
+            return Err(ConfigError::invalid("cse.resource_name", "must differ from the CSE-ID without its slash"));
+        }
+        let sp_id = parse_sp_id("cse.sp_id", &cse.sp_id)?;
+        if cse.admin_originator.is_empty() || cse.admin_originator.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid("cse.admin_originator", "must be a non-empty ID"));
+        }
+        if cse.release_versions.is_empty() {
+            return Err(ConfigError::invalid("cse.release_versions", "must not be empty"));
+        }
+        for version in &cse.release_versions {
+            if !KNOWN_RELEASES.contains(&version.as_str()) {
+                return Err(ConfigError::invalid(
+                    "cse.release_versions",
+                    format!("unknown release version {version:?} (known: {KNOWN_RELEASES:?})"),
+                ));
+            }
+        }
+        if !cse.release_versions.contains(&cse.release_version) {
+            return Err(ConfigError::invalid("cse.release_version", "must be one of cse.release_versions"));
+        }
+        positive("cse.max_expiration_delta", cse.max_expiration_delta)?;
+        if cse.max_expiration_delta > MAX_EXPIRATION_DELTA {
+            return Err(ConfigError::invalid(
+                "cse.max_expiration_delta",
+                format!("must be at most {}", humantime::format_duration(MAX_EXPIRATION_DELTA)),
+            ));
+        }
+        positive("cse.expiration_check_interval", cse.expiration_check_interval)?;
+        if cse.max_results == 0 {
+            return Err(ConfigError::invalid("cse.max_results", "must be greater than 0"));
+        }
+        if cse.max_result_size == 0 {
+            return Err(ConfigError::invalid("cse.max_result_size", "must be greater than 0"));
+        }
+        Ok(CseConfig {
+            kind: cse.kind,
+            cse_id,
+            resource_id,
+            resource_name: cse.resource_name.clone(),
+            sp_id,
+            admin_originator: cse.admin_originator.clone(),
+            release_versions: cse.release_versions.clone(),
+            release_version: cse.release_version.clone(),
+            max_expiration_delta: cse.max_expiration_delta,
+            expiration_check_interval: cse.expiration_check_interval,
+            max_results: cse.max_results,
+            max_result_size: cse.max_result_size,
+        })
+    }
+}
+
+impl From<&CseConfig> for Identity {
+    fn from(cse: &CseConfig) -> Identity {
+        Identity {
+            cse_id: cse.cse_id.clone(),
+            sp_id: cse.sp_id.clone(),
+            resource_id: cse.resource_id.clone(),
+            resource_name: cse.resource_name.clone(),
+        }
+    }
+}
+
+/// A CSE-ID (`/` followed by unreserved characters, or `//sp/csi`), naming the key.
+pub(super) fn parse_cse_id(key: &str, text: &str) -> Result<CseId, ConfigError> {
+    CseId::parse(text).ok_or_else(|| {
+        ConfigError::invalid(
+            key,
+            format!("{text:?} is not a CSE-ID: '/' followed by letters, digits, '-', '.', '_' or '~'"),
+        )
+    })
+}
+
+/// `acme.example.com` or `//acme.example.com`, naming the key.
+pub(super) fn parse_sp_id(key: &str, text: &str) -> Result<SpId, ConfigError> {
+    SpId::parse(text)
+        .ok_or_else(|| ConfigError::invalid(key, format!("{text:?} is not an SP-ID like acme.example.com")))
+}

@@ -1,0 +1,571 @@
+//! Configuration: `acme.toml`, layered and validated once into typed values.
+//!
+//! Layers, later wins: built-in defaults (the `Default` impls), the TOML file (`--config`,
+//! default `./acme.toml`), environment variables (`ACME_` prefix, `__` between levels, e.g.
+//! `ACME_CSE__CSE_ID=/id-mn`), then the few command-line flags ([`Overrides`]). Unknown
+//! keys and invalid values are errors that name the key; the rest of the program only ever
+//! sees a valid [`Config`].
+//!
+//! One file per section: each holds the section as written (`...Settings`, the file
+//! format: its field names are `acme.toml` keys, a contract) and as checked (`...Config`),
+//! side by side. Nothing here reads files: the TLS module reads the PEM files it names.
+
+mod cse;
+mod database;
+mod http;
+mod registration;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use cse::{AccessSettings, CseConfig, CseKind, CseSettings};
+pub use database::{DatabaseConfig, DatabaseSettings, Durability};
+pub use http::{
+    BasicUserSettings, BearerTokenSettings, HttpConfig, HttpSecuritySettings, HttpSettings, TlsConfig, TlsFiles,
+    TlsSettings,
+};
+pub use registration::{
+    RegistrarConfig, RegistrarSecuritySettings, RegistrarSettings, RegistrationConfig, RegistrationSettings,
+    RegistreeSecuritySettings, SpSettings,
+};
+
+use crate::security::Secret;
+
+/// Problems found in the configuration; each names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("invalid configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { key: key.to_string(), reason: reason.into() }
+    }
+
+    /// The key the error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::File { .. } => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The file format. Field names are the `acme.toml` keys (a contract: extend, never rename).
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub cse: CseSettings,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub logging: LoggingSettings,
+    pub resource: ResourceSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        LoggingSettings { level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceSettings {
+    pub cnt: ContainerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerSettings {
+    /// Give containers without limits the default `mni`/`mbs` below.
+    pub enable_limits: bool,
+    pub mni: u64,
+    pub mbs: u64,
+}
+
+impl Default for ContainerSettings {
+    fn default() -> Self {
+        ContainerSettings { enable_limits: false, mni: 10, mbs: 10_000 }
+    }
+}
+
+/// The command-line flags that override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub http_port: Option<u16>,
+    pub cse_id: Option<String>,
+    pub cse_type: Option<CseKind>,
+    pub db_path: Option<PathBuf>,
+    pub in_memory: bool,
+    pub log_level: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// The validated configuration the program runs with.
+// ---------------------------------------------------------------------------------------
+
+/// A valid configuration. Built only by [`Settings::validate`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cse: CseConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub registration: RegistrationConfig,
+    /// The same-SP registrar (MN/ASN only).
+    pub registrar: Option<RegistrarConfig>,
+    /// Registrars in other service providers (IN only), by section name.
+    pub sp_registrars: Vec<RegistrarConfig>,
+    pub log_level: String,
+    pub container: ContainerSettings,
+    pub security: AccessSettings,
+}
+
+impl Config {
+    /// Built-in defaults only, validated (tests start from here).
+    pub fn defaults() -> Config {
+        Settings::default().validate().expect("the built-in defaults are valid")
+    }
+}
+
+impl Settings {
+    /// Read the layers: defaults, the file (if it exists, or fail if it was named
+    /// explicitly), then `ACME_*__*` environment variables from `env`.
+    pub fn load(
+        path: &Path,
+        path_required: bool,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        if path.exists() {
+            builder = builder.add_source(config::File::from(path.to_path_buf()).format(config::FileFormat::Toml));
+        } else if path_required {
+            return Err(ConfigError::File { path: path.to_path_buf(), reason: "no such file".into() });
+        }
+        // Only ACME_ variables with a level separator are configuration: others (ACME_WORK,
+        // ...) belong to other tools and must not be rejected as unknown keys.
+        let mut secrets = Vec::new();
+        let mut plain = config::Map::new();
+        for (name, value) in env.into_iter().filter(|(name, _)| name.starts_with("ACME_") && name.contains("__")) {
+            if name.to_ascii_uppercase().contains("__SECURITY__") {
+                secrets.push((name, value));
+            } else {
+                plain.insert(name, value);
+            }
+        }
+        let mut environment = config::Environment::with_prefix("ACME")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .source(Some(plain));
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        builder = builder.add_source(environment);
+        // Security values (passwords, tokens) are taken as text, never guessed into numbers
+        // ("0123" stays "0123"); the switches among them still read "true" as true.
+        for (name, value) in secrets {
+            let key = name["ACME_".len()..].to_ascii_lowercase().replace("__", ".");
+            let set = if SECRET_LIST_KEYS.contains(&key.as_str()) {
+                let items: Vec<String> = value.split(',').map(str::to_string).collect();
+                builder.set_override(&key, items)
+            } else {
+                builder.set_override(&key, value)
+            };
+            builder = set.map_err(|error| ConfigError::invalid(&key, error.to_string()))?;
+        }
+        let layered = builder
+            .build()
+            .map_err(|error| ConfigError::File { path: path.to_path_buf(), reason: error.to_string() })?;
+        serde_path_to_error::deserialize(layered).map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError::invalid(&key, error.into_inner().to_string())
+        })
+    }
+
+    /// Parse a TOML text on top of the defaults (for tests and embedders).
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let layered = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|error| ConfigError::invalid(".", error.to_string()))?;
+        serde_path_to_error::deserialize(layered).map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError::invalid(&key, error.into_inner().to_string())
+        })
+    }
+
+    pub fn apply(&mut self, overrides: &Overrides) {
+        if let Some(port) = overrides.http_port {
+            let host = match self.http.listen.rsplit_once(':') {
+                Some((host, _)) => host.to_string(),
+                None => "0.0.0.0".to_string(),
+            };
+            self.http.listen = format!("{host}:{port}");
+        }
+        if let Some(cse_id) = &overrides.cse_id {
+            self.cse.cse_id = cse_id.clone();
+        }
+        if let Some(kind) = overrides.cse_type {
+            self.cse.kind = kind;
+        }
+        if let Some(path) = &overrides.db_path {
+            self.database.path = path.clone();
+        }
+        if overrides.in_memory {
+            self.database.in_memory = true;
+        }
+        if let Some(level) = &overrides.log_level {
+            self.logging.level = level.clone();
+        }
+    }
+
+    /// Check every rule and build the typed [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let Settings { cse, http, database, logging, resource } = self;
+        let own = cse.validate()?;
+        let (registration, registrar, sp_registrars) = cse.validate_registration(&own)?;
+        let http = http.validate(&cse.registrar_sections())?;
+        let database = database.validate()?;
+        if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
+            return Err(ConfigError::invalid(
+                "logging.level",
+                format!("{:?} is not a log filter (e.g. \"info\", \"acme_cse=debug\")", logging.level),
+            ));
+        }
+        Ok(Config {
+            cse: own,
+            http,
+            database,
+            registration,
+            registrar,
+            sp_registrars,
+            log_level: logging.level,
+            container: resource.cnt,
+            security: cse.security.clone(),
+        })
+    }
+}
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: [&str; 7] = [
+    "cse.release_versions",
+    "cse.registration.allowed_csr_originators",
+    "cse.registration.allowed_ae_originators",
+    "cse.registration.allowed_poa_hosts",
+    "cse.registrar.address",
+    "cse.registrar.exclude_csr_attributes",
+    "http.poa",
+];
+
+/// Security keys whose environment value is a comma-separated list.
+const SECRET_LIST_KEYS: [&str; 1] = ["http.security.bearer_tokens"];
+
+/// A Basic username: not empty, no ':' (it separates the password on the wire).
+pub(super) fn check_username(key: &str, username: &str) -> Result<(), ConfigError> {
+    if username.is_empty() || username.contains(':') {
+        return Err(ConfigError::invalid(key, "must be non-empty and must not contain ':'"));
+    }
+    Ok(())
+}
+
+/// A Bearer token: printable ASCII without spaces (it travels in a header).
+pub(super) fn check_token(key: &str, token: &Secret) -> Result<(), ConfigError> {
+    if token.is_empty() || !token.expose().bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(ConfigError::invalid(key, "must be non-empty printable ASCII without spaces"));
+    }
+    Ok(())
+}
+
+pub(super) fn positive(key: &str, duration: Duration) -> Result<(), ConfigError> {
+    if duration.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+pub(super) fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || !crate::id::is_unreserved(name) {
+        return Err(ConfigError::invalid(key, format!("{name:?} must be letters, digits, '-', '.', '_' or '~'")));
+    }
+    Ok(())
+}
+
+pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Err(ConfigError::invalid(key, format!("{url:?} is not a URL")));
+    };
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(ConfigError::invalid(key, format!("{url:?} must be an http:// or https:// URL with a host")));
+    }
+    // Credentials belong in the security sections, never in a URL that may be stored or
+    // advertised (a poa).
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            "a URL must not carry credentials (user:password@): use a security section",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::{Credentials, Originators};
+
+    fn error_key(text: &str) -> String {
+        let error =
+            Settings::from_toml(text).and_then(Settings::validate).expect_err("configuration should be rejected");
+        error.key().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn the_defaults_follow_onem2m_conventions() {
+        let config = Config::defaults();
+        assert_eq!(config.cse.kind, CseKind::In);
+        assert_eq!(config.cse.cse_id, "/id-in");
+        assert_eq!(config.cse.resource_id, "id-in");
+        assert_eq!(config.cse.resource_name, "cse-in");
+        assert_eq!(config.cse.sp_id, "acme.example.com");
+        assert_eq!(config.cse.admin_originator, "CAdmin");
+        assert_eq!(config.cse.release_versions, ["2a", "3", "4", "5"]);
+        assert_eq!(config.http.listen.port(), 8080);
+        assert!(config.registrar.is_none());
+    }
+
+    #[test]
+    fn the_shipped_acme_toml_is_valid() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/acme.toml"))
+            .expect("acme.toml at the repository root");
+        Settings::from_toml(&text).and_then(Settings::validate).expect("acme.toml is valid");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let error = Settings::from_toml("[cse]\ncse_idd = \"/x\"\n").expect_err("unknown key");
+        let text = error.to_string();
+        assert!(text.contains("cse_idd"), "{text}");
+        assert_eq!(error_key("[cse.registration]\nbogus = 1\n"), "cse.registration.bogus");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        assert_eq!(error_key("[cse]\ncse_id = \"id-in\"\n"), "cse.cse_id");
+        assert_eq!(error_key("[cse]\ntype = \"XYZ\"\n"), "cse.type");
+        assert_eq!(error_key("[http]\nlisten = \"localhost\"\n"), "http.listen");
+        assert_eq!(error_key("[cse.registration]\ncheck_interval = \"0s\"\n"), "cse.registration.check_interval");
+        assert_eq!(error_key("[cse.registration]\ncheck_interval = \"soon\"\n"), "cse.registration.check_interval");
+        assert_eq!(
+            error_key("[cse.registration]\nallowed_csr_originators = [\"id-mn\"]\n"),
+            "cse.registration.allowed_csr_originators"
+        );
+        assert_eq!(error_key("[cse]\nresource_name = \"id-in\"\n"), "cse.resource_name");
+        assert_eq!(error_key("[cse]\nrelease_versions = [\"9\"]\n"), "cse.release_versions");
+    }
+
+    #[test]
+    fn registrar_rules_are_enforced() {
+        // An IN has no same-SP registrar.
+        let text =
+            "[cse.registrar]\naddress = [\"http://127.0.0.1:8080\"]\ncse_id = \"/id-x\"\nresource_name = \"cse-x\"\n";
+        assert_eq!(error_key(text), "cse.registrar");
+        // An MN has no SP registrars.
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.sp.registrar.peer]\naddress = [\"http://127.0.0.1:9\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nsp_id = \"other.com\"\n";
+        assert_eq!(error_key(text), "cse.sp.registrar.peer");
+        // Required fields.
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
+        assert_eq!(error_key(text), "cse.registrar.address");
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"http://127.0.0.1:8080\"]\nresource_name = \"cse-in\"\n";
+        assert_eq!(error_key(text), "cse.registrar.cse_id");
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"ftp://x\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
+        assert_eq!(error_key(text), "cse.registrar.address");
+    }
+
+    #[test]
+    fn a_valid_mn_configuration_is_accepted() {
+        let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"http://127.0.0.1:8080/\", \"http://127.0.0.2:8080\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
+        let registrar = config.registrar.expect("registrar");
+        assert_eq!(registrar.addresses, ["http://127.0.0.1:8080", "http://127.0.0.2:8080"]);
+        assert_eq!(registrar.originator, "/id-mn");
+        assert_eq!(registrar.sp_id, "acme.example.com");
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_and_cli_flags_override_both() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("acme.toml");
+        std::fs::write(&path, "[cse]\ncse_id = \"/id-file\"\n[http]\nlisten = \"127.0.0.1:9000\"\n").expect("write");
+        let env = [
+            ("ACME_CSE__CSE_ID".to_string(), "/id-env".to_string()),
+            ("ACME_CSE__REGISTRATION__ALLOWED_CSR_ORIGINATORS".to_string(), "/id-mn,/id-asn*".to_string()),
+            ("ACME_WORK".to_string(), "/tmp/not-config".to_string()),
+        ];
+        let mut settings = Settings::load(&path, true, env).expect("load");
+        assert_eq!(settings.cse.cse_id, "/id-env");
+        assert_eq!(settings.cse.registration.allowed_csr_originators, ["/id-mn", "/id-asn*"]);
+        settings.apply(&Overrides { http_port: Some(9100), cse_id: Some("/id-cli".into()), ..Overrides::default() });
+        let config = settings.validate().expect("valid");
+        assert_eq!(config.cse.cse_id, "/id-cli");
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:9100");
+
+        let env = [("ACME_HTTP__LISTEN_PORT".to_string(), "1".to_string())];
+        let error = Settings::load(&path, true, env).expect_err("unknown env key");
+        assert!(error.to_string().contains("listen_port"), "{error}");
+    }
+
+    #[test]
+    fn a_named_but_missing_file_is_an_error() {
+        let error = Settings::load(Path::new("/nonexistent/acme.toml"), true, []).expect_err("missing");
+        assert!(matches!(error, ConfigError::File { .. }));
+    }
+
+    const MN: &str = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"http://127.0.0.1:8080\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
+
+    #[test]
+    fn registrar_credentials_come_in_pairs_of_one_kind() {
+        let with = |security: &str| format!("{MN}[cse.registrar.security]\n{security}");
+        assert_eq!(error_key(&with("username = \"mn\"\n")), "cse.registrar.security.password");
+        assert_eq!(error_key(&with("password = \"pw\"\n")), "cse.registrar.security.username");
+        assert_eq!(
+            error_key(&with("username = \"mn\"\npassword = \"pw\"\ntoken = \"t\"\n")),
+            "cse.registrar.security.token"
+        );
+        assert_eq!(error_key(&with("username = \"mn\"\ntoken = \"t\"\n")), "cse.registrar.security.token");
+        assert_eq!(error_key(&with("self_username = \"in\"\n")), "cse.registrar.security.self_password");
+        assert_eq!(
+            error_key(&with("self_token = \"t\"\nself_password = \"pw\"\n")),
+            "cse.registrar.security.self_token"
+        );
+        assert_eq!(error_key(&with("token = \"two words\"\n")), "cse.registrar.security.token");
+        assert_eq!(error_key(&with("username = \"a:b\"\npassword = \"pw\"\n")), "cse.registrar.security.username");
+        let text = "[cse]\ntype = \"IN\"\n[cse.sp.registrar.peer]\naddress = [\"http://127.0.0.1:9\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\nsp_id = \"other.com\"\n[cse.sp.registrar.peer.security]\nusername = \"in\"\n";
+        assert_eq!(error_key(text), "cse.sp.registrar.peer.security.password");
+    }
+
+    #[test]
+    fn registrar_credentials_are_validated_into_the_config() {
+        let text = format!(
+            "{MN}[cse.registrar.security]\nusername = \"mn\"\npassword = \"pw\"\nself_token = \"back\"\n[http.security]\nenable_bearer_auth = true\n"
+        );
+        let config = Settings::from_toml(&text).and_then(Settings::validate).expect("valid");
+        let registrar = config.registrar.expect("registrar");
+        assert_eq!(
+            registrar.credentials,
+            Some(Credentials::Basic { username: "mn".into(), password: Secret::new("pw") })
+        );
+        assert!(config.http.auth.check_bearer("back").is_some(), "the self token is accepted");
+        assert!(!config.http.auth.accepts_basic());
+        assert!(!format!("{:?}", config.http.auth).contains("back"), "no secret in Debug output");
+    }
+
+    #[test]
+    fn registree_credentials_are_keyed_by_cse_id() {
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\nusername = \"in\"\npassword = \"pw\"\n[[cse.registration.registree_security]]\ncse_id = \"//acme.example.com/id-asn\"\ntoken = \"t\"\n[[cse.registration.registree_security]]\ncse_id = \"//other.com/id-in\"\ntoken = \"u\"\n";
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
+        let ids: Vec<&str> = config.registration.registree_credentials.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["//other.com/id-in", "/id-asn", "/id-mn"]);
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"id-mn\"\ntoken = \"t\"\n";
+        assert_eq!(error_key(text), "cse.registration.registree_security[0].cse_id");
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\nusername = \"in\"\n";
+        assert_eq!(error_key(text), "cse.registration.registree_security[0].password");
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\n";
+        assert_eq!(error_key(text), "cse.registration.registree_security[0]");
+        let text = "[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\ntoken = \"t\"\n[[cse.registration.registree_security]]\ncse_id = \"/id-mn\"\ntoken = \"u\"\n";
+        assert_eq!(error_key(text), "cse.registration.registree_security[1].cse_id");
+    }
+
+    #[test]
+    fn enabled_authentication_needs_someone_to_accept() {
+        assert_eq!(error_key("[http.security]\nenable_basic_auth = true\n"), "http.security.basic_users");
+        assert_eq!(error_key("[http.security]\nenable_bearer_auth = true\n"), "http.security.bearer_tokens");
+        let text =
+            "[http.security]\nenable_basic_auth = true\nbasic_users = [{ username = \"\", password = \"pw\" }]\n";
+        assert_eq!(error_key(text), "http.security.basic_users[0].username");
+        let text = "[http.security]\nenable_basic_auth = true\nbasic_users = [{ username = \"u\", password = \"$argon2id$broken\" }]\n";
+        assert_eq!(error_key(text), "http.security.basic_users[0].password");
+        let text = "[http.security]\nenable_bearer_auth = true\nbearer_tokens = [\"\"]\n";
+        assert_eq!(error_key(text), "http.security.bearer_tokens[0]");
+        let text =
+            "[http.security]\nenable_basic_auth = true\nbasic_users = [{ username = \"u\", password = \"pw\" }]\n";
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
+        assert!(config.http.auth.check_basic("u", "pw").is_some());
+    }
+
+    #[test]
+    fn credentials_name_the_originators_they_may_act_as() {
+        let text = "[http.security]\nenable_basic_auth = true\nenable_bearer_auth = true\nbasic_users = [{ username = \"u\", password = \"pw\", originators = [\"Cu*\"] }, { username = \"v\", password = \"pw\" }]\nbearer_tokens = [\"plain\", { token = \"bound\", originators = [\"CAdmin\"] }]\n";
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid");
+        let auth = &config.http.auth;
+        let bound = |principal: Option<crate::security::Principal>| principal.map(|principal| principal.originators);
+        assert_eq!(bound(auth.check_basic("u", "pw")), Some(Originators::Only(vec!["Cu*".into()])));
+        assert_eq!(bound(auth.check_basic("v", "pw")), Some(Originators::AnyButAdmin));
+        assert_eq!(bound(auth.check_bearer("plain")), Some(Originators::AnyButAdmin));
+        assert_eq!(bound(auth.check_bearer("bound")), Some(Originators::Only(vec!["CAdmin".into()])));
+        let empty = "[http.security]\nenable_basic_auth = true\nbasic_users = [{ username = \"u\", password = \"pw\", originators = [] }]\n";
+        assert_eq!(error_key(empty), "http.security.basic_users[0].originators");
+        let blank =
+            "[http.security]\nenable_bearer_auth = true\nbearer_tokens = [{ token = \"t\", originators = [\" \"] }]\n";
+        assert_eq!(error_key(blank), "http.security.bearer_tokens[0].originators");
+    }
+
+    #[test]
+    fn tls_needs_both_files_named() {
+        assert_eq!(error_key("[http.tls]\nenable = true\n"), "http.tls.cert_file");
+        assert_eq!(
+            error_key("[http.tls]\nenable = true\ncert_file = \"/nonexistent/cert.pem\"\n"),
+            "http.tls.key_file"
+        );
+        let text = "[http.tls]\nenable = true\ncert_file = \"/some/cert.pem\"\nkey_file = \"/some/key.pem\"\n";
+        let config = Settings::from_toml(text).and_then(Settings::validate).expect("valid: files are read later");
+        assert!(config.http.tls.server.is_some());
+        assert!(config.http.tls.verify);
+    }
+
+    #[test]
+    fn https_urls_are_accepted_and_urls_with_credentials_are_not() {
+        let text = "[http]\npublic_url = \"https://cse.example.net:8443\"\npoa = [\"https://10.0.0.2:8443\"]\n";
+        Settings::from_toml(text).and_then(Settings::validate).expect("https is fine");
+        let text = "[http]\npoa = [\"http://user:secret@10.0.0.2:8080\"]\n";
+        let error = Settings::from_toml(text).and_then(Settings::validate).expect_err("credentials in a URL");
+        assert_eq!(error.key(), Some("http.poa"));
+        assert!(!error.to_string().contains("secret"), "{error}");
+        let mn_https = MN.replace("http://127.0.0.1:8080", "https://127.0.0.1:8443");
+        Settings::from_toml(&mn_https).and_then(Settings::validate).expect("an https registrar is fine");
+    }
+
+    #[test]
+    fn security_values_from_the_environment_stay_text() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("acme.toml");
+        std::fs::write(&path, MN).expect("write");
+        let env = [
+            ("ACME_HTTP__SECURITY__ENABLE_BEARER_AUTH".to_string(), "true".to_string()),
+            ("ACME_HTTP__SECURITY__BEARER_TOKENS".to_string(), "0123,abc".to_string()),
+            ("ACME_CSE__REGISTRAR__SECURITY__USERNAME".to_string(), "mn".to_string()),
+            ("ACME_CSE__REGISTRAR__SECURITY__PASSWORD".to_string(), "1e3".to_string()),
+        ];
+        let config = Settings::load(&path, true, env).and_then(Settings::validate).expect("valid");
+        assert!(config.http.auth.check_bearer("0123").is_some() && config.http.auth.check_bearer("abc").is_some());
+        assert_eq!(
+            config.registrar.expect("registrar").credentials,
+            Some(Credentials::Basic { username: "mn".into(), password: Secret::new("1e3") })
+        );
+    }
+}

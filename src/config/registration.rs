@@ -1,0 +1,382 @@
+//! `[cse.registration]`, `[cse.registrar]`, `[cse.sp.registrar.NAME]`: who may register
+//! here, and where this CSE registers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::cse::{CseConfig, CseKind, CseSettings, parse_cse_id, parse_sp_id};
+use super::{ConfigError, check_name, check_token, check_url, check_username, positive};
+use crate::id::{CseId, SpId};
+use crate::security::{Credentials, HostPattern, Secret};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationSettings {
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    pub check_liveliness: bool,
+    pub unregister_when_stopping: bool,
+    pub allowed_csr_originators: Vec<String>,
+    pub allowed_ae_originators: Vec<String>,
+    /// Hosts that AEs and registree CSEs may advertise in their `poa` (address blocks and
+    /// host name patterns); empty: any host.
+    pub allowed_poa_hosts: Vec<String>,
+    /// Most CSEs a registree may list below it (`dcse`).
+    pub max_descendants: usize,
+    /// Consecutive failed probes after which a registree is removed.
+    pub liveliness_failures: u32,
+    /// Time-out of one registree probe.
+    #[serde(with = "humantime_serde")]
+    pub liveliness_timeout: Duration,
+    /// Most registree probes in flight at once.
+    pub liveliness_parallelism: usize,
+    /// `[[cse.registration.registree_security]]`: credentials this CSE presents when it
+    /// calls a registree (probes, forwarding down), one entry per registree CSE-ID.
+    pub registree_security: Vec<RegistreeSecuritySettings>,
+}
+
+impl Default for RegistrationSettings {
+    fn default() -> Self {
+        RegistrationSettings {
+            check_interval: Duration::from_secs(60),
+            check_liveliness: true,
+            unregister_when_stopping: true,
+            allowed_csr_originators: Vec::new(),
+            allowed_ae_originators: ["C*", "S*", "/*/C*", "/*/S*"].map(String::from).to_vec(),
+            allowed_poa_hosts: Vec::new(),
+            max_descendants: 10_000,
+            liveliness_failures: 2,
+            liveliness_timeout: Duration::from_secs(3),
+            liveliness_parallelism: 64,
+            registree_security: Vec::new(),
+        }
+    }
+}
+
+/// One `[[cse.registration.registree_security]]` entry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistreeSecuritySettings {
+    /// The registree's CSE-ID as stored here (`/id-mn`, or `//sp/id-in` for an SP peer).
+    pub cse_id: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarSettings {
+    /// Base URLs of the registrar, most preferred first.
+    pub address: Vec<String>,
+    pub root: String,
+    pub cse_id: String,
+    pub resource_name: String,
+    pub sp_id: Option<String>,
+    pub serialization: Option<String>,
+    pub exclude_csr_attributes: Vec<String>,
+    pub originator: Option<String>,
+    /// `[cse.registrar.security]`, `[cse.sp.registrar.NAME.security]`.
+    pub security: RegistrarSecuritySettings,
+}
+
+/// Credentials towards one registrar: the ones this CSE presents to it, and the ones the
+/// registrar presents when it calls back (accepted here, never sent anywhere).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarSecuritySettings {
+    /// HTTP Basic credentials for every request to the registrar (both or neither).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// HTTP Bearer token for every request to the registrar (not with `username`).
+    pub token: Option<Secret>,
+    /// Basic credentials the registrar uses to call this CSE: added to the accepted users.
+    pub self_username: Option<String>,
+    pub self_password: Option<Secret>,
+    /// Bearer token the registrar uses to call this CSE: added to the accepted tokens.
+    pub self_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpSettings {
+    /// `[cse.sp.registrar.NAME]`: registrars in other service providers (IN-CSE only).
+    pub registrar: BTreeMap<String, RegistrarSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrationConfig {
+    pub check_interval: Duration,
+    pub check_liveliness: bool,
+    pub unregister_when_stopping: bool,
+    pub allowed_csr_originators: Vec<String>,
+    pub allowed_ae_originators: Vec<String>,
+    /// Empty: any host.
+    pub allowed_poa_hosts: Vec<HostPattern>,
+    pub max_descendants: usize,
+    pub liveliness_failures: u32,
+    pub liveliness_timeout: Duration,
+    pub liveliness_parallelism: usize,
+    /// Credentials for calling a registree, by its CSE-ID as stored here.
+    pub registree_credentials: BTreeMap<String, Credentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrarConfig {
+    /// The config section this came from (`cse.registrar` or `cse.sp.registrar.NAME`).
+    pub section: String,
+    /// Base URLs (no trailing slash), most preferred first; never empty.
+    pub addresses: Vec<String>,
+    pub root: String,
+    /// SP-relative.
+    pub cse_id: CseId,
+    pub resource_name: String,
+    pub sp_id: SpId,
+    pub exclude_csr_attributes: Vec<String>,
+    pub originator: String,
+    /// Presented on every request to this registrar (registration and forwarding).
+    pub credentials: Option<Credentials>,
+}
+
+impl CseSettings {
+    /// Check the registration subsections of `[cse]`, given the checked `[cse]` itself:
+    /// who may register, the same-SP registrar, the registrars of other service providers.
+    pub(super) fn validate_registration(
+        &self,
+        own: &CseConfig,
+    ) -> Result<(RegistrationConfig, Option<RegistrarConfig>, Vec<RegistrarConfig>), ConfigError> {
+        let cse = self;
+        let registration = &cse.registration;
+        positive("cse.registration.check_interval", registration.check_interval)?;
+        for pattern in &registration.allowed_csr_originators {
+            if !pattern.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    "cse.registration.allowed_csr_originators",
+                    format!("{pattern:?} must be an SP-relative (/id-mn) or absolute (//sp/id-mn) CSE-ID pattern"),
+                ));
+            }
+        }
+        if registration.liveliness_failures == 0 {
+            return Err(ConfigError::invalid("cse.registration.liveliness_failures", "must be at least 1"));
+        }
+        positive("cse.registration.liveliness_timeout", registration.liveliness_timeout)?;
+        if registration.liveliness_parallelism == 0 {
+            return Err(ConfigError::invalid("cse.registration.liveliness_parallelism", "must be at least 1"));
+        }
+        for pattern in &registration.allowed_ae_originators {
+            if pattern.is_empty() {
+                return Err(ConfigError::invalid(
+                    "cse.registration.allowed_ae_originators",
+                    "entries must not be empty",
+                ));
+            }
+        }
+        let allowed_poa_hosts = registration
+            .allowed_poa_hosts
+            .iter()
+            .map(|text| HostPattern::parse(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| ConfigError::invalid("cse.registration.allowed_poa_hosts", reason))?;
+
+        let registrar = match &cse.registrar {
+            None => None,
+            Some(settings) => {
+                if cse.kind == CseKind::In {
+                    return Err(ConfigError::invalid(
+                        "cse.registrar",
+                        "an IN-CSE has no registrar in its own service provider (use [cse.sp.registrar.NAME])",
+                    ));
+                }
+                Some(registrar_config("cse.registrar", settings, own, false)?)
+            }
+        };
+        let mut sp_registrars = Vec::new();
+        for (name, settings) in &cse.sp.registrar {
+            let section = format!("cse.sp.registrar.{name}");
+            if cse.kind != CseKind::In {
+                return Err(ConfigError::invalid(
+                    &section,
+                    "only an IN-CSE may have registrars in other service providers",
+                ));
+            }
+            sp_registrars.push(registrar_config(&section, settings, own, true)?);
+        }
+        let registree_credentials = registree_credentials(&registration.registree_security, &own.sp_id)?;
+        let config = RegistrationConfig {
+            check_interval: registration.check_interval,
+            check_liveliness: registration.check_liveliness,
+            unregister_when_stopping: registration.unregister_when_stopping,
+            allowed_csr_originators: registration.allowed_csr_originators.clone(),
+            allowed_ae_originators: registration.allowed_ae_originators.clone(),
+            allowed_poa_hosts,
+            max_descendants: registration.max_descendants,
+            liveliness_failures: registration.liveliness_failures,
+            liveliness_timeout: registration.liveliness_timeout,
+            liveliness_parallelism: registration.liveliness_parallelism,
+            registree_credentials,
+        };
+        Ok((config, registrar, sp_registrars))
+    }
+
+    /// The registrar sections (`cse.registrar`, `cse.sp.registrar.NAME`) with their keys.
+    pub(super) fn registrar_sections(&self) -> Vec<(String, &RegistrarSettings)> {
+        self.registrar
+            .iter()
+            .map(|settings| ("cse.registrar".to_string(), settings))
+            .chain(self.sp.registrar.iter().map(|(name, settings)| (format!("cse.sp.registrar.{name}"), settings)))
+            .collect()
+    }
+}
+
+fn registrar_config(
+    section: &str,
+    settings: &RegistrarSettings,
+    own: &CseConfig,
+    other_sp: bool,
+) -> Result<RegistrarConfig, ConfigError> {
+    let own_sp = &own.sp_id;
+    let key = |name: &str| format!("{section}.{name}");
+    if settings.address.is_empty() {
+        return Err(ConfigError::invalid(&key("address"), "at least one registrar URL is required"));
+    }
+    let mut addresses = Vec::new();
+    for address in &settings.address {
+        check_url(&key("address"), address)?;
+        addresses.push(address.trim_end_matches('/').to_string());
+    }
+    if settings.cse_id.is_empty() {
+        return Err(ConfigError::invalid(&key("cse_id"), "the registrar's CSE-ID is required"));
+    }
+    let cse_id = parse_cse_id(&key("cse_id"), &settings.cse_id)?;
+    if cse_id.sp().is_some() {
+        return Err(ConfigError::invalid(&key("cse_id"), "must be SP-relative, like /id-in (sp_id names the SP)"));
+    }
+    if settings.resource_name.is_empty() {
+        return Err(ConfigError::invalid(&key("resource_name"), "the registrar's CSEBase name is required"));
+    }
+    check_name(&key("resource_name"), &settings.resource_name)?;
+    let sp_id = match &settings.sp_id {
+        Some(sp) => parse_sp_id(&key("sp_id"), sp)?,
+        None if other_sp => {
+            return Err(ConfigError::invalid(&key("sp_id"), "the SP-ID of the other service provider is required"));
+        }
+        None => own_sp.clone(),
+    };
+    if other_sp && sp_id == *own_sp {
+        return Err(ConfigError::invalid(&key("sp_id"), "names this CSE's own service provider"));
+    }
+    if !other_sp && sp_id != *own_sp {
+        return Err(ConfigError::invalid(
+            &key("sp_id"),
+            "a same-SP registrar must be in this CSE's service provider (use [cse.sp.registrar.NAME] on an IN-CSE)",
+        ));
+    }
+    if !other_sp && cse_id == own.cse_id {
+        return Err(ConfigError::invalid(&key("cse_id"), "is this CSE's own CSE-ID"));
+    }
+    match settings.serialization.as_deref() {
+        None | Some("json") => {}
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                &key("serialization"),
+                format!("{other:?} is not supported (supported: \"json\")"),
+            ));
+        }
+    }
+    for name in &settings.exclude_csr_attributes {
+        if matches!(name.as_str(), "rn" | "rr" | "poa") {
+            return Err(ConfigError::invalid(&key("exclude_csr_attributes"), format!("{name:?} cannot be excluded")));
+        }
+    }
+    let root = settings.root.trim_end_matches('/');
+    let root = if root.is_empty() || root.starts_with('/') { root.to_string() } else { format!("/{root}") };
+    let originator = match &settings.originator {
+        Some(originator) if !originator.is_empty() => originator.clone(),
+        _ if other_sp => own.cse_id.absolute(own_sp),
+        _ => own.cse_id.to_string(),
+    };
+    Ok(RegistrarConfig {
+        section: section.to_string(),
+        addresses,
+        root,
+        cse_id,
+        resource_name: settings.resource_name.clone(),
+        sp_id,
+        exclude_csr_attributes: settings.exclude_csr_attributes.clone(),
+        originator,
+        credentials: credentials(
+            &key("security"),
+            "",
+            &settings.security.username,
+            &settings.security.password,
+            &settings.security.token,
+        )?,
+    })
+}
+
+/// Credentials of one section: `{prefix}username` with `{prefix}password` (both or
+/// neither), or `{prefix}token` (not both kinds). Empty values count as absent, so an
+/// unset environment variable does not configure anything.
+pub(super) fn credentials(
+    section: &str,
+    prefix: &str,
+    username: &Option<String>,
+    password: &Option<Secret>,
+    token: &Option<Secret>,
+) -> Result<Option<Credentials>, ConfigError> {
+    let key = |name: &str| format!("{section}.{prefix}{name}");
+    let username = username.as_ref().filter(|username| !username.is_empty());
+    let password = password.as_ref().filter(|password| !password.is_empty());
+    let token = token.as_ref().filter(|token| !token.is_empty());
+    if token.is_some() && (username.is_some() || password.is_some()) {
+        return Err(ConfigError::invalid(
+            &key("token"),
+            format!("cannot be combined with {prefix}username/{prefix}password: configure one kind of credentials"),
+        ));
+    }
+    match (username, password, token) {
+        (Some(_), None, _) => {
+            Err(ConfigError::invalid(&key("password"), format!("is required with {prefix}username (both or neither)")))
+        }
+        (None, Some(_), _) => {
+            Err(ConfigError::invalid(&key("username"), format!("is required with {prefix}password (both or neither)")))
+        }
+        (Some(username), Some(password), _) => {
+            check_username(&key("username"), username)?;
+            Ok(Some(Credentials::Basic { username: username.clone(), password: password.clone() }))
+        }
+        (None, None, Some(token)) => {
+            check_token(&key("token"), token)?;
+            Ok(Some(Credentials::Bearer { token: token.clone() }))
+        }
+        (None, None, None) => Ok(None),
+    }
+}
+
+/// `[[cse.registration.registree_security]]` by registree CSE-ID, in the form the
+/// registry stores it (`/id-mn`; `//sp/id-in` for another service provider).
+fn registree_credentials(
+    entries: &[RegistreeSecuritySettings],
+    own_sp: &SpId,
+) -> Result<BTreeMap<String, Credentials>, ConfigError> {
+    let mut by_cse = BTreeMap::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let section = format!("cse.registration.registree_security[{index}]");
+        let key = format!("{section}.cse_id");
+        // As the registry keeps it: SP-relative in this service provider.
+        let parsed = parse_cse_id(&key, &entry.cse_id)?;
+        let cse_id = match parsed.sp() {
+            Some(sp) if sp == own_sp.as_str() => format!("/{}", parsed.stem()),
+            _ => parsed.to_string(),
+        };
+        let Some(credentials) = credentials(&section, "", &entry.username, &entry.password, &entry.token)? else {
+            return Err(ConfigError::invalid(&section, "needs username and password, or token"));
+        };
+        if by_cse.insert(cse_id.clone(), credentials).is_some() {
+            return Err(ConfigError::invalid(&key, format!("{cse_id:?} has credentials twice")));
+        }
+    }
+    Ok(by_cse)
+}
