@@ -21,7 +21,7 @@ use crate::binding::http::tls::{self, ServerTls};
 use crate::binding::http::{Client, ServeLimits, router, serve};
 use crate::bootstrap;
 use crate::config::{Config, HttpConfig};
-use crate::dispatcher::Cse;
+use crate::core::Cse;
 use crate::event::{Event, EventBus};
 use crate::remote::RemoteCseManager;
 use crate::storage::Storage;

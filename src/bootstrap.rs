@@ -13,9 +13,9 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
-use crate::dispatcher::{Cse, resolve_acpi};
+use crate::core::request::{Operation, Request, SUPPORTED_MEDIA_TYPES};
+use crate::core::{Cse, resolve_acpi};
 use crate::error::{Error, Result, Rsc};
-use crate::request::{Operation, Request, SUPPORTED_MEDIA_TYPES};
 use crate::resource::{Resource, ResourceType, Timestamp};
 
 /// CSEBase attributes an init file may set.

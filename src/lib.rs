@@ -14,29 +14,19 @@
 //! - [`tls`]: the PEM files, the server TLS configuration and the TLS listener.
 //! - [`app`]: [`App`], which binds, wires, runs and shuts down.
 
-pub mod access;
-pub mod address;
 pub mod app;
 pub mod binding;
 pub mod bootstrap;
 pub mod config;
-mod descendants;
-pub mod dispatcher;
+pub mod core;
 pub mod error;
 pub mod event;
-pub mod filter;
 pub mod id;
-pub mod net;
-mod originator;
-pub mod registry;
 pub mod remote;
-mod represent;
-pub mod request;
 pub mod resource;
 pub mod security;
-mod select;
 pub mod storage;
 
+pub use crate::core::Cse;
 pub use app::{App, Running};
-pub use dispatcher::Cse;
 pub use error::{Error, Rsc};

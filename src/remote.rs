@@ -26,12 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{CseKind, RegistrarConfig};
-use crate::dispatcher::Cse;
+use crate::core::Cse;
+use crate::core::registry::{Registry, Route};
+use crate::core::request::{Operation, Request, Response};
 use crate::error::{Error, Result, Rsc};
 use crate::event::Event;
 use crate::id::resource_name_of;
-use crate::registry::{Registry, Route};
-use crate::request::{Operation, Request, Response};
 use crate::resource::{Resource, random_id};
 
 /// The state of the registration to one registrar.

@@ -1,5 +1,5 @@
 //! Protocol bindings: how requests reach the core (inbound) and how the core reaches
-//! other CSEs (outbound, through [`crate::net::Outbound`]). HTTP today; each binding keeps
+//! other CSEs (outbound, through [`crate::core::net::Outbound`]). HTTP today; each binding keeps
 //! both halves and its wire mapping together.
 
 pub mod http;

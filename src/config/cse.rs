@@ -6,7 +6,6 @@ use serde::Deserialize;
 
 use super::registration::{RegistrarSettings, RegistrationSettings, SpSettings};
 use super::{ConfigError, check_name, positive};
-use crate::address::Identity;
 use crate::id::{CseId, SpId};
 
 /// The CSE type (`cst`).
@@ -193,17 +192,6 @@ impl CseSettings {
             max_results: cse.max_results,
             max_result_size: cse.max_result_size,
         })
-    }
-}
-
-impl From<&CseConfig> for Identity {
-    fn from(cse: &CseConfig) -> Identity {
-        Identity {
-            cse_id: cse.cse_id.clone(),
-            sp_id: cse.sp_id.clone(),
-            resource_id: cse.resource_id.clone(),
-            resource_name: cse.resource_name.clone(),
-        }
     }
 }
 

@@ -14,8 +14,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use acme_cse::address::{Identity, LocalId, Target};
 use acme_cse::config::Settings;
+use acme_cse::core::address::{Identity, LocalId, Target};
 use acme_cse::id::is_unreserved;
 use acme_cse::resource::{self, Need, ResourceType, policy_of};
 use acme_cse::{App, Cse, Rsc};

@@ -24,9 +24,9 @@ use super::wire::{
     via_header,
 };
 use crate::config::HttpConfig;
+use crate::core::net::{Outbound, Sending, TransportError};
+use crate::core::request::{IdForm, Operation, Request, Response};
 use crate::error::Rsc;
-use crate::net::{Outbound, Sending, TransportError};
-use crate::request::{IdForm, Operation, Request, Response};
 use crate::resource::Timestamp;
 use crate::security::Credentials;
 

@@ -2,8 +2,8 @@
 //!
 //! - `wire`: the mapping both halves share: `X-M2M-*` headers, path escapes, `Via`,
 //!   `Content-Type` with `ty`, JSON bodies;
-//! - `server`: the axum router: an HTTP request into a [`crate::request::Request`] for the
-//!   core, its [`crate::request::Response`] into an HTTP response;
+//! - `server`: the axum router: an HTTP request into a [`crate::core::request::Request`] for the
+//!   core, its [`crate::core::request::Response`] into an HTTP response;
 //! - `serve`: the connections (limits, TLS handshakes, graceful shutdown);
 //! - `auth`: HTTP authentication of incoming requests;
 //! - `tls`: the PEM files and the server's TLS configuration;

@@ -25,9 +25,9 @@ use super::wire::{
     CONTENT_STATUS_PARTIAL, StrictJson, X_M2M_CTO, X_M2M_CTS, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC,
     X_M2M_RVI, X_M2M_VSI, content_type, header_text, target_of, via_hops,
 };
-use crate::dispatcher::Cse;
+use crate::core::Cse;
+use crate::core::request::{Caller, Operation, Request, Response, SUPPORTED_MEDIA_TYPES};
 use crate::error::{Error, Result, Rsc};
-use crate::request::{Caller, Operation, Request, Response, SUPPORTED_MEDIA_TYPES};
 use crate::resource::Timestamp;
 
 /// What every request handler shares: the CSE and the authentication of this binding.
@@ -232,7 +232,7 @@ fn insert(headers: &mut HeaderMap, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::IdForm;
+    use crate::core::request::IdForm;
 
     #[test]
     fn query_parameters_become_request_parameters() {

@@ -1,4 +1,4 @@
-//! The dispatcher: applies oneM2M requests to the resource tree.
+//! The core: the binding-neutral CSE, which applies oneM2M requests to the resource tree.
 //!
 //! [`Cse`] is the handle every caller shares (the HTTP binding, the background workers,
 //! embedders): cloning it is cheap. `Cse::handle` checks a request, resolves its target,
@@ -6,26 +6,36 @@
 //! container's counters, an eviction, a name check and an insert) is atomic. Changes that
 //! others must hear about are emitted as events after the commit.
 
+pub mod access;
+pub mod address;
+mod descendants;
+pub mod filter;
+pub mod net;
+mod originator;
+pub mod registry;
+mod represent;
+pub mod request;
+mod select;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tracing::{debug, error, info, instrument};
 
-use crate::access::{Access, Accessor, Permission, Touches};
-use crate::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
 use crate::config::{Config, CseKind, RegistrarConfig};
-use crate::descendants::check_dcse;
+use crate::core::access::{Access, Accessor, Permission, Touches};
+use crate::core::address::{Identity, LocalId, LocalTarget, RemoteTarget, Target, VirtualChild, matches_any};
+use crate::core::descendants::check_dcse;
+use crate::core::net::{Outbound, TransportError};
+use crate::core::registry::{Registry, Route};
+use crate::core::request::{FilterCriteria, IdForm, Operation, Request, Response, SUPPORTED_MEDIA_TYPES};
+use crate::core::select::{Bounds, Measure, Selected, select};
 use crate::error::{Error, Result, Rsc};
 use crate::event::{Event, EventBus};
 use crate::id::{hop_name, is_cse_id, last_element, resource_name_of};
-use crate::net::{Outbound, TransportError};
-use crate::registry::{Registry, Route};
-use crate::represent;
-use crate::request::{FilterCriteria, IdForm, Operation, Request, Response, SUPPORTED_MEDIA_TYPES};
 use crate::resource::{self, Resource, ResourceType, Timestamp, content_size, known_unsupported_type, random_id};
 use crate::security::{Credentials, HostPattern};
-use crate::select::{Bounds, Measure, Selected, select};
 use crate::storage::{ReadTx, Storage, WriteTx};
 
 /// Longest structured path of a resource (the tree cannot grow without bound in depth).

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-pub use crate::filter::{FilterCriteria, FilterOperation, FilterUsage};
+pub use crate::core::filter::{FilterCriteria, FilterOperation, FilterUsage};
 
 use crate::error::{Error, Result, Rsc};
 use crate::resource::Timestamp;
@@ -106,7 +106,7 @@ pub struct Request {
     /// The query string as received, for forwarding unchanged.
     pub query: Option<String>,
     /// The CSEs a forwarded request has passed, oldest first (HTTP `Via`), by their
-    /// [`crate::address::Identity::hop_name`]. Loop protection.
+    /// [`crate::core::address::Identity::hop_name`]. Loop protection.
     pub via: Vec<String>,
     /// Who handed the request to the core.
     pub caller: Caller,

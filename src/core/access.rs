@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::address::Identity;
 use crate::config::Config;
+use crate::core::address::Identity;
 use crate::error::{Error, Result, Rsc};
 use crate::resource::{Resource, ResourceType, TimeWindow};
 use crate::storage::ReadTx;
@@ -180,7 +180,7 @@ impl Access {
                         .iter()
                         .any(|registrar| format!("//{}{}", registrar.sp_id, registrar.cse_id) == originator);
                 if registrar
-                    || crate::address::matches_any(&config.registration.allowed_csr_originators, originator)
+                    || crate::core::address::matches_any(&config.registration.allowed_csr_originators, originator)
                     || is_registered_ae(tx, originator)?
                 {
                     return Ok(true);

@@ -4,6 +4,7 @@
 //! whether a target is hosted here (and how it is addressed) or on another CSE. Pure
 //! functions, no I/O.
 
+use crate::config::CseConfig;
 use crate::error::{Error, Result};
 use crate::id::{CseId, SpId, is_unreserved};
 
@@ -199,6 +200,17 @@ impl Identity {
             }
         }
         path
+    }
+}
+
+impl From<&CseConfig> for Identity {
+    fn from(cse: &CseConfig) -> Identity {
+        Identity {
+            cse_id: cse.cse_id.clone(),
+            sp_id: cse.sp_id.clone(),
+            resource_id: cse.resource_id.clone(),
+            resource_name: cse.resource_name.clone(),
+        }
     }
 }
 

@@ -12,9 +12,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use crate::access::{Access, Permission};
+use crate::core::access::{Access, Permission};
+use crate::core::filter::FilterCriteria;
 use crate::error::Result;
-use crate::filter::FilterCriteria;
 use crate::resource::{Resource, ResourceType};
 use crate::storage::ReadTx;
 

@@ -11,11 +11,11 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use crate::address::Identity;
 use crate::config::Config;
+use crate::core::address::Identity;
+use crate::core::registry::Registry;
 use crate::error::{Error, Result};
 use crate::id::{is_cse_id, resource_name_of};
-use crate::registry::Registry;
 use crate::resource::ResourceType;
 use crate::storage::ReadTx;
 

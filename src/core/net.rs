@@ -9,8 +9,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::core::request::{Request, Response};
 use crate::error::{Error, Rsc};
-use crate::request::{Request, Response};
 use crate::security::Credentials;
 
 /// The peer could not be reached, or did not give a usable answer.

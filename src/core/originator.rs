@@ -18,11 +18,11 @@
 
 use tracing::warn;
 
-use crate::dispatcher::Cse;
+use crate::core::Cse;
+use crate::core::registry::Route;
+use crate::core::request::{Caller, Request};
 use crate::error::{Error, Result};
 use crate::id::{cse_of, hop_name};
-use crate::registry::Route;
-use crate::request::{Caller, Request};
 use crate::security::{Originators, Principal};
 
 /// Where a request came from, as far as its `Via` tells and this CSE knows that hop.
