@@ -59,6 +59,7 @@ impl App {
         let cse = Cse::new(Arc::new(config), storage, EventBus::default(), Arc::new(client));
         let new_database =
             bootstrap::ensure_cse_base(&cse, poa).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
+        cse.load_registry().await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
         if new_database {
             if let Some(dir) = init_dir {
                 bootstrap::import_init_dir(&cse, &dir).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;

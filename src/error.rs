@@ -177,6 +177,11 @@ impl Error {
         Error::new(Rsc::InternalServerError, INTERNAL).with_source(Detail(detail.into()))
     }
 
+    /// An internal failure caused by `source`: the peer sees a generic message.
+    pub fn internal_from(source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::new(Rsc::InternalServerError, INTERNAL).with_source(source)
+    }
+
     /// Attach a cause given as text (for the log).
     pub fn with_detail(self, detail: impl Into<String>) -> Error {
         self.with_source(Detail(detail.into()))
@@ -200,12 +205,6 @@ impl Error {
             cause = error.source();
         }
         parts.join(": ")
-    }
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(error: rusqlite::Error) -> Error {
-        Error::new(Rsc::InternalServerError, INTERNAL).with_source(error)
     }
 }
 

@@ -23,8 +23,8 @@ pub enum Event {
     RemoteCseRegistered { csr: Arc<Resource> },
     /// A registree's CSR here was deleted (request, liveliness, expiry).
     RemoteCseDeregistered { csr: Arc<Resource> },
-    /// A CSR here was updated; `changes` holds the attributes the update carried.
-    CsrUpdated { csr: Arc<Resource>, changes: Arc<serde_json::Map<String, serde_json::Value>> },
+    /// A CSR here was updated (the CSR as it is now).
+    CsrUpdated { csr: Arc<Resource> },
     /// A configuration value changed at run time.
     ConfigUpdated { key: String },
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -32,7 +32,8 @@ use crate::core::request::{Operation, Request, Response};
 use crate::error::{Error, Result, Rsc};
 use crate::event::Event;
 use crate::id::resource_name_of;
-use crate::resource::{Resource, random_id};
+use crate::resource::{Resource, ResourceType, random_id};
+use crate::storage::{Change, ChangeSet};
 
 /// The state of the registration to one registrar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,6 +290,7 @@ impl RemoteCseManager {
         })
     }
 
+    /// The routing table (read-only: it follows the committed `<remoteCSE>` resources).
     pub fn registry(&self) -> &Registry {
         &self.inner.cse.registry
     }
@@ -355,20 +357,23 @@ impl RemoteCseManager {
     // Lifecycle
     // ---------------------------------------------------------------------------------
 
-    /// Rebuild the registry from the store and start the monitor and the event handler.
+    /// Start the monitor and the follower of committed changes.
     pub async fn start(&self) -> Result<()> {
         let mut running = self.inner.running.lock().await;
         if running.is_some() {
             return Ok(());
         }
-        self.inner.rebuild_registry().await?;
         let token = CancellationToken::new();
         let (commands, command_rx) = mpsc::channel(16);
-        let events = self.inner.cse.events.subscribe();
+        let changes = self.inner.cse.storage.changes();
+        let descendants = self.inner.cse.registry.descendants_changed();
         let monitor =
             tokio::spawn(self.inner.clone().monitor(command_rx, token.clone()).instrument(info_span!("remote_cse")));
         let events = tokio::spawn(
-            self.inner.clone().handle_events(events, token.clone()).instrument(info_span!("remote_cse_events")),
+            self.inner
+                .clone()
+                .follow_changes(changes, descendants, token.clone())
+                .instrument(info_span!("remote_cse_changes")),
         );
         for registrar in &self.inner.registrars {
             self.inner.set_status(registrar, RegistrationStatus::Connecting);
@@ -393,8 +398,7 @@ impl RemoteCseManager {
         }
     }
 
-    /// Stop without deregistering, rebuild the registry from the store and start again
-    /// with an immediate check.
+    /// Stop without deregistering and start again with an immediate check.
     pub async fn restart(&self) -> Result<()> {
         self.halt().await;
         for registrar in &self.inner.registrars {
@@ -465,84 +469,62 @@ impl Inner {
         }
     }
 
-    async fn handle_events(self: Arc<Self>, mut events: broadcast::Receiver<Event>, token: CancellationToken) {
+    /// Follow what is committed: report `<remoteCSE>` changes (log, events, callbacks), and
+    /// push every change of the set of CSEs below this one to the registrars at once. The
+    /// routing table itself follows the commits in the core; nothing here writes it.
+    async fn follow_changes(
+        self: Arc<Self>,
+        mut changes: broadcast::Receiver<Arc<ChangeSet>>,
+        mut descendants: watch::Receiver<u64>,
+        token: CancellationToken,
+    ) {
+        descendants.mark_unchanged();
         loop {
-            let event = tokio::select! {
+            tokio::select! {
                 () = token.cancelled() => return,
-                event = events.recv() => event,
-            };
-            match event {
-                Ok(event) => self.on_event(event).await,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(missed, "missed events; rebuilding the registry from the store");
-                    if let Err(error) = self.rebuild_registry().await {
-                        warn!(%error, "registry rebuild failed");
+                committed = changes.recv() => match committed {
+                    Ok(committed) => self.report(&committed),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "fell behind the committed changes: CSR callbacks may have missed some");
                     }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                changed = descendants.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    descendants.mark_unchanged();
                     self.push_descendants().await;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }
 
-    async fn on_event(&self, event: Event) {
-        let own_csi = self.cse.identity.cse_id.clone();
-        let registry = &self.cse.registry;
-        match event {
-            Event::RemoteCseRegistered { csr } => {
-                let changed = registry.add_registree(&own_csi, csr.clone());
-                info!(csi = csr.str("csi").unwrap_or_default(), "registree registered");
-                self.notify_csr(csr, false, true);
-                if changed {
-                    self.push_descendants().await;
-                }
+    /// Log, emit and call back the `<remoteCSE>` changes of one commit.
+    fn report(&self, committed: &ChangeSet) {
+        for change in &committed.changes {
+            let csr = change.resource();
+            if csr.ty != ResourceType::Csr {
+                continue;
             }
-            Event::CsrUpdated { csr, changes } => {
-                let csi = csr.str("csi").unwrap_or_default().to_string();
-                if registry.is_registrar(&csi) {
-                    registry.set_registrar(csr);
-                    return;
-                }
-                let dcse: Option<Vec<String>> = changes.get("dcse").map(|value| {
-                    value.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
-                });
-                if registry.update_registree(&own_csi, csr, dcse.as_deref()) {
-                    self.push_descendants().await;
-                }
-            }
-            Event::RemoteCseDeregistered { csr } => {
-                let csi = csr.str("csi").unwrap_or_default().to_string();
-                if registry.remove_registrar(&csi).is_some() {
-                    self.notify_csr(csr, true, false);
-                    return;
-                }
-                let removed = registry.remove_registree(&csi);
-                info!(%csi, removed = removed.len(), "registree deregistered");
-                self.notify_csr(csr, false, false);
-                if !removed.is_empty() {
-                    self.push_descendants().await;
-                }
-            }
-            Event::RegisteredToRegistrar { csr, .. } => self.notify_csr(csr, true, true),
-            Event::ConfigUpdated { .. } | Event::CseStarted | Event::DeregisteredFromRegistrar { .. } => {}
-        }
-    }
-
-    /// Rebuild the registry from the CSRs in the store.
-    async fn rebuild_registry(&self) -> Result<()> {
-        let csrs = self.cse.local_csrs().await?;
-        let registry = &self.cse.registry;
-        registry.clear();
-        for csr in csrs {
             let csi = csr.str("csi").unwrap_or_default().to_string();
-            let csr = Arc::new(csr);
-            if self.registrars.iter().any(|registrar| registrar.info.cse_id == csi) {
-                registry.set_registrar(csr);
-            } else {
-                registry.add_registree(&self.cse.identity.cse_id, csr);
+            let registrar = self.cse.registry.is_configured_registrar(&csi);
+            match change {
+                Change::Created(_) if registrar => self.notify_csr(csr.clone(), true, true),
+                Change::Created(_) => {
+                    info!(%csi, "registree registered");
+                    self.cse.events.emit(Event::RemoteCseRegistered { csr: csr.clone() });
+                    self.notify_csr(csr.clone(), false, true);
+                }
+                Change::Updated(_) => self.cse.events.emit(Event::CsrUpdated { csr: csr.clone() }),
+                Change::Deleted(_) if registrar => self.notify_csr(csr.clone(), true, false),
+                Change::Deleted(_) => {
+                    info!(%csi, "registree deregistered");
+                    self.cse.events.emit(Event::RemoteCseDeregistered { csr: csr.clone() });
+                    self.notify_csr(csr.clone(), false, false);
+                }
             }
         }
-        Ok(())
     }
 
     // ---------------------------------------------------------------------------------
@@ -601,7 +583,6 @@ impl Inner {
             .unwrap_or_default();
         let registrar_cb = self.retrieve_registrar_cse_base(registrar).await?;
         let (local, _) = self.cse.put_registrar_csr(self.local_csr_content(registrar, &registrar_cb)).await?;
-        self.cse.registry.set_registrar(Arc::new(local.clone()));
         self.learn_from_registrar(&registrar_cb).await?;
         // Push local changes by comparing values with what the registrar holds (never
         // timestamps of two clocks).
@@ -645,7 +626,6 @@ impl Inner {
         }
         let registrar_cb = self.retrieve_registrar_cse_base(registrar).await?;
         let (local, _) = self.cse.put_registrar_csr(self.local_csr_content(registrar, &registrar_cb)).await?;
-        self.cse.registry.set_registrar(Arc::new(local.clone()));
         self.learn_from_registrar(&registrar_cb).await?;
         lock(&registrar.state).announced = true;
         info!(registrar = %registrar.info.cse_id, "registered to registrar");
@@ -753,7 +733,6 @@ impl Inner {
     }
 
     async fn drop_local_registrar_csr(&self, registrar: &Registrar) -> Result<()> {
-        self.cse.registry.remove_registrar(&registrar.info.cse_id);
         self.cse.delete_local(&registrar.local_csr_ri).await?;
         lock(&registrar.state).announced = false;
         Ok(())

@@ -32,7 +32,7 @@ use crate::core::registry::{Registry, Route};
 use crate::core::request::{FilterCriteria, IdForm, Operation, Request, Response, SUPPORTED_MEDIA_TYPES};
 use crate::core::select::{Bounds, Measure, Selected, select};
 use crate::error::{Error, Result, Rsc};
-use crate::event::{Event, EventBus};
+use crate::event::EventBus;
 use crate::id::{hop_name, is_cse_id, last_element, resource_name_of};
 use crate::resource::{self, Resource, ResourceType, Timestamp, content_size, known_unsupported_type, random_id};
 use crate::security::{Credentials, HostPattern};
@@ -64,7 +64,22 @@ pub struct Cse {
 impl Cse {
     pub fn new(config: Arc<Config>, storage: Storage, events: EventBus, outbound: Arc<dyn Outbound>) -> Cse {
         let identity = Arc::new(Identity::from(&config.cse));
-        Cse { config, identity, storage, events, registry: Registry::default(), outbound }
+        let registrars = config
+            .registrar
+            .iter()
+            .map(|registrar| registrar.cse_id.to_string())
+            .chain(config.sp_registrars.iter().map(|registrar| format!("//{}{}", registrar.sp_id, registrar.cse_id)))
+            .collect();
+        let registry = Registry::new(&identity.cse_id, registrars);
+        storage.observe(Arc::new(registry.clone()));
+        Cse { config, identity, storage, events, registry, outbound }
+    }
+
+    /// Fill the routing table from the `<remoteCSE>` resources stored now (at start).
+    pub async fn load_registry(&self) -> Result<()> {
+        let csrs = self.storage.read(|tx| tx.by_type(ResourceType::Csr)).await?;
+        self.registry.load(csrs);
+        Ok(())
     }
 
     /// Handle one request; every failure becomes an error response.
@@ -333,9 +348,6 @@ impl Cse {
             guard,
         };
         let resource = self.storage.write(move |tx| plan.apply(tx)).await?;
-        if ty == ResourceType::Csr {
-            self.events.emit(Event::RemoteCseRegistered { csr: Arc::new(resource.clone()) });
-        }
         let request_attributes = match request.content.as_ref().and_then(|c| c.get(ty.wrapper())) {
             Some(Value::Object(map)) => map.clone(),
             _ => Map::new(),
@@ -544,9 +556,6 @@ impl Cse {
                 Ok((before, resource, changes))
             })
             .await?;
-        if resource.ty == ResourceType::Csr {
-            self.events.emit(Event::CsrUpdated { csr: Arc::new(resource.clone()), changes: Arc::new(changes.clone()) });
-        }
         let content = match request.rcn.unwrap_or(1) {
             0 => None,
             9 => Some(represent::modified_attributes(&resource, Some(&before), &changes)),
@@ -584,9 +593,6 @@ impl Cse {
                 Ok((resource, selected))
             })
             .await?;
-        if resource.ty == ResourceType::Csr {
-            self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource.clone()) });
-        }
         let partial = selected.as_ref().and_then(|selected| selected.partial);
         let content = match (rcn, selected) {
             (0, _) => None,
@@ -627,9 +633,6 @@ impl Cse {
             let count = batch.len();
             for resource in batch {
                 debug!(ri = resource.ri(), "expired");
-                if resource.ty == ResourceType::Csr {
-                    self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource) });
-                }
             }
             removed += count;
             if count < 100 {
@@ -716,8 +719,8 @@ impl Cse {
             .await
     }
 
-    /// Delete a local resource (and its subtree) as a DELETE request would, with the same
-    /// events. Returns the deleted resource, `None` if it did not exist.
+    /// Delete a local resource (and its subtree) as a DELETE request would. Returns the
+    /// deleted resource, `None` if it did not exist.
     pub async fn delete_local(&self, ri: &str) -> Result<Option<Resource>> {
         let ri = ri.to_string();
         let deleted = self
@@ -730,11 +733,6 @@ impl Cse {
                 Ok(Some(resource))
             })
             .await?;
-        if let Some(resource) = &deleted {
-            if resource.ty == ResourceType::Csr {
-                self.events.emit(Event::RemoteCseDeregistered { csr: Arc::new(resource.clone()) });
-            }
-        }
         Ok(deleted)
     }
 

@@ -2,13 +2,24 @@
 //!
 //! [`Store`] is the backend seam (SQLite today, see `sqlite.rs`). Work is done in
 //! transactions: a closure gets a [`ReadTx`] (on a blocking thread) or a [`WriteTx`] (on the
-//! store's writer thread, group-committed), never on the async workers. A write closure that returns `Err` is rolled back, so a
-//! multi-step change (a CIN, its container's counters, the eviction of old CINs) is all or
-//! nothing. Nothing outside this module touches the database.
+//! store's writer thread, group-committed), never on the async workers. A write closure
+//! that returns `Err` is rolled back, so a multi-step change (a CIN, its container's
+//! counters, the eviction of old CINs) is all or nothing. Nothing outside this module
+//! touches the database.
+//!
+//! **Changes come from the commit.** Every write transaction records what it created,
+//! updated and deleted (a [`ChangeSet`]). Once it is committed, and before its caller hears
+//! "done", the set goes to the [`Observer`]s (synchronously, on the writer thread, in commit
+//! order: for small in-memory state such as the routing table) and then to every
+//! subscriber of [`Storage::changes`] (a broadcast; one that lags resynchronises from the
+//! store). So nothing that happened is lost because a request's future was dropped after
+//! the commit.
 
 mod sqlite;
 
 use std::sync::Arc;
+
+use tokio::sync::broadcast;
 
 pub use sqlite::SqliteStore;
 
@@ -39,7 +50,8 @@ pub trait ReadTx {
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>>;
 }
 
-/// Changes inside a transaction (committed when the closure returns `Ok`).
+/// Changes inside a transaction (committed when the closure returns `Ok`); each is recorded
+/// in the transaction's [`ChangeSet`].
 pub trait WriteTx: ReadTx {
     fn insert(&mut self, resource: &Resource) -> Result<()>;
     /// Replace the stored resource with the same `ri`.
@@ -48,10 +60,41 @@ pub trait WriteTx: ReadTx {
     fn delete_subtree(&mut self, resource: &Resource) -> Result<usize>;
 }
 
+/// One change of a committed transaction.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Change {
+    Created(Arc<Resource>),
+    /// The resource as it is now.
+    Updated(Arc<Resource>),
+    /// The resource was deleted with everything below it.
+    Deleted(Arc<Resource>),
+}
+
+impl Change {
+    pub fn resource(&self) -> &Arc<Resource> {
+        match self {
+            Change::Created(resource) | Change::Updated(resource) | Change::Deleted(resource) => resource,
+        }
+    }
+}
+
+/// What one committed write transaction changed, in order.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSet {
+    pub changes: Vec<Change>,
+}
+
+/// Hears every committed change set, on the writer thread, before the writer's caller
+/// does. Must be quick and must not block: in-memory bookkeeping only.
+pub trait Observer: Send + Sync {
+    fn committed(&self, changes: &ChangeSet);
+}
+
 /// What a write job does inside the transaction.
 pub type WriteWork = Box<dyn FnOnce(&mut dyn WriteTx) -> Result<()> + Send>;
-/// What is told the outcome of a write job, once committed (or failed).
-pub type WriteDone = Box<dyn FnOnce(Result<()>) + Send>;
+/// What is told the outcome of a write job, once committed (or failed): what it changed.
+pub type WriteDone = Box<dyn FnOnce(Result<ChangeSet>) + Send>;
 
 /// A write to run: `work` in a transaction, then `done` with the outcome once it is
 /// committed (or failed).
@@ -72,7 +115,18 @@ pub trait Store: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn Store>,
+    /// Who hears committed changes, and how.
+    fanout: Arc<Fanout>,
 }
+
+/// Where committed change sets go.
+struct Fanout {
+    observers: std::sync::RwLock<Vec<Arc<dyn Observer>>>,
+    changes: broadcast::Sender<Arc<ChangeSet>>,
+}
+
+/// Change sets a slow subscriber may fall behind by before it sees `Lagged`.
+const CHANGE_BACKLOG: usize = 4096;
 
 impl Storage {
     /// Open the configured store: a SQLite file, or SQLite in memory.
@@ -81,11 +135,26 @@ impl Storage {
             Some(path) => SqliteStore::open(path, config.durability)?,
             None => SqliteStore::in_memory()?,
         };
-        Ok(Storage { store: Arc::new(store) })
+        Ok(Storage::from_store(Arc::new(store)))
     }
 
     pub fn from_store(store: Arc<dyn Store>) -> Storage {
-        Storage { store }
+        let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
+        Storage { store, fanout: Arc::new(Fanout { observers: std::sync::RwLock::new(Vec::new()), changes }) }
+    }
+
+    /// Let `observer` hear every change set committed from now on, before the writer's
+    /// caller does.
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        if let Ok(mut observers) = self.fanout.observers.write() {
+            observers.push(observer);
+        }
+    }
+
+    /// Every change set committed from now on (a subscriber that falls behind sees
+    /// `Lagged` and must resynchronise from the store).
+    pub fn changes(&self) -> broadcast::Receiver<Arc<ChangeSet>> {
+        self.fanout.changes.subscribe()
     }
 
     /// Run `work` in a read transaction on a blocking thread.
@@ -119,6 +188,7 @@ impl Storage {
     {
         let slot = Arc::new(std::sync::Mutex::new(None));
         let output = slot.clone();
+        let fanout = self.fanout.clone();
         self.store.write(WriteJob {
             work: Box::new(move |tx| {
                 let value = work(tx)?;
@@ -128,7 +198,8 @@ impl Storage {
                 Ok(())
             }),
             done: Box::new(move |outcome| {
-                let value = outcome.and_then(|()| {
+                let value = outcome.and_then(|changes| {
+                    fanout.publish(changes);
                     slot.lock()
                         .ok()
                         .and_then(|mut slot| slot.take())
@@ -154,6 +225,21 @@ impl Storage {
     pub async fn get(&self, ri: &str) -> Result<Option<Resource>> {
         let ri = ri.to_string();
         self.read(move |tx| tx.get(&ri)).await
+    }
+}
+
+impl Fanout {
+    /// A committed change set: to the observers, then to the subscribers.
+    fn publish(&self, changes: ChangeSet) {
+        if changes.changes.is_empty() {
+            return;
+        }
+        if let Ok(observers) = self.observers.read() {
+            for observer in observers.iter() {
+                observer.committed(&changes);
+            }
+        }
+        let _ = self.changes.send(Arc::new(changes));
     }
 }
 

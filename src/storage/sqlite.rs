@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
-use super::{ReadTx, Store, WriteDone, WriteJob, WriteTx};
+use super::{Change, ChangeSet, ReadTx, Store, WriteDone, WriteJob, WriteTx};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
@@ -152,7 +152,7 @@ fn write_loop(connection: &Mutex<Connection>, queue: &mpsc::Receiver<WriteJob>) 
 fn run_batch(
     connection: &mut Connection,
     batch: Vec<WriteJob>,
-    outcomes: &mut Vec<Result<()>>,
+    outcomes: &mut Vec<Result<ChangeSet>>,
     dones: &mut Vec<WriteDone>,
 ) -> Result<()> {
     let mut tx = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
@@ -167,12 +167,13 @@ fn run_batch(
             Ok(mut savepoint) => {
                 // A panicking job is that job's failure, never the writer's end.
                 let work = job.work;
+                let mut changes = Vec::new();
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    work(&mut SqliteTx { connection: &savepoint })
+                    work(&mut SqliteTx { connection: &savepoint, changes: Some(&mut changes) })
                 }))
                 .unwrap_or_else(|_| Err(Error::internal("a write job panicked")));
                 match outcome {
-                    Ok(()) => savepoint.commit().map_err(Error::from),
+                    Ok(()) => savepoint.commit().map(|()| ChangeSet { changes }).map_err(Error::from),
                     Err(error) => {
                         // Undo this job alone; the others of the batch stand.
                         let _ = savepoint.rollback();
@@ -205,7 +206,7 @@ impl Store for SqliteStore {
             }
         };
         let tx = connection.transaction()?;
-        work(&SqliteTx { connection: &tx })?;
+        work(&SqliteTx { connection: &tx, changes: None })?;
         tx.finish()?;
         Ok(())
     }
@@ -221,9 +222,18 @@ impl Store for SqliteStore {
     }
 }
 
-/// A transaction, or a savepoint inside one.
+/// A transaction, or a savepoint inside one; a write one records what it changes.
 struct SqliteTx<'a> {
     connection: &'a Connection,
+    changes: Option<&'a mut Vec<Change>>,
+}
+
+impl SqliteTx<'_> {
+    fn record(&mut self, change: Change) {
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push(change);
+        }
+    }
 }
 
 impl SqliteTx<'_> {
@@ -351,6 +361,7 @@ impl WriteTx for SqliteTx<'_> {
                 )),
                 _ => Error::from(error),
             })?;
+        self.record(Change::Created(Arc::new(resource.clone())));
         Ok(())
     }
 
@@ -363,6 +374,7 @@ impl WriteTx for SqliteTx<'_> {
         if changed == 0 {
             return Err(Error::not_found(format!("resource {} no longer exists", resource.ri())));
         }
+        self.record(Change::Updated(Arc::new(resource.clone())));
         Ok(())
     }
 
@@ -370,6 +382,17 @@ impl WriteTx for SqliteTx<'_> {
         let mut statement = self
             .connection
             .prepare_cached("DELETE FROM resources WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')")?;
-        Ok(statement.execute([&resource.path])?)
+        let deleted = statement.execute([&resource.path])?;
+        if deleted > 0 {
+            self.record(Change::Deleted(Arc::new(resource.clone())));
+        }
+        Ok(deleted)
+    }
+}
+
+/// A database failure: an internal error for the peer, the cause for the log.
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Error {
+        Error::internal_from(error)
     }
 }
