@@ -10,8 +10,9 @@
 
 use serde_json::Value;
 
+use crate::core::types::policy_of;
 use crate::error::{Error, Result};
-use crate::resource::{Resource, ResourceType, Timestamp, known_unsupported_type, policy_of};
+use crate::resource::{Resource, ResourceType, Timestamp, known_unsupported_type};
 
 /// `fu`: what the criteria are used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

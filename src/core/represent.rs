@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::core::types::policy_of;
 use crate::error::{Error, Result};
-use crate::resource::{Resource, ResourceType, policy_of};
+use crate::resource::{Resource, ResourceType};
 
 /// `{"m2m:xx": {attributes?, "m2m:yy": [{..., "m2m:zz": [...]}, ...]}}`: each selected
 /// resource nested under its nearest selected ancestor (the root when none is selected, so

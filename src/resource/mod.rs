@@ -5,7 +5,7 @@ mod policy;
 mod schedule;
 mod time;
 
-pub use policy::{AttrKind, Need, Policy, policy_of, validate_create, validate_update};
+pub use policy::{AttrKind, MAX_NAME_LENGTH, Need, Policy, check_create, check_update};
 pub use schedule::TimeWindow;
 pub use time::{MAX_SPAN_SECONDS, Timestamp};
 
@@ -73,18 +73,6 @@ impl ResourceType {
             ResourceType::Cin => "cin",
             ResourceType::CseBase => "cb",
             ResourceType::Csr => "csr",
-        }
-    }
-
-    /// May a resource of this type be created under `parent`?
-    pub fn allowed_under(self, parent: ResourceType) -> bool {
-        use ResourceType::*;
-        match parent {
-            CseBase => matches!(self, Acp | Ae | Cnt | Csr),
-            Ae => matches!(self, Acp | Cnt),
-            Csr => matches!(self, Acp | Cnt),
-            Cnt => matches!(self, Cnt | Cin),
-            Cin | Acp => false,
         }
     }
 }
@@ -205,15 +193,6 @@ mod tests {
         }
         assert_eq!(ResourceType::from_code(23), None);
         assert_eq!(known_unsupported_type(23), Some("subscription"));
-    }
-
-    #[test]
-    fn parent_child_rules() {
-        assert!(ResourceType::Ae.allowed_under(ResourceType::CseBase));
-        assert!(!ResourceType::Ae.allowed_under(ResourceType::Ae));
-        assert!(ResourceType::Cin.allowed_under(ResourceType::Cnt));
-        assert!(!ResourceType::Cin.allowed_under(ResourceType::Ae));
-        assert!(!ResourceType::Csr.allowed_under(ResourceType::Csr));
     }
 
     #[test]

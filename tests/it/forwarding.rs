@@ -61,7 +61,7 @@ async fn an_ae_on_the_asn_creates_and_reads_resources_on_the_in_through_the_mn()
     assert_eq!(local.body["m2m:cin"]["con"], "21.5");
     let reply = in_cse.retrieve("/cse-in/asnApp/fromAsn", "CAdmin").await;
     let ri = reply.body["m2m:cnt"]["ri"].as_str().unwrap_or_default().to_string();
-    let container = in_cse.cse.storage.get(&ri).await;
+    let container = in_cse.cse.stored(&ri).await;
     assert_eq!(container.expect("store").expect("container").creator.as_deref(), Some("/id-asn/Casn"));
     // And it reads back through the chain, with the same request identifier.
     let reply = asn
@@ -318,7 +318,7 @@ async fn absolute_ids_reach_a_peer_service_provider_through_its_in() {
     assert_eq!(reply.rsc, 2001, "{reply:?}");
     let reply = in_b.retrieve("/cse-in/userFromA/fromA", "CAdmin").await;
     let created = reply.body["m2m:cnt"]["ri"].as_str().unwrap_or_default().to_string();
-    let stored = in_b.cse.storage.get(&created).await.expect("store").expect("resource");
+    let stored = in_b.cse.stored(&created).await.expect("store").expect("resource");
     assert_eq!(stored.creator.as_deref(), Some("//a.example.com/id-in/Cuser"), "absolute originator across SPs");
     // B → A: A shares a container with B's operator.
     let acp = json!({"m2m:acp": {"rn": "shareWithB", "pv": {"acr": [{"acor": ["//b.example.com/id-in/Cops"], "acop": 2}]},

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use acme_cse::config::Settings;
 use acme_cse::core::address::{Identity, LocalId, Target};
+use acme_cse::core::types::{self, policy_of};
 use acme_cse::id::is_unreserved;
-use acme_cse::resource::{self, Need, ResourceType, policy_of};
+use acme_cse::resource::{self, Need, ResourceType};
 use acme_cse::{App, Cse, Rsc};
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Request, Uri};
@@ -407,7 +408,7 @@ fn any_target_text_resolves_or_is_a_bad_request() {
 fn attribute_validation_never_panics_and_rejects_with_bad_request() {
     fuzz("validate_create + validate_update", 1_000, attribute_map(), |attributes| {
         for ty in ResourceType::ALL {
-            match resource::validate_create(ty, &attributes) {
+            match types::validate_create(ty, &attributes) {
                 Ok(()) => {
                     for name in attributes.keys() {
                         let policy = policy_of(ty, name);
@@ -419,7 +420,7 @@ fn attribute_validation_never_panics_and_rejects_with_bad_request() {
                     prop_assert!(!error.dbg.is_empty());
                 }
             }
-            match resource::validate_update(ty, &attributes) {
+            match types::validate_update(ty, &attributes) {
                 Ok(()) => {
                     prop_assert!(!attributes.is_empty());
                     for name in attributes.keys() {

@@ -112,7 +112,7 @@ impl TestCse {
         let app = App::build(config, Some(init_dir())).await.expect("CSE builds");
         hook(app.remote());
         let addr = app.local_addr();
-        let scheme = if app.cse().config.http.tls.server.is_some() { "https" } else { "http" };
+        let scheme = if app.cse().config().http.tls.server.is_some() { "https" } else { "http" };
         let cse = app.cse().clone();
         let remote = app.remote().clone();
         let token = app.shutdown_token();
@@ -142,8 +142,8 @@ impl TestCse {
     pub fn as_registrar(&self) -> RegistrarSettings {
         RegistrarSettings {
             address: vec![self.url.clone()],
-            cse_id: self.cse.config.cse.cse_id.to_string(),
-            resource_name: self.cse.config.cse.resource_name.clone(),
+            cse_id: self.cse.config().cse.cse_id.to_string(),
+            resource_name: self.cse.config().cse.resource_name.clone(),
             ..RegistrarSettings::default()
         }
     }

@@ -188,7 +188,7 @@ async fn a_graceful_stop_deregisters_on_both_sides_unless_configured_not_to() {
     mn.remote.check_now().await.expect("monitor runs");
     let mn = mn.shutdown().await;
     assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 4004);
-    assert!(mn.storage.get("id-in").await.expect("store").is_none());
+    assert!(mn.stored("id-in").await.expect("store").is_none());
 
     let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
     settings.cse.registration.unregister_when_stopping = false;
@@ -196,7 +196,7 @@ async fn a_graceful_stop_deregisters_on_both_sides_unless_configured_not_to() {
     mn.remote.check_now().await.expect("monitor runs");
     let mn = mn.shutdown().await;
     assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000);
-    assert!(mn.storage.get("id-in").await.expect("store").is_some());
+    assert!(mn.stored("id-in").await.expect("store").is_some());
     in_cse.shutdown().await;
 }
 

@@ -1,0 +1,112 @@
+//! What the remote-CSE manager and the start-up code change in the local tree directly,
+//! not as a request: the CSEBase's attributes learned from a registrar, the CSR that
+//! describes a registrar, deletions of local CSRs. Each is one transaction whose changes
+//! leave the commit like a request's.
+
+use serde_json::{Map, Value};
+
+use crate::core::Cse;
+use crate::core::tree::expiration;
+use crate::core::types::remove;
+use crate::error::{Error, Result};
+use crate::id::resource_name_of;
+use crate::resource::{Resource, ResourceType, Timestamp};
+
+impl Cse {
+    /// Fill the routing table from the `<remoteCSE>` resources stored now (at start).
+    pub(crate) async fn load_registry(&self) -> Result<()> {
+        let csrs = self.storage.read(|tx| tx.by_type(ResourceType::Csr)).await?;
+        self.registry.load(csrs);
+        Ok(())
+    }
+
+    /// The CSEBase.
+    pub async fn cse_base(&self) -> Result<Resource> {
+        let ri = self.config.cse.resource_id.clone();
+        self.storage.read(move |tx| tx.get(&ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))).await
+    }
+
+    /// Set attributes of the CSEBase (what this CSE learns from its registrar). Returns
+    /// whether anything changed.
+    pub(crate) async fn update_cse_base(&self, changes: Map<String, Value>) -> Result<bool> {
+        let ri = self.config.cse.resource_id.clone();
+        self.storage
+            .write(move |tx| {
+                let mut cse_base = tx.get(&ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))?;
+                let changed = changes.iter().any(|(name, value)| cse_base.attributes.get(name) != Some(value));
+                if changed {
+                    cse_base.attributes.extend(changes);
+                    cse_base.set("lt", Timestamp::now());
+                    tx.update(&cse_base)?;
+                }
+                Ok(changed)
+            })
+            .await
+    }
+
+    /// Create or refresh the local CSR that describes a registrar (`attributes` as copied
+    /// from the registrar's CSEBase, with `csi`, `cb`, `rr`). Returns the stored CSR and
+    /// whether it was created.
+    pub(crate) async fn put_registrar_csr(&self, attributes: Map<String, Value>) -> Result<(Resource, bool)> {
+        let csi = attributes
+            .get("csi")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::internal("a registrar CSR needs a csi"))?
+            .to_string();
+        let max_et = self.config.cse.max_expiration_delta;
+        let cse_base_ri = self.config.cse.resource_id.clone();
+        self.storage
+            .write(move |tx| {
+                let name = resource_name_of(&csi);
+                let parent = tx.get(&cse_base_ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))?;
+                let now = Timestamp::now();
+                if let Some(mut existing) = tx.get(&name)? {
+                    if existing.ty != ResourceType::Csr {
+                        return Err(Error::conflict(format!("resource {name} exists and is not a CSR")));
+                    }
+                    let changed = attributes.iter().any(|(key, value)| existing.attributes.get(key) != Some(value));
+                    if changed {
+                        existing.attributes.extend(attributes);
+                        existing.set("lt", now);
+                        tx.update(&existing)?;
+                    }
+                    return Ok((existing, false));
+                }
+                let path = format!("{}/{name}", parent.path);
+                if tx.get_by_path(&path)?.is_some() {
+                    return Err(Error::conflict(format!(
+                        "a resource named {name} already exists under {}",
+                        parent.path
+                    )));
+                }
+                let mut csr = Resource { ty: ResourceType::Csr, attributes, path, creator: Some(csi.clone()) };
+                csr.set("ri", name.clone());
+                csr.set("rn", name);
+                csr.set("pi", parent.ri().to_string());
+                csr.set("ty", ResourceType::Csr.code());
+                csr.set("ct", now);
+                csr.set("lt", now);
+                csr.set("et", expiration(None, Some(&parent), max_et)?);
+                tx.insert(&csr)?;
+                Ok((csr, true))
+            })
+            .await
+    }
+
+    /// Delete a local resource (and its subtree) as a DELETE request would. Returns the
+    /// deleted resource, `None` if it did not exist.
+    pub(crate) async fn delete_local(&self, ri: &str) -> Result<Option<Resource>> {
+        let ri = ri.to_string();
+        let deleted = self
+            .storage
+            .write(move |tx| {
+                let Some(resource) = tx.get(&ri)? else {
+                    return Ok(None);
+                };
+                remove(tx, &resource)?;
+                Ok(Some(resource))
+            })
+            .await?;
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,157 @@
+//! CREATE: a new resource under the target, with what its type changes in its parent, in
+//! one transaction.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::unwrap_content;
+use crate::config::Config;
+use crate::core::Cse;
+use crate::core::access::{Access, Permission, Touches};
+use crate::core::address::{Identity, LocalId, LocalTarget};
+use crate::core::registry::Registry;
+use crate::core::represent;
+use crate::core::request::{Operation, Request, Response};
+use crate::core::tree::{expiration, locate, resolve_acpi};
+use crate::core::types::{self, Context, Draft, rules};
+use crate::error::{Error, Result, Rsc};
+use crate::resource::{Resource, ResourceType, Timestamp, known_unsupported_type};
+use crate::storage::WriteTx;
+
+/// Longest structured path of a resource (the tree cannot grow without bound in depth).
+const MAX_PATH_LENGTH: usize = 4096;
+
+impl Cse {
+    pub(in crate::core) async fn create(
+        &self,
+        request: &Request,
+        originator: Option<String>,
+        target: LocalTarget,
+        guard: Access,
+    ) -> Result<Response> {
+        if target.virtual_child.is_some() {
+            return Err(Error::not_allowed("resources cannot be created under la or ol"));
+        }
+        let code = request.ty.ok_or_else(|| Error::bad_request("CREATE needs a resource type (ty)"))?;
+        let ty = match ResourceType::from_code(code) {
+            Some(ty) => ty,
+            None => match known_unsupported_type(code) {
+                Some(name) => {
+                    return Err(Error::not_implemented(format!("resource type {code} ({name}) is not supported")));
+                }
+                None => return Err(Error::bad_request(format!("unknown resource type {code}"))),
+            },
+        };
+        let type_rules = rules(ty);
+        if let Some(refusal) = type_rules.refuses(Operation::Create) {
+            return Err(Error::not_allowed(refusal));
+        }
+        let attributes = unwrap_content(request.content.as_ref(), ty, Rsc::BadRequest)?;
+        let originator = type_rules.originator(&self.context(), originator.as_deref())?;
+        let plan = CreatePlan {
+            target: target.id,
+            draft: Draft {
+                ty,
+                attributes,
+                originator,
+                rvi: request.rvi.clone(),
+                now: Timestamp::now(),
+                et: Timestamp::now(),
+            },
+            config: self.config.clone(),
+            identity: self.identity.clone(),
+            registry: self.registry.clone(),
+            guard,
+        };
+        let resource = self.storage.write(move |tx| plan.apply(tx)).await?;
+        let request_attributes = match request.content.as_ref().and_then(|c| c.get(ty.wrapper())) {
+            Some(Value::Object(map)) => map.clone(),
+            _ => Map::new(),
+        };
+        let address = self.address_of(&resource, request.drt);
+        let content = match request.rcn.unwrap_or(1) {
+            0 => None,
+            2 => Some(json!({ "m2m:uri": address })),
+            3 => Some(json!({ "m2m:rce": { "uri": address, ty.wrapper(): resource.attributes } })),
+            9 => Some(represent::modified_attributes(&resource, None, &request_attributes)),
+            _ => Some(resource.to_json()),
+        };
+        let mut response = Response::new(request, Rsc::Created, content);
+        response.content_location = Some(address);
+        Ok(response)
+    }
+}
+
+/// Everything a CREATE needs, moved onto the storage thread.
+struct CreatePlan {
+    target: LocalId,
+    draft: Draft,
+    config: Arc<Config>,
+    identity: Arc<Identity>,
+    registry: Registry,
+    guard: Access,
+}
+
+impl CreatePlan {
+    fn apply(self, tx: &mut dyn WriteTx) -> Result<Resource> {
+        let CreatePlan { target, mut draft, config, identity, registry, guard } = self;
+        let ctx = Context { config: &config, identity: &identity, registry: &registry };
+        let ty = draft.ty;
+        let type_rules = rules(ty);
+        let parent = locate(&*tx, &target)?;
+        // AE and CSR registration are decided by the allowed-originator lists (checked
+        // before); everything else by the parent's access rules.
+        if !type_rules.is_registration() {
+            let sent: Vec<String> = draft.attributes.keys().cloned().collect();
+            guard.check(&*tx, &parent, Permission::Create, Some(ty), Touches::Attributes(&sent))?;
+        }
+        type_rules.check_registrant(&*tx, &draft.originator)?;
+        if !types::allowed_under(ty, parent.ty) {
+            return Err(Error::new(
+                Rsc::InvalidChildResourceType,
+                format!("a {} cannot be created under a {}", ty.wrapper(), parent.ty.wrapper()),
+            ));
+        }
+        // The request's attributes as sent (a non-string rn is an error, not replaced).
+        types::validate_create(ty, &draft.attributes)?;
+        type_rules.check_create(&*tx, &ctx, &parent, &draft)?;
+
+        let (ri, rn) = type_rules.identify(&*tx, &mut draft)?;
+        let path = format!("{}/{}", parent.path, rn);
+        if path.len() > MAX_PATH_LENGTH {
+            return Err(Error::bad_request(format!(
+                "the structured path of the new resource would be longer than {MAX_PATH_LENGTH} characters"
+            )));
+        }
+        if tx.get(&ri)?.is_some() {
+            return Err(Error::conflict(format!("a resource with ri {ri} already exists")));
+        }
+        if tx.get_by_path(&path)?.is_some() {
+            return Err(Error::conflict(format!("a resource named {rn} already exists under {}", parent.path)));
+        }
+
+        let attributes = &mut draft.attributes;
+        attributes.insert("rn".into(), Value::String(rn));
+        if let Some(acpi) = attributes.get("acpi") {
+            let resolved = resolve_acpi(&*tx, &identity, acpi)?;
+            attributes.insert("acpi".into(), resolved);
+        }
+        if attributes.contains_key("cr") {
+            attributes.insert("cr".into(), Value::String(draft.originator.clone()));
+        }
+        draft.et = expiration(attributes.get("et"), Some(&parent), config.cse.max_expiration_delta)?;
+        attributes.insert("ri".into(), Value::String(ri));
+        attributes.insert("pi".into(), Value::String(parent.ri().to_string()));
+        attributes.insert("ty".into(), json!(ty.code()));
+        attributes.insert("ct".into(), draft.now.into());
+        attributes.insert("lt".into(), draft.now.into());
+        type_rules.complete(&ctx, &parent, &mut draft)?;
+        draft.attributes.insert("et".into(), draft.et.into());
+
+        let resource = Resource { ty, attributes: draft.attributes, path, creator: Some(draft.originator) };
+        tx.insert(&resource)?;
+        type_rules.after_create(tx, &resource)?;
+        Ok(resource)
+    }
+}

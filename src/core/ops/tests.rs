@@ -1,0 +1,196 @@
+//! The operations through [`Cse::handle`], without a binding: a real in-memory store, the
+//! CSEBase made as at start, requests as a binding would hand them over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::binding::http::{Client, tls};
+use crate::bootstrap;
+use crate::config::Settings;
+use crate::core::Cse;
+use crate::core::request::{Operation, Request, Response};
+use crate::error::Rsc;
+use crate::event::EventBus;
+use crate::resource::Timestamp;
+use crate::storage::Storage;
+
+const ADMIN: &str = "CAdmin";
+
+async fn cse() -> Cse {
+    let mut settings = Settings::default();
+    settings.database.in_memory = true;
+    settings.http.listen = "127.0.0.1:0".into();
+    settings.cse.registration.allowed_csr_originators = vec!["/id-mn*".into()];
+    let config = settings.validate().expect("valid settings");
+    let tls = tls::load(&config.http.tls).expect("no TLS files");
+    let client = Client::new(&config.http, &tls);
+    let storage = Storage::open(&config.database).expect("in-memory store");
+    let cse = Cse::new(Arc::new(config), storage, EventBus::default(), Arc::new(client));
+    bootstrap::ensure_cse_base(&cse, vec!["http://127.0.0.1:1".into()]).await.expect("CSEBase");
+    cse
+}
+
+async fn send(cse: &Cse, op: Operation, to: &str, ty: Option<u64>, content: Option<Value>) -> Response {
+    let mut request = Request::new(op, to, Some(ADMIN));
+    request.ty = ty;
+    request.content = content;
+    cse.handle(request).await
+}
+
+async fn create(cse: &Cse, to: &str, ty: u64, content: Value) -> Response {
+    send(cse, Operation::Create, to, Some(ty), Some(content)).await
+}
+
+async fn retrieve(cse: &Cse, to: &str) -> Response {
+    send(cse, Operation::Retrieve, to, None, None).await
+}
+
+async fn update(cse: &Cse, to: &str, content: Value) -> Response {
+    send(cse, Operation::Update, to, None, Some(content)).await
+}
+
+async fn delete(cse: &Cse, to: &str) -> Response {
+    send(cse, Operation::Delete, to, None, None).await
+}
+
+/// `name` of the resource in a response.
+fn attribute(response: &Response, wrapper: &str, name: &str) -> Value {
+    response.content.as_ref().and_then(|content| content[wrapper].get(name)).cloned().unwrap_or(Value::Null)
+}
+
+async fn counters(cse: &Cse, container: &str) -> (Value, Value, Value) {
+    let response = retrieve(cse, container).await;
+    assert_eq!(response.rsc, Rsc::Ok, "{:?}", response.dbg());
+    let get = |name| attribute(&response, "m2m:cnt", name);
+    (get("cni"), get("cbs"), get("st"))
+}
+
+#[tokio::test]
+async fn a_container_counts_its_instances_and_evicts_the_oldest_beyond_its_limits() {
+    let cse = cse().await;
+    assert_eq!(create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "box", "mni": 2}})).await.rsc, Rsc::Created);
+    for (name, con) in [("one", "a"), ("two", "bb"), ("three", "ccc")] {
+        let created = create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"rn": name, "con": con}})).await;
+        assert_eq!(created.rsc, Rsc::Created, "{:?}", created.dbg());
+        assert_eq!(attribute(&created, "m2m:cin", "cs"), json!(con.len()));
+    }
+    assert_eq!(counters(&cse, "cse-in/box").await, (json!(2), json!(5), json!(3)));
+    assert_eq!(retrieve(&cse, "cse-in/box/one").await.rsc, Rsc::NotFound, "the oldest is evicted");
+    assert_eq!(attribute(&retrieve(&cse, "cse-in/box/la").await, "m2m:cin", "rn"), json!("three"));
+    assert_eq!(attribute(&retrieve(&cse, "cse-in/box/ol").await, "m2m:cin", "rn"), json!("two"));
+}
+
+#[tokio::test]
+async fn a_failed_create_changes_nothing() {
+    let cse = cse().await;
+    create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "box", "mbs": 4}})).await;
+    let refused = create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"con": "too large"}})).await;
+    assert_eq!(refused.rsc, Rsc::NotAcceptable);
+    assert_eq!(counters(&cse, "cse-in/box").await, (json!(0), json!(0), json!(0)));
+    let wrong = create(&cse, "cse-in/box", 2, json!({"m2m:ae": {"api": "Nx", "rr": false, "srv": ["4"]}})).await;
+    assert_eq!(wrong.rsc, Rsc::InvalidChildResourceType);
+}
+
+#[tokio::test]
+async fn deleting_an_instance_uncounts_it_and_la_deletes_the_newest() {
+    let cse = cse().await;
+    create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "box"}})).await;
+    create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"rn": "old", "con": "xy"}})).await;
+    create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"rn": "new", "con": "xyz"}})).await;
+    let deleted = delete(&cse, "cse-in/box/la").await;
+    assert_eq!(deleted.rsc, Rsc::Deleted);
+    assert_eq!(attribute(&deleted, "m2m:cin", "rn"), json!("new"), "la answers with the instance");
+    assert_eq!(counters(&cse, "cse-in/box").await, (json!(1), json!(2), json!(2)));
+    assert_eq!(delete(&cse, "cse-in/box/old").await.rsc, Rsc::Deleted);
+    assert_eq!(counters(&cse, "cse-in/box").await, (json!(0), json!(0), json!(2)));
+}
+
+#[tokio::test]
+async fn an_instance_with_a_delete_count_goes_after_that_many_reads() {
+    let cse = cse().await;
+    create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "box"}})).await;
+    create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"rn": "twice", "con": "x", "dcnt": 2}})).await;
+    assert_eq!(attribute(&retrieve(&cse, "cse-in/box/twice").await, "m2m:cin", "dcnt"), json!(2));
+    assert_eq!(attribute(&retrieve(&cse, "cse-in/box/twice").await, "m2m:cin", "dcnt"), json!(1));
+    assert_eq!(retrieve(&cse, "cse-in/box/twice").await.rsc, Rsc::NotFound);
+    assert_eq!(counters(&cse, "cse-in/box").await.0, json!(0));
+}
+
+#[tokio::test]
+async fn a_container_update_counts_in_st_and_lowered_limits_evict() {
+    let cse = cse().await;
+    create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "box"}})).await;
+    for con in ["a", "b", "c"] {
+        create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"con": con}})).await;
+    }
+    let updated = update(&cse, "cse-in/box", json!({"m2m:cnt": {"mni": 1}})).await;
+    assert_eq!(updated.rsc, Rsc::Updated, "{:?}", updated.dbg());
+    assert_eq!(counters(&cse, "cse-in/box").await, (json!(1), json!(1), json!(4)));
+    assert_eq!(attribute(&retrieve(&cse, "cse-in/box/la").await, "m2m:cin", "con"), json!("c"));
+}
+
+#[tokio::test]
+async fn disabled_retrieval_hides_instances_and_enabling_it_again_removes_them() {
+    let cse = cse().await;
+    create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "box", "disr": true}})).await;
+    create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"rn": "secret", "con": "x"}})).await;
+    assert_eq!(retrieve(&cse, "cse-in/box/secret").await.rsc, Rsc::OperationNotAllowed);
+    assert_eq!(delete(&cse, "cse-in/box/secret").await.rsc, Rsc::OperationNotAllowed);
+    assert_eq!(update(&cse, "cse-in/box", json!({"m2m:cnt": {"disr": false}})).await.rsc, Rsc::Updated);
+    assert_eq!(retrieve(&cse, "cse-in/box/secret").await.rsc, Rsc::NotFound);
+    assert_eq!(counters(&cse, "cse-in/box").await.0, json!(0));
+}
+
+#[tokio::test]
+async fn what_a_type_never_allows_is_refused_before_anything_else() {
+    let cse = cse().await;
+    let cb = json!({"m2m:cb": {}});
+    assert_eq!(create(&cse, "cse-in", 5, cb.clone()).await.rsc, Rsc::OperationNotAllowed);
+    assert_eq!(update(&cse, "cse-in", cb).await.rsc, Rsc::OperationNotAllowed);
+    assert_eq!(delete(&cse, "cse-in").await.rsc, Rsc::OperationNotAllowed);
+    create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "box"}})).await;
+    create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"rn": "fixed", "con": "x"}})).await;
+    let changed = update(&cse, "cse-in/box/fixed", json!({"m2m:cin": {"con": "y"}})).await;
+    assert_eq!(changed.rsc, Rsc::OperationNotAllowed);
+    assert!(retrieve(&cse, "cse-in").await.content.is_some_and(|cb| cb["m2m:cb"]["ctm"].is_string()));
+}
+
+#[tokio::test]
+async fn a_remote_cse_is_named_after_its_cse_id_and_registers_only_itself() {
+    let cse = cse().await;
+    let body = |extra: Value| {
+        let mut csr = json!({"cb": "/id-mn/cse-mn", "rr": true, "srv": ["4"], "poa": ["http://127.0.0.1:2"]});
+        if let (Some(csr), Value::Object(extra)) = (csr.as_object_mut(), extra) {
+            csr.extend(extra);
+        }
+        json!({ "m2m:csr": csr })
+    };
+    let mut request = Request::new(Operation::Create, "cse-in", Some("/id-mn"));
+    request.ty = Some(16);
+    request.content = Some(body(json!({"rn": "elsewhere"})));
+    assert_eq!(cse.handle(request.clone()).await.rsc, Rsc::BadRequest, "named after the CSE-ID");
+    request.content = Some(body(json!({"csi": "/id-mn2"})));
+    assert_eq!(cse.handle(request.clone()).await.rsc, Rsc::OriginatorHasNoPrivilege, "a CSE registers itself");
+    request.content = Some(body(json!({})));
+    let created = cse.handle(request).await;
+    assert_eq!(created.rsc, Rsc::Created, "{:?}", created.dbg());
+    assert_eq!(attribute(&created, "m2m:csr", "ri"), json!("id-mn"));
+    assert_eq!(attribute(&created, "m2m:csr", "csi"), json!("/id-mn"));
+    assert!(cse.registry().route("/id-mn").is_some(), "the commit reached the registry");
+}
+
+#[tokio::test]
+async fn expired_instances_are_removed_and_their_container_counts_right() {
+    let cse = cse().await;
+    create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "box"}})).await;
+    let soon = Timestamp::now().saturating_add(Duration::from_millis(300)).to_string();
+    create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"rn": "brief", "con": "xy", "et": soon}})).await;
+    create(&cse, "cse-in/box", 4, json!({"m2m:cin": {"rn": "kept", "con": "x"}})).await;
+    assert_eq!(cse.remove_expired().await.expect("sweep"), 0);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(cse.remove_expired().await.expect("sweep"), 1);
+    assert_eq!(retrieve(&cse, "cse-in/box/brief").await.rsc, Rsc::NotFound);
+    assert_eq!(counters(&cse, "cse-in/box").await.0, json!(1));
+}

@@ -1,0 +1,101 @@
+//! UPDATE: the attributes sent, checked against the type's policy and rules, applied with
+//! what the type changes besides, in one transaction.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::unwrap_content;
+use crate::core::Cse;
+use crate::core::access::{Access, Permission, Touches};
+use crate::core::address::LocalTarget;
+use crate::core::represent;
+use crate::core::request::{Operation, Request, Response};
+use crate::core::tree::{expiration, locate, resolve_acpi};
+use crate::core::types::{self, Context, rules};
+use crate::error::{Error, Result, Rsc};
+use crate::resource::{Resource, Timestamp};
+use crate::storage::WriteTx;
+
+impl Cse {
+    pub(in crate::core) async fn update(
+        &self,
+        request: &Request,
+        target: LocalTarget,
+        guard: Access,
+    ) -> Result<Response> {
+        if target.virtual_child.is_some() {
+            return Err(Error::not_allowed("la and ol cannot be updated"));
+        }
+        let content = request.content.clone();
+        let identity = self.identity.clone();
+        let registry = self.registry.clone();
+        let (before, resource, changes) = self
+            .storage
+            .write(move |tx| {
+                let config = guard.config.clone();
+                let ctx = Context { config: &config, identity: &identity, registry: &registry };
+                let mut resource = locate(tx, &target.id)?;
+                let type_rules = rules(resource.ty);
+                if let Some(refusal) = type_rules.refuses(Operation::Update) {
+                    return Err(Error::not_allowed(refusal));
+                }
+                let changes = unwrap_content(content.as_ref(), resource.ty, Rsc::ContentsUnacceptable)?;
+                if changes.contains_key("acpi") {
+                    guard.check_acpi_change(tx, &resource)?;
+                } else {
+                    let sent: Vec<String> = changes.keys().cloned().collect();
+                    guard.check(tx, &resource, Permission::Update, None, Touches::Attributes(&sent))?;
+                }
+                types::validate_update(resource.ty, &changes)?;
+                type_rules.check_update(&*tx, &ctx, &resource, &changes)?;
+                let before = resource.clone();
+                apply(tx, &ctx, &mut resource, &before, &changes)?;
+                Ok((before, resource, changes))
+            })
+            .await?;
+        let content = match request.rcn.unwrap_or(1) {
+            0 => None,
+            9 => Some(represent::modified_attributes(&resource, Some(&before), &changes)),
+            _ => Some(resource.to_json()),
+        };
+        Ok(Response::new(request, Rsc::Updated, content))
+    }
+}
+
+/// Apply an UPDATE's attributes to `resource` and store it (with the type's side effects).
+fn apply(
+    tx: &mut dyn WriteTx,
+    ctx: &Context,
+    resource: &mut Resource,
+    before: &Resource,
+    changes: &Map<String, Value>,
+) -> Result<()> {
+    if changes.contains_key("acpi") && changes.len() > 1 {
+        return Err(Error::bad_request("acpi must be the only attribute of an update"));
+    }
+    let max_et: Duration = ctx.config.cse.max_expiration_delta;
+    let parent = tx.get(resource.pi())?;
+    for (name, value) in changes {
+        if value.is_null() {
+            if name == "et" {
+                resource.set("et", expiration(None, parent.as_ref(), max_et)?);
+            } else {
+                resource.attributes.remove(name);
+            }
+            continue;
+        }
+        let value = match name.as_str() {
+            "et" => expiration(Some(value), parent.as_ref(), max_et)?.into(),
+            _ => value.clone(),
+        };
+        resource.attributes.insert(name.clone(), value);
+    }
+    if let Some(acpi) = changes.get("acpi").filter(|value| !value.is_null()) {
+        let resolved = resolve_acpi(&*tx, ctx.identity, acpi)?;
+        resource.set("acpi", resolved);
+    }
+    resource.set("lt", Timestamp::now());
+    rules(resource.ty).after_update(tx, resource, before, changes)?;
+    tx.update(resource)
+}
