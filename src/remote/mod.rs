@@ -1,0 +1,344 @@
+//! The remote-CSE manager: registration to registrar CSEs, the registree table, and the
+//! embedding API (status and CSR callbacks).
+//!
+//! Two tasks run while the manager is started:
+//! - the **connection monitor** (`monitor`; every `check_interval`, or at once on
+//!   [`RemoteCseManager::check_now`]): for every registrar, make sure this CSE is
+//!   registered there (`registrar`: create, verify, refresh, re-register; fail over
+//!   between the registrar's addresses), then probe the registree CSEs and remove the ones
+//!   that stayed unreachable (`liveliness`);
+//! - the **change follower** (`changes`): reports the `<remoteCSE>` resources committed
+//!   (log, events, CSR callbacks) and pushes every change of the set of CSEs below this
+//!   one to the registrars at once (the `dcse` of this CSE's CSR there).
+//!
+//! The routing table ([`Registry`]) is not kept here: it follows the commits in the core.
+//! Changes to local resources go through the core ([`Cse`]); requests to other CSEs
+//! through its outbound seam. Callbacks run on their own threads (`callbacks`), so a slow
+//! or panicking callback never holds up the CSE or another callback.
+
+mod callbacks;
+mod changes;
+mod liveliness;
+mod monitor;
+mod registrar;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+
+use crate::core::Cse;
+use crate::core::registry::{Registry, Route};
+use crate::core::request::{Operation, Request};
+use crate::error::{Error, Result};
+use crate::resource::Resource;
+
+use callbacks::{CallbackThread, Callbacks};
+use registrar::Registrar;
+
+/// The state of the registration to one registrar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistrationStatus {
+    /// Not started (or stopped without deregistering).
+    Disabled,
+    /// Trying to register.
+    Connecting,
+    /// Registered; the registrar answered the last check.
+    Registered,
+    /// Registered, but the registrar did not answer the last check (registration kept).
+    Unreachable,
+    /// The registration was removed (on stop) or lost and could not be re-created.
+    Deregistered,
+    /// The registrar refused or failed a step; the reason says which.
+    Error(String),
+}
+
+/// A registrar this CSE registers to.
+#[derive(Debug, Clone)]
+pub struct RegistrarInfo {
+    /// The configuration section (`cse.registrar`, `cse.sp.registrar.NAME`).
+    pub section: String,
+    /// The registrar's CSE-ID as this CSE stores it (`/id-in`, or `//sp/id-in`).
+    pub cse_id: String,
+    /// Its base URLs, most preferred first.
+    pub addresses: Vec<String>,
+}
+
+/// A local `<remoteCSE>`, as handed to callbacks.
+#[derive(Debug, Clone)]
+pub struct CsrRecord {
+    /// The CSE it describes.
+    pub csi: String,
+    pub ri: String,
+    /// That CSE's CSEBase address.
+    pub cb: String,
+    pub poa: Vec<String>,
+    pub dcse: Vec<String>,
+    /// True for the CSR of a registrar, false for a registree's.
+    pub registrar: bool,
+    pub resource: Arc<Resource>,
+}
+
+impl CsrRecord {
+    fn new(resource: Arc<Resource>, registrar: bool) -> CsrRecord {
+        CsrRecord {
+            csi: resource.str("csi").unwrap_or_default().to_string(),
+            ri: resource.ri().to_string(),
+            cb: resource.str("cb").unwrap_or_default().to_string(),
+            poa: resource.str_list("poa"),
+            dcse: resource.str_list("dcse"),
+            registrar,
+            resource,
+        }
+    }
+}
+
+struct Inner {
+    cse: Cse,
+    registrars: Vec<Registrar>,
+    callbacks: Mutex<Callbacks>,
+    running: tokio::sync::Mutex<Option<Running>>,
+}
+
+struct Running {
+    token: CancellationToken,
+    commands: mpsc::Sender<oneshot::Sender<()>>,
+    monitor: JoinHandle<()>,
+    events: JoinHandle<()>,
+}
+
+/// The remote-CSE manager. Cloning is cheap.
+#[derive(Clone)]
+pub struct RemoteCseManager {
+    inner: Arc<Inner>,
+}
+
+impl RemoteCseManager {
+    pub fn new(cse: Cse) -> RemoteCseManager {
+        let config = cse.config.clone();
+        let same_sp = config.registrar.iter().map(|registrar| (registrar, false));
+        let other_sp = config.sp_registrars.iter().map(|registrar| (registrar, true));
+        let registrars =
+            same_sp.chain(other_sp).map(|(registrar, other)| Registrar::new(&config.cse, registrar, other)).collect();
+        RemoteCseManager {
+            inner: Arc::new(Inner {
+                cse,
+                registrars,
+                callbacks: Mutex::new(Callbacks::default()),
+                running: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Embedding API
+    // ---------------------------------------------------------------------------------
+
+    /// Call `callback` on every status change of a registrar connection, with the
+    /// registrar, its new status and the address in use.
+    pub fn on_status(
+        &self,
+        callback: impl Fn(&RegistrarInfo, &RegistrationStatus, Option<&str>) + Send + Sync + 'static,
+    ) {
+        let thread = CallbackThread::spawn("acme-status-cb");
+        if let Ok(mut callbacks) = self.inner.callbacks.lock() {
+            callbacks.status.push((Arc::new(callback), thread));
+        }
+    }
+
+    /// Call `callback` for every local CSR added (`true`) or removed (`false`).
+    pub fn on_csr_update(&self, callback: impl Fn(&CsrRecord, bool) + Send + Sync + 'static) {
+        let thread = CallbackThread::spawn("acme-csr-cb");
+        if let Ok(mut callbacks) = self.inner.callbacks.lock() {
+            callbacks.csr.push((Arc::new(callback), thread));
+        }
+    }
+
+    /// Call `callback` for every local CSR (registrars first, then registrees by CSE-ID).
+    /// Each record is borrowed for the duration of its call only.
+    pub fn for_each_csr(&self, mut callback: impl FnMut(&CsrRecord)) {
+        let registry = &self.inner.cse.registry;
+        for csr in registry.registrar_csrs() {
+            callback(&CsrRecord::new(csr, true));
+        }
+        for csr in registry.registree_csrs() {
+            callback(&CsrRecord::new(csr, false));
+        }
+    }
+
+    /// The registrars and their current status.
+    pub fn statuses(&self) -> Vec<(RegistrarInfo, RegistrationStatus, Option<String>)> {
+        self.inner
+            .registrars
+            .iter()
+            .map(|registrar| {
+                let state = lock(&registrar.state);
+                let address = state.active.and_then(|index| registrar.info.addresses.get(index).cloned());
+                (registrar.info.clone(), state.status.clone(), address)
+            })
+            .collect()
+    }
+
+    /// True when this CSE is registered to its same-SP registrar (also while that one is
+    /// momentarily unreachable: the registration is kept).
+    pub fn is_registered(&self) -> bool {
+        self.inner.registrars.iter().filter(|registrar| !registrar.info.cse_id.starts_with("//")).any(|registrar| {
+            matches!(lock(&registrar.state).status, RegistrationStatus::Registered | RegistrationStatus::Unreachable)
+        })
+    }
+
+    /// The routing table (read-only: it follows the committed `<remoteCSE>` resources).
+    pub fn registry(&self) -> &Registry {
+        &self.inner.cse.registry
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Lookups
+    // ---------------------------------------------------------------------------------
+
+    /// All local CSRs (registrars and registrees).
+    pub fn csrs(&self) -> Vec<CsrRecord> {
+        let mut records = Vec::new();
+        self.for_each_csr(|record| records.push(record.clone()));
+        records
+    }
+
+    /// The CSR through which the CSE named by `id` is reached: only the CSE part of `id`
+    /// counts (`/id-asn/cse-asn/ae1` → `/id-asn`), matched exactly.
+    pub fn csr_for(&self, id: &str) -> Option<CsrRecord> {
+        let csi = self.cse_part(id)?;
+        match self.inner.cse.registry.route(&csi)? {
+            Route::Registrar(csr) => Some(CsrRecord::new(csr, true)),
+            Route::Registree(csr) => Some(CsrRecord::new(csr, false)),
+        }
+    }
+
+    /// The SP-relative address of the CSEBase of a registered or descendant CSE.
+    pub fn cse_base_address(&self, csi: &str) -> Option<String> {
+        let identity = &self.inner.cse.identity;
+        if csi == identity.cse_id {
+            return Some(format!("{}/{}", identity.cse_id, identity.resource_id));
+        }
+        if let Some(csr) = self.inner.cse.registry.registrar(csi) {
+            return csr.str("cb").map(str::to_string);
+        }
+        let descendant = self.inner.cse.registry.descendant(csi)?;
+        match descendant.csr {
+            Some(csr) => csr.str("cb").map(str::to_string),
+            None => Some(format!("{csi}/-")),
+        }
+    }
+
+    /// RETRIEVE a resource on another CSE (`id` SP-relative or absolute) the way any
+    /// request is forwarded; the originator defaults to this CSE.
+    pub async fn retrieve_remote(&self, id: &str, originator: Option<&str>) -> Result<Resource> {
+        let cse = &self.inner.cse;
+        let mut request = Request::new(Operation::Retrieve, id, Some(originator.unwrap_or(&cse.identity.cse_id)));
+        request.rvi = cse.config.cse.release_version.clone();
+        let response = cse.handle(request).await.into_result()?;
+        let content = response.content.ok_or_else(|| Error::internal("empty answer"))?;
+        resource_from_json(&content, id)
+            .ok_or_else(|| Error::bad_request(format!("the answer for {id} is not a resource")))
+    }
+
+    /// The CSE part of `id`, an absolute ID of this service provider taken SP-relative.
+    fn cse_part(&self, id: &str) -> Option<String> {
+        let own_sp = format!("//{}/", self.inner.cse.identity.sp_id);
+        if let Some(rest) = id.strip_prefix(&own_sp) {
+            return crate::id::cse_of(&format!("/{rest}")).map(str::to_string);
+        }
+        crate::id::cse_of(id).map(str::to_string)
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Lifecycle
+    // ---------------------------------------------------------------------------------
+
+    /// Start the monitor and the follower of committed changes.
+    pub async fn start(&self) -> Result<()> {
+        let mut running = self.inner.running.lock().await;
+        if running.is_some() {
+            return Ok(());
+        }
+        let token = CancellationToken::new();
+        let (commands, command_rx) = mpsc::channel(16);
+        let changes = self.inner.cse.storage.changes();
+        let descendants = self.inner.cse.registry.descendants_changed();
+        let monitor =
+            tokio::spawn(self.inner.clone().monitor(command_rx, token.clone()).instrument(info_span!("remote_cse")));
+        let events = tokio::spawn(
+            self.inner
+                .clone()
+                .follow_changes(changes, descendants, token.clone())
+                .instrument(info_span!("remote_cse_changes")),
+        );
+        for registrar in &self.inner.registrars {
+            self.inner.set_status(registrar, RegistrationStatus::Connecting);
+        }
+        *running = Some(Running { token, commands, monitor, events });
+        Ok(())
+    }
+
+    /// Stop the workers. With `unregister_when_stopping`, delete this CSE's CSR on each
+    /// registrar and the local registrar CSRs, bounded by the client time-out.
+    pub async fn stop(&self) {
+        self.halt().await;
+        if self.inner.cse.config.registration.unregister_when_stopping {
+            let grace = self.inner.cse.outbound.timeout() + Duration::from_secs(1);
+            if tokio::time::timeout(grace, self.inner.deregister_all()).await.is_err() {
+                warn!(?grace, "deregistration did not finish in time");
+            }
+        } else {
+            for registrar in &self.inner.registrars {
+                self.inner.set_status(registrar, RegistrationStatus::Disabled);
+            }
+        }
+    }
+
+    /// Stop without deregistering and start again with an immediate check.
+    pub async fn restart(&self) -> Result<()> {
+        self.halt().await;
+        for registrar in &self.inner.registrars {
+            lock(&registrar.state).announced = false;
+        }
+        self.start().await
+    }
+
+    /// Run one monitor round now and wait until it is done.
+    pub async fn check_now(&self) -> Result<()> {
+        let commands = {
+            let running = self.inner.running.lock().await;
+            match running.as_ref() {
+                Some(running) => running.commands.clone(),
+                None => return Err(Error::not_allowed("the remote-CSE manager is not running")),
+            }
+        };
+        let (done, finished) = oneshot::channel();
+        commands.send(done).await.map_err(|_| Error::internal("the connection monitor has stopped"))?;
+        finished.await.map_err(|_| Error::internal("the connection monitor has stopped"))
+    }
+
+    async fn halt(&self) {
+        let Some(running) = self.inner.running.lock().await.take() else {
+            return;
+        };
+        running.token.cancel();
+        let _ = running.monitor.await;
+        let _ = running.events.await;
+    }
+}
+
+fn resource_from_json(content: &Value, id: &str) -> Option<Resource> {
+    let (wrapper, attributes) = content.as_object()?.iter().next()?;
+    let ty = crate::resource::ResourceType::from_wrapper(wrapper)?;
+    Some(Resource { ty, attributes: attributes.as_object()?.clone(), path: id.to_string(), creator: None })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

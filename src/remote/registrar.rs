@@ -1,0 +1,381 @@
+//! The registree side: this CSE's registration to each of its registrars. Every monitor
+//! round either verifies the registration (the own CSR there, the local CSR describing the
+//! registrar, what each side should copy from the other) or makes it anew; a registrar
+//! that does not answer keeps the registration (`Unreachable`) and is tried again next
+//! round. The registrar's addresses are tried in order; the one that answered is kept.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+use tracing::{debug, info, warn};
+
+use super::{Inner, RegistrarInfo, RegistrationStatus, lock};
+use crate::config::{CseConfig, RegistrarConfig};
+use crate::core::request::{Operation, Request, Response};
+use crate::error::{Error, Result, Rsc};
+use crate::event::Event;
+use crate::id::resource_name_of;
+use crate::resource::random_id;
+
+/// Per registrar: configuration, derived names, and what the monitor knows.
+pub(super) struct Registrar {
+    pub(super) config: RegistrarConfig,
+    pub(super) info: RegistrarInfo,
+    /// Name of this CSE's CSR on the registrar.
+    pub(super) own_csr_rn: String,
+    /// This CSE's CSE-ID as the registrar knows it.
+    pub(super) own_csi: String,
+    /// This CSE's CSEBase address as the registrar knows it.
+    pub(super) own_cb: String,
+    /// The registrar's CSEBase address (`/id-in/cse-in`, `//sp/id-in/cse-in`).
+    pub(super) registrar_cb: String,
+    /// `ri` of the local CSR describing the registrar.
+    pub(super) local_csr_ri: String,
+    pub(super) state: Mutex<RegistrarState>,
+}
+
+pub(super) struct RegistrarState {
+    pub(super) status: RegistrationStatus,
+    /// Index into the addresses of the one that answered last.
+    pub(super) active: Option<usize>,
+    /// Whether `RegisteredToRegistrar` was emitted for the current registration.
+    pub(super) announced: bool,
+}
+
+impl Registrar {
+    /// A registrar of the same service provider, or (`other_sp`) of another one.
+    pub(super) fn new(own: &CseConfig, registrar: &RegistrarConfig, other_sp: bool) -> Registrar {
+        let own_stem = own.cse_id.stem();
+        let (cse_id, own_csi, own_cb, own_csr_rn, registrar_cb) = if other_sp {
+            (
+                format!("//{}{}", registrar.sp_id, registrar.cse_id),
+                format!("//{}{}", own.sp_id, own.cse_id),
+                format!("//{}{}/{}", own.sp_id, own.cse_id, own.resource_name),
+                format!("{}_{own_stem}", own.sp_id),
+                format!("//{}{}/{}", registrar.sp_id, registrar.cse_id, registrar.resource_name),
+            )
+        } else {
+            (
+                registrar.cse_id.to_string(),
+                own.cse_id.to_string(),
+                format!("{}/{}", own.cse_id, own.resource_name),
+                own_stem.to_string(),
+                format!("{}/{}", registrar.cse_id, registrar.resource_name),
+            )
+        };
+        Registrar {
+            info: RegistrarInfo {
+                section: registrar.section.clone(),
+                cse_id: cse_id.clone(),
+                addresses: registrar.addresses.clone(),
+            },
+            local_csr_ri: resource_name_of(&cse_id),
+            own_csr_rn,
+            own_csi,
+            own_cb,
+            registrar_cb,
+            config: registrar.clone(),
+            state: Mutex::new(RegistrarState { status: RegistrationStatus::Disabled, active: None, announced: false }),
+        }
+    }
+
+    fn own_csr_path(&self) -> String {
+        format!("{}/{}", self.registrar_cb, self.own_csr_rn)
+    }
+}
+
+impl Inner {
+    pub(super) async fn check_registrar(&self, registrar: &Registrar) {
+        let result = match self.cse.storage.get(&registrar.local_csr_ri).await {
+            Ok(Some(_)) => self.verify_registration(registrar).await,
+            Ok(None) => self.register(registrar).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            match error.rsc {
+                Rsc::TargetNotReachable | Rsc::RequestTimeout => {
+                    let status = match lock(&registrar.state).status {
+                        RegistrationStatus::Registered | RegistrationStatus::Unreachable => {
+                            RegistrationStatus::Unreachable
+                        }
+                        _ => RegistrationStatus::Connecting,
+                    };
+                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "registrar unreachable");
+                    self.set_status(registrar, status);
+                }
+                _ => {
+                    warn!(registrar = %registrar.info.cse_id, rsc = error.rsc.code(), error = %error.detail(), "registration step failed");
+                    self.set_status(
+                        registrar,
+                        RegistrationStatus::Error(format!("{}: {}", error.rsc.code(), error.detail())),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Branch A: a local registrar CSR exists. Verify the own CSR on the registrar;
+    /// re-register if it is gone; keep both sides' copies current.
+    async fn verify_registration(&self, registrar: &Registrar) -> Result<()> {
+        let request = self.request(registrar, Operation::Retrieve, registrar.own_csr_path());
+        let response = self.send_to_registrar(registrar, &request).await?;
+        match response.rsc {
+            Rsc::Ok => {}
+            Rsc::NotFound => {
+                info!(registrar = %registrar.info.cse_id, "registration lost at the registrar; registering again");
+                self.drop_local_registrar_csr(registrar).await?;
+                return self.register(registrar).await;
+            }
+            _ => return Err(response.into_result().err().unwrap_or_else(|| Error::internal("unexpected answer"))),
+        }
+        let remote_own = response
+            .content
+            .as_ref()
+            .and_then(|content| content.get("m2m:csr"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let registrar_cb = self.retrieve_registrar_cse_base(registrar).await?;
+        let (local, _) = self.cse.put_registrar_csr(self.local_csr_content(registrar, &registrar_cb)).await?;
+        self.learn_from_registrar(&registrar_cb).await?;
+        // Push local changes by comparing values with what the registrar holds (never
+        // timestamps of two clocks).
+        let desired = self.own_csr_content(registrar, true).await?;
+        if desired.iter().any(|(name, value)| remote_own.get(name) != Some(value)) {
+            self.update_own_csr(registrar, desired).await?;
+        }
+        let announce = !std::mem::replace(&mut lock(&registrar.state).announced, true);
+        if announce {
+            self.cse.events.emit(Event::RegisteredToRegistrar {
+                registrar_csi: registrar.info.cse_id.clone(),
+                csr: Arc::new(local),
+            });
+        }
+        self.set_status(registrar, RegistrationStatus::Registered);
+        Ok(())
+    }
+
+    /// Branch B: no local registrar CSR. Clean slate, create the own CSR, retrieve the
+    /// registrar's CSEBase, create the local CSR for the registrar.
+    async fn register(&self, registrar: &Registrar) -> Result<()> {
+        let status = lock(&registrar.state).status.clone().max_connecting();
+        self.set_status(registrar, status);
+        self.delete_own_csr(registrar).await?;
+        let content = self.own_csr_content(registrar, false).await?;
+        let mut request = self.request(registrar, Operation::Create, registrar.registrar_cb.clone());
+        request.ty = Some(16);
+        request.content = Some(json!({ "m2m:csr": content }));
+        let mut response = self.send_to_registrar(registrar, &request).await?;
+        if response.rsc == Rsc::Conflict {
+            // A CSR with our name is still there (a race, or a registrar that kept it):
+            // remove it and create ours again, in this round.
+            warn!(registrar = %registrar.info.cse_id, "own CSR already exists at the registrar; replacing it");
+            self.delete_own_csr(registrar).await?;
+            request.rqi = random_id(10);
+            response = self.send_to_registrar(registrar, &request).await?;
+        }
+        if !matches!(response.rsc, Rsc::Created | Rsc::Ok) {
+            let error = response.into_result().err().unwrap_or_else(|| Error::internal("unexpected answer"));
+            return Err(error);
+        }
+        let registrar_cb = self.retrieve_registrar_cse_base(registrar).await?;
+        let (local, _) = self.cse.put_registrar_csr(self.local_csr_content(registrar, &registrar_cb)).await?;
+        self.learn_from_registrar(&registrar_cb).await?;
+        lock(&registrar.state).announced = true;
+        info!(registrar = %registrar.info.cse_id, "registered to registrar");
+        self.cse
+            .events
+            .emit(Event::RegisteredToRegistrar { registrar_csi: registrar.info.cse_id.clone(), csr: Arc::new(local) });
+        self.set_status(registrar, RegistrationStatus::Registered);
+        Ok(())
+    }
+
+    /// DELETE the own CSR on the registrar; "not there" is fine.
+    async fn delete_own_csr(&self, registrar: &Registrar) -> Result<()> {
+        let request = self.request(registrar, Operation::Delete, registrar.own_csr_path());
+        let response = self.send_to_registrar(registrar, &request).await?;
+        match response.rsc {
+            Rsc::Deleted | Rsc::Ok | Rsc::NotFound => Ok(()),
+            _ => Err(response.into_result().err().unwrap_or_else(|| Error::internal("unexpected answer"))),
+        }
+    }
+
+    async fn update_own_csr(&self, registrar: &Registrar, content: Map<String, Value>) -> Result<()> {
+        let mut request = self.request(registrar, Operation::Update, registrar.own_csr_path());
+        request.content = Some(json!({ "m2m:csr": content }));
+        let response = self.send_to_registrar(registrar, &request).await?;
+        match response.rsc {
+            Rsc::Updated | Rsc::Ok => {
+                debug!(registrar = %registrar.info.cse_id, "own CSR updated at the registrar");
+                Ok(())
+            }
+            _ => Err(response.into_result().err().unwrap_or_else(|| Error::internal("unexpected answer"))),
+        }
+    }
+
+    async fn retrieve_registrar_cse_base(&self, registrar: &Registrar) -> Result<Map<String, Value>> {
+        let request = self.request(registrar, Operation::Retrieve, registrar.registrar_cb.clone());
+        let response = self.send_to_registrar(registrar, &request).await?.into_result()?;
+        let cse_base = response
+            .content
+            .as_ref()
+            .and_then(|content| content.get("m2m:cb"))
+            .and_then(Value::as_object)
+            .filter(|cse_base| cse_base.get("csi").is_some_and(Value::is_string))
+            .cloned()
+            .ok_or_else(|| Error::bad_request("the registrar's CSEBase has no csi"))?;
+        Ok(cse_base)
+    }
+
+    /// Attributes of this CSE's CSR on the registrar, from the local CSEBase.
+    async fn own_csr_content(&self, registrar: &Registrar, for_update: bool) -> Result<Map<String, Value>> {
+        let cse_base = self.cse.cse_base().await?;
+        let mut content = Map::new();
+        for name in ["cst", "csz", "lbl", "nl", "srv", "spi", "ici", "poa"] {
+            if let Some(value) = cse_base.attributes.get(name) {
+                content.insert(name.to_string(), value.clone());
+            }
+        }
+        let descendants: Vec<String> =
+            self.cse.registry.descendant_ids().into_iter().filter(|csi| *csi != registrar.info.cse_id).collect();
+        content.insert("dcse".into(), json!(descendants));
+        if for_update {
+            content.remove("cst");
+        } else {
+            content.insert("rn".into(), json!(registrar.own_csr_rn));
+            content.insert("rr".into(), json!(true));
+            content.insert("csi".into(), json!(registrar.own_csi));
+            content.insert("cb".into(), json!(registrar.own_cb));
+        }
+        for name in &registrar.config.exclude_csr_attributes {
+            content.remove(name);
+        }
+        Ok(content)
+    }
+
+    /// Attributes of the local CSR describing the registrar, from its CSEBase.
+    fn local_csr_content(&self, registrar: &Registrar, registrar_cb: &Map<String, Value>) -> Map<String, Value> {
+        let mut content = Map::new();
+        for name in ["cst", "csz", "lbl", "nl", "srv", "spi", "ici", "poa"] {
+            if registrar.config.exclude_csr_attributes.iter().any(|excluded| excluded == name) {
+                continue;
+            }
+            if let Some(value) = registrar_cb.get(name) {
+                content.insert(name.to_string(), value.clone());
+            }
+        }
+        if !content.contains_key("poa") {
+            content.insert("poa".into(), json!(registrar.info.addresses));
+        }
+        content.insert("rr".into(), json!(true));
+        content.insert("csi".into(), json!(registrar.info.cse_id));
+        content.insert("cb".into(), json!(registrar.registrar_cb));
+        content
+    }
+
+    /// Take over what the registrar tells about the tree: the IN-CSE's ID (`ici`).
+    async fn learn_from_registrar(&self, registrar_cb: &Map<String, Value>) -> Result<()> {
+        if self.cse.config.registrar.is_none() {
+            return Ok(());
+        }
+        if let Some(ici) = registrar_cb.get("ici").filter(|ici| ici.is_string()) {
+            let mut changes = Map::new();
+            changes.insert("ici".into(), ici.clone());
+            self.cse.update_cse_base(changes).await?;
+        }
+        Ok(())
+    }
+
+    async fn drop_local_registrar_csr(&self, registrar: &Registrar) -> Result<()> {
+        self.cse.delete_local(&registrar.local_csr_ri).await?;
+        lock(&registrar.state).announced = false;
+        Ok(())
+    }
+
+    pub(super) async fn deregister_all(&self) {
+        for registrar in &self.registrars {
+            let registered = matches!(self.cse.storage.get(&registrar.local_csr_ri).await, Ok(Some(_)));
+            if registered {
+                if let Err(error) = self.delete_own_csr(registrar).await {
+                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the own CSR at the registrar");
+                }
+                if let Err(error) = self.drop_local_registrar_csr(registrar).await {
+                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the local registrar CSR");
+                }
+                info!(registrar = %registrar.info.cse_id, "deregistered from registrar");
+                self.cse.events.emit(Event::DeregisteredFromRegistrar { registrar_csi: registrar.info.cse_id.clone() });
+            }
+            self.set_status(registrar, RegistrationStatus::Deregistered);
+        }
+    }
+
+    /// Push the current set of CSEs below this one to every registrar this CSE is
+    /// registered to (the `dcse` of its CSR there).
+    pub(super) async fn push_descendants(&self) {
+        for registrar in &self.registrars {
+            if !matches!(
+                lock(&registrar.state).status,
+                RegistrationStatus::Registered | RegistrationStatus::Unreachable
+            ) {
+                continue;
+            }
+            let content = match self.own_csr_content(registrar, true).await {
+                Ok(content) => content,
+                Err(error) => {
+                    warn!(error = %error.detail(), "cannot build the own CSR");
+                    continue;
+                }
+            };
+            if let Err(error) = self.update_own_csr(registrar, content).await {
+                warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot push descendants to the registrar");
+            }
+        }
+    }
+
+    fn request(&self, registrar: &Registrar, op: Operation, to: String) -> Request {
+        let mut request = Request::new(op, to, Some(&registrar.config.originator));
+        request.rvi = self.cse.config.cse.release_version.clone();
+        request
+    }
+
+    /// Send to the registrar: its addresses in order of preference, moving on only when
+    /// one is unreachable. Remembers (and reports) the address in use.
+    async fn send_to_registrar(&self, registrar: &Registrar, request: &Request) -> Result<Response> {
+        let mut last_failure = None;
+        for (index, address) in registrar.info.addresses.iter().enumerate() {
+            let base = format!("{address}{}", registrar.config.root);
+            let credentials = registrar.config.credentials.as_ref();
+            match self.cse.outbound.send(&base, request, self.cse.outbound.timeout(), credentials).await {
+                Ok(response) => {
+                    let previous = lock(&registrar.state).active.replace(index);
+                    if previous != Some(index) {
+                        info!(registrar = %registrar.info.cse_id, %address, "using registrar address");
+                        let status = lock(&registrar.state).status.clone();
+                        self.notify_status(registrar, &status);
+                    }
+                    return Ok(response);
+                }
+                Err(failure) => {
+                    debug!(registrar = %registrar.info.cse_id, %address, error = %failure, "registrar address failed");
+                    last_failure = Some(failure);
+                }
+            }
+        }
+        Err(match last_failure {
+            Some(failure) => failure.into_error(&registrar.info.cse_id),
+            None => Error::not_reachable("the registrar has no address"),
+        })
+    }
+}
+
+impl RegistrationStatus {
+    /// While (re-)registering: stay `Unreachable`/`Error` if that is the news, else `Connecting`.
+    fn max_connecting(self) -> RegistrationStatus {
+        match self {
+            RegistrationStatus::Registered | RegistrationStatus::Disabled | RegistrationStatus::Deregistered => {
+                RegistrationStatus::Connecting
+            }
+            other => other,
+        }
+    }
+}
