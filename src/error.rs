@@ -9,6 +9,7 @@ use std::fmt;
 /// oneM2M Response Status Code (TS-0004 §6.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
+#[non_exhaustive]
 pub enum Rsc {
     Accepted = 1000,
     Ok = 2000,

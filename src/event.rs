@@ -12,6 +12,7 @@ use crate::resource::Resource;
 
 /// Something that happened in this CSE.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Event {
     /// The CSE is serving requests.
     CseStarted,
@@ -48,7 +49,7 @@ impl EventBus {
     }
 
     /// Publish an event; having no subscriber is fine.
-    pub fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         tracing::debug!(?event, "event");
         let _ = self.sender.send(event);
     }

@@ -14,9 +14,14 @@
 //! - [`tls`]: the PEM files, the server TLS configuration and the TLS listener.
 //! - [`app`]: [`App`], which binds, wires, runs and shuts down.
 
+// The library logs through `tracing`; only the binary, examples and benches print.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+// Futures the server holds per request stay small (tests may hold big buffers).
+#![warn(clippy::large_futures)]
+
 pub mod app;
 pub mod binding;
-pub mod bootstrap;
+pub(crate) mod bootstrap;
 pub mod config;
 pub mod core;
 pub mod error;
@@ -25,7 +30,7 @@ pub mod id;
 pub mod remote;
 pub mod resource;
 pub mod security;
-pub mod storage;
+pub(crate) mod storage;
 
 pub use crate::core::Cse;
 pub use app::{App, Running};

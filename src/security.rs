@@ -43,6 +43,7 @@ impl fmt::Debug for Secret {
 
 /// What this CSE presents to another CSE on every request: HTTP Basic or Bearer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Credentials {
     Basic { username: String, password: Secret },
     Bearer { token: Secret },

@@ -9,6 +9,7 @@ use super::ConfigError;
 /// How hard a commit is pushed to disk (SQLite `synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Durability {
     /// fsync on every commit: an acknowledged CREATE survives a power loss.
     Full,

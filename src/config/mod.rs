@@ -35,6 +35,7 @@ use crate::security::Secret;
 
 /// Problems found in the configuration; each names the offending key.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {reason}")]
     File { path: PathBuf, reason: String },

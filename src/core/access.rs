@@ -31,6 +31,7 @@ use crate::storage::ReadTx;
 
 /// One bit of `acop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Permission {
     Create,
     Retrieve,

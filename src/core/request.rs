@@ -15,6 +15,7 @@ pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/v
 
 /// `op`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Operation {
     Create,
     Retrieve,
@@ -55,6 +56,7 @@ pub enum IdForm {
 
 /// Who handed a request to the core.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Caller {
     /// This CSE itself (start-up, the remote-CSE manager, an embedder): trusted.
     #[default]

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 /// The resource types this CSE hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ResourceType {
     Acp,
     Ae,

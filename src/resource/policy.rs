@@ -22,6 +22,7 @@ pub enum Need {
 
 /// The shape a value must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AttrKind {
     Any,
     Str,
