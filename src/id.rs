@@ -1,6 +1,7 @@
 //! oneM2M identifiers as types, and every piece of ID string surgery the CSE needs: the
 //! CSE an ID belongs to, a CSE-ID as a resource name or as a `Via` hop, the last element of
-//! an ID. At the bottom of the module graph: it depends on nothing of this crate.
+//! an ID, originator patterns (`/id-mn*`). At the bottom of the module graph: it depends
+//! on nothing of this crate.
 
 use std::fmt;
 
@@ -200,8 +201,27 @@ pub fn hop_name(cse_id: &str, own_sp: &str) -> String {
     }
 }
 
+/// Does `originator` match one of the wildcard `patterns` (`*` any run, `?` one character)?
+pub fn matches_any(patterns: &[String], originator: &str) -> bool {
+    patterns.iter().any(|pattern| wildmatch::WildMatch::new(pattern).matches(originator))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn originator_patterns_are_wildcards() {
+        let patterns = ["/id-mn*".to_string(), "C?x".to_string()];
+        assert!(matches_any(&patterns, "/id-mn"));
+        assert!(matches_any(&patterns, "/id-mn-7"));
+        assert!(matches_any(&patterns, "Cax"));
+        assert!(!matches_any(&patterns, "/id-asn"));
+        assert!(!matches_any(&patterns, "Caax"));
+        assert!(!matches_any(&[], "/id-mn"));
+        let exact = ["/id-mn".to_string(), "/id-asn*".to_string()];
+        assert!(matches_any(&exact, "/id-asn42"));
+        assert!(!matches_any(&exact, "/id-mn2"), "a pattern matches the whole originator");
+    }
     use super::*;
 
     #[test]

@@ -114,7 +114,7 @@ impl Principal {
     pub fn may_act_as(&self, forms: &[&str], admin: &str) -> bool {
         match &self.originators {
             Originators::AnyButAdmin => !forms.contains(&admin),
-            Originators::Only(patterns) => forms.iter().any(|form| crate::core::address::matches_any(patterns, form)),
+            Originators::Only(patterns) => forms.iter().any(|form| crate::id::matches_any(patterns, form)),
         }
     }
 }

@@ -181,7 +181,7 @@ impl Access {
                         .iter()
                         .any(|registrar| format!("//{}{}", registrar.sp_id, registrar.cse_id) == originator);
                 if registrar
-                    || crate::core::address::matches_any(&config.registration.allowed_csr_originators, originator)
+                    || crate::id::matches_any(&config.registration.allowed_csr_originators, originator)
                     || is_registered_ae(tx, originator)?
                 {
                     return Ok(true);

@@ -222,11 +222,6 @@ fn split_virtual<'a, 'b>(elements: &'a [&'b str]) -> (&'a [&'b str], Option<Virt
     }
 }
 
-/// Does `originator` match one of the wildcard `patterns` (`*` any run, `?` one character)?
-pub fn matches_any(patterns: &[String], originator: &str) -> bool {
-    patterns.iter().any(|pattern| wildmatch::WildMatch::new(pattern).matches(originator))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,14 +303,5 @@ mod tests {
         assert_eq!(identity.simplify_originator("//other.com/id-mn"), "//other.com/id-mn");
         assert_eq!(identity.simplify_originator("/id-mn/CAdmin"), "/id-mn/CAdmin");
         assert_eq!(identity.simplify_originator("Cabc"), "Cabc");
-    }
-
-    #[test]
-    fn wildcards_match_whole_originators() {
-        let patterns = vec!["/id-mn".to_string(), "/id-asn*".to_string()];
-        assert!(matches_any(&patterns, "/id-mn"));
-        assert!(matches_any(&patterns, "/id-asn42"));
-        assert!(!matches_any(&patterns, "/id-mn2"));
-        assert!(!matches_any(&patterns, "Cae"));
     }
 }

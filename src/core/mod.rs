@@ -177,7 +177,7 @@ impl Cse {
         }
         let is_ae_create = request.op == Operation::Create && request.ty == Some(2);
         if request.originator.is_none() && !is_ae_create {
-            return Err(Error::bad_request("missing originator (X-M2M-Origin)"));
+            return Err(Error::bad_request("missing originator (fr): only an AE may register without one"));
         }
         if let Some(rqet) = &request.rqet {
             if *rqet < Timestamp::now() {

@@ -120,7 +120,10 @@ impl Inner {
                         return;
                     }
                     descendants.mark_unchanged();
-                    self.push_descendants().await;
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = self.push_descendants() => {}
+                    }
                 }
             }
         }

@@ -29,13 +29,19 @@ impl Inner {
             () = self.round(&mut failures) => {}
         }
         loop {
+            let asked = tokio::select! {
+                () = token.cancelled() => return,
+                _ = ticks.tick() => None,
+                Some(done) = commands.recv() => Some(done),
+            };
+            // A round stops where it is when the manager stops (shutdown stays bounded);
+            // the next start begins with a clean registration.
             tokio::select! {
                 () = token.cancelled() => return,
-                _ = ticks.tick() => self.round(&mut failures).await,
-                Some(done) = commands.recv() => {
-                    self.round(&mut failures).await;
-                    let _ = done.send(());
-                }
+                () = self.round(&mut failures) => {}
+            }
+            if let Some(done) = asked {
+                let _ = done.send(());
             }
         }
     }

@@ -9,6 +9,7 @@ mod foundation;
 mod fuzz;
 mod harness;
 mod hostile;
+mod layering;
 mod peers;
 mod registration;
 mod registrees;

@@ -120,6 +120,12 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
             return Err(Error::not_allowed(format!("HTTP method {method} is not a oneM2M operation")));
         }
     };
+    // Only an AE registration may come without an originator (the core holds the same
+    // rule; here the binding names its header).
+    let originator = originator.filter(|originator| !originator.is_empty());
+    if originator.is_none() && !(op == Operation::Create && ty == Some(2)) {
+        return Err(Error::bad_request("missing originator (X-M2M-Origin): only an AE may register without one"));
+    }
     let to = target_of(uri.path())?;
     let mut request = Request::new(op, to, originator);
     request.rqi = rqi.to_string();

@@ -5,10 +5,10 @@
 use serde_json::{Map, Value};
 
 use super::{Context, Draft, ID_LENGTH, TypeRules, access_controlled, check_poa_hosts, policy};
-use crate::core::address::matches_any;
 use crate::core::request::SUPPORTED_MEDIA_TYPES;
 use crate::error::{Error, Result, Rsc};
 use crate::id::last_element;
+use crate::id::matches_any;
 use crate::resource::{AttrKind, Need, Policy, Resource, ResourceType, random_id};
 use crate::storage::ReadTx;
 

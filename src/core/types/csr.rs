@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use super::{Context, Draft, TypeRules, access_controlled, check_poa_hosts, policy};
 use crate::config::CseKind;
-use crate::core::address::matches_any;
 use crate::error::{Error, Result};
+use crate::id::matches_any;
 use crate::id::{is_cse_id, last_element, resource_name_of};
 use crate::resource::{AttrKind, Need, Policy, Resource, ResourceType};
 use crate::storage::ReadTx;
