@@ -1,7 +1,7 @@
 //! Start-up resources: the CSEBase from the configuration, and the `init/` files imported
 //! into an empty database.
 //!
-//! An init file is JSON, either a resource to create (through the dispatcher, with all
+//! An init file is JSON, either a resource to create (through `Cse::handle`, with all
 //! its checks):
 //! `{"create": {"parent": "${CSE_RN}", "originator": "${ADMIN}", "resource": {"m2m:acp": {...}}}}`
 //! or attributes to set on the CSEBase: `{"csebase": {"lbl": [...], "acpi": [...]}}`.

@@ -1,18 +1,18 @@
 //! acme-cse: a oneM2M CSE with remote-CSE registration.
 //!
-//! # Layout
-//! - [`config`]: `acme.toml` and its validation into [`config::Config`].
-//! - [`error`]: [`Error`] and the oneM2M status codes [`Rsc`].
-//! - [`address`]: target resolution and originator forms.
-//! - [`resource`]: resource types, attribute policies, timestamps (pure).
-//! - [`storage`]: the durable store (SQLite) behind the `Store` trait.
-//! - [`request`]: request/response primitives, independent of HTTP.
-//! - [`event`]: the internal event bus.
-//! - [`dispatcher`]: [`Cse`], which applies requests to the resource tree.
-//! - [`http`]: the HTTP binding (axum), including HTTP authentication.
-//! - [`security`]: credentials accepted and presented (no HTTP, no I/O).
-//! - [`tls`]: the PEM files, the server TLS configuration and the TLS listener.
-//! - [`app`]: [`App`], which binds, wires, runs and shuts down.
+//! # For embedders
+//! - [`App`]: build from a [`config::Config`] (see [`config::Settings`]), start, stop.
+//! - [`Cse`]: handle requests ([`Cse::handle`] with a [`crate::core::request::Request`]), read the
+//!   configuration, the routing table ([`crate::core::registry::Registry`]) and stored resources,
+//!   subscribe to [`event::Event`]s.
+//! - [`remote::RemoteCseManager`]: registration status, CSR lookups and callbacks,
+//!   `check_now`.
+//! - [`binding::http::router`]: the HTTP binding, to mount in another server.
+//!
+//! # Layout (see ARCHITECTURE.md)
+//! Bottom first; each module uses only those before it: `id`, `error`, `resource`,
+//! `security`, `event`, `config`, `storage`, `core`, then `remote` and `binding`, then
+//! `bootstrap` and `app`.
 
 // The library logs through `tracing`; only the binary, examples and benches print.
 #![deny(clippy::print_stdout, clippy::print_stderr)]

@@ -2,11 +2,12 @@
 //!
 //! The rules, first decisive one wins (the reference CSE's order, without its defects):
 //! checks switched off → granted; the admin (when `full_access_admin`) and this CSE itself
-//! → granted; AE/CSR registration is decided by the allowed-originator lists (in the
-//! dispatcher); a RETRIEVE of the CSEBase is granted to registrars, allowed CSR originators
-//! and registered AEs; an ACP is governed by its own `pvs`; a resource without `acpi` belongs
-//! to its custodian (`cstn`) or else its creator, and a resource that cannot carry `acpi` (a
-//! CIN) follows its parent; otherwise the `pv` rules of the referenced ACPs decide.
+//! → granted; AE/CSR registration is decided by the allowed-originator lists (the
+//! registration rules of `core::types::{ae, csr}`); a RETRIEVE of the CSEBase is granted to
+//! registrars, allowed CSR originators and registered AEs; an ACP is governed by its own
+//! `pvs`; a resource without `acpi` belongs to its custodian (`cstn`) or else its creator,
+//! and a resource that cannot carry `acpi` (a CIN) follows its parent; otherwise the `pv`
+//! rules of the referenced ACPs decide.
 //!
 //! A `pv` rule applies when its `acop` has the operation's bit, one of its contexts
 //! (`acco`: time windows `actw`, client addresses `acip`) holds, the request is

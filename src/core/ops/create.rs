@@ -51,14 +51,10 @@ impl Cse {
         let originator = type_rules.originator(&self.context(), originator.as_deref())?;
         let plan = CreatePlan {
             target: target.id,
-            draft: Draft {
-                ty,
-                attributes,
-                originator,
-                rvi: request.rvi.clone(),
-                now: Timestamp::now(),
-                et: Timestamp::now(),
-            },
+            ty,
+            attributes,
+            originator,
+            rvi: request.rvi.clone(),
             config: self.config.clone(),
             identity: self.identity.clone(),
             registry: self.registry.clone(),
@@ -86,7 +82,11 @@ impl Cse {
 /// Everything a CREATE needs, moved onto the storage thread.
 struct CreatePlan {
     target: LocalId,
-    draft: Draft,
+    ty: ResourceType,
+    attributes: Map<String, Value>,
+    /// For an AE its AE-ID, for a CSR its CSE-ID (see `TypeRules::originator`).
+    originator: String,
+    rvi: String,
     config: Arc<Config>,
     identity: Arc<Identity>,
     registry: Registry,
@@ -95,9 +95,11 @@ struct CreatePlan {
 
 impl CreatePlan {
     fn apply(self, tx: &mut dyn WriteTx) -> Result<Resource> {
-        let CreatePlan { target, mut draft, config, identity, registry, guard } = self;
+        let CreatePlan { target, ty, attributes, originator, rvi, config, identity, registry, guard } = self;
+        // Taken on the writer thread, so creation times follow the order of the commits.
+        let now = Timestamp::now();
+        let mut draft = Draft { ty, attributes, originator, rvi, now, et: now };
         let ctx = Context { config: &config, identity: &identity, registry: &registry };
-        let ty = draft.ty;
         let type_rules = rules(ty);
         let parent = locate(&*tx, &target)?;
         // AE and CSR registration are decided by the allowed-originator lists (checked

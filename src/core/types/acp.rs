@@ -23,17 +23,17 @@ impl TypeRules for Acp {
     fn mandatory(&self) -> &'static [&'static str] {
         &["pv", "pvs"]
     }
-}
 
-/// Check the `pv` and `pvs` of a body: on CREATE both are there; on UPDATE those sent.
-pub(super) fn check_privileges_of(attributes: &Map<String, Value>, create: bool) -> Result<()> {
-    for (name, self_privileges) in [("pv", false), ("pvs", true)] {
-        let value = attributes.get(name);
-        if create || value.is_some_and(|value| !value.is_null()) {
-            check_privileges(name, value, self_privileges)?;
+    /// The `pv` and `pvs` rules: on CREATE both are there; on UPDATE those sent.
+    fn check_body(&self, attributes: &Map<String, Value>, create: bool) -> Result<()> {
+        for (name, self_privileges) in [("pv", false), ("pvs", true)] {
+            let value = attributes.get(name);
+            if create || value.is_some_and(|value| !value.is_null()) {
+                check_privileges(name, value, self_privileges)?;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `pv` / `pvs`: `{"acr": [rule, ...]}`. `pv` may be `{}` or have an empty list; `pvs`

@@ -70,6 +70,12 @@ pub(crate) trait TypeRules: Sync {
         &[]
     }
 
+    /// Checks of a request body that need nothing but the body, after the attribute
+    /// policies (`create`: a CREATE's body, else an UPDATE's).
+    fn check_body(&self, _attributes: &Map<String, Value>, _create: bool) -> Result<()> {
+        Ok(())
+    }
+
     /// Why `op` is never allowed on this type (the answer is 4005), if it is not.
     fn refuses(&self, _op: Operation) -> Option<&'static str> {
         None
@@ -185,10 +191,7 @@ pub fn policy_of(ty: ResourceType, name: &str) -> Option<Policy> {
 pub fn validate_create(ty: ResourceType, attributes: &Map<String, Value>) -> Result<()> {
     let rules = rules(ty);
     resource::check_create(ty, |name| rules.policy(name), rules.mandatory(), attributes)?;
-    if ty == ResourceType::Acp {
-        acp::check_privileges_of(attributes, true)?;
-    }
-    Ok(())
+    rules.check_body(attributes, true)
 }
 
 /// Check an UPDATE body's attributes against the policies of `ty` (`null` removes an
@@ -196,10 +199,7 @@ pub fn validate_create(ty: ResourceType, attributes: &Map<String, Value>) -> Res
 pub fn validate_update(ty: ResourceType, attributes: &Map<String, Value>) -> Result<()> {
     let rules = rules(ty);
     resource::check_update(ty, |name| rules.policy(name), attributes)?;
-    if ty == ResourceType::Acp {
-        acp::check_privileges_of(attributes, false)?;
-    }
-    Ok(())
+    rules.check_body(attributes, false)
 }
 
 /// May a resource of type `child` be created under one of type `parent`?
