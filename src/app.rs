@@ -43,7 +43,7 @@ pub struct App {
 impl App {
     /// Bind, open storage, create the start-up resources. `init_dir` holds the `init/`
     /// files applied to a new database.
-    /// A TLS file that cannot be read fails as a [`ConfigError`] naming its key.
+    /// A TLS file that cannot be read fails as a [`crate::config::ConfigError`] naming its key.
     pub async fn build(config: Config, init_dir: Option<PathBuf>) -> anyhow::Result<App> {
         let tls = tls::load(&config.http.tls)?;
         let listener = TcpListener::bind(config.http.listen)

@@ -6,7 +6,7 @@
 //! "done". A request that times out after its commit cannot lose a registration, and a
 //! deregistration cannot remove a newer registration. Readers work on a snapshot that no
 //! writer changes under them (`ArcSwap`); only the store's writer thread writes, through
-//! [`Observer::committed`]. Keys are CSE-IDs as stored in CSRs (`/id-mn`, or `//sp/id-in`
+//! `Observer::committed`. Keys are CSE-IDs as stored in CSRs (`/id-mn`, or `//sp/id-in`
 //! for another service provider). No I/O.
 
 use std::collections::{BTreeSet, HashMap};

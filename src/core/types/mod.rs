@@ -1,12 +1,12 @@
 //! A room per resource type: what is particular to AE, CNT, CIN, CSR, ACP and the CSEBase
-//! lives in that type's file, behind [`TypeRules`].
+//! lives in that type's file, behind `TypeRules`.
 //!
 //! The operations (`core::ops`) do what every resource shares (access checks, names and
 //! paths, `acpi`, `et`, timestamps, storage) and ask the type for the rest: its attribute
 //! policy, which children it takes, who may create one and under what name, what it fills
 //! in and what a create changes in its parent, what an update or a delete does besides
 //! storing. A new type is one file here, one [`ResourceType`] variant and one arm in
-//! [`rules`].
+//! `rules`.
 
 mod acp;
 mod ae;
