@@ -153,7 +153,7 @@ impl CreatePlan {
 
         let resource = Resource { ty, attributes: draft.attributes, path, creator: Some(draft.originator) };
         tx.insert(&resource)?;
-        type_rules.after_create(tx, &resource)?;
+        type_rules.after_create(tx, parent, &resource)?;
         Ok(resource)
     }
 }

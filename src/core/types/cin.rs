@@ -62,10 +62,7 @@ impl TypeRules for Cin {
     }
 
     /// The container counts the new instance and evicts the oldest beyond its limits.
-    fn after_create(&self, tx: &mut dyn WriteTx, instance: &Resource) -> Result<()> {
-        let Some(mut container) = tx.get(instance.pi())? else {
-            return Ok(());
-        };
+    fn after_create(&self, tx: &mut dyn WriteTx, mut container: Resource, instance: &Resource) -> Result<()> {
         container.set("st", instance.u64("st").unwrap_or(0));
         container.set("cni", container.u64("cni").unwrap_or(0) + 1);
         container.set("cbs", container.u64("cbs").unwrap_or(0) + instance.u64("cs").unwrap_or(0));

@@ -117,8 +117,8 @@ pub(crate) trait TypeRules: Sync {
     }
 
     /// What a create changes besides the new resource (its parent's counters), after it
-    /// is stored.
-    fn after_create(&self, _tx: &mut dyn WriteTx, _created: &Resource) -> Result<()> {
+    /// is stored; `parent` as read in this transaction.
+    fn after_create(&self, _tx: &mut dyn WriteTx, _parent: Resource, _created: &Resource) -> Result<()> {
         Ok(())
     }
 
