@@ -134,6 +134,11 @@ impl Identity {
         self.cse_id.stem()
     }
 
+    /// A request's originator, read once (see [`Originator`]).
+    pub fn originator(&self, received: &str) -> Originator {
+        Originator { received: received.to_string(), simplified: self.simplify_originator(received) }
+    }
+
     /// The reception form of an originator (TS-0004 §7.3 as the reference does it): an
     /// absolute ID of this SP becomes SP-relative; an SP-relative ID below this CSE becomes
     /// CSE-relative (`/id-in/Cabc` → `Cabc`).
@@ -211,6 +216,33 @@ impl From<&CseConfig> for Identity {
             resource_id: cse.resource_id.clone(),
             resource_name: cse.resource_name.clone(),
         }
+    }
+}
+
+/// A request's originator, read once when the request arrives: as received, and in this
+/// CSE's reception form, which every decision uses (access, who may speak for whom, the
+/// form a forwarded request carries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Originator {
+    received: String,
+    simplified: String,
+}
+
+impl Originator {
+    /// As the request carried it.
+    pub fn received(&self) -> &str {
+        &self.received
+    }
+
+    /// CSE-relative for this CSE's own (`Cabc`), SP-relative for others of its service
+    /// provider (`/id-mn/Cabc`), absolute for other service providers.
+    pub fn simplified(&self) -> &str {
+        &self.simplified
+    }
+
+    /// The CSE it belongs to (`/id-mn` for `/id-mn/Cabc`); `None` for this CSE's own.
+    pub fn cse(&self) -> Option<&str> {
+        crate::id::cse_of(&self.simplified)
     }
 }
 
@@ -303,5 +335,16 @@ mod tests {
         assert_eq!(identity.simplify_originator("//other.com/id-mn"), "//other.com/id-mn");
         assert_eq!(identity.simplify_originator("/id-mn/CAdmin"), "/id-mn/CAdmin");
         assert_eq!(identity.simplify_originator("Cabc"), "Cabc");
+    }
+
+    #[test]
+    fn an_originator_is_read_once_and_knows_its_cse() {
+        let identity = identity();
+        let own = identity.originator("//acme.example.com/id-in/Cabc");
+        assert_eq!((own.received(), own.simplified(), own.cse()), ("//acme.example.com/id-in/Cabc", "Cabc", None));
+        let below = identity.originator("/id-mn/Cae");
+        assert_eq!((below.simplified(), below.cse()), ("/id-mn/Cae", Some("/id-mn")));
+        let other_sp = identity.originator("//other.com/id-x/Cae");
+        assert_eq!(other_sp.simplified(), "//other.com/id-x/Cae");
     }
 }

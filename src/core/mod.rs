@@ -131,12 +131,14 @@ impl Cse {
 
     async fn dispatch(&self, request: &Request) -> Result<Response> {
         self.check_request(request)?;
-        self.check_caller(request)?;
+        // Read once; every decision below uses this form.
+        let originator = request.originator.as_deref().map(|received| self.identity.originator(received));
+        self.check_caller(request, originator.as_ref())?;
         let local = match self.identity.resolve(&request.to)? {
             Target::Local(local) => local,
-            Target::Remote(remote) => return self.forward(request, &remote).await,
+            Target::Remote(remote) => return self.forward(request, originator.as_ref(), &remote).await,
         };
-        let originator = request.originator.as_deref().map(|o| self.identity.simplify_originator(o));
+        let originator = originator.map(|originator| originator.simplified().to_string());
         let guard = Access {
             accessor: Accessor {
                 originator: originator.clone().unwrap_or_default(),

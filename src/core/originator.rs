@@ -19,10 +19,11 @@
 use tracing::warn;
 
 use crate::core::Cse;
+use crate::core::address::Originator;
 use crate::core::registry::Route;
 use crate::core::request::{Caller, Request};
 use crate::error::{Error, Result};
-use crate::id::{cse_of, hop_name};
+use crate::id::hop_name;
 use crate::security::{Originators, Principal};
 
 /// Where a request came from, as far as its `Via` tells and this CSE knows that hop.
@@ -37,13 +38,20 @@ enum Previous {
 
 impl Cse {
     /// Check the originator of a request received from a client or another CSE.
-    pub(crate) fn check_caller(&self, request: &Request) -> Result<()> {
+    pub(crate) fn check_caller(&self, request: &Request, originator: Option<&Originator>) -> Result<()> {
         let Caller::Peer { principal, .. } = &request.caller else {
             return Ok(());
         };
         // A missing originator is only allowed for an AE CREATE, which registers as "C".
-        let received = request.originator.as_deref().unwrap_or("C");
-        let simplified = self.identity.simplify_originator(received);
+        let registering;
+        let originator = match originator {
+            Some(originator) => originator,
+            None => {
+                registering = self.identity.originator("C");
+                &registering
+            }
+        };
+        let (received, simplified) = (originator.received(), originator.simplified().to_string());
         if let Some(principal) = principal {
             self.check_credentials(principal, received, &simplified)?;
         }
@@ -52,7 +60,7 @@ impl Cse {
                 "originator {received} is this CSE itself, which sends no requests to itself"
             )));
         }
-        let origin_cse = cse_of(&simplified);
+        let origin_cse = originator.cse();
         let refuse = |why: String| Err(Error::no_privilege(format!("originator {received}: {why}")));
         match self.previous_hop(request) {
             Previous::Registree(registree) => {

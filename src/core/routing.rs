@@ -8,7 +8,7 @@ use tracing::debug;
 
 use crate::config::RegistrarConfig;
 use crate::core::Cse;
-use crate::core::address::RemoteTarget;
+use crate::core::address::{Originator, RemoteTarget};
 use crate::core::net::TransportError;
 use crate::core::registry::Route;
 use crate::core::request::{Request, Response};
@@ -23,7 +23,12 @@ const MAX_HOPS: usize = 16;
 impl Cse {
     /// A target on another CSE: forward the request to the next hop towards it and relay
     /// the answer unchanged. See [`Cse::next_hop`] for the routing decision.
-    pub(in crate::core) async fn forward(&self, request: &Request, remote: &RemoteTarget) -> Result<Response> {
+    pub(in crate::core) async fn forward(
+        &self,
+        request: &Request,
+        originator: Option<&Originator>,
+        remote: &RemoteTarget,
+    ) -> Result<Response> {
         let target = match &remote.sp_id {
             Some(sp) => format!("//{sp}{}", remote.cse_id),
             None => remote.cse_id.clone(),
@@ -49,7 +54,7 @@ impl Cse {
             )));
         }
         let mut outgoing = request.clone();
-        outgoing.originator = Some(self.forwarding_originator(request, remote.sp_id.is_some()));
+        outgoing.originator = Some(self.forwarding_originator(originator, remote.sp_id.is_some()));
         outgoing.via.push(own_hop);
         let timeout = match &request.rqet {
             Some(rqet) => rqet.duration_since(Timestamp::now()).min(self.outbound.timeout()),
@@ -136,10 +141,9 @@ impl Cse {
 
     /// The originator a forwarded request carries: SP-relative (`/id-in/Cae`), or
     /// absolute (`//sp/id-in/Cae`) when the request leaves this service provider.
-    fn forwarding_originator(&self, request: &Request, across_sps: bool) -> String {
-        let received = request.originator.as_deref().unwrap_or_default();
-        let simplified = self.identity.simplify_originator(received);
-        let sp_relative = self.identity.sp_relative(&simplified);
+    fn forwarding_originator(&self, originator: Option<&Originator>, across_sps: bool) -> String {
+        let simplified = originator.map(Originator::simplified).unwrap_or_default();
+        let sp_relative = self.identity.sp_relative(simplified);
         if across_sps && !sp_relative.starts_with("//") {
             return format!("//{}{sp_relative}", self.identity.sp_id);
         }

@@ -1,5 +1,5 @@
-//! The operations on local resources: one module each for CREATE, RETRIEVE (and
-//! discovery), UPDATE and DELETE. Each runs in one storage transaction and asks the
+//! The operations on local resources: one module each for CREATE, RETRIEVE, discovery,
+//! UPDATE and DELETE. Each runs in one storage transaction and asks the
 //! target's type (`core::types`) for what is particular to it; what others must hear about
 //! leaves the commit as a change set (`storage::ChangeSet`), never from here.
 //!
@@ -8,6 +8,7 @@
 
 mod create;
 mod delete;
+mod discover;
 mod retrieve;
 mod update;
 
