@@ -140,6 +140,14 @@ pub struct RegistrarConfig {
     pub credentials: Option<Credentials>,
 }
 
+impl RegistrarConfig {
+    /// Its CSE-ID in absolute form (`//sp/id-in`): how this CSE names the registrar of
+    /// another service provider.
+    pub fn absolute_cse_id(&self) -> String {
+        self.cse_id.absolute(&self.sp_id)
+    }
+}
+
 impl CseSettings {
     /// Check the registration subsections of `[cse]`, given the checked `[cse]` itself:
     /// who may register, the same-SP registrar, the registrars of other service providers.

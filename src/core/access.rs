@@ -177,10 +177,7 @@ impl Access {
         match target.ty {
             ResourceType::CseBase if permission == Permission::Retrieve => {
                 let registrar = config.registrar.iter().any(|registrar| registrar.cse_id == originator)
-                    || config
-                        .sp_registrars
-                        .iter()
-                        .any(|registrar| format!("//{}{}", registrar.sp_id, registrar.cse_id) == originator);
+                    || config.sp_registrars.iter().any(|registrar| registrar.absolute_cse_id() == originator);
                 if registrar
                     || crate::id::matches_any(&config.registration.allowed_csr_originators, originator)
                     || is_registered_ae(tx, originator)?
@@ -241,7 +238,7 @@ impl Access {
         let identity = &self.identity;
         (self.config.security.full_access_admin && originator == self.config.cse.admin_originator)
             || originator == identity.cse_id
-            || originator == format!("//{}{}", identity.sp_id, identity.cse_id)
+            || originator == identity.cse_id.absolute(&identity.sp_id)
     }
 
     /// An ACP's own `pvs`: `acop` and `acor` decide (contexts, `acaf`, `acod` and `aca` do

@@ -69,7 +69,7 @@ impl Cse {
             .registrar
             .iter()
             .map(|registrar| registrar.cse_id.to_string())
-            .chain(config.sp_registrars.iter().map(|registrar| format!("//{}{}", registrar.sp_id, registrar.cse_id)))
+            .chain(config.sp_registrars.iter().map(|registrar| registrar.absolute_cse_id()))
             .collect();
         let registry = Registry::new(&identity.cse_id, registrars);
         storage.observe(Arc::new(registry.clone()));

@@ -131,11 +131,7 @@ impl Cse {
         }
         let sp = &self.identity.sp_id;
         let same_sp = self.config.registrar.iter().map(|registrar| hop_name(&registrar.cse_id, sp));
-        let other_sp = self
-            .config
-            .sp_registrars
-            .iter()
-            .map(|registrar| hop_name(&format!("//{}{}", registrar.sp_id, registrar.cse_id), sp));
+        let other_sp = self.config.sp_registrars.iter().map(|registrar| hop_name(&registrar.absolute_cse_id(), sp));
         if same_sp.chain(other_sp).any(|hop| hop == *previous) {
             return Previous::Registrar;
         }

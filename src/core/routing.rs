@@ -92,7 +92,7 @@ impl Cse {
         if let Some(sp) = other_sp {
             let prefix = format!("//{sp}/");
             if let Some(registrar) = self.config.sp_registrars.iter().find(|registrar| registrar.sp_id == sp) {
-                return Ok(self.registrar_hop(registrar, format!("//{sp}{}", registrar.cse_id)));
+                return Ok(self.registrar_hop(registrar, registrar.absolute_cse_id()));
             }
             if let Some(csr) = self
                 .registry

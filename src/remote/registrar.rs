@@ -48,8 +48,8 @@ impl Registrar {
         let own_stem = own.cse_id.stem();
         let (cse_id, own_csi, own_cb, own_csr_rn, registrar_cb) = if other_sp {
             (
-                format!("//{}{}", registrar.sp_id, registrar.cse_id),
-                format!("//{}{}", own.sp_id, own.cse_id),
+                registrar.absolute_cse_id(),
+                own.cse_id.absolute(&own.sp_id),
                 format!("//{}{}/{}", own.sp_id, own.cse_id, own.resource_name),
                 format!("{}_{own_stem}", own.sp_id),
                 format!("//{}{}/{}", registrar.sp_id, registrar.cse_id, registrar.resource_name),

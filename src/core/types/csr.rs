@@ -176,5 +176,5 @@ fn is_registrar(ctx: &Context, csi: &str) -> bool {
         || config
             .sp_registrars
             .iter()
-            .any(|registrar| identity.simplify_originator(&format!("//{}{}", registrar.sp_id, registrar.cse_id)) == csi)
+            .any(|registrar| identity.simplify_originator(&registrar.absolute_cse_id()) == csi)
 }
