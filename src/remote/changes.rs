@@ -96,15 +96,15 @@ impl Inner {
         };
         loop {
             tokio::select! {
-                () = token.cancelled() => return,
-                committed = changes.recv() => match committed {
-                    Ok(committed) => {
-                        for change in &committed.changes {
-                            if let Some(reported) = known.apply(change) {
-                                self.report(reported);
-                            }
-                        }
+                () = token.cancelled() => {
+                    // What was committed before the stop is still reported.
+                    while let Ok(committed) = changes.try_recv() {
+                        self.report_all(&mut known, &committed);
                     }
+                    return;
+                }
+                committed = changes.recv() => match committed {
+                    Ok(committed) => self.report_all(&mut known, &committed),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "fell behind the committed changes; comparing with the store");
                         if let Some(stored) = self.stored_csrs().await {
@@ -135,6 +135,15 @@ impl Inner {
             Err(error) => {
                 warn!(error = %error.detail(), "cannot read the stored CSRs");
                 None
+            }
+        }
+    }
+
+    /// Report what one committed change set changed among the CSRs.
+    fn report_all(&self, known: &mut Known, committed: &ChangeSet) {
+        for change in &committed.changes {
+            if let Some(reported) = known.apply(change) {
+                self.report(reported);
             }
         }
     }

@@ -106,10 +106,13 @@ struct Inner {
 }
 
 struct Running {
-    token: CancellationToken,
+    /// Stops the monitor (first, so that nothing registers while stopping).
+    monitor_token: CancellationToken,
+    /// Stops the change follower (last, after it has reported what the stop changed).
+    follower_token: CancellationToken,
     commands: mpsc::Sender<oneshot::Sender<()>>,
     monitor: JoinHandle<()>,
-    events: JoinHandle<()>,
+    follower: JoinHandle<()>,
 }
 
 /// The remote-CSE manager. Cloning is cheap.
@@ -265,29 +268,38 @@ impl RemoteCseManager {
         if running.is_some() {
             return Ok(());
         }
-        let token = CancellationToken::new();
+        let monitor_token = CancellationToken::new();
+        let follower_token = CancellationToken::new();
         let (commands, command_rx) = mpsc::channel(16);
         let changes = self.inner.cse.storage.changes();
         let descendants = self.inner.cse.registry.descendants_changed();
-        let monitor =
-            tokio::spawn(self.inner.clone().monitor(command_rx, token.clone()).instrument(info_span!("remote_cse")));
-        let events = tokio::spawn(
-            self.inner
-                .clone()
-                .follow_changes(changes, descendants, token.clone())
-                .instrument(info_span!("remote_cse_changes")),
-        );
+        // Connecting before the first round can report anything else.
         for registrar in &self.inner.registrars {
             self.inner.set_status(registrar, RegistrationStatus::Connecting);
         }
-        *running = Some(Running { token, commands, monitor, events });
+        let monitor = tokio::spawn(
+            self.inner.clone().monitor(command_rx, monitor_token.clone()).instrument(info_span!("remote_cse")),
+        );
+        let follower = tokio::spawn(
+            self.inner
+                .clone()
+                .follow_changes(changes, descendants, follower_token.clone())
+                .instrument(info_span!("remote_cse_changes")),
+        );
+        *running = Some(Running { monitor_token, follower_token, commands, monitor, follower });
         Ok(())
     }
 
     /// Stop the workers. With `unregister_when_stopping`, delete this CSE's CSR on each
-    /// registrar and the local registrar CSRs, bounded by the client time-out.
+    /// registrar and the local registrar CSRs, bounded by the client time-out. The monitor
+    /// stops first; the change follower last, after reporting what the stop changed (the
+    /// removal of the registrars' CSRs reaches the CSR callbacks).
     pub async fn stop(&self) {
-        self.halt().await;
+        let Some(running) = self.inner.running.lock().await.take() else {
+            return;
+        };
+        running.monitor_token.cancel();
+        let _ = running.monitor.await;
         if self.inner.cse.config.registration.unregister_when_stopping {
             let grace = self.inner.cse.outbound.timeout() + Duration::from_secs(1);
             if tokio::time::timeout(grace, self.inner.deregister_all()).await.is_err() {
@@ -298,6 +310,8 @@ impl RemoteCseManager {
                 self.inner.set_status(registrar, RegistrationStatus::Disabled);
             }
         }
+        running.follower_token.cancel();
+        let _ = running.follower.await;
     }
 
     /// Stop without deregistering and start again with an immediate check.
@@ -327,9 +341,10 @@ impl RemoteCseManager {
         let Some(running) = self.inner.running.lock().await.take() else {
             return;
         };
-        running.token.cancel();
+        running.monitor_token.cancel();
         let _ = running.monitor.await;
-        let _ = running.events.await;
+        running.follower_token.cancel();
+        let _ = running.follower.await;
     }
 }
 

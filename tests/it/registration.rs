@@ -420,3 +420,29 @@ async fn the_in_cse_id_reaches_the_bottom_of_the_tree_with_the_next_rounds() {
     mn.shutdown().await;
     in_cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_graceful_stop_reports_the_registrars_csr_as_removed_to_the_csr_callbacks() {
+    // Arrange: the MN reports CSR changes (csi, registrar, added).
+    let in_cse = spawn_in().await;
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let seen = changes.clone();
+    let mn = TestCse::start_hooked(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse)), move |remote| {
+        remote.on_csr_update(move |record, added| {
+            seen.lock().expect("lock").push((record.csi.clone(), record.registrar, added));
+        });
+    })
+    .await;
+    mn.remote.check_now().await.expect("monitor runs");
+
+    // Act: stop (deregistering, the default).
+    mn.shutdown().await;
+
+    // Assert: the registrar's CSR came and went, reported as the registrar's.
+    eventually("the MN's callback saw its registrar's CSR removed", DEADLINE, || {
+        let seen = changes.lock().expect("lock").clone();
+        async move { seen == [("/id-in".to_string(), true, true), ("/id-in".to_string(), true, false)] }
+    })
+    .await;
+    in_cse.shutdown().await;
+}
