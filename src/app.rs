@@ -133,10 +133,14 @@ impl App {
         );
         let tls = cse.config.http.tls.server.is_some();
         info!(address = %local_addr, tls, authentication = cse.config.http.auth.is_enabled(), "serving HTTP");
-        remote
-            .start()
-            .await
-            .map_err(|error| anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.detail()))?;
+        if let Err(error) = remote.start().await {
+            // Nothing keeps running when the start fails.
+            shutdown.cancel();
+            let _ = server.await;
+            tracker.close();
+            tracker.wait().await;
+            return Err(anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.detail()));
+        }
         cse.events.emit(Event::CseStarted);
         Ok(Running { remote, server, tracker })
     }
