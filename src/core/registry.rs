@@ -4,12 +4,15 @@
 //! The table follows the `<remoteCSE>` resources as they are committed: [`Registry`]
 //! observes the store, so it changes in commit order, before the writer's caller hears
 //! "done". A request that times out after its commit cannot lose a registration, and a
-//! deregistration cannot remove a newer registration. Readers work on a snapshot that no
-//! writer changes under them (`ArcSwap`); only the store's writer thread writes, through
-//! `Observer::committed`. Keys are CSE-IDs as stored in CSRs (`/id-mn`, or `//sp/id-in`
-//! for another service provider). No I/O.
+//! deregistration cannot remove a newer registration. The table is a function of the
+//! stored CSRs, whatever the order of the commits: a CSE listed by two registrees is routed
+//! through the first and, when that one drops it, through the other at once. Readers work
+//! on a snapshot that no writer changes under them (`ArcSwap` of persistent maps, so a
+//! commit costs in proportion to what it changed); only the store's writer thread writes,
+//! through `Observer::committed`. Keys are CSE-IDs as stored in CSRs (`/id-mn`, or
+//! `//sp/id-in` for another service provider). No I/O.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -62,12 +65,63 @@ struct Inner {
     descendants: watch::Sender<u64>,
 }
 
+/// The table, a function of the stored CSRs. Persistent maps: a commit copies the table in
+/// O(1) and changes it in proportion to what the commit changed.
 #[derive(Debug, Clone, Default)]
 struct Table {
-    /// csi → descendant (the registree/descendant table).
-    descendants: HashMap<String, Descendant>,
+    /// Direct registrees: CSE-ID → their CSR here.
+    registrees: imbl::HashMap<String, Arc<Resource>>,
+    /// A CSE below a registree → the registrees whose `dcse` lists it, in the order they
+    /// claimed it; the first is its route.
+    claims: imbl::HashMap<String, Vec<String>>,
     /// registrar csi → the local CSR describing it.
-    registrars: HashMap<String, Arc<Resource>>,
+    registrars: imbl::HashMap<String, Arc<Resource>>,
+}
+
+impl Table {
+    /// Is `csi` below this CSE (registered here or listed by a registree)?
+    fn knows(&self, csi: &str) -> bool {
+        self.registrees.contains_key(csi) || self.claims.contains_key(csi)
+    }
+
+    fn descendant(&self, own_csi: &str, csi: &str) -> Option<Descendant> {
+        if let Some(csr) = self.registrees.get(csi) {
+            return Some(Descendant { csr: Some(csr.clone()), via: own_csi.to_string() });
+        }
+        let via = self.claims.get(csi)?.first()?;
+        Some(Descendant { csr: None, via: via.clone() })
+    }
+
+    /// Registree `csi` is now `csr` (or gone): its claims follow the difference between
+    /// what it listed and what it lists, so the cost is that of the change. Returns whether
+    /// the set of CSEs below this one changed.
+    fn set_registree(&mut self, csi: &str, csr: Option<Arc<Resource>>) -> bool {
+        let listed =
+            |csr: &Resource| -> BTreeSet<String> { csr.str_list("dcse").into_iter().filter(|id| id != csi).collect() };
+        let before = self.registrees.get(csi).map(|old| listed(old)).unwrap_or_default();
+        let after = csr.as_deref().map(listed).unwrap_or_default();
+        let gone: Vec<String> = before.difference(&after).cloned().collect();
+        let new: Vec<String> = after.difference(&before).cloned().collect();
+        let touched: Vec<String> =
+            std::iter::once(csi.to_string()).chain(gone.iter().cloned()).chain(new.iter().cloned()).collect();
+        let known_before: Vec<bool> = touched.iter().map(|id| self.knows(id)).collect();
+        match csr {
+            Some(csr) => self.registrees.insert(csi.to_string(), csr),
+            None => self.registrees.remove(csi),
+        };
+        for id in &gone {
+            if let Some(claimants) = self.claims.get_mut(id) {
+                claimants.retain(|claimant| claimant != csi);
+                if claimants.is_empty() {
+                    self.claims.remove(id);
+                }
+            }
+        }
+        for id in new {
+            self.claims.entry(id).or_default().push(csi.to_string());
+        }
+        touched.iter().zip(known_before).any(|(id, known)| self.knows(id) != known)
+    }
 }
 
 impl Registry {
@@ -100,16 +154,11 @@ impl Registry {
         if let Some(registrar) = table.registrars.get(csi) {
             return Some(Route::Registrar(registrar.clone()));
         }
-        let mut current = csi;
-        // Follow "reached via" links up to the direct registree; bounded against cycles.
-        for _ in 0..=table.descendants.len() {
-            let descendant = table.descendants.get(current)?;
-            if let Some(csr) = &descendant.csr {
-                return Some(Route::Registree(csr.clone()));
-            }
-            current = &descendant.via;
+        if let Some(csr) = table.registrees.get(csi) {
+            return Some(Route::Registree(csr.clone()));
         }
-        None
+        let via = table.claims.get(csi)?.first()?;
+        table.registrees.get(via).map(|csr| Route::Registree(csr.clone()))
     }
 
     pub fn registrar(&self, csi: &str) -> Option<Arc<Resource>> {
@@ -121,21 +170,20 @@ impl Registry {
     }
 
     pub fn descendant(&self, csi: &str) -> Option<Descendant> {
-        self.inner.table.load().descendants.get(csi).cloned()
+        self.inner.table.load().descendant(&self.inner.own_csi, csi)
     }
 
     /// Every CSE-ID below this CSE, sorted: what this CSE reports as `dcse`.
     pub fn descendant_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.inner.table.load().descendants.keys().cloned().collect();
-        ids.sort();
-        ids
+        let table = self.inner.table.load();
+        let ids: BTreeSet<&String> = table.registrees.keys().chain(table.claims.keys()).collect();
+        ids.into_iter().cloned().collect()
     }
 
     /// The CSRs of direct registrees, sorted by CSE-ID.
     pub fn registree_csrs(&self) -> Vec<Arc<Resource>> {
         let table = self.inner.table.load();
-        let mut csrs: Vec<Arc<Resource>> =
-            table.descendants.values().filter_map(|descendant| descendant.csr.clone()).collect();
+        let mut csrs: Vec<Arc<Resource>> = table.registrees.values().cloned().collect();
         csrs.sort_by(|a, b| a.str("csi").cmp(&b.str("csi")));
         csrs
     }
@@ -174,16 +222,8 @@ impl Registry {
                 table.registrars.insert(csi, csr.clone());
                 false
             }
-            (Change::Deleted(_), false) => remove_registree(table, &csi),
-            (_, false) => {
-                let existed = table.descendants.contains_key(&csi);
-                let dcse = csr.str_list("dcse");
-                table
-                    .descendants
-                    .insert(csi.clone(), Descendant { csr: Some(csr.clone()), via: self.inner.own_csi.clone() });
-                let changed = replace_descendants_of(table, &csi, &dcse);
-                !existed || changed
-            }
+            (Change::Deleted(_), false) => table.set_registree(&csi, None),
+            (_, false) => table.set_registree(&csi, Some(csr.clone())),
         }
     }
 }
@@ -203,52 +243,6 @@ impl Observer for Registry {
             self.inner.descendants.send_modify(|version| *version += 1);
         }
     }
-}
-
-/// Forget a registree and every CSE reached only through it; true if anything went.
-fn remove_registree(table: &mut Table, csi: &str) -> bool {
-    let mut removed = table.descendants.remove(csi).is_some();
-    let mut frontier = vec![csi.to_string()];
-    while let Some(via) = frontier.pop() {
-        let below: Vec<String> = table
-            .descendants
-            .iter()
-            .filter(|(_, descendant)| descendant.via == via && descendant.csr.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in below {
-            if table.descendants.remove(&id).is_some() {
-                frontier.push(id);
-                removed = true;
-            }
-        }
-    }
-    removed
-}
-
-/// Make the indirect descendants reached via `csi` those of `dcse`; true if they changed.
-fn replace_descendants_of(table: &mut Table, csi: &str, dcse: &[String]) -> bool {
-    let wanted: BTreeSet<&str> = dcse.iter().map(String::as_str).filter(|id| *id != csi).collect();
-    let current: BTreeSet<String> = table
-        .descendants
-        .iter()
-        .filter(|(_, descendant)| descendant.via == csi && descendant.csr.is_none())
-        .map(|(id, _)| id.clone())
-        .collect();
-    let mut changed = false;
-    for id in &current {
-        if !wanted.contains(id.as_str()) {
-            table.descendants.remove(id);
-            changed = true;
-        }
-    }
-    for id in wanted {
-        if !current.contains(id) && !table.descendants.contains_key(id) {
-            table.descendants.insert(id.to_string(), Descendant { csr: None, via: csi.to_string() });
-            changed = true;
-        }
-    }
-    changed
 }
 
 #[cfg(test)]
@@ -296,6 +290,45 @@ mod tests {
         assert_eq!(registry.descendant_ids(), ["/id-asn1", "/id-mn", "/id-mn2"]);
         commit(&registry, vec![Change::Deleted(csr("/id-mn", &[]))]);
         assert_eq!(registry.descendant_ids(), ["/id-mn2"]);
+    }
+
+    #[test]
+    fn routing_is_a_function_of_the_stored_csrs_whatever_the_order_of_claims() {
+        // Two registrees list the same CSE (stored before the dcse checks, or re-homing):
+        // the first claim routes; when it goes, the other takes over at once.
+        let registry = Registry::new("/id-in", Vec::new());
+        commit(&registry, vec![Change::Created(csr("/id-mn2", &["/id-asn"]))]);
+        commit(&registry, vec![Change::Created(csr("/id-mn1", &["/id-asn"]))]);
+        assert_eq!(registry.route("/id-asn").expect("routed").csr().str("csi"), Some("/id-mn2"));
+        commit(&registry, vec![Change::Updated(csr("/id-mn2", &[]))]);
+        assert_eq!(registry.route("/id-asn").expect("still routed").csr().str("csi"), Some("/id-mn1"));
+        assert_eq!(registry.descendant("/id-asn").map(|descendant| descendant.via), Some("/id-mn1".to_string()));
+        commit(&registry, vec![Change::Deleted(csr("/id-mn1", &["/id-asn"]))]);
+        assert!(registry.route("/id-asn").is_none());
+    }
+
+    #[test]
+    fn a_direct_registration_routes_before_a_claim_and_a_deletion_uses_what_was_stored() {
+        let registry = Registry::new("/id-in", Vec::new());
+        commit(&registry, vec![Change::Created(csr("/id-mn", &["/id-asn", "/id-asn2"]))]);
+        commit(&registry, vec![Change::Created(csr("/id-asn", &[]))]);
+        assert_eq!(registry.route("/id-asn").expect("routed").csr().str("csi"), Some("/id-asn"));
+        // The deleted resource as a change carries no dcse here; the stored one counts.
+        commit(&registry, vec![Change::Deleted(csr("/id-mn", &[]))]);
+        assert!(registry.route("/id-asn2").is_none());
+        assert_eq!(registry.descendant_ids(), ["/id-asn"]);
+    }
+
+    #[test]
+    fn only_a_change_of_the_set_below_signals_a_push() {
+        let registry = Registry::new("/id-in", Vec::new());
+        commit(&registry, vec![Change::Created(csr("/id-mn", &["/id-asn"]))]);
+        let mut changed = registry.descendants_changed();
+        changed.mark_unchanged();
+        commit(&registry, vec![Change::Updated(csr("/id-mn", &["/id-asn"]))]);
+        assert!(!changed.has_changed().unwrap_or(true), "same dcse: nothing to push");
+        commit(&registry, vec![Change::Updated(csr("/id-mn", &["/id-asn", "/id-asn2"]))]);
+        assert!(changed.has_changed().unwrap_or(false));
     }
 
     #[test]
