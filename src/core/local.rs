@@ -109,4 +109,21 @@ impl Cse {
             .await?;
         Ok(deleted)
     }
+
+    /// Delete the local resource `expected` (and its subtree) only if it is still stored as
+    /// it was read: a registree found unreachable is removed only if the CSR that was
+    /// probed is the one stored, not one it re-registered or updated since. Returns
+    /// whether it was deleted.
+    pub(crate) async fn delete_local_unchanged(&self, expected: &Resource) -> Result<bool> {
+        let expected = expected.clone();
+        self.storage
+            .write(move |tx| match tx.get(expected.ri())? {
+                Some(stored) if stored == expected => {
+                    remove(tx, &stored)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })
+            .await
+    }
 }

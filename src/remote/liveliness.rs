@@ -1,7 +1,8 @@
 //! The registrar side: are the registrees still there? Every round probes each
 //! registree's CSEBase (concurrently, bounded by `liveliness_parallelism`, each within
 //! `liveliness_timeout`); a registree that fails `liveliness_failures` rounds in a row is
-//! removed (its CSR deleted, which the change follower reports).
+//! removed (its CSR deleted, which the change follower reports), unless its CSR changed
+//! while it was probed (it re-registered or pushed an update: it is there).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,9 +48,10 @@ impl Inner {
             warn!(%csi, failures = *count, "registree did not answer");
             if *count >= registration.liveliness_failures {
                 failures.remove(&csi);
-                info!(%csi, "removing unreachable registree");
-                if let Err(error) = self.cse.delete_local(csr.ri()).await {
-                    warn!(%csi, error = %error.detail(), "cannot remove the registree's CSR");
+                match self.cse.delete_local_unchanged(&csr).await {
+                    Ok(true) => info!(%csi, "removed unreachable registree"),
+                    Ok(false) => info!(%csi, "registree re-registered or updated while probed; kept"),
+                    Err(error) => warn!(%csi, error = %error.detail(), "cannot remove the registree's CSR"),
                 }
             }
         }

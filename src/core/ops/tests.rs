@@ -194,3 +194,23 @@ async fn expired_instances_are_removed_and_their_container_counts_right() {
     assert_eq!(retrieve(&cse, "cse-in/box/brief").await.rsc, Rsc::NotFound);
     assert_eq!(counters(&cse, "cse-in/box").await.0, json!(1));
 }
+
+#[tokio::test]
+async fn an_unreachable_registree_is_removed_only_if_its_csr_is_the_one_probed() {
+    let cse = cse().await;
+    let mut request = Request::new(Operation::Create, "cse-in", Some("/id-mn"));
+    request.ty = Some(16);
+    request.content =
+        Some(json!({"m2m:csr": {"cb": "/id-mn/cse-mn", "rr": true, "srv": ["4"], "poa": ["http://127.0.0.1:2"]}}));
+    assert_eq!(cse.handle(request).await.rsc, Rsc::Created);
+    let probed = cse.stored("id-mn").await.expect("store").expect("the CSR");
+    // It pushes an update while the probe is under way.
+    let mut update = Request::new(Operation::Update, "cse-in/id-mn", Some("/id-mn"));
+    update.content = Some(json!({"m2m:csr": {"dcse": []}}));
+    assert_eq!(cse.handle(update).await.rsc, Rsc::Updated);
+    assert!(!cse.delete_local_unchanged(&probed).await.expect("store"), "a changed CSR is kept");
+    assert!(cse.registry().route("/id-mn").is_some());
+    let current = cse.stored("id-mn").await.expect("store").expect("the CSR");
+    assert!(cse.delete_local_unchanged(&current).await.expect("store"));
+    assert!(cse.registry().route("/id-mn").is_none());
+}
