@@ -2,15 +2,37 @@
 //! `cse.registration.check_interval` or at once on request (`check_now`): every
 //! registrar checked, then (on IN and MN CSEs, with `check_liveliness`) the registrees
 //! probed.
+//!
+//! After a round in which a registrar could not be reached or refused a step, the
+//! registrars are checked again sooner: after about a second, then ever later (doubling,
+//! with jitter so that many registrees do not retry in step), up to `check_interval`.
+//! An MN started before its IN so registers seconds after the IN comes up. Retries check
+//! the registrars only; liveliness keeps its own pace (one probe per full round).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
-use super::Inner;
+use super::{Inner, RegistrationStatus, lock};
 use crate::config::CseKind;
+
+/// The first retry after a failed registration step (then doubling, jittered).
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// What a round checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The registrars, then the registrees' liveliness.
+    Full,
+    /// The registrars only (a retry after a failure).
+    Registrars,
+}
 
 impl Inner {
     pub(super) async fn monitor(
@@ -18,41 +40,74 @@ impl Inner {
         mut commands: mpsc::Receiver<oneshot::Sender<()>>,
         token: CancellationToken,
     ) {
-        let mut ticks = tokio::time::interval(self.cse.config.registration.check_interval);
+        let check_interval = self.cse.config.registration.check_interval;
+        let mut ticks = tokio::time::interval(check_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures: HashMap<String, u32> = HashMap::new();
+        let retries = ExponentialBuilder::new()
+            .with_min_delay(FIRST_RETRY)
+            .with_max_delay(check_interval)
+            .with_jitter()
+            .without_max_times();
+        let mut backoff: Option<ExponentialBackoff> = None;
         // The first round runs at once, before any check-now request is taken, so that a
         // check-now always means "a full round after this call".
         ticks.tick().await;
-        tokio::select! {
-            () = token.cancelled() => return,
-            () = self.round(&mut failures) => {}
-        }
+        let mut next: Option<(Round, Option<oneshot::Sender<()>>)> = Some((Round::Full, None));
         loop {
-            let asked = tokio::select! {
-                () = token.cancelled() => return,
-                _ = ticks.tick() => None,
-                Some(done) = commands.recv() => Some(done),
+            if let Some((round, asked)) = next.take() {
+                // A round stops where it is when the manager stops (shutdown stays bounded);
+                // the next start begins with a clean registration.
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = self.round(round, &mut failures) => {}
+                }
+                if let Some(done) = asked {
+                    let _ = done.send(());
+                }
+            }
+            let retry_at = if self.registrars_failing() {
+                let delays = backoff.get_or_insert_with(|| retries.build());
+                let delay = delays.next().unwrap_or(check_interval).min(check_interval);
+                debug!(?delay, "registrar checks failed; retrying");
+                Some(Instant::now() + delay)
+            } else {
+                backoff = None;
+                None
             };
-            // A round stops where it is when the manager stops (shutdown stays bounded);
-            // the next start begins with a clean registration.
-            tokio::select! {
+            next = tokio::select! {
                 () = token.cancelled() => return,
-                () = self.round(&mut failures) => {}
-            }
-            if let Some(done) = asked {
-                let _ = done.send(());
-            }
+                _ = ticks.tick() => Some((Round::Full, None)),
+                Some(done) = commands.recv() => Some((Round::Full, Some(done))),
+                () = sleep_until(retry_at), if retry_at.is_some() => Some((Round::Registrars, None)),
+            };
         }
     }
 
-    async fn round(&self, failures: &mut HashMap<String, u32>) {
+    async fn round(&self, round: Round, failures: &mut HashMap<String, u32>) {
         for registrar in &self.registrars {
             self.check_registrar(registrar).await;
         }
         let kind = self.cse.config.cse.kind;
-        if self.cse.config.registration.check_liveliness && kind != CseKind::Asn {
+        if round == Round::Full && self.cse.config.registration.check_liveliness && kind != CseKind::Asn {
             self.probe_registrees(failures).await;
         }
+    }
+
+    /// Did the last check of a registrar fail (not reached, or a step refused)?
+    fn registrars_failing(&self) -> bool {
+        self.registrars.iter().any(|registrar| {
+            matches!(
+                lock(&registrar.state).status,
+                RegistrationStatus::Connecting | RegistrationStatus::Unreachable | RegistrationStatus::Error(_)
+            )
+        })
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

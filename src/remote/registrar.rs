@@ -338,14 +338,21 @@ impl Inner {
         request
     }
 
-    /// Send to the registrar: its addresses in order of preference, moving on only when
-    /// one is unreachable. Remembers (and reports) the address in use.
+    /// Send to the registrar: its addresses in order of preference, moving on when one is
+    /// unreachable or answers with a server error (5xxx: a broken instance or a proxy in
+    /// front of none). Remembers (and reports) the address that answered; when every
+    /// address failed, the last server error is the answer, else the last transport error.
     async fn send_to_registrar(&self, registrar: &Registrar, request: &Request) -> Result<Response> {
         let mut last_failure = None;
+        let mut last_server_error = None;
         for (index, address) in registrar.info.addresses.iter().enumerate() {
             let base = format!("{address}{}", registrar.config.root);
             let credentials = registrar.config.credentials.as_ref();
             match self.cse.outbound.send(&base, request, self.cse.outbound.timeout(), credentials).await {
+                Ok(response) if response.rsc.code() >= 5000 => {
+                    debug!(registrar = %registrar.info.cse_id, %address, rsc = response.rsc.code(), "registrar address answered a server error");
+                    last_server_error = Some(response);
+                }
                 Ok(response) => {
                     let previous = lock(&registrar.state).active.replace(index);
                     if previous != Some(index) {
@@ -360,6 +367,9 @@ impl Inner {
                     last_failure = Some(failure);
                 }
             }
+        }
+        if let Some(response) = last_server_error {
+            return Ok(response);
         }
         Err(match last_failure {
             Some(failure) => failure.into_error(&registrar.info.cse_id),

@@ -118,3 +118,34 @@ async fn an_unreachable_next_hop_is_named_but_its_address_and_error_are_not_show
     assert_eq!(reply.dbg(), "CSE /id-mn is not reachable");
     in_cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_registrar_address_that_answers_server_errors_gives_way_to_the_next() {
+    // Arrange: the preferred address is a proxy in front of nothing (HTTP 503, no oneM2M
+    // answer); the second is the IN.
+    let (broken, hits) = fake_peer(|_| {
+        let mut response = Response::new(Body::from("no backend"));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response
+    })
+    .await;
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let mut settings =
+        crate::harness::registree_settings(acme_cse::config::CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    if let Some(registrar) = settings.cse.registrar.as_mut() {
+        registrar.address = vec![broken.clone(), in_cse.url.clone()];
+    }
+    let mn = TestCse::start(settings).await;
+
+    // Act
+    mn.remote.check_now().await.expect("monitor runs");
+
+    // Assert: registered through the second address, which is the one reported.
+    assert!(mn.remote.is_registered());
+    assert!(hits.load(Ordering::SeqCst) > 0, "the preferred address was tried first");
+    let statuses = mn.remote.statuses();
+    assert_eq!(statuses[0].2.as_deref(), Some(in_cse.url.as_str()));
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000);
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}

@@ -446,3 +446,32 @@ async fn a_graceful_stop_reports_the_registrars_csr_as_removed_to_the_csr_callba
     .await;
     in_cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_mn_started_before_its_in_registers_seconds_after_the_in_comes_up() {
+    // Arrange: an address where the IN will listen, nothing there yet; check interval 1 h.
+    let placeholder = spawn_in().await;
+    let registrar = placeholder.as_registrar();
+    let address = placeholder.addr;
+    placeholder.shutdown().await;
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", None);
+    settings.cse.registrar = Some(registrar);
+    let mn = TestCse::start(settings).await;
+    mn.remote.check_now().await.expect("a round that cannot reach the IN");
+    assert!(!mn.remote.is_registered());
+
+    // Act: the IN comes up; nobody calls check_now.
+    let mut settings = registrar_settings();
+    settings.http.listen = address.to_string();
+    let in_cse = TestCse::start(settings).await;
+
+    // Assert: registered by a retry, long before the hour is up.
+    eventually("the MN registered by itself", DEADLINE, || {
+        let registered = mn.remote.is_registered();
+        async move { registered }
+    })
+    .await;
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000);
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
