@@ -1,6 +1,7 @@
 //! The change follower: what is committed about `<remoteCSE>` resources is logged,
-//! emitted as events and handed to the CSR callbacks; a change of the set of CSEs below
-//! this one is pushed to the registrars at once.
+//! emitted as events and handed to the CSR callbacks. Beside it, the push-up task sends
+//! every change of the set of CSEs below this one to the registrars at once, coalesced,
+//! without holding up the reports.
 //!
 //! The follower keeps the CSRs it has reported. One that falls behind the commits (the
 //! change channel is bounded) compares that set with the store and reports the
@@ -84,10 +85,8 @@ impl Inner {
     pub(super) async fn follow_changes(
         self: Arc<Self>,
         mut changes: broadcast::Receiver<Arc<ChangeSet>>,
-        mut descendants: watch::Receiver<u64>,
         token: CancellationToken,
     ) {
-        descendants.mark_unchanged();
         // Subscribed first, read second: a commit in between is in both, and `apply`
         // reports it once.
         let mut known = match self.stored_csrs().await {
@@ -115,6 +114,18 @@ impl Inner {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+            }
+        }
+    }
+
+    /// Push every change of the set of CSEs below this one to the registrars, in the
+    /// background of everything else: changes that come while a push is under way are
+    /// coalesced into the next one.
+    pub(super) async fn push_up(self: Arc<Self>, mut descendants: watch::Receiver<u64>, token: CancellationToken) {
+        descendants.mark_unchanged();
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
                 changed = descendants.changed() => {
                     if changed.is_err() {
                         return;

@@ -1,15 +1,18 @@
 //! The remote-CSE manager: registration to registrar CSEs, the registree table, and the
 //! embedding API (status and CSR callbacks).
 //!
-//! Two tasks run while the manager is started:
+//! Three tasks run while the manager is started:
 //! - the **connection monitor** (`monitor`; every `check_interval`, or at once on
 //!   [`RemoteCseManager::check_now`]): for every registrar, make sure this CSE is
 //!   registered there (`registrar`: create, verify, refresh, re-register; fail over
 //!   between the registrar's addresses), then probe the registree CSEs and remove the ones
 //!   that stayed unreachable (`liveliness`);
+//!   (retried with backoff after a failure);
+//! - the **push-up** (`changes`): every change of the set of CSEs below this one goes to
+//!   the registrars at once (the `dcse` of this CSE's CSR there), coalesced, one update at
+//!   a time per registrar;
 //! - the **change follower** (`changes`): reports the `<remoteCSE>` resources committed
-//!   (log, events, CSR callbacks) and pushes every change of the set of CSEs below this
-//!   one to the registrars at once (the `dcse` of this CSE's CSR there).
+//!   (log, events, CSR callbacks), never held up by a registrar that does not answer.
 //!
 //! The routing table ([`Registry`]) is not kept here: it follows the commits in the core.
 //! Changes to local resources go through the core ([`Cse`]); requests to other CSEs
@@ -112,6 +115,8 @@ struct Running {
     follower_token: CancellationToken,
     commands: mpsc::Sender<oneshot::Sender<()>>,
     monitor: JoinHandle<()>,
+    /// Pushes `dcse` changes up; stops with the monitor.
+    pusher: JoinHandle<()>,
     follower: JoinHandle<()>,
 }
 
@@ -280,13 +285,16 @@ impl RemoteCseManager {
         let monitor = tokio::spawn(
             self.inner.clone().monitor(command_rx, monitor_token.clone()).instrument(info_span!("remote_cse")),
         );
+        let pusher = tokio::spawn(
+            self.inner.clone().push_up(descendants, monitor_token.clone()).instrument(info_span!("remote_cse_push")),
+        );
         let follower = tokio::spawn(
             self.inner
                 .clone()
-                .follow_changes(changes, descendants, follower_token.clone())
+                .follow_changes(changes, follower_token.clone())
                 .instrument(info_span!("remote_cse_changes")),
         );
-        *running = Some(Running { monitor_token, follower_token, commands, monitor, follower });
+        *running = Some(Running { monitor_token, follower_token, commands, monitor, pusher, follower });
         Ok(())
     }
 
@@ -300,6 +308,7 @@ impl RemoteCseManager {
         };
         running.monitor_token.cancel();
         let _ = running.monitor.await;
+        let _ = running.pusher.await;
         if self.inner.cse.config.registration.unregister_when_stopping {
             let grace = self.inner.cse.outbound.timeout() + Duration::from_secs(1);
             if tokio::time::timeout(grace, self.inner.deregister_all()).await.is_err() {
@@ -343,6 +352,7 @@ impl RemoteCseManager {
         };
         running.monitor_token.cancel();
         let _ = running.monitor.await;
+        let _ = running.pusher.await;
         running.follower_token.cancel();
         let _ = running.follower.await;
     }

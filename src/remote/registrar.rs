@@ -32,6 +32,8 @@ pub(super) struct Registrar {
     /// `ri` of the local CSR describing the registrar.
     pub(super) local_csr_ri: String,
     pub(super) state: Mutex<RegistrarState>,
+    /// Held while this CSE's CSR on the registrar is being updated.
+    pushing: tokio::sync::Mutex<()>,
 }
 
 pub(super) struct RegistrarState {
@@ -75,6 +77,7 @@ impl Registrar {
             own_cb,
             registrar_cb,
             config: registrar.clone(),
+            pushing: tokio::sync::Mutex::new(()),
             state: Mutex::new(RegistrarState { status: RegistrationStatus::Disabled, active: None, announced: false }),
         }
     }
@@ -140,10 +143,7 @@ impl Inner {
         self.learn_from_registrar(&registrar_cb).await?;
         // Push local changes by comparing values with what the registrar holds (never
         // timestamps of two clocks).
-        let desired = self.own_csr_content(registrar, true).await?;
-        if desired.iter().any(|(name, value)| remote_own.get(name) != Some(value)) {
-            self.update_own_csr(registrar, desired).await?;
-        }
+        self.push_own_csr(registrar, Some(&remote_own)).await?;
         let announce = !std::mem::replace(&mut lock(&registrar.state).announced, true);
         if announce {
             self.cse.events.emit(Event::RegisteredToRegistrar {
@@ -319,17 +319,23 @@ impl Inner {
             ) {
                 continue;
             }
-            let content = match self.own_csr_content(registrar, true).await {
-                Ok(content) => content,
-                Err(error) => {
-                    warn!(error = %error.detail(), "cannot build the own CSR");
-                    continue;
-                }
-            };
-            if let Err(error) = self.update_own_csr(registrar, content).await {
+            if let Err(error) = self.push_own_csr(registrar, None).await {
                 warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot push descendants to the registrar");
             }
         }
+    }
+
+    /// Bring this CSE's CSR on the registrar up to date (unless `remote` shows it is). One
+    /// push at a time per registrar, each built from the state of the moment it is sent,
+    /// so a late push never overwrites a newer one with an older `dcse`.
+    async fn push_own_csr(&self, registrar: &Registrar, remote: Option<&Map<String, Value>>) -> Result<()> {
+        let _one_at_a_time = registrar.pushing.lock().await;
+        let desired = self.own_csr_content(registrar, true).await?;
+        let current = remote.is_some_and(|remote| desired.iter().all(|(name, value)| remote.get(name) == Some(value)));
+        if current {
+            return Ok(());
+        }
+        self.update_own_csr(registrar, desired).await
     }
 
     fn request(&self, registrar: &Registrar, op: Operation, to: String) -> Request {

@@ -475,3 +475,59 @@ async fn an_mn_started_before_its_in_registers_seconds_after_the_in_comes_up() {
     mn.shutdown().await;
     in_cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn registrees_joining_while_the_registrar_is_silent_are_reported_and_routed_at_once() {
+    // Arrange: an MN registered to an IN that then goes silent (connections accepted,
+    // never answered) — and an MN that would wait an hour for an answer.
+    let in_cse = spawn_in().await;
+    let added = Arc::new(Mutex::new(Vec::new()));
+    let seen = added.clone();
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    settings.http.client_timeout = Duration::from_secs(3600);
+    settings.cse.registration.unregister_when_stopping = false;
+    let mn = TestCse::start_hooked(settings, move |remote| {
+        remote.on_csr_update(move |record, is_added| {
+            if is_added && !record.registrar {
+                seen.lock().expect("lock").push(record.csi.clone());
+            }
+        });
+    })
+    .await;
+    mn.remote.check_now().await.expect("monitor runs");
+    assert!(mn.remote.is_registered());
+    let address = in_cse.addr;
+    in_cse.shutdown().await;
+    let silent = tokio::net::TcpListener::bind(address).await.expect("the IN's address again");
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            connections.push(connection);
+        }
+    });
+
+    // Act: three ASNs register at the MN; each pushes a new dcse towards the silent IN.
+    let mut asns = Vec::new();
+    for index in 1..=3 {
+        let settings =
+            registree_settings(CseKind::Asn, &format!("/id-asn{index}"), &format!("cse-asn{index}"), Some(&mn));
+        let asn = TestCse::start(settings).await;
+        asn.remote.check_now().await.expect("monitor runs");
+        asns.push(asn);
+    }
+
+    // Assert: all three routed and reported, though no push has come back.
+    eventually("the MN reported all three registrees", DEADLINE, || {
+        let count = added.lock().expect("lock").len();
+        async move { count == 3 }
+    })
+    .await;
+    for index in 1..=3 {
+        assert!(mn.remote.csr_for(&format!("/id-asn{index}")).is_some());
+    }
+    for asn in asns {
+        asn.shutdown().await;
+    }
+    mn.shutdown().await;
+    held.abort();
+}
