@@ -6,7 +6,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::registrar::Registrar;
 use super::{CsrRecord, Inner, RegistrarInfo, RegistrationStatus, lock};
@@ -48,16 +48,31 @@ pub(super) struct Callbacks {
 }
 
 impl Inner {
-    pub(super) fn set_status(&self, registrar: &Registrar, status: RegistrationStatus) {
-        let changed = {
+    /// Set the status of the relation to `registrar`; a change is logged for the operator
+    /// (recoveries included) and reported to the status callbacks. Returns the previous
+    /// status when it changed.
+    pub(super) fn set_status(&self, registrar: &Registrar, status: RegistrationStatus) -> Option<RegistrationStatus> {
+        let (previous, address) = {
             let mut state = lock(&registrar.state);
-            let changed = state.status != status;
-            state.status = status.clone();
-            changed
+            if state.status == status {
+                return None;
+            }
+            let address = state.active.and_then(|index| registrar.info.addresses.get(index).cloned());
+            (std::mem::replace(&mut state.status, status.clone()), address)
         };
-        if changed {
-            self.notify_status(registrar, &status);
+        let csi = &registrar.info.cse_id;
+        let address = address.as_deref().unwrap_or("-");
+        match (&previous, &status) {
+            (RegistrationStatus::Unreachable, RegistrationStatus::Registered) => {
+                info!(registrar = %csi, %address, "registrar reachable again");
+            }
+            (RegistrationStatus::Error(_), RegistrationStatus::Registered) => {
+                info!(registrar = %csi, %address, "registration works again");
+            }
+            _ => {}
         }
+        self.notify_status(registrar, &status);
+        Some(previous)
     }
 
     pub(super) fn notify_status(&self, registrar: &Registrar, status: &RegistrationStatus) {

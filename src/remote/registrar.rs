@@ -42,6 +42,8 @@ pub(super) struct RegistrarState {
     pub(super) active: Option<usize>,
     /// Whether `RegisteredToRegistrar` was emitted for the current registration.
     pub(super) announced: bool,
+    /// Whether the last check failed (to log a failure once, not every retry).
+    pub(super) failing: bool,
 }
 
 impl Registrar {
@@ -78,7 +80,12 @@ impl Registrar {
             registrar_cb,
             config: registrar.clone(),
             pushing: tokio::sync::Mutex::new(()),
-            state: Mutex::new(RegistrarState { status: RegistrationStatus::Disabled, active: None, announced: false }),
+            state: Mutex::new(RegistrarState {
+                status: RegistrationStatus::Disabled,
+                active: None,
+                announced: false,
+                failing: false,
+            }),
         }
     }
 
@@ -94,26 +101,27 @@ impl Inner {
             Ok(None) => self.register(registrar).await,
             Err(error) => Err(error),
         };
-        if let Err(error) = result {
-            match error.rsc {
-                Rsc::TargetNotReachable | Rsc::RequestTimeout => {
-                    let status = match lock(&registrar.state).status {
-                        RegistrationStatus::Registered | RegistrationStatus::Unreachable => {
-                            RegistrationStatus::Unreachable
-                        }
-                        _ => RegistrationStatus::Connecting,
-                    };
-                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "registrar unreachable");
-                    self.set_status(registrar, status);
-                }
-                _ => {
-                    warn!(registrar = %registrar.info.cse_id, rsc = error.rsc.code(), error = %error.detail(), "registration step failed");
-                    self.set_status(
-                        registrar,
-                        RegistrationStatus::Error(format!("{}: {}", error.rsc.code(), error.detail())),
-                    );
-                }
+        let was_failing = std::mem::replace(&mut lock(&registrar.state).failing, result.is_err());
+        let Err(error) = result else { return };
+        // A failure is logged at warn when it starts or changes kind, at debug while it lasts.
+        let (status, unreachable) = match error.rsc {
+            Rsc::TargetNotReachable | Rsc::RequestTimeout => {
+                let status = match lock(&registrar.state).status {
+                    RegistrationStatus::Registered | RegistrationStatus::Unreachable => RegistrationStatus::Unreachable,
+                    _ => RegistrationStatus::Connecting,
+                };
+                (status, true)
             }
+            _ => (RegistrationStatus::Error(format!("{}: {}", error.rsc.code(), error.detail())), false),
+        };
+        let csi = &registrar.info.cse_id;
+        let changed = self.set_status(registrar, status).is_some() || !was_failing;
+        match (changed, unreachable) {
+            (true, true) => warn!(registrar = %csi, error = %error.detail(), "registrar unreachable; retrying"),
+            (true, false) => {
+                warn!(registrar = %csi, rsc = error.rsc.code(), error = %error.detail(), "registration step failed; retrying")
+            }
+            (false, _) => debug!(registrar = %csi, rsc = error.rsc.code(), error = %error.detail(), "still failing"),
         }
     }
 

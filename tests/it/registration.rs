@@ -422,7 +422,7 @@ async fn the_in_cse_id_reaches_the_bottom_of_the_tree_with_the_next_rounds() {
 }
 
 #[tokio::test]
-async fn a_graceful_stop_reports_the_registrars_csr_as_removed_to_the_csr_callbacks() {
+async fn a_restart_reports_nothing_new_and_a_graceful_stop_reports_the_registrars_csr_removed() {
     // Arrange: the MN reports CSR changes (csi, registrar, added).
     let in_cse = spawn_in().await;
     let changes = Arc::new(Mutex::new(Vec::new()));
@@ -435,7 +435,9 @@ async fn a_graceful_stop_reports_the_registrars_csr_as_removed_to_the_csr_callba
     .await;
     mn.remote.check_now().await.expect("monitor runs");
 
-    // Act: stop (deregistering, the default).
+    // Act: restart the manager (no second addition), then stop (deregistering, the default).
+    mn.remote.restart().await.expect("restart");
+    mn.remote.check_now().await.expect("monitor runs");
     mn.shutdown().await;
 
     // Assert: the registrar's CSR came and went, reported as the registrar's.
