@@ -5,9 +5,8 @@
 //! - the **connection monitor** (`monitor`; every `check_interval`, or at once on
 //!   [`RemoteCseManager::check_now`]): for every registrar, make sure this CSE is
 //!   registered there (`registrar`: create, verify, refresh, re-register; fail over
-//!   between the registrar's addresses), then probe the registree CSEs and remove the ones
-//!   that stayed unreachable (`liveliness`);
-//!   (retried with backoff after a failure);
+//!   between the registrar's addresses; retried with backoff after a failure), then probe
+//!   the registree CSEs and remove the ones that stayed unreachable (`liveliness`);
 //! - the **push-up** (`changes`): every change of the set of CSEs below this one goes to
 //!   the registrars at once (the `dcse` of this CSE's CSR there), coalesced, one update at
 //!   a time per registrar;
