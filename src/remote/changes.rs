@@ -41,9 +41,6 @@ impl Known {
     /// already, as after a reconciliation).
     fn apply(&mut self, change: &Change) -> Option<Reported> {
         let csr = change.resource();
-        if csr.ty != ResourceType::Csr {
-            return None;
-        }
         let ri = csr.ri().to_string();
         match change {
             Change::Created(_) | Change::Updated(_) => match self.0.insert(ri, csr.clone()) {

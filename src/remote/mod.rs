@@ -37,7 +37,7 @@ use crate::core::Cse;
 use crate::core::registry::{Registry, Route};
 use crate::core::request::{Operation, Request};
 use crate::error::{Error, Result};
-use crate::resource::Resource;
+use crate::resource::{Resource, ResourceType};
 
 use callbacks::{CallbackThread, Callbacks};
 use registrar::Registrar;
@@ -275,7 +275,7 @@ impl RemoteCseManager {
         let monitor_token = CancellationToken::new();
         let follower_token = CancellationToken::new();
         let (commands, command_rx) = mpsc::channel(16);
-        let changes = self.inner.cse.storage.changes();
+        let changes = self.inner.cse.storage.changes_of(ResourceType::Csr);
         let descendants = self.inner.cse.registry.descendants_changed();
         // Connecting before the first round can report anything else.
         for registrar in &self.inner.registrars {

@@ -10,8 +10,9 @@
 //! **Changes come from the commit.** Every write transaction records what it created,
 //! updated and deleted (a [`ChangeSet`]). Once it is committed, and before its caller hears
 //! "done", the set goes to the [`Observer`]s (synchronously, on the writer thread, in commit
-//! order: for small in-memory state such as the routing table) and then to every
-//! subscriber of [`Storage::changes`] (a broadcast; one that lags resynchronises from the
+//! order: for small in-memory state such as the routing table) and then to the
+//! subscribers of [`Storage::changes_of`] the types it touched (a broadcast per type, so a
+//! subscriber is woken only by what it follows; one that lags resynchronises from the
 //! store). So nothing that happened is lost because a request's future was dropped after
 //! the commit.
 
@@ -120,9 +121,11 @@ pub struct Storage {
 }
 
 /// Where committed change sets go.
+#[derive(Default)]
 struct Fanout {
     observers: std::sync::RwLock<Vec<Arc<dyn Observer>>>,
-    changes: broadcast::Sender<Arc<ChangeSet>>,
+    /// Per resource type, the subscribers of its changes.
+    by_type: std::sync::RwLock<Vec<(ResourceType, broadcast::Sender<Arc<ChangeSet>>)>>,
 }
 
 /// Change sets a slow subscriber may fall behind by before it sees `Lagged`.
@@ -139,8 +142,7 @@ impl Storage {
     }
 
     pub fn from_store(store: Arc<dyn Store>) -> Storage {
-        let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
-        Storage { store, fanout: Arc::new(Fanout { observers: std::sync::RwLock::new(Vec::new()), changes }) }
+        Storage { store, fanout: Arc::default() }
     }
 
     /// Let `observer` hear every change set committed from now on, before the writer's
@@ -151,10 +153,20 @@ impl Storage {
         }
     }
 
-    /// Every change set committed from now on (a subscriber that falls behind sees
-    /// `Lagged` and must resynchronise from the store).
-    pub fn changes(&self) -> broadcast::Receiver<Arc<ChangeSet>> {
-        self.fanout.changes.subscribe()
+    /// The changes of resources of type `ty` committed from now on, one set per commit
+    /// that touched any (a subscriber that falls behind sees `Lagged` and must
+    /// resynchronise from the store). Commits of other types do not wake it.
+    pub fn changes_of(&self, ty: ResourceType) -> broadcast::Receiver<Arc<ChangeSet>> {
+        let Ok(mut by_type) = self.fanout.by_type.write() else {
+            // Poisoned: nothing will be published either; a closed channel says so.
+            return broadcast::channel(1).1;
+        };
+        if let Some((_, sender)) = by_type.iter().find(|(of, _)| *of == ty) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = broadcast::channel(CHANGE_BACKLOG);
+        by_type.push((ty, sender));
+        receiver
     }
 
     /// Run `work` in a read transaction on a blocking thread.
@@ -239,10 +251,46 @@ impl Fanout {
                 observer.committed(&changes);
             }
         }
-        let _ = self.changes.send(Arc::new(changes));
+        let Ok(by_type) = self.by_type.read() else { return };
+        for (ty, sender) in by_type.iter() {
+            let of_type: Vec<Change> =
+                changes.changes.iter().filter(|change| change.resource().ty == *ty).cloned().collect();
+            if !of_type.is_empty() && sender.receiver_count() > 0 {
+                let _ = sender.send(Arc::new(ChangeSet { changes: of_type }));
+            }
+        }
     }
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(|error| Error::internal(format!("storage task failed: {error}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, json};
+
+    use super::*;
+
+    fn resource(ty: ResourceType, ri: &str) -> Resource {
+        let mut attributes = Map::new();
+        attributes.insert("ri".into(), json!(ri));
+        attributes.insert("pi".into(), json!(""));
+        Resource { ty, attributes, path: ri.to_string(), creator: None }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_hears_only_the_changes_of_its_type() {
+        let storage = Storage::open(&DatabaseConfig { path: None, durability: crate::config::Durability::Full })
+            .expect("in-memory store");
+        let mut csrs = storage.changes_of(ResourceType::Csr);
+        let cnt = resource(ResourceType::Cnt, "cnt1");
+        storage.write(move |tx| tx.insert(&cnt)).await.expect("commit");
+        assert!(csrs.try_recv().is_err(), "a commit of containers does not wake it");
+        let (csr, cnt) = (resource(ResourceType::Csr, "id-mn"), resource(ResourceType::Cnt, "cnt2"));
+        storage.write(move |tx| tx.insert(&cnt).and_then(|()| tx.insert(&csr))).await.expect("commit");
+        let committed = csrs.try_recv().expect("the CSR's commit");
+        assert_eq!(committed.changes.len(), 1);
+        assert_eq!(committed.changes[0].resource().ri(), "id-mn");
+    }
 }
