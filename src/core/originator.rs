@@ -51,11 +51,11 @@ impl Cse {
                 &registering
             }
         };
-        let (received, simplified) = (originator.received(), originator.simplified().to_string());
+        let (received, simplified) = (originator.received(), originator.simplified());
         if let Some(principal) = principal {
-            self.check_credentials(principal, received, &simplified)?;
+            self.check_credentials(principal, received, simplified)?;
         }
-        if simplified == self.identity.cse_id {
+        if self.identity.cse_id == simplified {
             return Err(Error::no_privilege(format!(
                 "originator {received} is this CSE itself, which sends no requests to itself"
             )));
@@ -88,7 +88,7 @@ impl Cse {
             },
             Previous::Client => {
                 let own = origin_cse.is_none();
-                let itself = origin_cse == Some(simplified.as_str());
+                let itself = origin_cse == Some(simplified);
                 let bound = principal.as_ref().is_some_and(|p| matches!(p.originators, Originators::Only(_)));
                 if !(own || itself || bound) {
                     let cse = origin_cse.unwrap_or_default();

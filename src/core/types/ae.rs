@@ -4,11 +4,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{Context, Draft, ID_LENGTH, TypeRules, access_controlled, check_poa_hosts, policy};
+use super::{Context, Draft, ID_LENGTH, TypeRules, check_poa_hosts, policy, registrant};
 use crate::core::request::SUPPORTED_MEDIA_TYPES;
 use crate::error::{Error, Result, Rsc};
-use crate::id::last_element;
-use crate::id::matches_any;
+use crate::id::{last_element, matches_any};
 use crate::resource::{AttrKind, Need, Policy, Resource, ResourceType, random_id};
 use crate::storage::ReadTx;
 
@@ -24,11 +23,7 @@ impl TypeRules for Ae {
             "apn" | "nl" | "or" | "mei" | "regs" => policy(Str, O, O),
             "trps" => policy(Bool, O, O),
             "scp" | "tren" | "ape" | "esi" => policy(Any, O, O),
-            "rr" => policy(Bool, M, O),
-            "srv" => policy(StrList, M, O),
-            "poa" => policy(PoaList, O, O),
-            "csz" => policy(StrList, O, O),
-            _ => access_controlled(name),
+            _ => registrant(name),
         }
     }
 

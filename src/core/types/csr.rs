@@ -13,11 +13,10 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::{Context, Draft, TypeRules, access_controlled, check_poa_hosts, policy};
+use super::{Context, Draft, TypeRules, check_poa_hosts, policy, registrant};
 use crate::config::CseKind;
 use crate::error::{Error, Result};
-use crate::id::matches_any;
-use crate::id::{is_cse_id, last_element, resource_name_of};
+use crate::id::{is_cse_id, last_element, matches_any, resource_name_of};
 use crate::resource::{AttrKind, Need, Policy, Resource, ResourceType};
 use crate::storage::ReadTx;
 
@@ -34,12 +33,8 @@ impl TypeRules for Csr {
             "dcse" => policy(StrList, O, O),
             "spi" | "ici" | "nl" | "mei" | "tri" | "trn" | "egid" => policy(Str, O, O),
             "esi" | "mtcc" | "tren" | "ape" => policy(Any, O, O),
-            "rr" => policy(Bool, M, O),
-            "srv" => policy(StrList, M, O),
-            "poa" => policy(PoaList, O, O),
-            "csz" => policy(StrList, O, O),
             "cr" => policy(NullOnly, O, NP),
-            _ => access_controlled(name),
+            _ => registrant(name),
         }
     }
 

@@ -258,6 +258,19 @@ pub(crate) fn remove(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> {
     Ok(())
 }
 
+/// Attributes of what registers here (AE, CSR): how to reach it and what it speaks, on top
+/// of access control.
+fn registrant(name: &str) -> Option<Policy> {
+    use Need::{Mandatory as M, Optional as O};
+    match name {
+        "rr" => policy(AttrKind::Bool, M, O),
+        "srv" => policy(AttrKind::StrList, M, O),
+        "poa" => policy(AttrKind::PoaList, O, O),
+        "csz" => policy(AttrKind::StrList, O, O),
+        _ => access_controlled(name),
+    }
+}
+
 /// A random `ri` not in use, and the requested `rn` or a random one.
 fn random_identity(tx: &dyn ReadTx, draft: &Draft) -> Result<(String, String)> {
     let short = draft.ty.short_name();
