@@ -100,27 +100,26 @@ impl Table {
             |csr: &Resource| -> BTreeSet<String> { csr.str_list("dcse").into_iter().filter(|id| id != csi).collect() };
         let before = self.registrees.get(csi).map(|old| listed(old)).unwrap_or_default();
         let after = csr.as_deref().map(listed).unwrap_or_default();
-        let gone: Vec<String> = before.difference(&after).cloned().collect();
-        let new: Vec<String> = after.difference(&before).cloned().collect();
-        let touched: Vec<String> =
-            std::iter::once(csi.to_string()).chain(gone.iter().cloned()).chain(new.iter().cloned()).collect();
-        let known_before: Vec<bool> = touched.iter().map(|id| self.knows(id)).collect();
+        let was_known = self.knows(csi);
         match csr {
             Some(csr) => self.registrees.insert(csi.to_string(), csr),
             None => self.registrees.remove(csi),
         };
-        for id in &gone {
+        let mut changed = self.knows(csi) != was_known;
+        for id in before.difference(&after) {
             if let Some(claimants) = self.claims.get_mut(id) {
                 claimants.retain(|claimant| claimant != csi);
                 if claimants.is_empty() {
                     self.claims.remove(id);
+                    changed |= !self.registrees.contains_key(id);
                 }
             }
         }
-        for id in new {
-            self.claims.entry(id).or_default().push(csi.to_string());
+        for id in after.difference(&before) {
+            changed |= !self.knows(id);
+            self.claims.entry(id.clone()).or_default().push(csi.to_string());
         }
-        touched.iter().zip(known_before).any(|(id, known)| self.knows(id) != known)
+        changed
     }
 }
 
