@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{Inner, RegistrationStatus, lock};
+use super::{Inner, lock};
 use crate::config::CseKind;
 
 /// The first retry after a failed registration step (then doubling, jittered).
@@ -96,12 +96,7 @@ impl Inner {
 
     /// Did the last check of a registrar fail (not reached, or a step refused)?
     fn registrars_failing(&self) -> bool {
-        self.registrars.iter().any(|registrar| {
-            matches!(
-                lock(&registrar.state).status,
-                RegistrationStatus::Connecting | RegistrationStatus::Unreachable | RegistrationStatus::Error(_)
-            )
-        })
+        self.registrars.iter().any(|registrar| lock(&registrar.state).failing)
     }
 }
 

@@ -42,7 +42,8 @@ pub(super) struct RegistrarState {
     pub(super) active: Option<usize>,
     /// Whether `RegisteredToRegistrar` was emitted for the current registration.
     pub(super) announced: bool,
-    /// Whether the last check failed (to log a failure once, not every retry).
+    /// Whether the last check failed: the monitor retries soon, and a failure is logged
+    /// once, not at every retry.
     pub(super) failing: bool,
 }
 
