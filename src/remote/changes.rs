@@ -4,9 +4,10 @@
 //! without holding up the reports.
 //!
 //! The follower keeps the CSRs it has reported. One that falls behind the commits (the
-//! change channel is bounded) compares that set with the store and reports the
-//! difference, so no registree's arrival or departure is missed. Routing never waits for
-//! this: the registry follows the commits on the writer thread.
+//! change channel is bounded) compares that set with the stored CSRs and reports the
+//! difference, so no registree's arrival or departure is missed. It reads them from the
+//! registry, which follows the commits on the writer thread (routing never waits for the
+//! follower), so neither the start nor a resync reads the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tracing::{info, warn};
 
 use super::Inner;
 use crate::event::Event;
-use crate::resource::{Resource, ResourceType};
+use crate::resource::Resource;
 use crate::storage::{Change, ChangeSet};
 
 /// What is reported about one CSR.
@@ -33,8 +34,8 @@ enum Reported {
 struct Known(HashMap<String, Arc<Resource>>);
 
 impl Known {
-    fn new(csrs: Vec<Resource>) -> Known {
-        Known(csrs.into_iter().map(|csr| (csr.ri().to_string(), Arc::new(csr))).collect())
+    fn new(csrs: Vec<Arc<Resource>>) -> Known {
+        Known(csrs.into_iter().map(|csr| (csr.ri().to_string(), csr)).collect())
     }
 
     /// What one committed change means for the reported set (nothing when the set has it
@@ -54,9 +55,9 @@ impl Known {
 
     /// The difference between the reported set and the CSRs stored now; the stored ones
     /// become the reported set.
-    fn reconcile(&mut self, stored: Vec<Resource>) -> Vec<Reported> {
+    fn reconcile(&mut self, stored: Vec<Arc<Resource>>) -> Vec<Reported> {
         let stored: HashMap<String, Arc<Resource>> =
-            stored.into_iter().map(|csr| (csr.ri().to_string(), Arc::new(csr))).collect();
+            stored.into_iter().map(|csr| (csr.ri().to_string(), csr)).collect();
         let mut reported = Vec::new();
         for (ri, known) in &self.0 {
             match stored.get(ri) {
@@ -76,8 +77,7 @@ impl Known {
 }
 
 impl Inner {
-    /// Follow what is committed: report `<remoteCSE>` changes (log, events, callbacks), and
-    /// push every change of the set of CSEs below this one to the registrars at once. The
+    /// Follow what is committed: report `<remoteCSE>` changes (log, events, callbacks). The
     /// routing table itself follows the commits in the core; nothing here writes it.
     pub(super) async fn follow_changes(
         self: Arc<Self>,
@@ -86,10 +86,7 @@ impl Inner {
     ) {
         // Subscribed first, read second: a commit in between is in both, and `apply`
         // reports it once.
-        let mut known = match self.stored_csrs().await {
-            Some(csrs) => Known::new(csrs),
-            None => Known::default(),
-        };
+        let mut known = Known::new(self.stored_csrs());
         loop {
             tokio::select! {
                 () = token.cancelled() => {
@@ -103,10 +100,8 @@ impl Inner {
                     Ok(committed) => self.report_all(&mut known, &committed),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "fell behind the committed changes; comparing with the store");
-                        if let Some(stored) = self.stored_csrs().await {
-                            for reported in known.reconcile(stored) {
-                                self.report(reported);
-                            }
+                        for reported in known.reconcile(self.stored_csrs()) {
+                            self.report(reported);
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -137,14 +132,11 @@ impl Inner {
         }
     }
 
-    async fn stored_csrs(&self) -> Option<Vec<Resource>> {
-        match self.cse.storage.read(|tx| tx.by_type(ResourceType::Csr)).await {
-            Ok(csrs) => Some(csrs),
-            Err(error) => {
-                warn!(error = %error.detail(), "cannot read the stored CSRs");
-                None
-            }
-        }
+    /// The CSRs stored now, from the routing table: it is a function of them, kept in
+    /// step on the writer thread, so no store read is needed.
+    fn stored_csrs(&self) -> Vec<Arc<Resource>> {
+        let registry = &self.cse.registry;
+        registry.registrar_csrs().into_iter().chain(registry.registree_csrs()).collect()
     }
 
     /// Report what one committed change set changed among the CSRs.
@@ -184,14 +176,15 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::ResourceType;
     use serde_json::json;
 
-    fn csr(ri: &str, poa: &str) -> Resource {
+    fn csr(ri: &str, poa: &str) -> Arc<Resource> {
         let mut attributes = serde_json::Map::new();
         attributes.insert("ri".into(), json!(ri));
         attributes.insert("csi".into(), json!(format!("/{ri}")));
         attributes.insert("poa".into(), json!([poa]));
-        Resource { ty: ResourceType::Csr, attributes, path: format!("cse-in/{ri}"), creator: None }
+        Arc::new(Resource { ty: ResourceType::Csr, attributes, path: format!("cse-in/{ri}"), creator: None })
     }
 
     fn names(reported: &[Reported]) -> Vec<String> {
@@ -210,11 +203,11 @@ mod tests {
     #[test]
     fn a_commit_already_known_is_reported_once() {
         let mut known = Known::new(vec![csr("id-mn", "http://a")]);
-        let again = Change::Created(Arc::new(csr("id-mn", "http://a")));
+        let again = Change::Created(csr("id-mn", "http://a"));
         assert!(known.apply(&again).is_none());
-        let moved = Change::Updated(Arc::new(csr("id-mn", "http://b")));
+        let moved = Change::Updated(csr("id-mn", "http://b"));
         assert!(matches!(known.apply(&moved), Some(Reported::Updated(_))));
-        let gone = Change::Deleted(Arc::new(csr("id-mn", "http://b")));
+        let gone = Change::Deleted(csr("id-mn", "http://b"));
         assert!(matches!(known.apply(&gone), Some(Reported::Removed(_))));
         assert!(known.apply(&gone).is_none(), "a deletion is reported once");
     }
