@@ -61,16 +61,17 @@ impl Cse {
             guard,
         };
         let resource = self.storage.write(move |tx| plan.apply(tx)).await?;
-        let request_attributes = match request.content.as_ref().and_then(|c| c.get(ty.wrapper())) {
-            Some(Value::Object(map)) => map.clone(),
-            _ => Map::new(),
-        };
         let address = self.address_of(&resource, request.drt);
         let content = match request.rcn.unwrap_or(1) {
             0 => None,
             2 => Some(json!({ "m2m:uri": address })),
             3 => Some(json!({ "m2m:rce": { "uri": address, ty.wrapper(): resource.attributes } })),
-            9 => Some(represent::modified_attributes(&resource, None, &request_attributes)),
+            9 => {
+                // What was sent, to tell it from what the CSE set (read only for rcn 9).
+                let sent = request.content.as_ref().and_then(|content| content.get(ty.wrapper()));
+                let empty = Map::new();
+                Some(represent::modified_attributes(&resource, None, sent.and_then(Value::as_object).unwrap_or(&empty)))
+            }
             _ => Some(resource.to_json()),
         };
         let mut response = Response::new(request, Rsc::Created, content);
