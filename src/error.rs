@@ -183,16 +183,6 @@ impl Error {
         Error::new(Rsc::InternalServerError, INTERNAL).with_source(source)
     }
 
-    /// Attach a cause given as text (for the log).
-    pub fn with_detail(self, detail: impl Into<String>) -> Error {
-        self.with_source(Detail(detail.into()))
-    }
-
-    /// The text shown to the peer.
-    pub fn public_dbg(&self) -> &str {
-        &self.dbg
-    }
-
     /// Everything known about the failure, for the log: the peer's text (unless it is the
     /// generic one of an internal failure) and the chain of causes.
     pub fn detail(&self) -> String {
@@ -228,11 +218,12 @@ mod tests {
     #[test]
     fn internal_details_are_not_shown_to_the_peer() {
         let error = Error::internal("sqlite disk i/o error at page 7");
-        assert_eq!(error.public_dbg(), "internal server error");
+        assert_eq!(error.dbg, "internal server error");
         assert!(error.detail().contains("page 7"), "{}", error.detail());
-        let error = Error::not_reachable("CSE /id-mn is not reachable").with_detail("http://10.0.0.7:8081: refused");
-        assert_eq!(error.public_dbg(), "CSE /id-mn is not reachable");
+        let error = Error::not_reachable("CSE /id-mn is not reachable")
+            .with_source(Detail("http://10.0.0.7:8081: refused".into()));
+        assert_eq!(error.dbg, "CSE /id-mn is not reachable");
         assert!(error.detail().contains("10.0.0.7"), "{}", error.detail());
-        assert_eq!(Error::not_found("no resource").public_dbg(), "no resource");
+        assert_eq!(Error::not_found("no resource").dbg, "no resource");
     }
 }

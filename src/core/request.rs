@@ -220,7 +220,7 @@ impl Response {
 
     pub fn error(request: &Request, error: &Error) -> Response {
         let mut dbg = serde_json::Map::new();
-        dbg.insert("m2m:dbg".into(), Value::String(error.public_dbg().to_string()));
+        dbg.insert("m2m:dbg".into(), Value::String(error.dbg.clone()));
         Response::new(request, error.rsc, Some(Value::Object(dbg)))
     }
 
