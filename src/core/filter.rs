@@ -158,24 +158,6 @@ impl FilterCriteria {
         Ok(true)
     }
 
-    /// Whether any condition on resources is set (as opposed to `fu`, `fo`, `lim`, ...).
-    pub fn has_conditions(&self) -> bool {
-        !(self.ty.is_empty() && self.lbl.is_empty() && self.cty.is_empty() && self.attributes.is_empty())
-            || [
-                self.created_before,
-                self.created_after,
-                self.modified_since,
-                self.unmodified_since,
-                self.expire_before,
-                self.expire_after,
-            ]
-            .iter()
-            .any(Option::is_some)
-            || [self.state_tag_smaller, self.state_tag_bigger, self.size_above, self.size_below]
-                .iter()
-                .any(Option::is_some)
-    }
-
     /// Does `resource` satisfy the criteria? With no condition, everything does.
     pub fn matches(&self, resource: &Resource) -> bool {
         let held = self.held(resource);
