@@ -20,7 +20,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::binding::http::tls::{self, ServerTls};
 use crate::binding::http::{Client, ServeLimits, router, serve};
 use crate::bootstrap;
-use crate::config::{Config, HttpConfig};
+use crate::config::{Config, HttpConfig, Source};
 use crate::core::Cse;
 use crate::event::{Event, EventBus};
 use crate::remote::RemoteCseManager;
@@ -45,6 +45,12 @@ impl App {
     /// files applied to a new database.
     /// A TLS file that cannot be read fails as a [`crate::config::ConfigError`] naming its key.
     pub async fn build(config: Config, init_dir: Option<PathBuf>) -> anyhow::Result<App> {
+        App::build_from(config, None, init_dir).await
+    }
+
+    /// As [`App::build`], with `config` read from `source`: a reload
+    /// ([`RemoteCseManager::reload`], SIGHUP in the binary) reads the source again.
+    pub async fn build_from(config: Config, source: Option<Source>, init_dir: Option<PathBuf>) -> anyhow::Result<App> {
         let tls = tls::load(&config.http.tls)?;
         let listener = TcpListener::bind(config.http.listen)
             .await
@@ -56,7 +62,7 @@ impl App {
             .map_err(|error| anyhow::anyhow!("cannot open the database: {}", error.detail()))?;
         let poa = advertised_poa(&config.http, local_addr);
         let client = Client::new(&config.http, &tls);
-        let cse = Cse::new(Arc::new(config), storage, EventBus::default(), Arc::new(client));
+        let cse = Cse::new(config, source, storage, EventBus::default(), Arc::new(client));
         let new_database =
             bootstrap::ensure_cse_base(&cse, poa).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
         cse.load_registry().await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
@@ -67,9 +73,9 @@ impl App {
         }
         info!(
             address = %local_addr,
-            cse_id = %cse.config.cse.cse_id,
-            kind = ?cse.config.cse.kind,
-            database = %cse.config.database.path.as_ref().map_or("in memory".to_string(), |p| p.display().to_string()),
+            cse_id = %cse.config().cse.cse_id,
+            kind = ?cse.config().cse.kind,
+            database = %cse.config().database.path.as_ref().map_or("in memory".to_string(), |p| p.display().to_string()),
             "CSE ready"
         );
         let remote = RemoteCseManager::new(cse.clone());
@@ -121,7 +127,7 @@ impl App {
         let App { listener, local_addr, server_tls, cse, remote, shutdown, tracker } = self;
         tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
         let router = router(cse.clone()).context("cannot start the HTTP binding")?;
-        let http = &cse.config.http;
+        let http = &cse.config().http;
         let limits = ServeLimits {
             max_connections: http.max_connections,
             header_read_timeout: http.header_read_timeout,
@@ -131,8 +137,8 @@ impl App {
             serve(listener, server_tls, router, limits, shutdown.clone(), SHUTDOWN_GRACE)
                 .instrument(info_span!("http")),
         );
-        let tls = cse.config.http.tls.server.is_some();
-        info!(address = %local_addr, tls, authentication = cse.config.http.auth.is_enabled(), "serving HTTP");
+        let tls = cse.config().http.tls.server.is_some();
+        info!(address = %local_addr, tls, authentication = cse.config().http.auth.is_enabled(), "serving HTTP");
         if let Err(error) = remote.start().await {
             // Nothing keeps running when the start fails.
             shutdown.cancel();
@@ -175,7 +181,7 @@ impl Running {
 
 /// Remove expired resources every `expiration_check_interval`.
 async fn expiry_worker(cse: Cse, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(cse.config.cse.expiration_check_interval);
+    let mut ticks = tokio::time::interval(cse.config().cse.expiration_check_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

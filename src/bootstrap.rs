@@ -24,7 +24,7 @@ const CSEBASE_INIT_ATTRIBUTES: [&str; 5] = ["lbl", "acpi", "nl", "cstn", "loc"];
 /// Create the CSEBase, or bring a stored one in line with the configuration.
 /// Returns true when the database was new (the CSEBase had to be created).
 pub async fn ensure_cse_base(cse: &Cse, poa: Vec<String>) -> Result<bool> {
-    let config = cse.config.clone();
+    let config = cse.config().clone();
     cse.storage
         .write(move |tx| {
             let cse_config = &config.cse;
@@ -107,7 +107,7 @@ pub async fn import_init_dir(cse: &Cse, dir: &Path) -> Result<usize> {
 }
 
 fn substitute(cse: &Cse, text: &str) -> String {
-    let config = &cse.config.cse;
+    let config = &cse.config().cse;
     text.replace("${ADMIN}", &config.admin_originator)
         .replace("${CSE_ID}", &config.cse_id)
         .replace("${CSE_RN}", &config.resource_name)
@@ -118,8 +118,9 @@ async fn apply_init(cse: &Cse, text: &str) -> Result<()> {
     let value: Value =
         serde_json::from_str(text).map_err(|error| Error::bad_request(format!("not valid JSON: {error}")))?;
     if let Some(create) = value.get("create") {
-        let parent = create.get("parent").and_then(Value::as_str).unwrap_or(&cse.config.cse.resource_name);
-        let originator = create.get("originator").and_then(Value::as_str).unwrap_or(&cse.config.cse.admin_originator);
+        let config = cse.config();
+        let parent = create.get("parent").and_then(Value::as_str).unwrap_or(&config.cse.resource_name);
+        let originator = create.get("originator").and_then(Value::as_str).unwrap_or(&config.cse.admin_originator);
         let resource = create.get("resource").cloned().ok_or_else(|| Error::bad_request("create needs a resource"))?;
         let ty = resource
             .as_object()
@@ -127,7 +128,7 @@ async fn apply_init(cse: &Cse, text: &str) -> Result<()> {
             .and_then(|wrapper| ResourceType::from_wrapper(wrapper))
             .ok_or_else(|| Error::bad_request("resource must be wrapped like {\"m2m:acp\": {...}}"))?;
         let mut request = Request::new(Operation::Create, parent, Some(originator));
-        request.rvi = cse.config.cse.release_version.clone();
+        request.rvi = cse.config().cse.release_version.clone();
         request.ty = Some(u64::from(ty.code()));
         request.content = Some(resource);
         request.rcn = Some(0);
@@ -144,7 +145,7 @@ async fn apply_init(cse: &Cse, text: &str) -> Result<()> {
             )));
         }
         let mut attributes = attributes.clone();
-        let ri = cse.config.cse.resource_id.clone();
+        let ri = cse.config().cse.resource_id.clone();
         let identity = cse.identity.clone();
         return cse
             .storage

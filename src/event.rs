@@ -26,8 +26,8 @@ pub enum Event {
     RemoteCseDeregistered { csr: Arc<Resource> },
     /// A CSR here was updated (the CSR as it is now).
     CsrUpdated { csr: Arc<Resource> },
-    /// A configuration value changed at run time.
-    ConfigUpdated { key: String },
+    /// A configuration reload applied changes: the `acme.toml` keys that changed.
+    ConfigUpdated { keys: Vec<String> },
 }
 
 /// The shared event channel. Cloning is cheap.

@@ -1,12 +1,20 @@
 //! The `acme-cse` binary: parse flags, load and validate the configuration, run the CSE
-//! until SIGINT or SIGTERM.
+//! until SIGINT or SIGTERM. SIGHUP reads the configuration again and applies what can
+//! change while running (the registration settings, the registrars, the log level).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use acme_cse::App;
-use acme_cse::config::{CseKind, Overrides, Settings};
+use acme_cse::config::{CseKind, Overrides, Source};
+use acme_cse::event::Event;
+use acme_cse::remote::RemoteCseManager;
 use clap::Parser;
+use tokio::sync::broadcast;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// A oneM2M CSE (IN, MN or ASN) with remote-CSE registration.
 #[derive(Debug, Parser)]
@@ -64,36 +72,50 @@ fn main() -> ExitCode {
 async fn run() -> ExitCode {
     let cli = Cli::parse();
     let explicit_config = std::env::args().any(|arg| arg == "--config" || arg.starts_with("--config="));
-    let config = Settings::load(&cli.config, explicit_config, std::env::vars()).and_then(|mut settings| {
-        settings.apply(&Overrides {
-            http_port: cli.http_port,
-            cse_id: cli.cse_id.clone(),
-            cse_type: cli.cse_type,
-            db_path: cli.db_path.clone(),
-            in_memory: cli.in_memory,
-            log_level: cli.log_level.clone(),
-        });
-        settings.validate()
-    });
-    let config = match config {
+    let overrides = Overrides {
+        http_port: cli.http_port,
+        cse_id: cli.cse_id.clone(),
+        cse_type: cli.cse_type,
+        db_path: cli.db_path.clone(),
+        in_memory: cli.in_memory,
+        log_level: cli.log_level.clone(),
+    };
+    let source = Source::new(&cli.config, explicit_config, overrides);
+    let config = match source.load() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("acme-cse: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // RUST_LOG, when set, wins over `logging.level`, also after a reload.
+    let from_environment = EnvFilter::try_from_default_env().ok();
+    let fixed = from_environment.is_some();
+    let (filter, log_filter) =
+        reload::Layer::new(from_environment.unwrap_or_else(|| EnvFilter::new(&config.log_level)));
+    // Colours only for a terminal: a log file or a pipe gets plain text.
+    let output = tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal());
+    tracing_subscriber::registry().with(filter).with(output).init();
     raise_open_files_limit(config.http.max_connections);
 
-    let app = match App::build(config, Some(cli.init_dir)).await {
+    let app = match App::build_from(config, Some(source), Some(cli.init_dir)).await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!("{error:#}");
             return ExitCode::FAILURE;
         }
     };
+    if !fixed {
+        tokio::spawn(follow_log_level(app.cse().clone(), app.cse().events().subscribe(), log_filter));
+    }
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        // Listening before the CSE serves: a SIGHUP never finds the default action (exit).
+        Ok(hangups) => {
+            tokio::spawn(reload_on_hangup(hangups, app.remote().clone()));
+        }
+        Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP; no configuration reloads"),
+    }
     match app.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -119,6 +141,39 @@ fn raise_open_files_limit(max_connections: usize) {
         ),
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "cannot read the open-files limit"),
+    }
+}
+
+/// Apply `logging.level` whenever a reload changes it.
+async fn follow_log_level(
+    cse: acme_cse::Cse,
+    mut events: broadcast::Receiver<Event>,
+    log_filter: reload::Handle<EnvFilter, Registry>,
+) {
+    loop {
+        let apply = match events.recv().await {
+            Ok(Event::ConfigUpdated { keys }) => keys.iter().any(|key| key == "logging.level"),
+            Ok(_) => false,
+            // Missed events: apply what is in force, which is right either way.
+            Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if apply {
+            let level = cse.config().log_level.clone();
+            match log_filter.reload(EnvFilter::new(&level)) {
+                Ok(()) => tracing::info!(%level, "log level changed"),
+                Err(error) => tracing::warn!(%error, "cannot change the log level"),
+            }
+        }
+    }
+}
+
+/// Read the configuration again on every SIGHUP (the outcome is logged by the manager).
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, remote: RemoteCseManager) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reading the configuration again");
+        let _ = remote.reload().await;
     }
 }
 

@@ -14,6 +14,7 @@ mod cse;
 mod database;
 mod http;
 mod registration;
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,8 +31,10 @@ pub use registration::{
     RegistrarConfig, RegistrarSecuritySettings, RegistrarSettings, RegistrationConfig, RegistrationSettings,
     RegistreeSecuritySettings, SpSettings,
 };
+pub use reload::{Reload, Source, applies_at_run_time};
 
 use crate::security::Secret;
+use reload::Fingerprints;
 
 /// Problems found in the configuration; each names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub logging: LoggingSettings,
     pub resource: ResourceSettings,
+    /// What the layered sources set, by key (to tell a reload what changed).
+    #[serde(skip)]
+    pub(crate) fingerprints: Fingerprints,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +140,8 @@ pub struct Config {
     pub log_level: String,
     pub container: ContainerSettings,
     pub security: AccessSettings,
+    /// What the sources set, by key; compared by [`Config::reload`].
+    pub(crate) fingerprints: Fingerprints,
 }
 
 impl Config {
@@ -193,10 +201,19 @@ impl Settings {
         let layered = builder
             .build()
             .map_err(|error| ConfigError::File { path: path.to_path_buf(), reason: error.to_string() })?;
-        serde_path_to_error::deserialize(layered).map_err(|error| {
+        Settings::from_layered(layered)
+    }
+
+    /// Deserialize the layered sources, remembering what they set.
+    fn from_layered(layered: config::Config) -> Result<Settings, ConfigError> {
+        let mut settings: Settings = serde_path_to_error::deserialize(layered.clone()).map_err(|error| {
             let key = error.path().to_string();
             ConfigError::invalid(&key, error.into_inner().to_string())
-        })
+        })?;
+        let tree: serde_json::Value =
+            layered.try_deserialize().map_err(|error| ConfigError::invalid(".", error.to_string()))?;
+        settings.fingerprints = Fingerprints::of(&tree);
+        Ok(settings)
     }
 
     /// Parse a TOML text on top of the defaults (for tests and embedders).
@@ -205,10 +222,7 @@ impl Settings {
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
             .map_err(|error| ConfigError::invalid(".", error.to_string()))?;
-        serde_path_to_error::deserialize(layered).map_err(|error| {
-            let key = error.path().to_string();
-            ConfigError::invalid(&key, error.into_inner().to_string())
-        })
+        Settings::from_layered(layered)
     }
 
     pub fn apply(&mut self, overrides: &Overrides) {
@@ -238,7 +252,7 @@ impl Settings {
 
     /// Check every rule and build the typed [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let Settings { cse, http, database, logging, resource } = self;
+        let Settings { cse, http, database, logging, resource, fingerprints } = self;
         let own = cse.validate()?;
         let (registration, registrar, sp_registrars) = cse.validate_registration(&own)?;
         let http = http.validate(&cse.registrar_sections())?;
@@ -259,6 +273,7 @@ impl Settings {
             log_level: logging.level,
             container: resource.cnt,
             security: cse.security.clone(),
+            fingerprints,
         })
     }
 }

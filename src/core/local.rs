@@ -22,14 +22,14 @@ impl Cse {
 
     /// The CSEBase.
     pub async fn cse_base(&self) -> Result<Resource> {
-        let ri = self.config.cse.resource_id.clone();
+        let ri = self.config().cse.resource_id.clone();
         self.storage.read(move |tx| tx.get(&ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))).await
     }
 
     /// Set attributes of the CSEBase (what this CSE learns from its registrar). Returns
     /// whether anything changed.
     pub(crate) async fn update_cse_base(&self, changes: Map<String, Value>) -> Result<bool> {
-        let ri = self.config.cse.resource_id.clone();
+        let ri = self.config().cse.resource_id.clone();
         self.storage
             .write(move |tx| {
                 let mut cse_base = tx.get(&ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))?;
@@ -53,8 +53,8 @@ impl Cse {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::internal("a registrar CSR needs a csi"))?
             .to_string();
-        let max_et = self.config.cse.max_expiration_delta;
-        let cse_base_ri = self.config.cse.resource_id.clone();
+        let max_et = self.config().cse.max_expiration_delta;
+        let cse_base_ri = self.config().cse.resource_id.clone();
         self.storage
             .write(move |tx| {
                 let name = resource_name_of(&csi);

@@ -31,15 +31,16 @@ pub mod types;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use tracing::{debug, error, info, instrument};
 
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::core::access::{Access, Accessor};
 use crate::core::address::{Identity, Target};
 use crate::core::net::Outbound;
 use crate::core::registry::Registry;
 use crate::core::request::{Operation, Request, Response};
-use crate::core::types::Context;
 use crate::error::{Error, Result, Rsc};
 use crate::event::EventBus;
 use crate::resource::{Resource, Timestamp};
@@ -52,7 +53,11 @@ pub(crate) use tree::resolve_acpi;
 /// Embedders read through the accessors; only the crate writes.
 #[derive(Clone)]
 pub struct Cse {
-    pub(crate) config: Arc<Config>,
+    /// The configuration in force; replaced as a whole when a reload applies changes.
+    config: Arc<ArcSwap<Config>>,
+    /// Where the configuration was read from, to read it again (none for embedders that
+    /// hand over a [`Config`]).
+    source: Option<Arc<Source>>,
     pub(crate) identity: Arc<Identity>,
     pub(crate) storage: Storage,
     pub(crate) events: EventBus,
@@ -63,22 +68,35 @@ pub struct Cse {
 }
 
 impl Cse {
-    pub(crate) fn new(config: Arc<Config>, storage: Storage, events: EventBus, outbound: Arc<dyn Outbound>) -> Cse {
+    pub(crate) fn new(
+        config: Config,
+        source: Option<Source>,
+        storage: Storage,
+        events: EventBus,
+        outbound: Arc<dyn Outbound>,
+    ) -> Cse {
         let identity = Arc::new(Identity::from(&config.cse));
-        let registrars = config
-            .registrar
-            .iter()
-            .map(|registrar| registrar.cse_id.to_string())
-            .chain(config.sp_registrars.iter().map(|registrar| registrar.absolute_cse_id()))
-            .collect();
-        let registry = Registry::new(&identity.cse_id, registrars);
+        let registry = Registry::new(&identity.cse_id, registrar_ids(&config));
         storage.observe(Arc::new(registry.clone()));
-        Cse { config, identity, storage, events, registry, outbound }
+        let config = Arc::new(ArcSwap::from_pointee(config));
+        Cse { config, source: source.map(Arc::new), identity, storage, events, registry, outbound }
     }
 
-    /// The validated configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The validated configuration in force (a snapshot: a reload replaces it as a whole).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Where the configuration is read from, if it came from files.
+    pub fn config_source(&self) -> Option<&Source> {
+        self.source.as_deref()
+    }
+
+    /// Run with `config` from now on (the manager applies a reload through this). The
+    /// registry learns the new set of registrars.
+    pub(crate) fn replace_config(&self, config: Config) {
+        self.registry.set_registrars(registrar_ids(&config));
+        self.config.store(Arc::new(config));
     }
 
     /// This CSE's CSE-ID, SP-ID and CSEBase names.
@@ -100,11 +118,6 @@ impl Cse {
     /// through [`Cse::handle`] with its access checks).
     pub async fn stored(&self, ri: &str) -> Result<Option<Resource>> {
         self.storage.get(ri).await
-    }
-
-    /// What the rules of a resource type may consult.
-    fn context(&self) -> Context<'_> {
-        Context { config: &self.config, identity: &self.identity, registry: &self.registry }
     }
 
     /// Handle one request; every failure becomes an error response.
@@ -145,7 +158,7 @@ impl Cse {
                 authenticated: request.caller.is_authenticated(),
                 address: request.caller.address(),
             },
-            config: self.config.clone(),
+            config: self.config(),
             identity: self.identity.clone(),
         };
         match request.op {
@@ -167,13 +180,14 @@ impl Cse {
                 request.op.name()
             )));
         }
-        if !self.config.cse.release_versions.contains(&request.rvi) {
+        let config = self.config.load();
+        if !config.cse.release_versions.contains(&request.rvi) {
             return Err(Error::new(
                 Rsc::ReleaseVersionNotSupported,
                 format!(
                     "release version {:?} is not supported (supported: {})",
                     request.rvi,
-                    self.config.cse.release_versions.join(", ")
+                    config.cse.release_versions.join(", ")
                 ),
             ));
         }
@@ -204,4 +218,14 @@ impl Cse {
         }
         Ok(())
     }
+}
+
+/// The CSE-IDs of the registrars `config` names, as the registry keys them.
+fn registrar_ids(config: &Config) -> Vec<String> {
+    config
+        .registrar
+        .iter()
+        .map(|registrar| registrar.cse_id.to_string())
+        .chain(config.sp_registrars.iter().map(|registrar| registrar.absolute_cse_id()))
+        .collect()
 }

@@ -102,7 +102,7 @@ impl Cse {
     /// Credentials may act only as the originators they are bound to (any but the admin
     /// when their configuration lists none). Refusals are logged, never with the secret.
     fn check_credentials(&self, principal: &Principal, received: &str, simplified: &str) -> Result<()> {
-        if principal.may_act_as(&[received, simplified], &self.config.cse.admin_originator) {
+        if principal.may_act_as(&[received, simplified], &self.config().cse.admin_originator) {
             return Ok(());
         }
         warn!(user = %principal.name, originator = %received, "credentials used for an originator they may not act as");
@@ -130,8 +130,9 @@ impl Cse {
             return Previous::Registree(registree);
         }
         let sp = &self.identity.sp_id;
-        let same_sp = self.config.registrar.iter().map(|registrar| hop_name(&registrar.cse_id, sp));
-        let other_sp = self.config.sp_registrars.iter().map(|registrar| hop_name(&registrar.absolute_cse_id(), sp));
+        let config = self.config();
+        let same_sp = config.registrar.iter().map(|registrar| hop_name(&registrar.cse_id, sp));
+        let other_sp = config.sp_registrars.iter().map(|registrar| hop_name(&registrar.absolute_cse_id(), sp));
         if same_sp.chain(other_sp).any(|hop| hop == *previous) {
             return Previous::Registrar;
         }

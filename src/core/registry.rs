@@ -13,7 +13,7 @@
 //! `//sp/id-in` for another service provider). No I/O.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -58,9 +58,13 @@ pub struct Registry {
 struct Inner {
     /// This CSE's CSE-ID: the `via` of direct registrees.
     own_csi: String,
-    /// The CSE-IDs of the configured registrars: their CSRs are routes up.
-    registrar_csis: Vec<String>,
+    /// The CSE-IDs of the configured registrars: their CSRs are routes up. Replaced when
+    /// a configuration reload changes the registrars.
+    registrar_csis: ArcSwap<Vec<String>>,
     table: ArcSwap<Table>,
+    /// Held by whoever replaces the table (the commit observer, a change of registrars),
+    /// so that neither loses the other's change. Readers never take it.
+    writing: Mutex<()>,
     /// Bumped whenever the set of CSEs below this one changes.
     descendants: watch::Sender<u64>,
 }
@@ -130,8 +134,9 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 own_csi: own_csi.to_string(),
-                registrar_csis,
+                registrar_csis: ArcSwap::from_pointee(registrar_csis),
                 table: ArcSwap::from_pointee(Table::default()),
+                writing: Mutex::new(()),
                 descendants,
             }),
         }
@@ -139,6 +144,7 @@ impl Registry {
 
     /// Fill the table from the CSRs stored now (at start, before anything is committed).
     pub(crate) fn load(&self, csrs: Vec<Resource>) {
+        let _writing = self.inner.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut table = Table::default();
         for csr in csrs {
             self.apply(&mut table, &Change::Created(Arc::new(csr)));
@@ -199,7 +205,40 @@ impl Registry {
 
     /// Is `csi` one of this CSE's registrars (configured)?
     pub fn is_configured_registrar(&self, csi: &str) -> bool {
-        self.inner.registrar_csis.iter().any(|registrar| registrar == csi)
+        self.inner.registrar_csis.load().iter().any(|registrar| registrar == csi)
+    }
+
+    /// The registrars are now `registrar_csis` (a configuration reload). A stored CSR of a
+    /// CSE that stopped being a registrar becomes a registree's, and the other way round.
+    pub(crate) fn set_registrars(&self, registrar_csis: Vec<String>) {
+        let _writing = self.inner.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        self.inner.registrar_csis.store(Arc::new(registrar_csis));
+        let mut table = Table::clone(&self.inner.table.load());
+        let mut descendants_changed = false;
+        let demoted: Vec<(String, Arc<Resource>)> = table
+            .registrars
+            .iter()
+            .filter(|(csi, _)| !self.is_configured_registrar(csi))
+            .map(|(csi, csr)| (csi.clone(), csr.clone()))
+            .collect();
+        for (csi, csr) in demoted {
+            table.registrars.remove(&csi);
+            descendants_changed |= table.set_registree(&csi, Some(csr));
+        }
+        let promoted: Vec<(String, Arc<Resource>)> = table
+            .registrees
+            .iter()
+            .filter(|(csi, _)| self.is_configured_registrar(csi))
+            .map(|(csi, csr)| (csi.clone(), csr.clone()))
+            .collect();
+        for (csi, csr) in promoted {
+            descendants_changed |= table.set_registree(&csi, None);
+            table.registrars.insert(csi, csr);
+        }
+        self.inner.table.store(Arc::new(table));
+        if descendants_changed {
+            self.inner.descendants.send_modify(|version| *version += 1);
+        }
     }
 
     /// Apply one change to `table`; true if the set of descendants changed.
@@ -232,6 +271,7 @@ impl Observer for Registry {
         if !changes.changes.iter().any(|change| change.resource().ty == ResourceType::Csr) {
             return;
         }
+        let _writing = self.inner.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut table = Table::clone(&self.inner.table.load());
         let mut descendants_changed = false;
         for change in &changes.changes {

@@ -91,7 +91,7 @@ impl Cse {
     pub(crate) fn next_hop(&self, target: &str, other_sp: Option<&str>) -> Result<NextHop> {
         if let Some(sp) = other_sp {
             let prefix = format!("//{sp}/");
-            if let Some(registrar) = self.config.sp_registrars.iter().find(|registrar| registrar.sp_id == sp) {
+            if let Some(registrar) = self.config().sp_registrars.iter().find(|registrar| registrar.sp_id == sp) {
                 return Ok(self.registrar_hop(registrar, registrar.absolute_cse_id()));
             }
             if let Some(csr) = self
@@ -109,7 +109,7 @@ impl Cse {
             }
         }
         // Up: to the same-SP registrar (MN/ASN), once registered there.
-        if let Some(registrar) = &self.config.registrar {
+        if let Some(registrar) = &self.config().registrar {
             if self.registry.is_registrar(&registrar.cse_id) {
                 return Ok(self.registrar_hop(registrar, registrar.cse_id.to_string()));
             }
@@ -135,7 +135,7 @@ impl Cse {
     fn registree_hop(&self, csr: &Resource) -> NextHop {
         let cse_id = csr.str("csi").unwrap_or_default().to_string();
         let name = hop_name(&cse_id, &self.identity.sp_id);
-        let credentials = self.config.registration.registree_credentials.get(&cse_id).cloned();
+        let credentials = self.config().registration.registree_credentials.get(&cse_id).cloned();
         NextHop { cse_id, name, urls: csr.str_list("poa"), credentials }
     }
 

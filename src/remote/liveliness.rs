@@ -21,7 +21,7 @@ impl Inner {
     /// Probe every registree's CSEBase concurrently (bounded), each with its own
     /// time-out; remove a registree only after `liveliness_failures` failed rounds in a row.
     pub(super) async fn probe_registrees(&self, failures: &mut HashMap<String, u32>) {
-        let registration = &self.cse.config.registration;
+        let registration = &self.cse.config().registration;
         let csrs = self.cse.registry.registree_csrs();
         failures.retain(|csi, _| csrs.iter().any(|csr| csr.str("csi") == Some(csi)));
         let permits = Arc::new(Semaphore::new(registration.liveliness_parallelism));
@@ -64,12 +64,13 @@ impl Inner {
 async fn probe(cse: &Cse, csr: &Resource, timeout: Duration) -> bool {
     let target = csr.str("cb").unwrap_or_default().to_string();
     let csi = csr.str("csi").unwrap_or_default();
-    let credentials = cse.config.registration.registree_credentials.get(csi);
+    let config = cse.config();
+    let credentials = config.registration.registree_credentials.get(csi);
     let identity = &cse.identity;
     let originator =
         if csi.starts_with("//") { identity.cse_id.absolute(&identity.sp_id) } else { identity.cse_id.to_string() };
     let mut request = Request::new(Operation::Retrieve, target, Some(&originator));
-    request.rvi = cse.config.cse.release_version.clone();
+    request.rvi = cse.config().cse.release_version.clone();
     for poa in csr.str_list("poa") {
         match cse.outbound.send(&poa, &request, timeout, credentials).await {
             Ok(_) => return true,

@@ -22,11 +22,13 @@ mod callbacks;
 mod changes;
 mod liveliness;
 mod monitor;
+mod reconfigure;
 mod registrar;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -102,7 +104,11 @@ impl CsrRecord {
 
 struct Inner {
     cse: Cse,
-    registrars: Vec<Registrar>,
+    /// The registrars of the configuration in force (replaced by a reload).
+    registrars: ArcSwap<Vec<Arc<Registrar>>>,
+    /// Held through a monitor round and through a change of registrars, so that a
+    /// reload never changes the registrars under a round.
+    rounds: tokio::sync::Mutex<()>,
     callbacks: Mutex<Callbacks>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
@@ -127,15 +133,12 @@ pub struct RemoteCseManager {
 
 impl RemoteCseManager {
     pub fn new(cse: Cse) -> RemoteCseManager {
-        let config = cse.config.clone();
-        let same_sp = config.registrar.iter().map(|registrar| (registrar, false));
-        let other_sp = config.sp_registrars.iter().map(|registrar| (registrar, true));
-        let registrars =
-            same_sp.chain(other_sp).map(|(registrar, other)| Registrar::new(&config.cse, registrar, other)).collect();
+        let registrars = Registrar::all(&cse.config()).into_iter().map(Arc::new).collect();
         RemoteCseManager {
             inner: Arc::new(Inner {
                 cse,
-                registrars,
+                registrars: ArcSwap::from_pointee(registrars),
+                rounds: tokio::sync::Mutex::new(()),
                 callbacks: Mutex::new(Callbacks::default()),
                 running: tokio::sync::Mutex::new(None),
             }),
@@ -181,7 +184,7 @@ impl RemoteCseManager {
     /// The registrars and their current status.
     pub fn statuses(&self) -> Vec<(RegistrarInfo, RegistrationStatus, Option<String>)> {
         self.inner
-            .registrars
+            .registrars()
             .iter()
             .map(|registrar| {
                 let state = lock(&registrar.state);
@@ -194,7 +197,7 @@ impl RemoteCseManager {
     /// True when this CSE is registered to its same-SP registrar (also while that one is
     /// momentarily unreachable: the registration is kept).
     pub fn is_registered(&self) -> bool {
-        self.inner.registrars.iter().filter(|registrar| !registrar.info.cse_id.starts_with("//")).any(|registrar| {
+        self.inner.registrars().iter().filter(|registrar| !registrar.info.cse_id.starts_with("//")).any(|registrar| {
             matches!(lock(&registrar.state).status, RegistrationStatus::Registered | RegistrationStatus::Unreachable)
         })
     }
@@ -246,7 +249,7 @@ impl RemoteCseManager {
     pub async fn retrieve_remote(&self, id: &str, originator: Option<&str>) -> Result<Resource> {
         let cse = &self.inner.cse;
         let mut request = Request::new(Operation::Retrieve, id, Some(originator.unwrap_or(&cse.identity.cse_id)));
-        request.rvi = cse.config.cse.release_version.clone();
+        request.rvi = cse.config().cse.release_version.clone();
         let response = cse.handle(request).await.into_result()?;
         let content = response.content.ok_or_else(|| Error::internal("empty answer"))?;
         resource_from_json(&content, id)
@@ -278,7 +281,7 @@ impl RemoteCseManager {
         let changes = self.inner.cse.storage.changes_of(ResourceType::Csr);
         let descendants = self.inner.cse.registry.descendants_changed();
         // Connecting before the first round can report anything else.
-        for registrar in &self.inner.registrars {
+        for registrar in self.inner.registrars().iter() {
             self.inner.set_status(registrar, RegistrationStatus::Connecting);
         }
         let monitor = tokio::spawn(
@@ -308,13 +311,13 @@ impl RemoteCseManager {
         running.monitor_token.cancel();
         let _ = running.monitor.await;
         let _ = running.pusher.await;
-        if self.inner.cse.config.registration.unregister_when_stopping {
+        if self.inner.cse.config().registration.unregister_when_stopping {
             let grace = self.inner.cse.outbound.timeout() + Duration::from_secs(1);
             if tokio::time::timeout(grace, self.inner.deregister_all()).await.is_err() {
                 warn!(?grace, "deregistration did not finish in time");
             }
         } else {
-            for registrar in &self.inner.registrars {
+            for registrar in self.inner.registrars().iter() {
                 self.inner.set_status(registrar, RegistrationStatus::Disabled);
             }
         }
@@ -322,10 +325,16 @@ impl RemoteCseManager {
         let _ = running.follower.await;
     }
 
-    /// Stop without deregistering and start again with an immediate check.
+    /// Stop without deregistering, read the configuration again (when it came from a
+    /// file; an invalid one is logged and changes nothing), and start again with an
+    /// immediate check.
     pub async fn restart(&self) -> Result<()> {
         self.halt().await;
-        for registrar in &self.inner.registrars {
+        if self.inner.cse.config_source().is_some() {
+            // Logged inside; the restart goes on with the configuration in force.
+            let _ = self.reload().await;
+        }
+        for registrar in self.inner.registrars().iter() {
             lock(&registrar.state).announced = false;
         }
         self.start().await
@@ -333,16 +342,16 @@ impl RemoteCseManager {
 
     /// Run one monitor round now and wait until it is done.
     pub async fn check_now(&self) -> Result<()> {
-        let commands = {
-            let running = self.inner.running.lock().await;
-            match running.as_ref() {
-                Some(running) => running.commands.clone(),
-                None => return Err(Error::not_allowed("the remote-CSE manager is not running")),
-            }
-        };
+        let commands =
+            self.commands().await.ok_or_else(|| Error::not_allowed("the remote-CSE manager is not running"))?;
         let (done, finished) = oneshot::channel();
         commands.send(done).await.map_err(|_| Error::internal("the connection monitor has stopped"))?;
         finished.await.map_err(|_| Error::internal("the connection monitor has stopped"))
+    }
+
+    /// The monitor's command queue, while running.
+    async fn commands(&self) -> Option<mpsc::Sender<oneshot::Sender<()>>> {
+        self.inner.running.lock().await.as_ref().map(|running| running.commands.clone())
     }
 
     async fn halt(&self) {
@@ -354,6 +363,13 @@ impl RemoteCseManager {
         let _ = running.pusher.await;
         running.follower_token.cancel();
         let _ = running.follower.await;
+    }
+}
+
+impl Inner {
+    /// The registrars in force (a snapshot).
+    fn registrars(&self) -> Arc<Vec<Arc<Registrar>>> {
+        self.registrars.load_full()
     }
 }
 

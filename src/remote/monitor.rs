@@ -40,19 +40,13 @@ impl Inner {
         mut commands: mpsc::Receiver<oneshot::Sender<()>>,
         token: CancellationToken,
     ) {
-        let check_interval = self.cse.config.registration.check_interval;
-        let mut ticks = tokio::time::interval(check_interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check_interval = self.cse.config().registration.check_interval;
+        let mut ticks = ticks_every(check_interval);
         let mut failures: HashMap<String, u32> = HashMap::new();
-        let retries = ExponentialBuilder::new()
-            .with_min_delay(FIRST_RETRY)
-            .with_max_delay(check_interval)
-            .with_jitter()
-            .without_max_times();
+        let mut retries = retries_up_to(check_interval);
         let mut backoff: Option<ExponentialBackoff> = None;
         // The first round runs at once, before any check-now request is taken, so that a
         // check-now always means "a full round after this call".
-        ticks.tick().await;
         let mut next: Option<(Round, Option<oneshot::Sender<()>>)> = Some((Round::Full, None));
         loop {
             if let Some((round, asked)) = next.take() {
@@ -65,6 +59,15 @@ impl Inner {
                 if let Some(done) = asked {
                     let _ = done.send(());
                 }
+            }
+            // A reload may have changed the interval: the next tick is one new interval away.
+            let configured = self.cse.config().registration.check_interval;
+            if configured != check_interval {
+                debug!(?configured, "check interval changed");
+                check_interval = configured;
+                ticks = ticks_every(check_interval);
+                retries = retries_up_to(check_interval);
+                backoff = None;
             }
             let retry_at = if self.registrars_failing() {
                 let delays = backoff.get_or_insert_with(|| retries.build());
@@ -85,19 +88,32 @@ impl Inner {
     }
 
     async fn round(&self, round: Round, failures: &mut HashMap<String, u32>) {
-        for registrar in &self.registrars {
+        let _round = self.rounds.lock().await;
+        for registrar in self.registrars().iter() {
             self.check_registrar(registrar).await;
         }
-        let kind = self.cse.config.cse.kind;
-        if round == Round::Full && self.cse.config.registration.check_liveliness && kind != CseKind::Asn {
+        let config = self.cse.config();
+        if round == Round::Full && config.registration.check_liveliness && config.cse.kind != CseKind::Asn {
             self.probe_registrees(failures).await;
         }
     }
 
     /// Did the last check of a registrar fail (not reached, or a step refused)?
     fn registrars_failing(&self) -> bool {
-        self.registrars.iter().any(|registrar| lock(&registrar.state).failing)
+        self.registrars().iter().any(|registrar| lock(&registrar.state).failing)
     }
+}
+
+/// Ticks every `period`, the first one a period from now.
+fn ticks_every(period: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
+}
+
+/// Retry delays after a failure: from [`FIRST_RETRY`], doubling with jitter, up to `max`.
+fn retries_up_to(max: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::new().with_min_delay(FIRST_RETRY).with_max_delay(max).with_jitter().without_max_times()
 }
 
 async fn sleep_until(at: Option<Instant>) {

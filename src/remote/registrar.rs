@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
 use super::{Inner, RegistrarInfo, RegistrationStatus, lock};
-use crate::config::{CseConfig, RegistrarConfig};
+use crate::config::{Config, CseConfig, RegistrarConfig};
 use crate::core::request::{Operation, Request, Response};
 use crate::error::{Error, Result, Rsc};
 use crate::event::Event;
@@ -48,6 +48,13 @@ pub(super) struct RegistrarState {
 }
 
 impl Registrar {
+    /// The registrars `config` names: the same-SP one first, then those of other SPs.
+    pub(super) fn all(config: &Config) -> Vec<Registrar> {
+        let same_sp = config.registrar.iter().map(|registrar| (registrar, false));
+        let other_sp = config.sp_registrars.iter().map(|registrar| (registrar, true));
+        same_sp.chain(other_sp).map(|(registrar, other)| Registrar::new(&config.cse, registrar, other)).collect()
+    }
+
     /// A registrar of the same service provider, or (`other_sp`) of another one.
     pub(super) fn new(own: &CseConfig, registrar: &RegistrarConfig, other_sp: bool) -> Registrar {
         let own_stem = own.cse_id.stem();
@@ -88,6 +95,17 @@ impl Registrar {
                 failing: false,
             }),
         }
+    }
+
+    /// Go on from where `old` (the same registrar, configured differently) was: its
+    /// status and whether its registration was announced. The address in use is found
+    /// anew.
+    pub(super) fn take_state(&self, old: &Registrar) {
+        let old = lock(&old.state);
+        let mut state = lock(&self.state);
+        state.status = old.status.clone();
+        state.announced = old.announced;
+        state.failing = old.failing;
     }
 
     fn own_csr_path(&self) -> String {
@@ -284,7 +302,7 @@ impl Inner {
 
     /// Take over what the registrar tells about the tree: the IN-CSE's ID (`ici`).
     async fn learn_from_registrar(&self, registrar_cb: &Map<String, Value>) -> Result<()> {
-        if self.cse.config.registrar.is_none() {
+        if self.cse.config().registrar.is_none() {
             return Ok(());
         }
         if let Some(ici) = registrar_cb.get("ici").filter(|ici| ici.is_string()) {
@@ -302,26 +320,33 @@ impl Inner {
     }
 
     pub(super) async fn deregister_all(&self) {
-        for registrar in &self.registrars {
-            let registered = matches!(self.cse.storage.get(&registrar.local_csr_ri).await, Ok(Some(_)));
-            if registered {
-                if let Err(error) = self.delete_own_csr(registrar).await {
-                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the own CSR at the registrar");
-                }
-                if let Err(error) = self.drop_local_registrar_csr(registrar).await {
-                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the local registrar CSR");
-                }
-                info!(registrar = %registrar.info.cse_id, "deregistered from registrar");
-                self.cse.events.emit(Event::DeregisteredFromRegistrar { registrar_csi: registrar.info.cse_id.clone() });
-            }
-            self.set_status(registrar, RegistrationStatus::Deregistered);
+        for registrar in self.registrars().iter() {
+            self.deregister(registrar).await;
         }
+    }
+
+    /// Delete this CSE's CSR on `registrar` and the local CSR describing it (each step
+    /// logged when it fails; the local one goes anyway), waiting for a push in progress.
+    pub(super) async fn deregister(&self, registrar: &Registrar) {
+        let _no_push = registrar.pushing.lock().await;
+        let registered = matches!(self.cse.storage.get(&registrar.local_csr_ri).await, Ok(Some(_)));
+        if registered {
+            if let Err(error) = self.delete_own_csr(registrar).await {
+                warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the own CSR at the registrar");
+            }
+            if let Err(error) = self.drop_local_registrar_csr(registrar).await {
+                warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the local registrar CSR");
+            }
+            info!(registrar = %registrar.info.cse_id, "deregistered from registrar");
+            self.cse.events.emit(Event::DeregisteredFromRegistrar { registrar_csi: registrar.info.cse_id.clone() });
+        }
+        self.set_status(registrar, RegistrationStatus::Deregistered);
     }
 
     /// Push the current set of CSEs below this one to every registrar this CSE is
     /// registered to (the `dcse` of its CSR there).
     pub(super) async fn push_descendants(&self) {
-        for registrar in &self.registrars {
+        for registrar in self.registrars().iter() {
             if !matches!(
                 lock(&registrar.state).status,
                 RegistrationStatus::Registered | RegistrationStatus::Unreachable
@@ -349,7 +374,7 @@ impl Inner {
 
     fn request(&self, registrar: &Registrar, op: Operation, to: String) -> Request {
         let mut request = Request::new(op, to, Some(&registrar.config.originator));
-        request.rvi = self.cse.config.cse.release_version.clone();
+        request.rvi = self.cse.config().cse.release_version.clone();
         request
     }
 

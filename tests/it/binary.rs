@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -174,4 +175,75 @@ async fn the_binary_refuses_to_start_on_a_read_only_database_and_names_database_
     assert!(!output.status.success(), "exit status {}; output:\n{text}", output.status);
     assert!(text.contains("database.path") && text.contains("acme.db"), "output:\n{text}");
     assert!(!text.contains("CSE ready"), "output:\n{text}");
+}
+
+/// Everything the process writes to stdout (its log), collected as it comes.
+fn collect_stdout(child: &mut Child) -> Arc<Mutex<String>> {
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    tokio::spawn(async move {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read @ 1..) = stdout.read(&mut buffer).await {
+            sink.lock().expect("lock").push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    });
+    log
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("the process is running");
+    let kill = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+    assert!(kill.expect("run kill").success(), "kill -{name} {pid}");
+}
+
+#[tokio::test]
+async fn sighup_applies_a_valid_file_and_leaves_an_invalid_one_unapplied() {
+    // Arrange: a CSE logging at info.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let base = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nin_memory = true\n");
+    let mut child = start(dir.path(), &format!("{base}[logging]\nlevel = \"info\"\n"));
+    let log = collect_stdout(&mut child);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/cse-in");
+    eventually("the CSEBase answers 2000", Duration::from_secs(20), || cse_base_answers(&client, &url)).await;
+    let logged = |text: &str| log.lock().expect("lock").contains(text);
+
+    // Act 1: an invalid value, SIGHUP.
+    std::fs::write(dir.path().join("acme.toml"), format!("{base}[cse.registration]\ncheck_interval = \"0s\"\n"))
+        .expect("write");
+    signal(&child, "HUP");
+
+    // Assert 1: named, nothing applied, still serving.
+    eventually("the refusal is logged", Duration::from_secs(10), || async {
+        logged("configuration not reloaded") && logged("cse.registration.check_interval")
+    })
+    .await;
+    assert!(cse_base_answers(&client, &url).await, "still serving");
+    assert!(!logged("rqi=binary-probe"), "requests are not logged at info");
+
+    // Act 2: a valid file: a new log level, a new interval, a key that needs a restart.
+    let text = format!(
+        "{}[logging]\nlevel = \"acme_cse=debug\"\n[cse.registration]\ncheck_interval = \"5s\"\n",
+        base.replace("[database]", "max_body_size = 1000\n\n[database]")
+    );
+    std::fs::write(dir.path().join("acme.toml"), text).expect("write");
+    signal(&child, "HUP");
+
+    // Assert 2: applied keys and restart keys named; debug lines appear from now on.
+    eventually("the reload is logged", Duration::from_secs(10), || async {
+        logged("configuration reloaded") && logged("log level changed")
+    })
+    .await;
+    assert!(logged("http.max_body_size"), "the restart-only key is named");
+    assert!(cse_base_answers(&client, &url).await);
+    eventually("requests are logged at debug", Duration::from_secs(10), || async {
+        cse_base_answers(&client, &url).await && logged("rqi=binary-probe")
+    })
+    .await;
+    assert!(!logged("\u{1b}["), "no terminal colours in a piped log");
+    signal(&child, "TERM");
+    let (status, stderr) = finish(child).await;
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use acme_cse::config::{CseKind, RegistrarSettings, Settings};
+use acme_cse::config::{Config, CseKind, RegistrarSettings, Settings, Source};
 use acme_cse::remote::RemoteCseManager;
 use acme_cse::{App, Cse};
 use reqwest::Method;
@@ -101,15 +101,31 @@ impl TestCse {
     /// Start a CSE; `hook` sees the remote-CSE manager before it starts (to register
     /// callbacks that must not miss the first events).
     pub async fn start_hooked(settings: Settings, hook: impl FnOnce(&RemoteCseManager)) -> TestCse {
+        let ca_file = settings.http.tls.ca_file.clone();
+        let config = settings.validate().expect("valid test configuration");
+        TestCse::start_built(config, None, ca_file, hook).await
+    }
+
+    /// Start a CSE configured by `source` (a file it reads again on reload).
+    pub async fn start_from(source: Source, hook: impl FnOnce(&RemoteCseManager)) -> TestCse {
+        let config = source.load().expect("valid test configuration");
+        TestCse::start_built(config, Some(source), None, hook).await
+    }
+
+    async fn start_built(
+        config: Config,
+        source: Option<Source>,
+        ca_file: Option<PathBuf>,
+        hook: impl FnOnce(&RemoteCseManager),
+    ) -> TestCse {
         LazyLock::force(&TRACING);
         let mut client = reqwest::Client::builder();
-        if let Some(ca_file) = &settings.http.tls.ca_file {
+        if let Some(ca_file) = &ca_file {
             let pem = std::fs::read(ca_file).expect("read the test CA");
             client = client.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).expect("a PEM CA bundle"));
         }
         let client = client.build().expect("test client");
-        let config = settings.validate().expect("valid test configuration");
-        let app = App::build(config, Some(init_dir())).await.expect("CSE builds");
+        let app = App::build_from(config, source, Some(init_dir())).await.expect("CSE builds");
         hook(app.remote());
         let addr = app.local_addr();
         let scheme = if app.cse().config().http.tls.server.is_some() { "https" } else { "http" };

@@ -13,5 +13,6 @@ mod layering;
 mod peers;
 mod registration;
 mod registrees;
+mod reload;
 mod results;
 mod security;

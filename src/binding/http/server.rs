@@ -39,8 +39,8 @@ struct Binding {
 
 /// The router serving every path of the CSE.
 pub fn router(cse: Cse) -> std::io::Result<Router> {
-    let max_concurrent = cse.config.http.max_concurrent_requests;
-    let security = &cse.config.http;
+    let max_concurrent = cse.config().http.max_concurrent_requests;
+    let security = &cse.config().http;
     let gate = Arc::new(Gate::new(security.auth.clone(), security.max_auth_failures)?);
     Ok(Router::new()
         .fallback(handle)
@@ -69,7 +69,7 @@ async fn handle(
     let rqi = header_text(&headers, X_M2M_RI).ok().flatten().unwrap_or_default().to_string();
     let rvi = header_text(&headers, X_M2M_RVI).ok().flatten().unwrap_or_default().to_string();
     // One time limit for reading the request (a client may stall its body) and answering it.
-    let timeout: Duration = cse.config.http.request_timeout;
+    let timeout: Duration = cse.config().http.request_timeout;
     let work = async {
         let mut request = parse_request(&cse, &method, &uri, &headers, body).await?;
         request.caller = Caller::Peer { principal, address: client };
@@ -134,14 +134,14 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
     request.vsi = header_text(headers, X_M2M_VSI)?.map(str::to_string);
     request.via = via_hops(headers);
     if let Some(ret) = header_text(headers, X_M2M_RET)? {
-        request.rqet = Some(request_expiration(ret, cse.config.cse.max_expiration_delta)?);
+        request.rqet = Some(request_expiration(ret, cse.config().cse.max_expiration_delta)?);
     }
     if let Some(query) = uri.query() {
         apply_query(&mut request, query)?;
         request.query = Some(query.to_string());
     }
 
-    let limit = cse.config.http.max_body_size;
+    let limit = cse.config().http.max_body_size;
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
         let too_large = std::error::Error::source(&error)
             .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>())

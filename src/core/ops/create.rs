@@ -48,14 +48,15 @@ impl Cse {
             return Err(Error::not_allowed(refusal));
         }
         let attributes = unwrap_content(request.content.as_ref(), ty, Rsc::BadRequest)?;
-        let originator = type_rules.originator(&self.context(), originator.as_deref())?;
+        let ctx = Context { config: &guard.config, identity: &self.identity, registry: &self.registry };
+        let originator = type_rules.originator(&ctx, originator.as_deref())?;
         let plan = CreatePlan {
             target: target.id,
             ty,
             attributes,
             originator,
             rvi: request.rvi.clone(),
-            config: self.config.clone(),
+            config: guard.config.clone(),
             identity: self.identity.clone(),
             registry: self.registry.clone(),
             guard,

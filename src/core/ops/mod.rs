@@ -30,10 +30,11 @@ impl Cse {
     /// The bounds of one answer: `cse.max_results`, `cse.max_result_size`, and the time a
     /// request may take.
     fn bounds(&self) -> Bounds {
+        let config = self.config.load();
         Bounds {
-            max_results: self.config.cse.max_results,
-            max_size: self.config.cse.max_result_size,
-            deadline: std::time::Instant::now() + self.config.http.request_timeout,
+            max_results: config.cse.max_results,
+            max_size: config.cse.max_result_size,
+            deadline: std::time::Instant::now() + config.http.request_timeout,
         }
     }
 

@@ -27,7 +27,7 @@ async fn cse() -> Cse {
     let tls = tls::load(&config.http.tls).expect("no TLS files");
     let client = Client::new(&config.http, &tls);
     let storage = Storage::open(&config.database).expect("in-memory store");
-    let cse = Cse::new(Arc::new(config), storage, EventBus::default(), Arc::new(client));
+    let cse = Cse::new(config, None, storage, EventBus::default(), Arc::new(client));
     bootstrap::ensure_cse_base(&cse, vec!["http://127.0.0.1:1".into()]).await.expect("CSEBase");
     cse
 }
