@@ -106,7 +106,7 @@ pub struct SpSettings {
     pub registrar: BTreeMap<String, RegistrarSettings>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RegistrationConfig {
     pub check_interval: Duration,
     pub check_liveliness: bool,
@@ -123,7 +123,7 @@ pub struct RegistrationConfig {
     pub registree_credentials: BTreeMap<String, Credentials>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RegistrarConfig {
     /// The config section this came from (`cse.registrar` or `cse.sp.registrar.NAME`).
     pub section: String,

@@ -67,6 +67,10 @@ impl Fingerprints {
         Fingerprints(keys)
     }
 
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Keys set in one and not the other, or set differently.
     fn changed(&self, other: &Fingerprints) -> Vec<String> {
         let keys: BTreeSet<&String> = self.0.keys().chain(other.0.keys()).collect();
@@ -153,8 +157,12 @@ impl Config {
                 "the CSE's identity changes only with a restart; nothing was applied",
             ));
         }
-        let (applied, restart_needed): (Vec<String>, Vec<String>) =
-            self.fingerprints.changed(&new.fingerprints).into_iter().partition(|key| applies_at_run_time(key));
+        let (applied, restart_needed): (Vec<String>, Vec<String>) = if new.fingerprints.is_empty() {
+            // Built in code, not read from sources: compared section by section.
+            (self.changed_sections(&new), Vec::new())
+        } else {
+            self.fingerprints.changed(&new.fingerprints).into_iter().partition(|key| applies_at_run_time(key))
+        };
         let mut config = self.clone();
         config.fingerprints = self.fingerprints.merged(&new.fingerprints, applies_at_run_time);
         config.registration = new.registration;
@@ -162,6 +170,30 @@ impl Config {
         config.sp_registrars = new.sp_registrars;
         config.log_level = new.log_level;
         Ok(Reload { config, applied, restart_needed })
+    }
+
+    /// The sections that can change at run time and differ between `self` and `new`.
+    fn changed_sections(&self, new: &Config) -> Vec<String> {
+        let mut changed = Vec::new();
+        if self.registration != new.registration {
+            changed.push("cse.registration".to_string());
+        }
+        if self.registrar != new.registrar {
+            changed.push("cse.registrar".to_string());
+        }
+        let sections = self.sp_registrars.iter().chain(&new.sp_registrars).map(|registrar| &registrar.section);
+        let sections: BTreeSet<&String> = sections.collect();
+        for section in sections {
+            let of =
+                |config: &Config| config.sp_registrars.iter().find(|registrar| registrar.section == *section).cloned();
+            if of(self) != of(new) {
+                changed.push(section.clone());
+            }
+        }
+        if self.log_level != new.log_level {
+            changed.push("logging.level".to_string());
+        }
+        changed
     }
 }
 
@@ -212,6 +244,20 @@ mod tests {
         let running = config(MN);
         let error = running.reload(config(&MN.replace("/id-mn", "/id-mn2"))).expect_err("a new CSE-ID");
         assert_eq!(error.key(), Some("cse.cse_id"));
+    }
+
+    #[test]
+    fn a_configuration_built_in_code_is_compared_by_section() {
+        let running = config(MN);
+        let mut settings = Settings::from_toml(MN).expect("valid");
+        settings.fingerprints = Fingerprints::default();
+        settings.cse.registration.check_interval = std::time::Duration::from_secs(5);
+        if let Some(registrar) = settings.cse.registrar.as_mut() {
+            registrar.address = vec!["http://127.0.0.1:8081".into()];
+        }
+        let reload = running.reload(settings.validate().expect("valid")).expect("valid");
+        assert_eq!(reload.applied, ["cse.registration", "cse.registrar"]);
+        assert_eq!(reload.config.registration.check_interval.as_secs(), 5);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The remote-CSE manager: registration to registrar CSEs, the registree table, and the
 //! embedding API (status and CSR callbacks).
 //!
-//! Three tasks run while the manager is started:
+//! Four tasks run while the manager is started:
 //! - the **connection monitor** (`monitor`; every `check_interval`, or at once on
 //!   [`RemoteCseManager::check_now`]): for every registrar, make sure this CSE is
 //!   registered there (`registrar`: create, verify, refresh, re-register; fail over
@@ -10,18 +10,22 @@
 //! - the **push-up** (`changes`): every change of the set of CSEs below this one goes to
 //!   the registrars at once (the `dcse` of this CSE's CSR there), coalesced, one update at
 //!   a time per registrar;
+//! - the **push-down** (`pushdown`): what registrees copy from this CSE's CSEBase (`ici`,
+//!   `poa`, ...) goes to them at once when it changes;
 //! - the **change follower** (`changes`): reports the `<remoteCSE>` resources committed
 //!   (log, events, CSR callbacks), never held up by a registrar that does not answer.
 //!
 //! The routing table ([`Registry`]) is not kept here: it follows the commits in the core.
 //! Changes to local resources go through the core ([`Cse`]); requests to other CSEs
 //! through its outbound seam. Callbacks run on their own threads (`callbacks`), so a slow
-//! or panicking callback never holds up the CSE or another callback.
+//! or panicking callback never holds up the CSE or another callback. A configuration
+//! reload (`reconfigure`) changes the registrars between rounds.
 
 mod callbacks;
 mod changes;
 mod liveliness;
 mod monitor;
+mod pushdown;
 mod reconfigure;
 mod registrar;
 
@@ -122,6 +126,8 @@ struct Running {
     monitor: JoinHandle<()>,
     /// Pushes `dcse` changes up; stops with the monitor.
     pusher: JoinHandle<()>,
+    /// Pushes CSEBase changes down to the registrees; stops with the monitor.
+    pusher_down: JoinHandle<()>,
     follower: JoinHandle<()>,
 }
 
@@ -280,6 +286,8 @@ impl RemoteCseManager {
         let (commands, command_rx) = mpsc::channel(16);
         let changes = self.inner.cse.storage.changes_of(ResourceType::Csr);
         let descendants = self.inner.cse.registry.descendants_changed();
+        let copied = self.inner.copied_now().await;
+        let cse_base_changes = self.inner.cse.storage.changes_of(ResourceType::CseBase);
         // Connecting before the first round can report anything else.
         for registrar in self.inner.registrars().iter() {
             self.inner.set_status(registrar, RegistrationStatus::Connecting);
@@ -290,13 +298,19 @@ impl RemoteCseManager {
         let pusher = tokio::spawn(
             self.inner.clone().push_up(descendants, monitor_token.clone()).instrument(info_span!("remote_cse_push")),
         );
+        let pusher_down = tokio::spawn(
+            self.inner
+                .clone()
+                .push_down(copied, cse_base_changes, monitor_token.clone())
+                .instrument(info_span!("remote_cse_push_down")),
+        );
         let follower = tokio::spawn(
             self.inner
                 .clone()
                 .follow_changes(changes, follower_token.clone())
                 .instrument(info_span!("remote_cse_changes")),
         );
-        *running = Some(Running { monitor_token, follower_token, commands, monitor, pusher, follower });
+        *running = Some(Running { monitor_token, follower_token, commands, monitor, pusher, pusher_down, follower });
         Ok(())
     }
 
@@ -311,6 +325,7 @@ impl RemoteCseManager {
         running.monitor_token.cancel();
         let _ = running.monitor.await;
         let _ = running.pusher.await;
+        let _ = running.pusher_down.await;
         if self.inner.cse.config().registration.unregister_when_stopping {
             let grace = self.inner.cse.outbound.timeout() + Duration::from_secs(1);
             if tokio::time::timeout(grace, self.inner.deregister_all()).await.is_err() {
@@ -361,6 +376,7 @@ impl RemoteCseManager {
         running.monitor_token.cancel();
         let _ = running.monitor.await;
         let _ = running.pusher.await;
+        let _ = running.pusher_down.await;
         running.follower_token.cancel();
         let _ = running.follower.await;
     }

@@ -74,8 +74,10 @@ impl Inner {
         for registrar in Registrar::all(&reload.config) {
             let kept = before.iter().find(|old| old.info.cse_id == registrar.info.cse_id);
             let section_changed = |old: &Registrar| {
-                let section = format!("{}.", old.info.section);
-                reload.applied.iter().any(|key| key.starts_with(&section))
+                let section = &old.info.section;
+                reload.applied.iter().any(|key| {
+                    key.strip_prefix(section.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+                })
             };
             after.push(match kept {
                 Some(old) if !section_changed(old) => old.clone(),

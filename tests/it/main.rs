@@ -11,6 +11,7 @@ mod harness;
 mod hostile;
 mod layering;
 mod peers;
+mod pushdown;
 mod registration;
 mod registrees;
 mod reload;

@@ -96,6 +96,6 @@ fn apply(
         resource.set("acpi", resolved);
     }
     resource.set("lt", Timestamp::now());
-    rules(resource.ty).after_update(tx, resource, before, changes)?;
+    rules(resource.ty).after_update(tx, ctx, resource, before, changes)?;
     tx.update(resource)
 }

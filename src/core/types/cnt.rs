@@ -53,6 +53,7 @@ impl TypeRules for Cnt {
     fn after_update(
         &self,
         tx: &mut dyn WriteTx,
+        _ctx: &Context,
         container: &mut Resource,
         before: &Resource,
         changes: &Map<String, Value>,

@@ -17,8 +17,8 @@ use super::{Context, Draft, TypeRules, check_poa_hosts, policy, registrant};
 use crate::config::CseKind;
 use crate::error::{Error, Result};
 use crate::id::{is_cse_id, last_element, matches_any, resource_name_of};
-use crate::resource::{AttrKind, Need, Policy, Resource, ResourceType};
-use crate::storage::ReadTx;
+use crate::resource::{AttrKind, Need, Policy, Resource, ResourceType, Timestamp};
+use crate::storage::{ReadTx, WriteTx};
 
 pub(super) struct Csr;
 
@@ -119,6 +119,36 @@ impl TypeRules for Csr {
         check_poa_hosts(&ctx.config.registration.allowed_poa_hosts, changes)?;
         if let (Some(dcse), Some(csi)) = (changes.get("dcse"), csr.str("csi")) {
             check_dcse(tx, ctx, csi, dcse)?;
+        }
+        Ok(())
+    }
+
+    /// The registrar pushing down a new `ici` (the IN-CSE at the top of the tree) into
+    /// its CSR here: this CSE takes it into its CSEBase in the same transaction, so the
+    /// change leaves the commit and goes further down to its own registrees.
+    fn after_update(
+        &self,
+        tx: &mut dyn WriteTx,
+        ctx: &Context,
+        csr: &mut Resource,
+        _before: &Resource,
+        changes: &Map<String, Value>,
+    ) -> Result<()> {
+        let Some(ici) = changes.get("ici").filter(|ici| ici.is_string()) else {
+            return Ok(());
+        };
+        let same_sp_registrar =
+            ctx.config.registrar.as_ref().is_some_and(|registrar| csr.str("csi") == Some(registrar.cse_id.as_str()));
+        if !same_sp_registrar {
+            return Ok(());
+        }
+        let Some(mut cse_base) = tx.get(&ctx.config.cse.resource_id)? else {
+            return Ok(());
+        };
+        if cse_base.attributes.get("ici") != Some(ici) {
+            cse_base.attributes.insert("ici".into(), ici.clone());
+            cse_base.set("lt", Timestamp::now());
+            tx.update(&cse_base)?;
         }
         Ok(())
     }

@@ -155,6 +155,7 @@ pub(crate) trait TypeRules: Sync {
     fn after_update(
         &self,
         _tx: &mut dyn WriteTx,
+        _ctx: &Context,
         _resource: &mut Resource,
         _before: &Resource,
         _changes: &Map<String, Value>,
