@@ -9,7 +9,6 @@
 //! An MN started before its IN so registers seconds after the IN comes up. Retries check
 //! the registrars only; liveliness keeps its own pace (one probe per full round).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::liveliness::Liveliness;
 use super::{Inner, lock};
 use crate::config::CseKind;
 
@@ -42,7 +42,7 @@ impl Inner {
     ) {
         let mut check_interval = self.cse.config().registration.check_interval;
         let mut ticks = ticks_every(check_interval);
-        let mut failures: HashMap<String, u32> = HashMap::new();
+        let mut live = Liveliness::new(self.cse.config().registration.liveliness_parallelism);
         let mut retries = retries_up_to(check_interval);
         let mut backoff: Option<ExponentialBackoff> = None;
         // The first round runs at once, before any check-now request is taken, so that a
@@ -54,7 +54,7 @@ impl Inner {
                 // the next start begins with a clean registration.
                 tokio::select! {
                     () = token.cancelled() => return,
-                    () = self.round(round, &mut failures) => {}
+                    () = self.round(round, &mut live) => {}
                 }
                 if let Some(done) = asked {
                     let _ = done.send(());
@@ -83,18 +83,24 @@ impl Inner {
                 _ = ticks.tick() => Some((Round::Full, None)),
                 Some(done) = commands.recv() => Some((Round::Full, Some(done))),
                 () = sleep_until(retry_at), if retry_at.is_some() => Some((Round::Registrars, None)),
+                // A probe that outlasted its round ends.
+                Some(verdict) = live.outcomes.recv() => {
+                    let _round = self.rounds.lock().await;
+                    self.judge(&mut live, verdict).await;
+                    None
+                }
             };
         }
     }
 
-    async fn round(&self, round: Round, failures: &mut HashMap<String, u32>) {
+    async fn round(&self, round: Round, live: &mut Liveliness) {
         let _round = self.rounds.lock().await;
         for registrar in self.registrars().iter() {
             self.check_registrar(registrar).await;
         }
         let config = self.cse.config();
         if round == Round::Full && config.registration.check_liveliness && config.cse.kind != CseKind::Asn {
-            self.probe_registrees(failures).await;
+            self.probe_registrees(live).await;
         }
     }
 

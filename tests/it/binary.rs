@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
-use crate::harness::{eventually, init_dir};
+use acme_cse::config::{CseKind, RegistrarSettings};
+
+use crate::harness::{TestCse, eventually, init_dir, registree_settings};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_acme-cse");
 
@@ -243,6 +245,52 @@ async fn sighup_applies_a_valid_file_and_leaves_an_invalid_one_unapplied() {
     })
     .await;
     assert!(!logged("\u{1b}["), "no terminal colours in a piped log");
+    signal(&child, "TERM");
+    let (status, stderr) = finish(child).await;
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+}
+
+#[tokio::test]
+async fn a_registree_that_keeps_coming_back_with_a_poa_nobody_reaches_is_named_at_warn() {
+    // Arrange: an IN (the binary) checking its registrees every 300 ms, removing one
+    // after a single failed probe.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n[database]\nin_memory = true\n\
+         [cse.registration]\ncheck_interval = \"300ms\"\nliveliness_failures = 1\nliveliness_timeout = \"500ms\"\n\
+         allowed_csr_originators = [\"/id-mn*\"]\n"
+    );
+    let mut child = start(dir.path(), &config);
+    let log = collect_stdout(&mut child);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let cse_base = format!("{url}/cse-in");
+    eventually("the CSEBase answers 2000", Duration::from_secs(20), || cse_base_answers(&client, &cse_base)).await;
+
+    // Act: an MN that advertises a poa where nothing listens, re-registering every 300 ms.
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", None);
+    settings.cse.registration.check_interval = Duration::from_millis(300);
+    settings.http.poa = vec![format!("http://127.0.0.1:{}", free_port())];
+    settings.cse.registrar = Some(RegistrarSettings {
+        address: vec![url.clone()],
+        cse_id: "/id-in".into(),
+        resource_name: "cse-in".into(),
+        ..RegistrarSettings::default()
+    });
+    let _mn = TestCse::start(settings).await;
+
+    // Assert: named at warn, with the poa and the reason.
+    eventually("the flapping registree is named", Duration::from_secs(20), || async {
+        let log = log.lock().expect("lock");
+        log.lines().any(|line| {
+            line.contains("WARN") && line.contains("keeps registering and being removed") && line.contains("/id-mn")
+        })
+    })
+    .await;
+    let text = log.lock().expect("lock").clone();
+    let line = text.lines().find(|line| line.contains("keeps registering")).unwrap_or_default();
+    assert!(line.contains("not reachable"), "the reason is given: {line}");
     signal(&child, "TERM");
     let (status, stderr) = finish(child).await;
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");

@@ -10,6 +10,7 @@ mod fuzz;
 mod harness;
 mod hostile;
 mod layering;
+mod liveliness;
 mod peers;
 mod pushdown;
 mod registration;
