@@ -28,8 +28,8 @@ pub use http::{
     TlsSettings,
 };
 pub use registration::{
-    RegistrarConfig, RegistrarSecuritySettings, RegistrarSettings, RegistrationConfig, RegistrationSettings,
-    RegistreeSecuritySettings, SpSettings,
+    AddressGroup, AddressGroupSettings, DEFAULT_GROUP, RegistrarConfig, RegistrarSecuritySettings, RegistrarSettings,
+    RegistrationConfig, RegistrationSettings, RegistreeSecuritySettings, SpSettings,
 };
 pub use reload::{Reload, Source, applies_at_run_time};
 
@@ -411,6 +411,28 @@ mod tests {
         assert_eq!(error_key(text), "cse.registrar.cse_id");
         let text = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"ftp://x\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
         assert_eq!(error_key(text), "cse.registrar.address");
+    }
+
+    #[test]
+    fn address_groups_follow_the_address_list_in_order_of_preference() {
+        let groups = "[[cse.registrar.groups]]\nname = \"backup\"\naddress = [\"http://127.0.0.2:8080/\", \"http://127.0.0.3:8080\"]\n";
+        let config = Settings::from_toml(&format!("{MN}{groups}")).and_then(Settings::validate).expect("valid");
+        let registrar = config.registrar.expect("registrar");
+        let names: Vec<&str> = registrar.groups.iter().map(|group| group.name.as_str()).collect();
+        assert_eq!(names, [DEFAULT_GROUP, "backup"]);
+        assert_eq!(registrar.addresses, ["http://127.0.0.1:8080", "http://127.0.0.2:8080", "http://127.0.0.3:8080"]);
+        // Groups alone are enough; each needs a name, an address, and no URL twice.
+        let only = MN.replace("address = [\"http://127.0.0.1:8080\"]\n", "");
+        Settings::from_toml(&format!("{only}{groups}")).and_then(Settings::validate).expect("groups alone");
+        assert_eq!(error_key(&only), "cse.registrar.address");
+        let twice = "[[cse.registrar.groups]]\nname = \"b\"\naddress = [\"http://127.0.0.1:8080\"]\n";
+        assert_eq!(error_key(&format!("{MN}{twice}")), "cse.registrar.groups[0].address");
+        let empty = "[[cse.registrar.groups]]\nname = \"b\"\n";
+        assert_eq!(error_key(&format!("{MN}{empty}")), "cse.registrar.groups[0].address");
+        let unnamed = "[[cse.registrar.groups]]\naddress = [\"http://127.0.0.9:1\"]\n";
+        assert_eq!(error_key(&format!("{MN}{unnamed}")), "cse.registrar.groups[0].name");
+        let dup = "[[cse.registrar.groups]]\nname = \"default\"\naddress = [\"http://127.0.0.9:1\"]\n";
+        assert_eq!(error_key(&format!("{MN}{dup}")), "cse.registrar.groups[0].name");
     }
 
     #[test]

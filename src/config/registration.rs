@@ -69,8 +69,12 @@ pub struct RegistreeSecuritySettings {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrarSettings {
-    /// Base URLs of the registrar, most preferred first.
+    /// Base URLs of the registrar, most preferred first: its most preferred address group
+    /// (named `default`).
     pub address: Vec<String>,
+    /// `[[cse.registrar.groups]]`: further groups of addresses of the same registrar (a
+    /// second site, a backup), in order of preference after `address`.
+    pub groups: Vec<AddressGroupSettings>,
     pub root: String,
     pub cse_id: String,
     pub resource_name: String,
@@ -80,6 +84,16 @@ pub struct RegistrarSettings {
     pub originator: Option<String>,
     /// `[cse.registrar.security]`, `[cse.sp.registrar.NAME.security]`.
     pub security: RegistrarSecuritySettings,
+}
+
+/// One `[[cse.registrar.groups]]` entry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AddressGroupSettings {
+    /// Named in logs and status reports.
+    pub name: String,
+    /// Base URLs, equally good: the one that answers is kept.
+    pub address: Vec<String>,
 }
 
 /// Credentials towards one registrar: the ones this CSE presents to it, and the ones the
@@ -127,8 +141,11 @@ pub struct RegistrationConfig {
 pub struct RegistrarConfig {
     /// The config section this came from (`cse.registrar` or `cse.sp.registrar.NAME`).
     pub section: String,
-    /// Base URLs (no trailing slash), most preferred first; never empty.
+    /// Base URLs (no trailing slash) of every group, most preferred first; never empty.
     pub addresses: Vec<String>,
+    /// The address groups in order of preference (`address` first, as `default`); their
+    /// addresses, in order, are `addresses`.
+    pub groups: Vec<AddressGroup>,
     pub root: String,
     /// SP-relative.
     pub cse_id: CseId,
@@ -139,6 +156,16 @@ pub struct RegistrarConfig {
     /// Presented on every request to this registrar (registration and forwarding).
     pub credentials: Option<Credentials>,
 }
+
+/// Addresses of one registrar that are reached together, with a name for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressGroup {
+    pub name: String,
+    pub addresses: Vec<String>,
+}
+
+/// The name of the group that `address` forms.
+pub const DEFAULT_GROUP: &str = "default";
 
 impl RegistrarConfig {
     /// Its CSE-ID in absolute form (`//sp/id-in`): how this CSE names the registrar of
@@ -246,14 +273,8 @@ fn registrar_config(
 ) -> Result<RegistrarConfig, ConfigError> {
     let own_sp = &own.sp_id;
     let key = |name: &str| format!("{section}.{name}");
-    if settings.address.is_empty() {
-        return Err(ConfigError::invalid(&key("address"), "at least one registrar URL is required"));
-    }
-    let mut addresses = Vec::new();
-    for address in &settings.address {
-        check_url(&key("address"), address)?;
-        addresses.push(address.trim_end_matches('/').to_string());
-    }
+    let groups = address_groups(section, settings)?;
+    let addresses = groups.iter().flat_map(|group| group.addresses.iter().cloned()).collect();
     if settings.cse_id.is_empty() {
         return Err(ConfigError::invalid(&key("cse_id"), "the registrar's CSE-ID is required"));
     }
@@ -308,6 +329,7 @@ fn registrar_config(
     Ok(RegistrarConfig {
         section: section.to_string(),
         addresses,
+        groups,
         root,
         cse_id,
         resource_name: settings.resource_name.clone(),
@@ -322,6 +344,48 @@ fn registrar_config(
             &settings.security.token,
         )?,
     })
+}
+
+/// `address` (the `default` group) and `groups`, checked: at least one address in all,
+/// every group named once and not empty, every URL valid and listed once.
+fn address_groups(section: &str, settings: &RegistrarSettings) -> Result<Vec<AddressGroup>, ConfigError> {
+    let mut groups = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut check = |key: &str, urls: &[String]| -> Result<Vec<String>, ConfigError> {
+        let mut addresses = Vec::new();
+        for url in urls {
+            check_url(key, url)?;
+            let address = url.trim_end_matches('/').to_string();
+            if !seen.insert(address.clone()) {
+                return Err(ConfigError::invalid(key, format!("{url:?} is listed twice")));
+            }
+            addresses.push(address);
+        }
+        Ok(addresses)
+    };
+    if !settings.address.is_empty() {
+        let addresses = check(&format!("{section}.address"), &settings.address)?;
+        groups.push(AddressGroup { name: DEFAULT_GROUP.to_string(), addresses });
+    }
+    for (index, group) in settings.groups.iter().enumerate() {
+        let key = format!("{section}.groups[{index}]");
+        check_name(&format!("{key}.name"), &group.name)?;
+        if groups.iter().any(|known: &AddressGroup| known.name == group.name) {
+            return Err(ConfigError::invalid(&format!("{key}.name"), format!("{:?} names two groups", group.name)));
+        }
+        if group.address.is_empty() {
+            return Err(ConfigError::invalid(&format!("{key}.address"), "a group needs at least one URL"));
+        }
+        let addresses = check(&format!("{key}.address"), &group.address)?;
+        groups.push(AddressGroup { name: group.name.clone(), addresses });
+    }
+    if groups.is_empty() {
+        return Err(ConfigError::invalid(
+            &format!("{section}.address"),
+            "at least one registrar URL is required (address, or groups)",
+        ));
+    }
+    Ok(groups)
 }
 
 /// Credentials of one section: `{prefix}username` with `{prefix}password` (both or

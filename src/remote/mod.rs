@@ -39,13 +39,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
+use crate::config::AddressGroup;
 use crate::core::Cse;
 use crate::core::registry::{Registry, Route};
 use crate::core::request::{Operation, Request};
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
 
-use callbacks::{CallbackThread, Callbacks};
+use callbacks::Reports;
+pub use callbacks::{CallbackHandle, RegistrarView, RemoteChange, RemoteChanges};
 use registrar::Registrar;
 
 /// The state of the registration to one registrar.
@@ -73,8 +75,26 @@ pub struct RegistrarInfo {
     pub section: String,
     /// The registrar's CSE-ID as this CSE stores it (`/id-in`, or `//sp/id-in`).
     pub cse_id: String,
-    /// Its base URLs, most preferred first.
+    /// Its base URLs, most preferred first (every group's, in the order of the groups).
     pub addresses: Vec<String>,
+    /// Its address groups, most preferred first.
+    pub groups: Vec<AddressGroup>,
+}
+
+impl RegistrarInfo {
+    /// The group that the address at `index` (into `addresses`) belongs to: its position
+    /// and name.
+    pub fn group_of(&self, index: usize) -> Option<(usize, &str)> {
+        let mut start = 0;
+        for (position, group) in self.groups.iter().enumerate() {
+            let end = start + group.addresses.len();
+            if (start..end).contains(&index) {
+                return Some((position, &group.name));
+            }
+            start = end;
+        }
+        None
+    }
 }
 
 /// A local `<remoteCSE>`, as handed to callbacks.
@@ -113,7 +133,8 @@ struct Inner {
     /// Held through a monitor round and through a change of registrars, so that a
     /// reload never changes the registrars under a round.
     rounds: tokio::sync::Mutex<()>,
-    callbacks: Mutex<Callbacks>,
+    /// Snapshot, change stream and callbacks.
+    reports: Arc<Reports>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -140,15 +161,17 @@ pub struct RemoteCseManager {
 impl RemoteCseManager {
     pub fn new(cse: Cse) -> RemoteCseManager {
         let registrars = Registrar::all(&cse.config()).into_iter().map(Arc::new).collect();
-        RemoteCseManager {
+        let manager = RemoteCseManager {
             inner: Arc::new(Inner {
                 cse,
                 registrars: ArcSwap::from_pointee(registrars),
                 rounds: tokio::sync::Mutex::new(()),
-                callbacks: Mutex::new(Callbacks::default()),
+                reports: Arc::new(Reports::default()),
                 running: tokio::sync::Mutex::new(None),
             }),
-        }
+        };
+        manager.inner.refresh_view();
+        manager
     }
 
     // ---------------------------------------------------------------------------------
@@ -156,23 +179,38 @@ impl RemoteCseManager {
     // ---------------------------------------------------------------------------------
 
     /// Call `callback` on every status change of a registrar connection, with the
-    /// registrar, its new status and the address in use.
+    /// registrar, its new status and the address in use (its group: see
+    /// [`RemoteCseManager::subscribe`] or [`RemoteCseManager::watch_registrars`]). Runs on
+    /// a thread of its own; the handle unregisters it.
     pub fn on_status(
         &self,
         callback: impl Fn(&RegistrarInfo, &RegistrationStatus, Option<&str>) + Send + Sync + 'static,
-    ) {
-        let thread = CallbackThread::spawn("acme-status-cb");
-        if let Ok(mut callbacks) = self.inner.callbacks.lock() {
-            callbacks.status.push((Arc::new(callback), thread));
-        }
+    ) -> CallbackHandle {
+        self.inner.reports.on_each("acme-status-cb", move |change| {
+            if let RemoteChange::Registrar(view) = change {
+                callback(&view.registrar, &view.status, view.address.as_deref());
+            }
+        })
     }
 
-    /// Call `callback` for every local CSR added (`true`) or removed (`false`).
-    pub fn on_csr_update(&self, callback: impl Fn(&CsrRecord, bool) + Send + Sync + 'static) {
-        let thread = CallbackThread::spawn("acme-csr-cb");
-        if let Ok(mut callbacks) = self.inner.callbacks.lock() {
-            callbacks.csr.push((Arc::new(callback), thread));
-        }
+    /// Call `callback` for every local CSR added (`true`) or removed (`false`). Runs on a
+    /// thread of its own; the handle unregisters it.
+    pub fn on_csr_update(&self, callback: impl Fn(&CsrRecord, bool) + Send + Sync + 'static) -> CallbackHandle {
+        self.inner.reports.on_each("acme-csr-cb", move |change| {
+            if let RemoteChange::Csr { record, added } = change {
+                callback(&record, added);
+            }
+        })
+    }
+
+    /// Every report from now on, in order: status changes and CSRs added or removed.
+    pub fn subscribe(&self) -> RemoteChanges {
+        self.inner.reports.subscribe().1
+    }
+
+    /// The registrar relations as they are, replaced on every change.
+    pub fn watch_registrars(&self) -> tokio::sync::watch::Receiver<Arc<Vec<RegistrarView>>> {
+        self.inner.reports.watch()
     }
 
     /// Call `callback` for every local CSR (registrars first, then registrees by CSE-ID).
@@ -187,17 +225,17 @@ impl RemoteCseManager {
         }
     }
 
-    /// The registrars and their current status.
+    /// The registrars, their current status and the address in use.
     pub fn statuses(&self) -> Vec<(RegistrarInfo, RegistrationStatus, Option<String>)> {
-        self.inner
-            .registrars()
+        self.registrar_views()
             .iter()
-            .map(|registrar| {
-                let state = lock(&registrar.state);
-                let address = state.active.and_then(|index| registrar.info.addresses.get(index).cloned());
-                (registrar.info.clone(), state.status.clone(), address)
-            })
+            .map(|view| (view.registrar.clone(), view.status.clone(), view.address.clone()))
             .collect()
+    }
+
+    /// The registrar relations as they are now (status, address group and address).
+    pub fn registrar_views(&self) -> Arc<Vec<RegistrarView>> {
+        self.inner.reports.snapshot()
     }
 
     /// True when this CSE is registered to its same-SP registrar (also while that one is

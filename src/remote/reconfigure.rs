@@ -98,6 +98,7 @@ impl Inner {
         }
         self.cse.replace_config(reload.config.clone());
         self.registrars.store(Arc::new(after));
+        self.refresh_view();
         if running {
             for registrar in self.registrars().iter() {
                 let status = lock(&registrar.state).status.clone();

@@ -6,11 +6,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Inner, RegistrarInfo, RegistrationStatus, lock};
 use crate::config::{Config, CseConfig, RegistrarConfig};
+use crate::core::net::TransportError;
 use crate::core::request::{Operation, Request, Response};
 use crate::error::{Error, Result, Rsc};
 use crate::event::Event;
@@ -45,6 +48,10 @@ pub(super) struct RegistrarState {
     /// Whether the last check failed: the monitor retries soon, and a failure is logged
     /// once, not at every retry.
     pub(super) failing: bool,
+    /// While on a less preferred address group: when to try the better ones next, and the
+    /// growing delays between tries.
+    return_at: Option<Instant>,
+    returns: Option<ExponentialBackoff>,
 }
 
 impl Registrar {
@@ -80,6 +87,7 @@ impl Registrar {
                 section: registrar.section.clone(),
                 cse_id: cse_id.clone(),
                 addresses: registrar.addresses.clone(),
+                groups: registrar.groups.clone(),
             },
             local_csr_ri: resource_name_of(&cse_id),
             own_csr_rn,
@@ -93,6 +101,8 @@ impl Registrar {
                 active: None,
                 announced: false,
                 failing: false,
+                return_at: None,
+                returns: None,
             }),
         }
     }
@@ -115,6 +125,7 @@ impl Registrar {
 
 impl Inner {
     pub(super) async fn check_registrar(&self, registrar: &Registrar) {
+        self.return_to_preferred_group(registrar).await;
         let result = match self.cse.storage.get(&registrar.local_csr_ri).await {
             Ok(Some(_)) => self.verify_registration(registrar).await,
             Ok(None) => self.register(registrar).await,
@@ -378,34 +389,23 @@ impl Inner {
         request
     }
 
-    /// Send to the registrar: its addresses in order of preference, moving on when one is
-    /// unreachable or answers with a server error (5xxx: a broken instance or a proxy in
-    /// front of none). Remembers (and reports) the address that answered; when every
-    /// address failed, the last server error is the answer, else the last transport error.
+    /// Send to the registrar: the address in use first (sticky), then the others of its
+    /// group, then the other groups by preference, moving on when one is unreachable or
+    /// answers with a server error (5xxx: a broken instance or a proxy in front of none).
+    /// Remembers (and reports) the address that answered; when every address failed, the
+    /// last server error is the answer, else the last transport error.
     async fn send_to_registrar(&self, registrar: &Registrar, request: &Request) -> Result<Response> {
         let mut last_failure = None;
         let mut last_server_error = None;
-        for (index, address) in registrar.info.addresses.iter().enumerate() {
-            let base = format!("{address}{}", registrar.config.root);
-            let credentials = registrar.config.credentials.as_ref();
-            match self.cse.outbound.send(&base, request, self.cse.outbound.timeout(), credentials).await {
-                Ok(response) if response.rsc.code() >= 5000 => {
-                    debug!(registrar = %registrar.info.cse_id, %address, rsc = response.rsc.code(), "registrar address answered a server error");
-                    last_server_error = Some(response);
-                }
+        let active = lock(&registrar.state).active;
+        for index in attempt_order(&registrar.info, active) {
+            match self.send_via(registrar, index, request).await {
+                Ok(response) if response.rsc.code() >= 5000 => last_server_error = Some(response),
                 Ok(response) => {
-                    let previous = lock(&registrar.state).active.replace(index);
-                    if previous != Some(index) {
-                        info!(registrar = %registrar.info.cse_id, %address, "using registrar address");
-                        let status = lock(&registrar.state).status.clone();
-                        self.notify_status(registrar, &status);
-                    }
+                    self.use_address(registrar, index);
                     return Ok(response);
                 }
-                Err(failure) => {
-                    debug!(registrar = %registrar.info.cse_id, %address, error = %failure, "registrar address failed");
-                    last_failure = Some(failure);
-                }
+                Err(failure) => last_failure = Some(failure),
             }
         }
         if let Some(response) = last_server_error {
@@ -416,6 +416,105 @@ impl Inner {
             None => Error::not_reachable("the registrar has no address"),
         })
     }
+
+    /// Send through the registrar's address at `index` only.
+    async fn send_via(
+        &self,
+        registrar: &Registrar,
+        index: usize,
+        request: &Request,
+    ) -> std::result::Result<Response, TransportError> {
+        let address = registrar.info.addresses.get(index).map(String::as_str).unwrap_or_default();
+        let base = format!("{address}{}", registrar.config.root);
+        let credentials = registrar.config.credentials.as_ref();
+        let sent = self.cse.outbound.send(&base, request, self.cse.outbound.timeout(), credentials).await;
+        match &sent {
+            Ok(response) if response.rsc.code() >= 5000 => {
+                debug!(registrar = %registrar.info.cse_id, %address, rsc = response.rsc.code(), "registrar address answered a server error");
+            }
+            Ok(_) => {}
+            Err(failure) => {
+                debug!(registrar = %registrar.info.cse_id, %address, error = %failure, "registrar address failed")
+            }
+        }
+        sent
+    }
+
+    /// The address at `index` answered: keep using it; report a change.
+    fn use_address(&self, registrar: &Registrar, index: usize) {
+        let previous = {
+            let mut state = lock(&registrar.state);
+            let previous = state.active.replace(index);
+            let group =
+                |index: Option<usize>| index.and_then(|index| registrar.info.group_of(index)).map(|(group, _)| group);
+            if group(previous) != group(Some(index)) {
+                // Another group: the way back to better ones starts afresh.
+                state.return_at = None;
+                state.returns = None;
+            }
+            previous
+        };
+        if previous == Some(index) {
+            return;
+        }
+        let address = registrar.info.addresses.get(index).map(String::as_str).unwrap_or_default();
+        let group = registrar.info.group_of(index).map(|(_, name)| name).unwrap_or_default();
+        info!(registrar = %registrar.info.cse_id, %group, %address, "using registrar address");
+        self.notify_status(registrar);
+    }
+
+    /// On a less preferred group: when due, try the better groups' addresses (a RETRIEVE
+    /// of the registrar's CSEBase) and move back to the first that answers. Tries are
+    /// spaced from `check_interval` up to 16 times that, doubling, with jitter.
+    async fn return_to_preferred_group(&self, registrar: &Registrar) {
+        let current = {
+            let mut state = lock(&registrar.state);
+            let Some((group, _)) = state.active.and_then(|index| registrar.info.group_of(index)) else { return };
+            if group == 0 || state.return_at.is_some_and(|at| Instant::now() < at) {
+                return;
+            }
+            let interval = self.cse.config().registration.check_interval;
+            let delays = state.returns.get_or_insert_with(|| {
+                ExponentialBuilder::new()
+                    .with_min_delay(interval)
+                    .with_max_delay(interval * 16)
+                    .with_jitter()
+                    .without_max_times()
+                    .build()
+            });
+            let delay = delays.next().unwrap_or(interval * 16);
+            state.return_at = Some(Instant::now() + delay);
+            group
+        };
+        let request = self.request(registrar, Operation::Retrieve, registrar.registrar_cb.clone());
+        let better = (0..registrar.info.addresses.len())
+            .take_while(|index| registrar.info.group_of(*index).is_some_and(|(group, _)| group < current));
+        for index in better {
+            if let Ok(response) = self.send_via(registrar, index, &request).await {
+                if response.rsc.code() < 5000 {
+                    info!(registrar = %registrar.info.cse_id, "a more preferred registrar address group answers again; going back");
+                    self.use_address(registrar, index);
+                    return;
+                }
+            }
+        }
+        debug!(registrar = %registrar.info.cse_id, "the more preferred registrar address groups still do not answer");
+    }
+}
+
+/// The order in which to try a registrar's addresses: the one in use, the others of its
+/// group, then every other group's by preference.
+fn attempt_order(info: &RegistrarInfo, active: Option<usize>) -> Vec<usize> {
+    let all = 0..info.addresses.len();
+    let Some(active) = active.filter(|active| *active < info.addresses.len()) else {
+        return all.collect();
+    };
+    let group_of = |index: usize| info.group_of(index).map(|(group, _)| group);
+    let group = group_of(active);
+    let mut order = vec![active];
+    order.extend(all.clone().filter(|index| *index != active && group_of(*index) == group));
+    order.extend(all.filter(|index| group_of(*index) != group));
+    order
 }
 
 impl RegistrationStatus {

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acme_cse::config::{Config, CseKind, RegistrarSettings, Settings, Source};
@@ -12,7 +14,8 @@ use acme_cse::{App, Cse};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -303,5 +306,44 @@ where
             panic!("timed out after {deadline:?} waiting until {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy on loopback to one target that can be switched off: off, it closes new
+/// connections at once and cuts the ones it carries (as a stopped instance would).
+pub struct Proxy {
+    pub url: String,
+    on: Arc<AtomicBool>,
+    carried: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let on = Arc::new(AtomicBool::new(true));
+        let carried = Arc::new(Mutex::new(JoinSet::new()));
+        let (switch, connections) = (on.clone(), carried.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !switch.load(Ordering::SeqCst) {
+                    continue;
+                }
+                connections.lock().expect("lock").spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { url, on, carried }
+    }
+
+    /// On: carry connections; off: refuse new ones and cut the carried ones.
+    pub fn switch(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+        if !on {
+            self.carried.lock().expect("lock").abort_all();
+        }
     }
 }

@@ -4,6 +4,7 @@ mod access;
 mod binary;
 mod conformance;
 mod expiry;
+mod failover;
 mod forwarding;
 mod foundation;
 mod fuzz;

@@ -7,7 +7,7 @@ use acme_cse::config::CseKind;
 use acme_cse::remote::RegistrationStatus;
 use serde_json::json;
 
-use crate::harness::{TestCse, eventually, on_disk, registrar_settings, registree_settings};
+use crate::harness::{Proxy, TestCse, eventually, on_disk, registrar_settings, registree_settings};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -279,27 +279,37 @@ async fn the_registree_table_is_rebuilt_from_the_store_on_an_in_restart() {
 }
 
 #[tokio::test]
-async fn registration_fails_over_between_registrar_addresses_and_returns_to_the_preferred_one() {
+async fn registration_fails_over_between_registrar_addresses_and_stays_on_the_one_that_works() {
     let in_cse = spawn_in().await;
     // The preferred address is a proxy to the IN that is down at first.
-    let proxy_port = free_port();
+    let proxy = Proxy::start(in_cse.addr).await;
+    proxy.switch(false);
     let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
-    let preferred = format!("http://127.0.0.1:{proxy_port}");
-    settings.cse.registrar.as_mut().expect("registrar").address = vec![preferred.clone(), in_cse.url.clone()];
+    settings.cse.registrar.as_mut().expect("registrar").address = vec![proxy.url.clone(), in_cse.url.clone()];
     let mn = TestCse::start(settings).await;
     mn.remote.check_now().await.expect("monitor runs");
     assert!(mn.remote.is_registered());
     assert_eq!(active_address(&mn), Some(in_cse.url.clone()), "fell over to the second address");
 
-    let proxy = Proxy::start(proxy_port, in_cse.addr).await;
+    // The addresses of one list are one group: the one that works is kept (a return to a
+    // preferred address is what groups are for, see failover.rs).
+    proxy.switch(true);
     mn.remote.check_now().await.expect("monitor runs");
-    assert_eq!(active_address(&mn), Some(preferred.clone()), "returned to the preferred address");
+    assert_eq!(active_address(&mn), Some(in_cse.url.clone()), "stays on the address that works");
 
-    proxy.stop();
-    mn.remote.check_now().await.expect("monitor runs");
-    assert_eq!(active_address(&mn), Some(in_cse.url.clone()), "failed over again");
-    assert!(mn.remote.is_registered());
+    // When that one fails, the other address of the group takes over.
+    let direct = Proxy::start(in_cse.addr).await;
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn2", "cse-mn2", Some(&in_cse));
+    settings.cse.registrar.as_mut().expect("registrar").address = vec![proxy.url.clone(), direct.url.clone()];
+    let mn2 = TestCse::start(settings).await;
+    mn2.remote.check_now().await.expect("monitor runs");
+    assert_eq!(active_address(&mn2), Some(proxy.url.clone()));
+    proxy.switch(false);
+    mn2.remote.check_now().await.expect("monitor runs");
+    assert_eq!(active_address(&mn2), Some(direct.url.clone()), "failed over within the group");
+    assert!(mn2.remote.is_registered());
     mn.shutdown().await;
+    mn2.shutdown().await;
     in_cse.shutdown().await;
 }
 
@@ -356,38 +366,6 @@ async fn csr_registrations_are_checked() {
 
 fn active_address(cse: &TestCse) -> Option<String> {
     cse.remote.statuses().into_iter().next().and_then(|(_, _, address)| address)
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
-
-/// A TCP proxy on loopback: a second address of the same CSE.
-struct Proxy {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(port: u16, target: std::net::SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("proxy binds");
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Proxy { task }
-    }
-
-    /// Stop accepting and cut every open connection.
-    fn stop(self) {
-        self.task.abort();
-    }
 }
 
 #[tokio::test]
@@ -532,4 +510,46 @@ async fn registrees_joining_while_the_registrar_is_silent_are_reported_and_route
     }
     mn.shutdown().await;
     held.abort();
+}
+
+#[tokio::test]
+async fn reports_come_as_a_snapshot_a_stream_and_callbacks_that_can_be_unregistered() {
+    // Arrange: an IN with a CSR callback and a change stream.
+    let in_cse = spawn_in().await;
+    let called = Arc::new(Mutex::new(Vec::new()));
+    let seen = called.clone();
+    let handle = in_cse.remote.on_csr_update(move |record, added| {
+        seen.lock().expect("lock").push((record.csi.clone(), added));
+    });
+    let mut stream = in_cse.remote.subscribe();
+    let mn1 = TestCse::start(registree_settings(CseKind::Mn, "/id-mn1", "cse-mn1", Some(&in_cse))).await;
+    let mut mn1_registrars = mn1.remote.watch_registrars();
+    mn1.remote.check_now().await.expect("monitor runs");
+    eventually("the callback saw MN1", DEADLINE, || async {
+        called.lock().expect("lock").contains(&("/id-mn1".to_string(), true))
+    })
+    .await;
+
+    // Act: unregister the callback; another MN registers.
+    handle.unregister();
+    let mn2 = TestCse::start(registree_settings(CseKind::Mn, "/id-mn2", "cse-mn2", Some(&in_cse))).await;
+    mn2.remote.check_now().await.expect("monitor runs");
+
+    // Assert: the stream has both, in order; the callback only the first.
+    let mut added = Vec::new();
+    while added.len() < 2 {
+        let change = tokio::time::timeout(DEADLINE, stream.recv()).await.expect("a report").expect("open");
+        if let acme_cse::remote::RemoteChange::Csr { record, added: true } = change {
+            added.push(record.csi);
+        }
+    }
+    assert_eq!(added, ["/id-mn1", "/id-mn2"]);
+    assert_eq!(*called.lock().expect("lock"), [("/id-mn1".to_string(), true)]);
+    // The MN's snapshot shows its registrar registered, through the address in use.
+    let views = mn1_registrars.borrow_and_update().clone();
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].registrar.cse_id, "/id-in");
+    assert_eq!(views[0].status, RegistrationStatus::Registered);
+    assert_eq!(views[0].address.as_deref(), Some(in_cse.url.as_str()));
+    assert_eq!(views[0].group.as_deref(), Some("default"));
 }
