@@ -59,6 +59,9 @@ pub struct Cse {
     /// hand over a [`Config`]).
     source: Option<Arc<Source>>,
     pub(crate) identity: Arc<Identity>,
+    /// Random, new with every process: tells this CSE from another one that answers to
+    /// the same CSE-ID (a clone, a misconfiguration).
+    instance: Arc<str>,
     pub(crate) storage: Storage,
     pub(crate) events: EventBus,
     /// Known remote CSEs: a snapshot table fed by committed CSR changes, read for routing.
@@ -79,7 +82,8 @@ impl Cse {
         let registry = Registry::new(&identity.cse_id, registrar_ids(&config));
         storage.observe(Arc::new(registry.clone()));
         let config = Arc::new(ArcSwap::from_pointee(config));
-        Cse { config, source: source.map(Arc::new), identity, storage, events, registry, outbound }
+        let instance = Arc::from(crate::resource::random_id(16));
+        Cse { config, source: source.map(Arc::new), identity, instance, storage, events, registry, outbound }
     }
 
     /// The validated configuration in force (a snapshot: a reload replaces it as a whole).
@@ -102,6 +106,13 @@ impl Cse {
     /// This CSE's CSE-ID, SP-ID and CSEBase names.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// This process's instance token (random, new at every start). A request that claims
+    /// this CSE's own CSE-ID as its originator is refused with it in the answer, so that a
+    /// CSE can tell an address that leads back to itself from a twin (see the registration).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The routing table of remote CSEs (read-only).

@@ -57,7 +57,8 @@ impl Cse {
         }
         if self.identity.cse_id == simplified {
             return Err(Error::no_privilege(format!(
-                "originator {received} is this CSE itself, which sends no requests to itself"
+                "originator {received} is this CSE itself (instance {}), which sends no requests to itself",
+                self.instance()
             )));
         }
         let origin_cse = originator.cse();

@@ -28,6 +28,7 @@ mod monitor;
 mod pushdown;
 mod reconfigure;
 mod registrar;
+mod twins;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

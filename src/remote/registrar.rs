@@ -52,6 +52,8 @@ pub(super) struct RegistrarState {
     /// growing delays between tries.
     return_at: Option<Instant>,
     returns: Option<ExponentialBackoff>,
+    /// Registrations lost at the registrar lately: how many, the last when.
+    pub(super) lost: Option<(u32, Instant)>,
 }
 
 impl Registrar {
@@ -103,6 +105,7 @@ impl Registrar {
                 failing: false,
                 return_at: None,
                 returns: None,
+                lost: None,
             }),
         }
     }
@@ -118,7 +121,7 @@ impl Registrar {
         state.failing = old.failing;
     }
 
-    fn own_csr_path(&self) -> String {
+    pub(super) fn own_csr_path(&self) -> String {
         format!("{}/{}", self.registrar_cb, self.own_csr_rn)
     }
 }
@@ -164,6 +167,7 @@ impl Inner {
             Rsc::Ok => {}
             Rsc::NotFound => {
                 info!(registrar = %registrar.info.cse_id, "registration lost at the registrar; registering again");
+                self.note_lost_registration(registrar);
                 self.drop_local_registrar_csr(registrar).await?;
                 return self.register(registrar).await;
             }
@@ -198,6 +202,7 @@ impl Inner {
     async fn register(&self, registrar: &Registrar) -> Result<()> {
         let status = lock(&registrar.state).status.clone().max_connecting();
         self.set_status(registrar, status);
+        self.refuse_if_twin(registrar).await?;
         self.delete_own_csr(registrar).await?;
         let content = self.own_csr_content(registrar, false).await?;
         let mut request = self.request(registrar, Operation::Create, registrar.registrar_cb.clone());
@@ -383,7 +388,7 @@ impl Inner {
         self.update_own_csr(registrar, desired).await
     }
 
-    fn request(&self, registrar: &Registrar, op: Operation, to: String) -> Request {
+    pub(super) fn request(&self, registrar: &Registrar, op: Operation, to: String) -> Request {
         let mut request = Request::new(op, to, Some(&registrar.config.originator));
         request.rvi = self.cse.config().cse.release_version.clone();
         request
@@ -394,7 +399,7 @@ impl Inner {
     /// answers with a server error (5xxx: a broken instance or a proxy in front of none).
     /// Remembers (and reports) the address that answered; when every address failed, the
     /// last server error is the answer, else the last transport error.
-    async fn send_to_registrar(&self, registrar: &Registrar, request: &Request) -> Result<Response> {
+    pub(super) async fn send_to_registrar(&self, registrar: &Registrar, request: &Request) -> Result<Response> {
         let mut last_failure = None;
         let mut last_server_error = None;
         let active = lock(&registrar.state).active;

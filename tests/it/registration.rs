@@ -553,3 +553,54 @@ async fn reports_come_as_a_snapshot_a_stream_and_callbacks_that_can_be_unregiste
     assert_eq!(views[0].address.as_deref(), Some(in_cse.url.as_str()));
     assert_eq!(views[0].group.as_deref(), Some("default"));
 }
+
+#[tokio::test]
+async fn a_second_cse_with_the_same_cse_id_leaves_the_registration_to_the_first_until_it_is_gone() {
+    // Arrange: MN A registered; B, a clone with the same CSE-ID on another address.
+    let in_cse = spawn_in().await;
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    settings.cse.registration.unregister_when_stopping = false;
+    let first = TestCse::start(settings.clone()).await;
+    first.remote.check_now().await.expect("monitor runs");
+    let twin = TestCse::start(settings).await;
+
+    // Act: the twin's rounds, then the first's.
+    twin.remote.check_now().await.expect("monitor runs");
+    first.remote.check_now().await.expect("monitor runs");
+
+    // Assert: the registration stays with the first; the twin says why it stays off.
+    let csr = in_cse.retrieve("/cse-in/id-mn", "CAdmin").await;
+    assert_eq!(csr.body["m2m:csr"]["poa"], json!([first.url]), "{csr:?}");
+    assert!(first.remote.is_registered());
+    let status = twin.remote.statuses()[0].1.clone();
+    let RegistrationStatus::Error(reason) = status else { panic!("the twin is not registered: {status:?}") };
+    assert!(reason.contains("Two CSEs share one cse.cse_id") && reason.contains(&first.url), "{reason}");
+
+    // When the first is gone (crashed: its CSR stays), the twin registers.
+    first.shutdown().await;
+    twin.remote.check_now().await.expect("monitor runs");
+    assert!(twin.remote.is_registered());
+    let csr = in_cse.retrieve("/cse-in/id-mn", "CAdmin").await;
+    assert_eq!(csr.body["m2m:csr"]["poa"], json!([twin.url]), "{csr:?}");
+}
+
+#[tokio::test]
+async fn an_old_address_that_leads_back_to_the_same_cse_is_no_twin() {
+    // Arrange: the IN's CSR for the MN names another address of the MN itself, and the
+    // MN must register anew (its local CSR for the IN is gone).
+    let in_cse = spawn_in().await;
+    let mn = spawn_mn(&in_cse).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let alias = mn.url.replace("127.0.0.1", "localhost");
+    let moved = in_cse.update("/cse-in/id-mn", "CAdmin", json!({"m2m:csr": {"poa": [alias]}})).await;
+    assert_eq!(moved.rsc, 2004, "{moved:?}");
+    assert_eq!(mn.delete("/cse-mn/id-in", "CAdmin").await.rsc, 2002);
+
+    // Act
+    mn.remote.check_now().await.expect("monitor runs");
+
+    // Assert: registered again, with its own address.
+    assert!(mn.remote.is_registered(), "{:?}", mn.remote.statuses());
+    let csr = in_cse.retrieve("/cse-in/id-mn", "CAdmin").await;
+    assert_eq!(csr.body["m2m:csr"]["poa"], json!([mn.url]), "{csr:?}");
+}
