@@ -14,7 +14,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::registrar::Registrar;
 use super::{CsrRecord, Inner, RegistrarInfo, RegistrationStatus, lock};
@@ -140,32 +140,6 @@ impl Reports {
 }
 
 impl Inner {
-    /// Set the status of the relation to `registrar`; a change is logged for the operator
-    /// (recoveries included) and reported. Returns the previous status when it changed.
-    pub(super) fn set_status(&self, registrar: &Registrar, status: RegistrationStatus) -> Option<RegistrationStatus> {
-        let (previous, address) = {
-            let mut state = lock(&registrar.state);
-            if state.status == status {
-                return None;
-            }
-            let address = state.active.and_then(|index| registrar.info.addresses.get(index).cloned());
-            (std::mem::replace(&mut state.status, status.clone()), address)
-        };
-        let csi = &registrar.info.cse_id;
-        let address = address.as_deref().unwrap_or("-");
-        match (&previous, &status) {
-            (RegistrationStatus::Unreachable, RegistrationStatus::Registered) => {
-                info!(registrar = %csi, %address, "registrar reachable again");
-            }
-            (RegistrationStatus::Error(_), RegistrationStatus::Registered) => {
-                info!(registrar = %csi, %address, "registration works again");
-            }
-            _ => {}
-        }
-        self.notify_status(registrar);
-        Some(previous)
-    }
-
     /// Report the relation to `registrar` as it is now (status or address changed).
     pub(super) fn notify_status(&self, registrar: &Registrar) {
         self.refresh_view();

@@ -28,6 +28,7 @@ mod monitor;
 mod pushdown;
 mod reconfigure;
 mod registrar;
+mod relation;
 mod twins;
 
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,7 @@ use crate::resource::{Resource, ResourceType};
 use callbacks::Reports;
 pub use callbacks::{CallbackHandle, RegistrarView, RemoteChange, RemoteChanges};
 use registrar::Registrar;
+use relation::Step;
 
 /// The state of the registration to one registrar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,7 +331,7 @@ impl RemoteCseManager {
         let cse_base_changes = self.inner.cse.storage.changes_of(ResourceType::CseBase);
         // Connecting before the first round can report anything else.
         for registrar in self.inner.registrars().iter() {
-            self.inner.set_status(registrar, RegistrationStatus::Connecting);
+            self.inner.step(registrar, Step::Started);
         }
         let monitor = tokio::spawn(
             self.inner.clone().monitor(command_rx, monitor_token.clone()).instrument(info_span!("remote_cse")),
@@ -372,7 +374,7 @@ impl RemoteCseManager {
             }
         } else {
             for registrar in self.inner.registrars().iter() {
-                self.inner.set_status(registrar, RegistrationStatus::Disabled);
+                self.inner.step(registrar, Step::Stopped);
             }
         }
         running.follower_token.cancel();

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::registrar::Registrar;
+use super::relation::Step;
 use super::{Inner, RegistrationStatus, RemoteCseManager, lock};
 use crate::config::{Config, ConfigError, Reload};
 use crate::event::Event;
@@ -103,7 +104,7 @@ impl Inner {
             for registrar in self.registrars().iter() {
                 let status = lock(&registrar.state).status.clone();
                 if matches!(status, RegistrationStatus::Disabled | RegistrationStatus::Deregistered) {
-                    self.set_status(registrar, RegistrationStatus::Connecting);
+                    self.step(registrar, Step::Started);
                 }
             }
         }

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::relation::Step;
 use super::{Inner, RegistrarInfo, RegistrationStatus, lock};
 use crate::config::{Config, CseConfig, RegistrarConfig};
 use crate::core::net::TransportError;
@@ -137,18 +138,14 @@ impl Inner {
         let was_failing = std::mem::replace(&mut lock(&registrar.state).failing, result.is_err());
         let Err(error) = result else { return };
         // A failure is logged at warn when it starts or changes kind, at debug while it lasts.
-        let (status, unreachable) = match error.rsc {
-            Rsc::TargetNotReachable | Rsc::RequestTimeout => {
-                let status = match lock(&registrar.state).status {
-                    RegistrationStatus::Registered | RegistrationStatus::Unreachable => RegistrationStatus::Unreachable,
-                    _ => RegistrationStatus::Connecting,
-                };
-                (status, true)
-            }
-            _ => (RegistrationStatus::Error(format!("{}: {}", error.rsc.code(), error.detail())), false),
+        let unreachable = matches!(error.rsc, Rsc::TargetNotReachable | Rsc::RequestTimeout);
+        let step = if unreachable {
+            Step::NotReached
+        } else {
+            Step::Refused(format!("{}: {}", error.rsc.code(), error.detail()))
         };
         let csi = &registrar.info.cse_id;
-        let changed = self.set_status(registrar, status).is_some() || !was_failing;
+        let changed = self.step(registrar, step).is_some() || !was_failing;
         match (changed, unreachable) {
             (true, true) => warn!(registrar = %csi, error = %error.detail(), "registrar unreachable; retrying"),
             (true, false) => {
@@ -193,15 +190,14 @@ impl Inner {
                 csr: Arc::new(local),
             });
         }
-        self.set_status(registrar, RegistrationStatus::Registered);
+        self.step(registrar, Step::Registered);
         Ok(())
     }
 
     /// Branch B: no local registrar CSR. Clean slate, create the own CSR, retrieve the
     /// registrar's CSEBase, create the local CSR for the registrar.
     async fn register(&self, registrar: &Registrar) -> Result<()> {
-        let status = lock(&registrar.state).status.clone().max_connecting();
-        self.set_status(registrar, status);
+        self.step(registrar, Step::Registering);
         self.refuse_if_twin(registrar).await?;
         self.delete_own_csr(registrar).await?;
         let content = self.own_csr_content(registrar, false).await?;
@@ -229,7 +225,7 @@ impl Inner {
         self.cse
             .events
             .emit(Event::RegisteredToRegistrar { registrar_csi: registrar.info.cse_id.clone(), csr: Arc::new(local) });
-        self.set_status(registrar, RegistrationStatus::Registered);
+        self.step(registrar, Step::Registered);
         Ok(())
     }
 
@@ -356,7 +352,7 @@ impl Inner {
             info!(registrar = %registrar.info.cse_id, "deregistered from registrar");
             self.cse.events.emit(Event::DeregisteredFromRegistrar { registrar_csi: registrar.info.cse_id.clone() });
         }
-        self.set_status(registrar, RegistrationStatus::Deregistered);
+        self.step(registrar, Step::Deregistered);
     }
 
     /// Push the current set of CSEs below this one to every registrar this CSE is
@@ -520,16 +516,4 @@ fn attempt_order(info: &RegistrarInfo, active: Option<usize>) -> Vec<usize> {
     order.extend(all.clone().filter(|index| *index != active && group_of(*index) == group));
     order.extend(all.filter(|index| group_of(*index) != group));
     order
-}
-
-impl RegistrationStatus {
-    /// While (re-)registering: stay `Unreachable`/`Error` if that is the news, else `Connecting`.
-    fn max_connecting(self) -> RegistrationStatus {
-        match self {
-            RegistrationStatus::Registered | RegistrationStatus::Disabled | RegistrationStatus::Deregistered => {
-                RegistrationStatus::Connecting
-            }
-            other => other,
-        }
-    }
 }
