@@ -295,3 +295,38 @@ async fn a_registree_that_keeps_coming_back_with_a_poa_nobody_reaches_is_named_a
     let (status, stderr) = finish(child).await;
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
 }
+
+#[tokio::test]
+async fn sigterm_exits_within_the_grace_while_the_registrar_is_paused() {
+    // Arrange: an IN and an MN registered to it, both processes; the MN's client time-out
+    // (which bounds its deregistration) is 2 s.
+    let (in_dir, mn_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (in_port, mn_port) = (free_port(), free_port());
+    let in_config = format!(
+        "[http]\nlisten = \"127.0.0.1:{in_port}\"\n[database]\nin_memory = true\n[cse.registration]\nallowed_csr_originators = [\"/id-mn\"]\n"
+    );
+    let registrar = start(in_dir.path(), &in_config);
+    let mn_config = format!(
+        "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n\
+         [cse.registration]\ncheck_interval = \"1h\"\n\
+         [cse.registrar]\naddress = [\"http://127.0.0.1:{in_port}\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n\
+         [http]\nlisten = \"127.0.0.1:{mn_port}\"\nclient_timeout = \"2s\"\n[database]\nin_memory = true\n"
+    );
+    let mn = start(mn_dir.path(), &mn_config);
+    let client = reqwest::Client::new();
+    let csr = format!("http://127.0.0.1:{in_port}/cse-in/id-mn");
+    eventually("the MN is registered at the IN", Duration::from_secs(20), || cse_base_answers(&client, &csr)).await;
+
+    // Act: the IN stops answering (SIGSTOP: connections are accepted by the kernel, never
+    // answered); the MN is told to stop.
+    signal(&registrar, "STOP");
+    signal(&mn, "TERM");
+    let (status, stderr) = finish(mn).await;
+
+    // Assert: it gave up deregistering after its time-out and exited cleanly.
+    signal(&registrar, "CONT");
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    signal(&registrar, "TERM");
+    let (status, stderr) = finish(registrar).await;
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+}
