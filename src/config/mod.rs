@@ -433,6 +433,11 @@ mod tests {
         assert_eq!(error_key(&format!("{MN}{unnamed}")), "cse.registrar.groups[0].name");
         let dup = "[[cse.registrar.groups]]\nname = \"default\"\naddress = [\"http://127.0.0.9:1\"]\n";
         assert_eq!(error_key(&format!("{MN}{dup}")), "cse.registrar.groups[0].name");
+        // The order of tries: the address in use, its group, then the other groups.
+        assert_eq!(registrar.attempt_order(None), [0, 1, 2]);
+        assert_eq!(registrar.attempt_order(Some(2)), [2, 1, 0]);
+        assert_eq!(registrar.attempt_order(Some(0)), [0, 1, 2]);
+        assert_eq!(registrar.attempt_order(Some(9)), [0, 1, 2]);
     }
 
     #[test]

@@ -168,6 +168,32 @@ pub struct AddressGroup {
 pub const DEFAULT_GROUP: &str = "default";
 
 impl RegistrarConfig {
+    /// The position of the group that the address at `index` (into `addresses`) is in.
+    pub fn group_of(&self, index: usize) -> Option<usize> {
+        let mut start = 0;
+        for (position, group) in self.groups.iter().enumerate() {
+            start += group.addresses.len();
+            if index < start {
+                return Some(position);
+            }
+        }
+        None
+    }
+
+    /// The order in which to try the addresses (indexes into `addresses`): the one in use
+    /// (`active`), the others of its group, then every other group's by preference.
+    pub fn attempt_order(&self, active: Option<usize>) -> Vec<usize> {
+        let all = 0..self.addresses.len();
+        let Some(active) = active.filter(|active| *active < self.addresses.len()) else {
+            return all.collect();
+        };
+        let group = self.group_of(active);
+        let mut order = vec![active];
+        order.extend(all.clone().filter(|index| *index != active && self.group_of(*index) == group));
+        order.extend(all.filter(|index| self.group_of(*index) != group));
+        order
+    }
+
     /// Its CSE-ID in absolute form (`//sp/id-in`): how this CSE names the registrar of
     /// another service provider.
     pub fn absolute_cse_id(&self) -> String {

@@ -29,6 +29,7 @@ mod select;
 mod tree;
 pub mod types;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -68,6 +69,9 @@ pub struct Cse {
     pub(crate) registry: Registry,
     /// How requests reach other CSEs (a binding's client).
     pub(crate) outbound: Arc<dyn Outbound>,
+    /// The address of each registrar (by CSE-ID) that answered the manager last: requests
+    /// forwarded there try it first.
+    registrar_addresses: Arc<ArcSwap<HashMap<String, String>>>,
 }
 
 impl Cse {
@@ -83,7 +87,17 @@ impl Cse {
         storage.observe(Arc::new(registry.clone()));
         let config = Arc::new(ArcSwap::from_pointee(config));
         let instance = Arc::from(crate::resource::random_id(16));
-        Cse { config, source: source.map(Arc::new), identity, instance, storage, events, registry, outbound }
+        Cse {
+            config,
+            source: source.map(Arc::new),
+            identity,
+            instance,
+            storage,
+            events,
+            registry,
+            outbound,
+            registrar_addresses: Arc::default(),
+        }
     }
 
     /// The validated configuration in force (a snapshot: a reload replaces it as a whole).
@@ -106,6 +120,21 @@ impl Cse {
     /// This CSE's CSE-ID, SP-ID and CSEBase names.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Requests to registrar `csi` try `address` first from now on (the manager found
+    /// that it answers).
+    pub(crate) fn use_registrar_address(&self, csi: &str, address: &str) {
+        self.registrar_addresses.rcu(|known| {
+            let mut known = HashMap::clone(known);
+            known.insert(csi.to_string(), address.to_string());
+            known
+        });
+    }
+
+    /// The address of registrar `csi` that answered last, if any.
+    pub(crate) fn registrar_address(&self, csi: &str) -> Option<String> {
+        self.registrar_addresses.load().get(csi).cloned()
     }
 
     /// This process's instance token (random, new at every start). A request that claims

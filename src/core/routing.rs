@@ -126,8 +126,18 @@ impl Cse {
         Err(Error::not_reachable(format!("no route to CSE {target}")))
     }
 
+    /// To a registrar: the address in use first (as the manager keeps it), then the others
+    /// of its group, then the other groups.
     fn registrar_hop(&self, registrar: &RegistrarConfig, cse_id: String) -> NextHop {
-        let urls = registrar.addresses.iter().map(|address| format!("{address}{}", registrar.root)).collect();
+        let in_use = self
+            .registrar_address(&cse_id)
+            .and_then(|address| registrar.addresses.iter().position(|known| *known == address));
+        let urls = registrar
+            .attempt_order(in_use)
+            .into_iter()
+            .filter_map(|index| registrar.addresses.get(index))
+            .map(|address| format!("{address}{}", registrar.root))
+            .collect();
         let name = hop_name(&cse_id, &self.identity.sp_id);
         NextHop { cse_id, name, urls, credentials: registrar.credentials.clone() }
     }

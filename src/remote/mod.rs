@@ -98,6 +98,15 @@ impl RegistrarInfo {
         }
         None
     }
+
+    /// The name of the group that `address` belongs to (for a status callback, which is
+    /// handed the address in use).
+    pub fn group_of_address(&self, address: &str) -> Option<&str> {
+        self.groups
+            .iter()
+            .find(|group| group.addresses.iter().any(|known| known == address))
+            .map(|group| group.name.as_str())
+    }
 }
 
 /// A local `<remoteCSE>`, as handed to callbacks.
@@ -182,9 +191,9 @@ impl RemoteCseManager {
     // ---------------------------------------------------------------------------------
 
     /// Call `callback` on every status change of a registrar connection, with the
-    /// registrar, its new status and the address in use (its group: see
-    /// [`RemoteCseManager::subscribe`] or [`RemoteCseManager::watch_registrars`]). Runs on
-    /// a thread of its own; the handle unregisters it.
+    /// registrar, its new status and the address in use (its group:
+    /// [`RegistrarInfo::group_of_address`]). Runs on a thread of its own; the handle
+    /// unregisters it.
     pub fn on_status(
         &self,
         callback: impl Fn(&RegistrarInfo, &RegistrationStatus, Option<&str>) + Send + Sync + 'static,

@@ -399,7 +399,7 @@ impl Inner {
         let mut last_failure = None;
         let mut last_server_error = None;
         let active = lock(&registrar.state).active;
-        for index in attempt_order(&registrar.info, active) {
+        for index in registrar.config.attempt_order(active) {
             match self.send_via(registrar, index, request).await {
                 Ok(response) if response.rsc.code() >= 5000 => last_server_error = Some(response),
                 Ok(response) => {
@@ -459,6 +459,7 @@ impl Inner {
             return;
         }
         let address = registrar.info.addresses.get(index).map(String::as_str).unwrap_or_default();
+        self.cse.use_registrar_address(&registrar.info.cse_id, address);
         let group = registrar.info.group_of(index).map(|(_, name)| name).unwrap_or_default();
         info!(registrar = %registrar.info.cse_id, %group, %address, "using registrar address");
         self.notify_status(registrar);
@@ -501,19 +502,4 @@ impl Inner {
         }
         debug!(registrar = %registrar.info.cse_id, "the more preferred registrar address groups still do not answer");
     }
-}
-
-/// The order in which to try a registrar's addresses: the one in use, the others of its
-/// group, then every other group's by preference.
-fn attempt_order(info: &RegistrarInfo, active: Option<usize>) -> Vec<usize> {
-    let all = 0..info.addresses.len();
-    let Some(active) = active.filter(|active| *active < info.addresses.len()) else {
-        return all.collect();
-    };
-    let group_of = |index: usize| info.group_of(index).map(|(group, _)| group);
-    let group = group_of(active);
-    let mut order = vec![active];
-    order.extend(all.clone().filter(|index| *index != active && group_of(*index) == group));
-    order.extend(all.filter(|index| group_of(*index) != group));
-    order
 }

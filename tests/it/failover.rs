@@ -35,13 +35,16 @@ async fn a_registrar_behind_address_groups_is_left_kept_and_returned_to_in_order
         registrar.groups =
             vec![AddressGroupSettings { name: "backup".into(), address: vec![b1.url.clone(), b2.url.clone()] }];
     }
-    let reported = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reported = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let seen = reported.clone();
     let mn = TestCse::start_hooked(settings, move |remote| {
-        remote.on_status(move |_, _, address| {
+        remote.on_status(move |registrar, _, address| {
             let mut seen = seen.lock().expect("lock");
-            if let Some(address) = address.filter(|address| seen.last().map(String::as_str) != Some(*address)) {
-                seen.push(address.to_string());
+            if let Some(address) =
+                address.filter(|address| seen.last().map(|(last, _)| last.as_str()) != Some(*address))
+            {
+                let group = registrar.group_of_address(address).unwrap_or_default().to_string();
+                seen.push((address.to_string(), group));
             }
         });
     })
@@ -65,6 +68,11 @@ async fn a_registrar_behind_address_groups_is_left_kept_and_returned_to_in_order
     mn.remote.check_now().await.expect("monitor runs");
     mn.remote.check_now().await.expect("monitor runs");
     assert_eq!(in_use(&mn).as_deref(), Some(b2.url.as_str()), "sticky within a group");
+    // Requests forwarded up take the address in use too, not the first that answers.
+    let through_b1 = b1.connections();
+    let forwarded = mn.retrieve("/~/id-in/cse-in", "CAdmin").await;
+    assert_eq!(forwarded.rsc, 2000, "{forwarded:?}");
+    assert_eq!(b1.connections(), through_b1, "forwarding went through the address in use");
 
     // The preferred group answers again: back to it (tries spaced with backoff).
     a.switch(true);
@@ -75,7 +83,10 @@ async fn a_registrar_behind_address_groups_is_left_kept_and_returned_to_in_order
     assert!(mn.remote.is_registered());
     assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000, "one registration all along");
     eventually("the callback reported every address in use", DEADLINE, || async {
-        *reported.lock().expect("lock") == [a.url.clone(), b1.url.clone(), b2.url.clone(), a.url.clone()]
+        let expected = [(&a.url, "default"), (&b1.url, "backup"), (&b2.url, "backup"), (&a.url, "default")];
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(url, group)| (url.to_string(), group.to_string())).collect();
+        *reported.lock().expect("lock") == expected
     })
     .await;
 }

@@ -314,6 +314,8 @@ where
 pub struct Proxy {
     pub url: String,
     on: Arc<AtomicBool>,
+    /// Connections carried so far.
+    carried_count: Arc<std::sync::atomic::AtomicUsize>,
     carried: Arc<Mutex<JoinSet<()>>>,
 }
 
@@ -323,12 +325,14 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let on = Arc::new(AtomicBool::new(true));
         let carried = Arc::new(Mutex::new(JoinSet::new()));
-        let (switch, connections) = (on.clone(), carried.clone());
+        let carried_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (switch, connections, count) = (on.clone(), carried.clone(), carried_count.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !switch.load(Ordering::SeqCst) {
                     continue;
                 }
+                count.fetch_add(1, Ordering::SeqCst);
                 connections.lock().expect("lock").spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -336,7 +340,12 @@ impl Proxy {
                 });
             }
         });
-        Proxy { url, on, carried }
+        Proxy { url, on, carried_count, carried }
+    }
+
+    /// How many connections it has carried.
+    pub fn connections(&self) -> usize {
+        self.carried_count.load(Ordering::SeqCst)
     }
 
     /// On: carry connections; off: refuse new ones and cut the carried ones.
