@@ -57,8 +57,9 @@ pub(super) struct Liveliness {
     probing: HashSet<String>,
     /// Removals by liveliness: how many in a row came back, and when the last one was.
     removed: HashMap<String, (u32, Instant)>,
-    /// The lane of slow registrees (permits kept across rounds).
+    /// The lane of slow registrees (permits kept across rounds), and its size.
     slow_permits: Arc<Semaphore>,
+    slow_lane_size: usize,
     /// The probes under way (aborted when the monitor stops).
     tasks: JoinSet<()>,
     verdicts: mpsc::UnboundedSender<Verdict>,
@@ -75,6 +76,7 @@ impl Liveliness {
             probing: HashSet::new(),
             removed: HashMap::new(),
             slow_permits: Arc::new(Semaphore::new(parallelism.max(1))),
+            slow_lane_size: parallelism.max(1),
             tasks: JoinSet::new(),
             verdicts,
             outcomes,
@@ -95,7 +97,13 @@ impl Inner {
         live.slow.retain(|csi| present.contains(csi.as_str()));
         live.removed.retain(|_, (_, last)| last.elapsed() <= flapping_window(registration));
         while live.tasks.try_join_next().is_some() {}
-        let round_permits = Arc::new(Semaphore::new(registration.liveliness_parallelism.max(1)));
+        let parallelism = registration.liveliness_parallelism.max(1);
+        if live.slow_lane_size != parallelism {
+            // A reload changed it: probes under way keep their permits of the old lane.
+            live.slow_permits = Arc::new(Semaphore::new(parallelism));
+            live.slow_lane_size = parallelism;
+        }
+        let round_permits = Arc::new(Semaphore::new(parallelism));
         // Each fast-lane probe holds a sender until it ends or goes on in the background.
         let (waiting, mut released) = mpsc::channel::<()>(1);
         for csr in csrs {
