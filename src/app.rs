@@ -126,6 +126,7 @@ impl App {
     pub async fn start(self) -> anyhow::Result<Running> {
         let App { listener, local_addr, server_tls, cse, remote, shutdown, tracker } = self;
         tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
+        tracker.spawn(cse.clone().deliver_notifications(shutdown.clone()).instrument(info_span!("notifications")));
         let router = router(cse.clone()).context("cannot start the HTTP binding")?;
         let http = &cse.config().http;
         let limits = ServeLimits {

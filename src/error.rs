@@ -34,12 +34,14 @@ pub enum Rsc {
     TargetNotReachable = 5103,
     ReceiverHasNoPrivileges = 5105,
     AlreadyExists = 5106,
+    TargetNotSubscribable = 5203,
+    SubscriptionVerificationInitiationFailed = 5204,
     NotAcceptable = 5207,
 }
 
 impl Rsc {
     /// All codes, for parsing a peer's `X-M2M-RSC`.
-    const ALL: [Rsc; 24] = [
+    const ALL: [Rsc; 26] = [
         Rsc::Accepted,
         Rsc::Ok,
         Rsc::Created,
@@ -63,6 +65,8 @@ impl Rsc {
         Rsc::TargetNotReachable,
         Rsc::ReceiverHasNoPrivileges,
         Rsc::AlreadyExists,
+        Rsc::TargetNotSubscribable,
+        Rsc::SubscriptionVerificationInitiationFailed,
         Rsc::NotAcceptable,
     ];
 
@@ -108,6 +112,8 @@ impl Rsc {
             Rsc::TargetNotReachable => 404,
             Rsc::ReceiverHasNoPrivileges => 403,
             Rsc::AlreadyExists => 409,
+            Rsc::TargetNotSubscribable => 403,
+            Rsc::SubscriptionVerificationInitiationFailed => 500,
             Rsc::NotAcceptable => 406,
         }
     }

@@ -15,6 +15,7 @@ mod database;
 mod http;
 mod registration;
 mod reload;
+mod subscription;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use registration::{
     RegistrationConfig, RegistrationSettings, RegistreeSecuritySettings, SpSettings,
 };
 pub use reload::{Reload, Source, applies_at_run_time};
+pub use subscription::{SubscriptionConfig, SubscriptionSettings};
 
 use crate::security::Secret;
 use reload::Fingerprints;
@@ -94,6 +96,7 @@ impl Default for LoggingSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct ResourceSettings {
     pub cnt: ContainerSettings,
+    pub sub: SubscriptionSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +142,7 @@ pub struct Config {
     pub sp_registrars: Vec<RegistrarConfig>,
     pub log_level: String,
     pub container: ContainerSettings,
+    pub subscription: SubscriptionConfig,
     pub security: AccessSettings,
     /// What the sources set, by key; compared by [`Config::reload`].
     pub(crate) fingerprints: Fingerprints,
@@ -271,6 +275,7 @@ impl Settings {
             registrar,
             sp_registrars,
             log_level: logging.level,
+            subscription: resource.sub.validate()?,
             container: resource.cnt,
             security: cse.security.clone(),
             fingerprints,

@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::core::Cse;
+use crate::core::notify::events;
 use crate::core::tree::expiration;
 use crate::core::types::remove;
 use crate::error::{Error, Result};
@@ -35,9 +36,11 @@ impl Cse {
                 let mut cse_base = tx.get(&ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))?;
                 let changed = changes.iter().any(|(name, value)| cse_base.attributes.get(name) != Some(value));
                 if changed {
+                    let before = cse_base.clone();
                     cse_base.attributes.extend(changes);
                     cse_base.set("lt", Timestamp::now());
                     tx.update(&cse_base)?;
+                    events::updated(tx, &before, &cse_base, &Map::new(), None)?;
                 }
                 Ok(changed)
             })
@@ -66,9 +69,11 @@ impl Cse {
                     }
                     let changed = attributes.iter().any(|(key, value)| existing.attributes.get(key) != Some(value));
                     if changed {
+                        let before = existing.clone();
                         existing.attributes.extend(attributes);
                         existing.set("lt", now);
                         tx.update(&existing)?;
+                        events::updated(tx, &before, &existing, &Map::new(), None)?;
                     }
                     return Ok((existing, false));
                 }
@@ -88,6 +93,7 @@ impl Cse {
                 csr.set("lt", now);
                 csr.set("et", expiration(None, Some(&parent), max_et)?);
                 tx.insert(&csr)?;
+                events::created(tx, &parent, &csr, None)?;
                 Ok((csr, true))
             })
             .await

@@ -19,6 +19,7 @@ mod expiry;
 pub mod filter;
 mod local;
 pub mod net;
+mod notify;
 mod ops;
 mod originator;
 pub mod registry;
@@ -206,9 +207,7 @@ impl Cse {
             Operation::Retrieve => self.retrieve(request, local, guard).await,
             Operation::Update => self.update(request, local, guard).await,
             Operation::Delete => self.delete(request, local, guard).await,
-            Operation::Notify => {
-                Err(Error::not_implemented("this CSE does not host notification targets (no subscriptions)"))
-            }
+            Operation::Notify => self.notify(request, local, guard).await,
         }
     }
 

@@ -302,7 +302,7 @@ mod tests {
     }
 
     fn commit(registry: &Registry, changes: Vec<Change>) {
-        registry.committed(&ChangeSet { changes });
+        registry.committed(&ChangeSet { changes, enqueued: 0 });
     }
 
     #[test]

@@ -21,16 +21,18 @@ pub enum ResourceType {
     Cin,
     CseBase,
     Csr,
+    Sub,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 6] = [
+    pub const ALL: [ResourceType; 7] = [
         ResourceType::Acp,
         ResourceType::Ae,
         ResourceType::Cnt,
         ResourceType::Cin,
         ResourceType::CseBase,
         ResourceType::Csr,
+        ResourceType::Sub,
     ];
 
     /// The `ty` number.
@@ -42,6 +44,7 @@ impl ResourceType {
             ResourceType::Cin => 4,
             ResourceType::CseBase => 5,
             ResourceType::Csr => 16,
+            ResourceType::Sub => 23,
         }
     }
 
@@ -58,6 +61,7 @@ impl ResourceType {
             ResourceType::Cin => "m2m:cin",
             ResourceType::CseBase => "m2m:cb",
             ResourceType::Csr => "m2m:csr",
+            ResourceType::Sub => "m2m:sub",
         }
     }
 
@@ -74,6 +78,7 @@ impl ResourceType {
             ResourceType::Cin => "cin",
             ResourceType::CseBase => "cb",
             ResourceType::Csr => "csr",
+            ResourceType::Sub => "sub",
         }
     }
 }
@@ -88,7 +93,6 @@ pub fn known_unsupported_type(code: u64) -> Option<&'static str> {
         15 => "pollingChannel",
         17 => "request",
         18 => "schedule",
-        23 => "subscription",
         24 => "semanticDescriptor",
         28 => "flexContainer",
         29 => "timeSeries",
@@ -192,8 +196,9 @@ mod tests {
             assert_eq!(ResourceType::from_code(u64::from(ty.code())), Some(ty));
             assert_eq!(ResourceType::from_wrapper(ty.wrapper()), Some(ty));
         }
-        assert_eq!(ResourceType::from_code(23), None);
-        assert_eq!(known_unsupported_type(23), Some("subscription"));
+        assert_eq!(ResourceType::from_code(23), Some(ResourceType::Sub));
+        assert_eq!(ResourceType::from_code(9), None);
+        assert_eq!(known_unsupported_type(9), Some("group"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod sqlite;
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 pub use sqlite::SqliteStore;
@@ -49,6 +50,34 @@ pub trait ReadTx {
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>>;
     /// Resources whose `et` is before `now` (both in stored timestamp form).
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>>;
+    /// Resources of type `ty` at `path` or below it.
+    fn of_type_below(&self, path: &str, ty: ResourceType) -> Result<Vec<Resource>>;
+    /// The oldest pending notification of every target (the next to send there), at most
+    /// `limit`, the earliest due first.
+    fn outbox_heads(&self, limit: usize) -> Result<Vec<Pending>>;
+    /// How many notifications wait for `target`.
+    fn outbox_count(&self, target: &str) -> Result<usize>;
+}
+
+/// A notification in the outbox: written in the transaction of the change that caused
+/// it, deleted once delivered (or given up).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// Its place in the outbox: notifications to one target go in this order.
+    pub seq: i64,
+    /// Where it goes: a URL, or the ID of an entity or resource (a `nu` entry).
+    pub target: String,
+    /// The subscription it is about (`ri`).
+    pub subscription: String,
+    /// The request ID every attempt carries, so that a receiver can drop repeats.
+    pub rqi: String,
+    /// The NOTIFY content.
+    pub content: Value,
+    /// When it was written, and when it may be sent next (stored timestamp form).
+    pub created: String,
+    pub due: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
 }
 
 /// Changes inside a transaction (committed when the closure returns `Ok`); each is recorded
@@ -59,6 +88,14 @@ pub trait WriteTx: ReadTx {
     fn update(&mut self, resource: &Resource) -> Result<()>;
     /// Delete the resource and everything below it; returns how many were deleted.
     fn delete_subtree(&mut self, resource: &Resource) -> Result<usize>;
+    /// Put a notification in the outbox (`seq` is assigned); the commit wakes the sender.
+    fn enqueue(&mut self, notification: &Pending) -> Result<()>;
+    /// Remove a notification from the outbox (delivered, or given up).
+    fn dequeue(&mut self, seq: i64) -> Result<()>;
+    /// Try a notification again at `due`, after `attempts` failures.
+    fn reschedule(&mut self, seq: i64, attempts: u32, due: &str) -> Result<()>;
+    /// Keep the newest `keep` notifications of `target`; returns how many were dropped.
+    fn trim_outbox(&mut self, target: &str, keep: usize) -> Result<usize>;
 }
 
 /// One change of a committed transaction.
@@ -84,6 +121,8 @@ impl Change {
 #[derive(Debug, Clone, Default)]
 pub struct ChangeSet {
     pub changes: Vec<Change>,
+    /// Notifications it put in the outbox.
+    pub enqueued: usize,
 }
 
 /// Hears every committed change set, on the writer thread, before the writer's caller
@@ -126,6 +165,8 @@ struct Fanout {
     observers: std::sync::RwLock<Vec<Arc<dyn Observer>>>,
     /// Per resource type, the subscribers of its changes.
     by_type: std::sync::RwLock<Vec<(ResourceType, broadcast::Sender<Arc<ChangeSet>>)>>,
+    /// Woken by every commit that put notifications in the outbox.
+    outbox: tokio::sync::Notify,
 }
 
 /// Change sets a slow subscriber may fall behind by before it sees `Lagged`.
@@ -167,6 +208,12 @@ impl Storage {
         let (sender, receiver) = broadcast::channel(CHANGE_BACKLOG);
         by_type.push((ty, sender));
         receiver
+    }
+
+    /// Resolves after a commit put notifications in the outbox (a wake-up is kept if
+    /// nobody waits, so none is missed by a sender that was busy).
+    pub async fn outbox_filled(&self) {
+        self.fanout.outbox.notified().await;
     }
 
     /// Run `work` in a read transaction on a blocking thread.
@@ -243,6 +290,9 @@ impl Storage {
 impl Fanout {
     /// A committed change set: to the observers, then to the subscribers.
     fn publish(&self, changes: ChangeSet) {
+        if changes.enqueued > 0 {
+            self.outbox.notify_one();
+        }
         if changes.changes.is_empty() {
             return;
         }
@@ -256,7 +306,7 @@ impl Fanout {
             let of_type: Vec<Change> =
                 changes.changes.iter().filter(|change| change.resource().ty == *ty).cloned().collect();
             if !of_type.is_empty() && sender.receiver_count() > 0 {
-                let _ = sender.send(Arc::new(ChangeSet { changes: of_type }));
+                let _ = sender.send(Arc::new(ChangeSet { changes: of_type, enqueued: 0 }));
             }
         }
     }

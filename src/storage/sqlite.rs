@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
-use super::{Change, ChangeSet, ReadTx, Store, WriteDone, WriteJob, WriteTx};
+use super::{Change, ChangeSet, Pending, ReadTx, Store, WriteDone, WriteJob, WriteTx};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
@@ -32,6 +32,17 @@ CREATE TABLE IF NOT EXISTS resources (
 CREATE INDEX IF NOT EXISTS resources_by_parent ON resources(pi, ty);
 CREATE INDEX IF NOT EXISTS resources_by_type ON resources(ty);
 CREATE INDEX IF NOT EXISTS resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    target       TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    rqi          TEXT NOT NULL,
+    content      TEXT NOT NULL,
+    created      TEXT NOT NULL,
+    due          TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_by_target ON outbox(target, seq);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
@@ -168,12 +179,13 @@ fn run_batch(
                 // A panicking job is that job's failure, never the writer's end.
                 let work = job.work;
                 let mut changes = Vec::new();
+                let mut enqueued = 0;
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    work(&mut SqliteTx { connection: &savepoint, changes: Some(&mut changes) })
+                    work(&mut SqliteTx { connection: &savepoint, changes: Some(&mut changes), enqueued: &mut enqueued })
                 }))
                 .unwrap_or_else(|_| Err(Error::internal("a write job panicked")));
                 match outcome {
-                    Ok(()) => savepoint.commit().map(|()| ChangeSet { changes }).map_err(Error::from),
+                    Ok(()) => savepoint.commit().map(|()| ChangeSet { changes, enqueued }).map_err(Error::from),
                     Err(error) => {
                         // Undo this job alone; the others of the batch stand.
                         let _ = savepoint.rollback();
@@ -206,7 +218,7 @@ impl Store for SqliteStore {
             }
         };
         let tx = connection.transaction()?;
-        work(&SqliteTx { connection: &tx, changes: None })?;
+        work(&SqliteTx { connection: &tx, changes: None, enqueued: &mut 0 })?;
         tx.finish()?;
         Ok(())
     }
@@ -226,6 +238,8 @@ impl Store for SqliteStore {
 struct SqliteTx<'a> {
     connection: &'a Connection,
     changes: Option<&'a mut Vec<Change>>,
+    /// Notifications put in the outbox.
+    enqueued: &'a mut usize,
 }
 
 impl SqliteTx<'_> {
@@ -334,6 +348,51 @@ impl ReadTx for SqliteTx<'_> {
             params![now, limit],
         )
     }
+
+    fn of_type_below(&self, path: &str, ty: ResourceType) -> Result<Vec<Resource>> {
+        self.many(
+            &format!(
+                "SELECT {COLUMNS} FROM resources WHERE (path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')) \
+                 AND ty = ?2 ORDER BY path"
+            ),
+            params![path, ty.code()],
+        )
+    }
+
+    fn outbox_heads(&self, limit: usize) -> Result<Vec<Pending>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut statement = self.connection.prepare_cached(
+            "SELECT seq, target, subscription, rqi, content, created, due, attempts FROM outbox \
+             WHERE seq IN (SELECT MIN(seq) FROM outbox GROUP BY target) ORDER BY due LIMIT ?1",
+        )?;
+        let rows = statement.query_map([limit], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, i64>(7)?,
+            ))
+        })?;
+        let mut heads = Vec::new();
+        for row in rows {
+            let (seq, target, subscription, rqi, content, created, due, attempts) = row?;
+            let content = serde_json::from_str(&content)
+                .map_err(|error| Error::internal(format!("outbox entry {seq} is not valid JSON: {error}")))?;
+            let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+            heads.push(Pending { seq, target, subscription, rqi, content, created, due, attempts });
+        }
+        Ok(heads)
+    }
+
+    fn outbox_count(&self, target: &str) -> Result<usize> {
+        let mut statement = self.connection.prepare_cached("SELECT COUNT(*) FROM outbox WHERE target = ?1")?;
+        let count: i64 = statement.query_row([target], |row| row.get(0))?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
 }
 
 impl WriteTx for SqliteTx<'_> {
@@ -387,6 +446,50 @@ impl WriteTx for SqliteTx<'_> {
             self.record(Change::Deleted(Arc::new(resource.clone())));
         }
         Ok(deleted)
+    }
+
+    fn enqueue(&mut self, notification: &Pending) -> Result<()> {
+        let content = serde_json::to_string(&notification.content)
+            .map_err(|error| Error::internal(format!("cannot serialise a notification: {error}")))?;
+        let mut statement = self.connection.prepare_cached(
+            "INSERT INTO outbox (target, subscription, rqi, content, created, due, attempts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        statement.execute(params![
+            notification.target,
+            notification.subscription,
+            notification.rqi,
+            content,
+            notification.created,
+            notification.due,
+            notification.attempts
+        ])?;
+        *self.enqueued += 1;
+        Ok(())
+    }
+
+    fn dequeue(&mut self, seq: i64) -> Result<()> {
+        self.connection.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?.execute([seq])?;
+        Ok(())
+    }
+
+    fn reschedule(&mut self, seq: i64, attempts: u32, due: &str) -> Result<()> {
+        self.connection
+            .prepare_cached("UPDATE outbox SET attempts = ?2, due = ?3 WHERE seq = ?1")?
+            .execute(params![seq, attempts, due])?;
+        Ok(())
+    }
+
+    fn trim_outbox(&mut self, target: &str, keep: usize) -> Result<usize> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let dropped = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM outbox WHERE target = ?1 AND seq NOT IN \
+                 (SELECT seq FROM outbox WHERE target = ?1 ORDER BY seq DESC LIMIT ?2)",
+            )?
+            .execute(params![target, keep])?;
+        Ok(dropped)
     }
 }
 

@@ -388,9 +388,9 @@ async fn a_notification_is_forwarded_like_any_request() {
         .send()
         .await;
     let reply = crate::harness::Reply::from(reply).await;
-    // The ASN answers (it hosts no notification targets); the answer is relayed unchanged.
-    assert_eq!(reply.rsc, 5001, "{reply:?}");
-    assert!(reply.dbg().contains("notification"), "{reply:?}");
+    // The ASN answers (its CSEBase takes no notifications); the answer is relayed unchanged.
+    assert_eq!(reply.rsc, 4000, "{reply:?}");
+    assert!(reply.dbg().contains("the CSEBase does not take notifications"), "{reply:?}");
     asn.shutdown().await;
     mn.shutdown().await;
     in_cse.shutdown().await;

@@ -19,3 +19,4 @@ mod registrees;
 mod reload;
 mod results;
 mod security;
+mod subscriptions;

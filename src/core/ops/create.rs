@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::core::Cse;
 use crate::core::access::{Access, Permission, Touches};
 use crate::core::address::{Identity, LocalId, LocalTarget};
+use crate::core::notify;
 use crate::core::registry::Registry;
 use crate::core::represent;
 use crate::core::request::{Operation, Request, Response};
@@ -50,7 +51,12 @@ impl Cse {
         let attributes = unwrap_content(request.content.as_ref(), ty, Rsc::BadRequest)?;
         let ctx = Context { config: &guard.config, identity: &self.identity, registry: &self.registry };
         let originator = type_rules.originator(&ctx, originator.as_deref())?;
+        let ri = match ty {
+            ResourceType::Sub => Some(self.verify_subscription(&target.id, &attributes, &originator, &guard).await?),
+            _ => None,
+        };
         let plan = CreatePlan {
+            ri,
             target: target.id,
             ty,
             attributes,
@@ -81,8 +87,57 @@ impl Cse {
     }
 }
 
+impl Cse {
+    /// Before a subscription is stored: what can be checked without storing it (in the
+    /// order of the standard: access, parent, content), then a verification request to
+    /// each of its targets naming the `ri` it will have. Returns that `ri`.
+    async fn verify_subscription(
+        &self,
+        target: &LocalId,
+        attributes: &Map<String, Value>,
+        originator: &str,
+        guard: &Access,
+    ) -> Result<String> {
+        let (target, checked, guard) = (target.clone(), attributes.clone(), guard.clone());
+        self.storage
+            .read(move |tx| {
+                let parent = locate(tx, &target)?;
+                let sent: Vec<String> = checked.keys().cloned().collect();
+                guard.check(tx, &parent, Permission::Create, Some(ResourceType::Sub), Touches::Attributes(&sent))?;
+                check_child_type(ResourceType::Sub, &parent)?;
+                types::validate_create(ResourceType::Sub, &checked)?;
+                types::check_subscription_parent(checked.get("enc"), parent.ty)
+            })
+            .await?;
+        let ri = format!("{}{}", ResourceType::Sub.short_name(), crate::resource::random_id(types::ID_LENGTH));
+        let targets: Vec<String> = attributes
+            .get("nu")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|entry| entry.trim_end_matches('/').to_string())
+            .collect();
+        let sur = format!("{}/{ri}", self.identity.cse_id);
+        self.verify_targets(&targets, &sur, originator).await?;
+        Ok(ri)
+    }
+}
+
+/// May a `ty` be created under `parent`? A subscription to what cannot be subscribed to
+/// is 5203, any other misplaced child 4108.
+fn check_child_type(ty: ResourceType, parent: &Resource) -> Result<()> {
+    if types::allowed_under(ty, parent.ty) {
+        return Ok(());
+    }
+    let rsc = if ty == ResourceType::Sub { Rsc::TargetNotSubscribable } else { Rsc::InvalidChildResourceType };
+    Err(Error::new(rsc, format!("a {} cannot be created under a {}", ty.wrapper(), parent.ty.wrapper())))
+}
+
 /// Everything a CREATE needs, moved onto the storage thread.
 struct CreatePlan {
+    /// Chosen before the transaction (a subscription's, named in its verification).
+    ri: Option<String>,
     target: LocalId,
     ty: ResourceType,
     attributes: Map<String, Value>,
@@ -97,10 +152,11 @@ struct CreatePlan {
 
 impl CreatePlan {
     fn apply(self, tx: &mut dyn WriteTx) -> Result<Resource> {
-        let CreatePlan { target, ty, attributes, originator, rvi, config, identity, registry, guard } = self;
+        let CreatePlan { ri: chosen, target, ty, attributes, originator, rvi, config, identity, registry, guard } =
+            self;
         // Taken on the writer thread, so creation times follow the order of the commits.
         let now = Timestamp::now();
-        let mut draft = Draft { ty, attributes, originator, rvi, now, et: now };
+        let mut draft = Draft { ty, attributes, originator, rvi, now, et: now, ri: chosen };
         let ctx = Context { config: &config, identity: &identity, registry: &registry };
         let type_rules = rules(ty);
         let parent = locate(&*tx, &target)?;
@@ -111,12 +167,7 @@ impl CreatePlan {
             guard.check(&*tx, &parent, Permission::Create, Some(ty), Touches::Attributes(&sent))?;
         }
         type_rules.check_registrant(&*tx, &draft.originator)?;
-        if !types::allowed_under(ty, parent.ty) {
-            return Err(Error::new(
-                Rsc::InvalidChildResourceType,
-                format!("a {} cannot be created under a {}", ty.wrapper(), parent.ty.wrapper()),
-            ));
-        }
+        check_child_type(ty, &parent)?;
         // The request's attributes as sent (a non-string rn is an error, not replaced).
         types::validate_create(ty, &draft.attributes)?;
         type_rules.check_create(&*tx, &ctx, &parent, &draft)?;
@@ -155,6 +206,7 @@ impl CreatePlan {
 
         let resource = Resource { ty, attributes: draft.attributes, path, creator: Some(draft.originator) };
         tx.insert(&resource)?;
+        notify::events::created(tx, &parent, &resource, resource.creator.as_deref())?;
         type_rules.after_create(tx, parent, &resource)?;
         Ok(resource)
     }

@@ -9,6 +9,7 @@
 mod create;
 mod delete;
 mod discover;
+mod notify;
 mod retrieve;
 mod update;
 

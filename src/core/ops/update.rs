@@ -8,13 +8,14 @@ use serde_json::{Map, Value};
 use super::unwrap_content;
 use crate::core::Cse;
 use crate::core::access::{Access, Permission, Touches};
-use crate::core::address::LocalTarget;
+use crate::core::address::{LocalId, LocalTarget};
+use crate::core::notify;
 use crate::core::represent;
 use crate::core::request::{Operation, Request, Response};
 use crate::core::tree::{expiration, locate, resolve_acpi};
 use crate::core::types::{self, Context, rules};
 use crate::error::{Error, Result, Rsc};
-use crate::resource::{Resource, Timestamp};
+use crate::resource::{Resource, ResourceType, Timestamp};
 use crate::storage::WriteTx;
 
 impl Cse {
@@ -27,9 +28,15 @@ impl Cse {
         if target.virtual_child.is_some() {
             return Err(Error::not_allowed("la and ol cannot be updated"));
         }
+        if let Some(targets) =
+            request.content.as_ref().and_then(|content| content.get("m2m:sub")).and_then(|sub| sub.get("nu"))
+        {
+            self.verify_new_targets(&target.id, targets, &guard).await?;
+        }
         let content = request.content.clone();
         let identity = self.identity.clone();
         let registry = self.registry.clone();
+        let originator = guard.accessor.originator.clone();
         let (before, resource, changes) = self
             .storage
             .write(move |tx| {
@@ -51,6 +58,7 @@ impl Cse {
                 type_rules.check_update(&*tx, &ctx, &resource, &changes)?;
                 let before = resource.clone();
                 apply(tx, &ctx, &mut resource, &before, &changes)?;
+                notify::events::updated(tx, &before, &resource, &changes, Some(&originator))?;
                 Ok((before, resource, changes))
             })
             .await?;
@@ -60,6 +68,50 @@ impl Cse {
             _ => Some(resource.to_json()),
         };
         Ok(Response::new(request, Rsc::Updated, content))
+    }
+}
+
+impl Cse {
+    /// An UPDATE of a subscription's targets: the new ones are verified before anything is
+    /// stored (a failure, 5204, leaves the subscription as it was).
+    async fn verify_new_targets(&self, target: &LocalId, sent: &Value, guard: &Access) -> Result<()> {
+        let (target, checker) = (target.clone(), guard.clone());
+        let mut only_targets = Map::new();
+        only_targets.insert("nu".into(), sent.clone());
+        let subscription = self
+            .storage
+            .read(move |tx| {
+                let Some(subscription) = tx_locate(tx, &target)? else { return Ok(None) };
+                if subscription.ty != ResourceType::Sub {
+                    return Ok(None);
+                }
+                // Who may not update it, or what is not a target list, is refused first.
+                checker.check(tx, &subscription, Permission::Update, None, Touches::Attributes(&["nu".to_string()]))?;
+                types::validate_update(ResourceType::Sub, &only_targets)?;
+                Ok(Some(subscription))
+            })
+            .await?;
+        let Some(subscription) = subscription else { return Ok(()) };
+        let originator = guard.accessor.originator.as_str();
+        let sent: Vec<String> = sent
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|entry| entry.trim_end_matches('/').to_string())
+            .collect();
+        let fresh = notify::deliver::new_targets(&sent, &subscription.str_list("nu"));
+        let sur = format!("{}/{}", self.identity.cse_id, subscription.ri());
+        self.verify_targets(&fresh, &sur, originator).await
+    }
+}
+
+/// The resource at `target`, if there is one.
+fn tx_locate(tx: &dyn crate::storage::ReadTx, target: &LocalId) -> Result<Option<Resource>> {
+    match locate(tx, target) {
+        Ok(resource) => Ok(Some(resource)),
+        Err(error) if error.rsc == Rsc::NotFound => Ok(None),
+        Err(error) => Err(error),
     }
 }
 

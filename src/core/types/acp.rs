@@ -11,6 +11,10 @@ use crate::resource::{AttrKind, Need, Policy, ResourceType, TimeWindow, known_un
 pub(super) struct Acp;
 
 impl TypeRules for Acp {
+    fn children(&self) -> &'static [ResourceType] {
+        &[ResourceType::Sub]
+    }
+
     fn policy(&self, name: &str) -> Option<Policy> {
         use Need::{Mandatory as M, Optional as O};
         match name {

@@ -32,7 +32,7 @@ impl TypeRules for Ae {
     }
 
     fn children(&self) -> &'static [ResourceType] {
-        &[ResourceType::Acp, ResourceType::Cnt]
+        &[ResourceType::Acp, ResourceType::Cnt, ResourceType::Sub]
     }
 
     fn is_registration(&self) -> bool {

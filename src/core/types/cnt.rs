@@ -31,7 +31,7 @@ impl TypeRules for Cnt {
     }
 
     fn children(&self) -> &'static [ResourceType] {
-        &[ResourceType::Cnt, ResourceType::Cin]
+        &[ResourceType::Cnt, ResourceType::Cin, ResourceType::Sub]
     }
 
     /// Empty, with the configured default limits (`[cse.container]`) when enabled.

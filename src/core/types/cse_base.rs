@@ -13,7 +13,7 @@ impl TypeRules for CseBase {
     }
 
     fn children(&self) -> &'static [ResourceType] {
-        &[ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Csr]
+        &[ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Csr, ResourceType::Sub]
     }
 
     fn refuses(&self, op: Operation) -> Option<&'static str> {

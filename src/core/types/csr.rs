@@ -43,7 +43,7 @@ impl TypeRules for Csr {
     }
 
     fn children(&self) -> &'static [ResourceType] {
-        &[ResourceType::Acp, ResourceType::Cnt]
+        &[ResourceType::Acp, ResourceType::Cnt, ResourceType::Sub]
     }
 
     fn is_registration(&self) -> bool {

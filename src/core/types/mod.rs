@@ -14,6 +14,7 @@ mod cin;
 mod cnt;
 mod cse_base;
 mod csr;
+mod sub;
 
 use serde_json::{Map, Value};
 
@@ -27,6 +28,7 @@ use crate::security::HostPattern;
 use crate::storage::{ReadTx, WriteTx};
 
 pub(crate) use cnt::{edge_instance, enforce_limits};
+pub(crate) use sub::{check_child_types as check_subscription_parent, events_of};
 
 /// Length of the random part of generated IDs.
 pub(crate) const ID_LENGTH: usize = 10;
@@ -52,6 +54,9 @@ pub(crate) struct Draft {
     pub now: Timestamp,
     /// Its expiration time (the type may shorten it).
     pub et: Timestamp,
+    /// An `ri` chosen before the transaction (a subscription names itself in its
+    /// verification requests), if any.
+    pub ri: Option<String>,
 }
 
 /// The rules of one resource type. Every method but [`TypeRules::policy`] has a default:
@@ -178,6 +183,7 @@ pub(crate) fn rules(ty: ResourceType) -> &'static dyn TypeRules {
         ResourceType::Cin => &cin::Cin,
         ResourceType::CseBase => &cse_base::CseBase,
         ResourceType::Csr => &csr::Csr,
+        ResourceType::Sub => &sub::Sub,
     }
 }
 
@@ -254,6 +260,7 @@ fn access_controlled(name: &str) -> Option<Policy> {
 /// Delete a resource and its subtree, with what its type changes elsewhere (a container's
 /// counters). Every deletion goes through here: DELETE, expiry, `dcnt`, the manager.
 pub(crate) fn remove(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> {
+    crate::core::notify::events::deleting(tx, resource)?;
     rules(resource.ty).on_delete(tx, resource)?;
     tx.delete_subtree(resource)?;
     Ok(())

@@ -1,0 +1,66 @@
+//! `[resource.sub]`: how subscriptions are verified and how their notifications are
+//! delivered.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, positive};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionSettings {
+    /// Send a verification request to every notification target of a new subscription
+    /// (and to new targets of an updated one) before storing it.
+    pub verify: bool,
+    /// Give a notification up after this long undelivered.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Give a notification up after this many failed attempts (0: no limit but `max_age`).
+    pub max_attempts: u32,
+    /// Most notifications waiting for one target; beyond, the oldest are dropped (and
+    /// counted in the log).
+    pub max_pending_per_target: usize,
+    /// Longest wait between two attempts at one target (the waits double from a second).
+    #[serde(with = "humantime_serde")]
+    pub max_retry_delay: Duration,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        SubscriptionSettings {
+            verify: true,
+            max_age: Duration::from_secs(24 * 3600),
+            max_attempts: 0,
+            max_pending_per_target: 10_000,
+            max_retry_delay: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[resource.sub]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionConfig {
+    pub verify: bool,
+    pub max_age: Duration,
+    pub max_attempts: u32,
+    pub max_pending_per_target: usize,
+    pub max_retry_delay: Duration,
+}
+
+impl SubscriptionSettings {
+    pub(super) fn validate(&self) -> Result<SubscriptionConfig, ConfigError> {
+        positive("resource.sub.max_age", self.max_age)?;
+        positive("resource.sub.max_retry_delay", self.max_retry_delay)?;
+        if self.max_pending_per_target == 0 {
+            return Err(ConfigError::invalid("resource.sub.max_pending_per_target", "must be at least 1"));
+        }
+        Ok(SubscriptionConfig {
+            verify: self.verify,
+            max_age: self.max_age,
+            max_attempts: self.max_attempts,
+            max_pending_per_target: self.max_pending_per_target,
+            max_retry_delay: self.max_retry_delay,
+        })
+    }
+}

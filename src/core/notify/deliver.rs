@@ -1,0 +1,294 @@
+//! Delivery: the sender drains the outbox, and NOTIFY requests are sent and received.
+//!
+//! The sender takes the oldest notification of every target (so each target gets its
+//! notifications in order, and a dead one holds up nobody else), sends them concurrently,
+//! deletes what was delivered and tries the rest again later: after a second, doubling
+//! with jitter up to `resource.sub.max_retry_delay`. It gives a notification up only when
+//! the target refused it (a 4xxx answer), after `max_attempts` or `max_age`; a target
+//! with more than `max_pending_per_target` waiting loses its oldest. Each of these is
+//! logged. Every attempt at one notification carries the same request ID, so that a
+//! receiver can drop a repeat (delivery is at least once).
+//!
+//! Targets: a URL gets the NOTIFY as is; an ID (an AE-ID, a resource, a CSE or a resource
+//! on another CSE) is a NOTIFY request to that ID, handled like any other request: a
+//! local AE gets it at its `poa` (see [`Cse::receive_notify`]), another CSE through the
+//! registration tree.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::core::Cse;
+use crate::core::request::{Operation, Request, Response};
+use crate::error::{Error, Result, Rsc};
+use crate::resource::{Resource, ResourceType, Timestamp};
+use crate::storage::Pending;
+
+/// Notifications taken from the outbox at once (one per target).
+const BATCH: usize = 256;
+
+/// The first retry of a notification.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// How a delivery attempt ended.
+enum Outcome {
+    Delivered,
+    /// Not now: try again later.
+    Retry(String),
+    /// Never: the target refused it.
+    Refused(String),
+}
+
+impl Cse {
+    /// Deliver the outbox until `token` is cancelled.
+    pub(crate) async fn deliver_notifications(self, token: CancellationToken) {
+        loop {
+            let next = tokio::select! {
+                () = token.cancelled() => return,
+                next = self.deliver_due() => next,
+            };
+            let wait = match next {
+                Ok(Some(wait)) => wait,
+                Ok(None) => Duration::from_secs(3600),
+                Err(error) => {
+                    warn!(error = %error.detail(), "cannot read the notification outbox; trying again");
+                    Duration::from_secs(1)
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = self.storage.outbox_filled() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Send every notification that is due now (the oldest of each target). Returns how
+    /// long until the next one is due (`None`: the outbox is empty).
+    async fn deliver_due(&self) -> Result<Option<Duration>> {
+        let heads = self.storage.read(|tx| tx.outbox_heads(BATCH)).await?;
+        let now = Timestamp::now().to_string();
+        let (due, later): (Vec<Pending>, Vec<Pending>) = heads.into_iter().partition(|head| head.due <= now);
+        if due.is_empty() {
+            let next = later.iter().map(|head| head.due.as_str()).min();
+            return Ok(next.map(until));
+        }
+        let mut deliveries = JoinSet::new();
+        for pending in due {
+            let cse = self.clone();
+            deliveries.spawn(async move {
+                let outcome = cse.send_notification(&pending).await;
+                cse.settle(pending, outcome).await
+            });
+        }
+        while let Some(settled) = deliveries.join_next().await {
+            if let Ok(Err(error)) = settled {
+                warn!(error = %error.detail(), "cannot update the notification outbox");
+            }
+        }
+        Ok(Some(Duration::ZERO))
+    }
+
+    /// Record the outcome of one attempt.
+    async fn settle(&self, pending: Pending, outcome: Outcome) -> Result<()> {
+        let config = self.config();
+        let limits = &config.subscription;
+        let (seq, target, attempts) = (pending.seq, pending.target.clone(), pending.attempts + 1);
+        let give_up = match &outcome {
+            Outcome::Delivered => {
+                debug!(%target, rqi = %pending.rqi, "notification delivered");
+                true
+            }
+            Outcome::Refused(reason) => {
+                warn!(%target, subscription = %pending.subscription, %reason, "notification refused by its target; dropped");
+                true
+            }
+            Outcome::Retry(reason) => {
+                let age = Timestamp::parse(&pending.created)
+                    .map(|created| Timestamp::now().duration_since(created))
+                    .unwrap_or_default();
+                let too_old = age >= limits.max_age;
+                let too_many = limits.max_attempts > 0 && attempts >= limits.max_attempts;
+                if too_old || too_many {
+                    warn!(%target, subscription = %pending.subscription, attempts, %reason, "notification undeliverable; given up (resource.sub.max_age / max_attempts)");
+                } else if attempts == 1 {
+                    info!(%target, %reason, "notification target not reachable; retrying");
+                } else {
+                    debug!(%target, attempts, %reason, "notification still not delivered");
+                }
+                too_old || too_many
+            }
+        };
+        let delay = retry_delay(attempts, limits.max_retry_delay);
+        let keep = limits.max_pending_per_target;
+        self.storage
+            .write(move |tx| {
+                if give_up {
+                    tx.dequeue(seq)?;
+                } else {
+                    let due = Timestamp::now().saturating_add(delay);
+                    tx.reschedule(seq, attempts, &due.to_string())?;
+                }
+                let dropped = tx.trim_outbox(&target, keep)?;
+                if dropped > 0 {
+                    warn!(%target, dropped, "too many notifications waiting for one target; the oldest were dropped (resource.sub.max_pending_per_target)");
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// One attempt at `pending`.
+    async fn send_notification(&self, pending: &Pending) -> Outcome {
+        let mut content = pending.content.clone();
+        if let Some(sgn) = content.get_mut("m2m:sgn").and_then(Value::as_object_mut) {
+            sgn.insert("sur".into(), json!(format!("{}/{}", self.identity.cse_id, pending.subscription)));
+        }
+        match self.notify_target(&pending.target, content, &pending.rqi, None).await {
+            Ok(response) if response.rsc.is_success() => Outcome::Delivered,
+            Ok(response) if retryable(response.rsc) => Outcome::Retry(format!("answered {}", response.rsc)),
+            Ok(response) => {
+                Outcome::Refused(format!("answered {} {}", response.rsc, response.dbg().unwrap_or_default()))
+            }
+            Err(error) if retryable(error.rsc) => Outcome::Retry(error.detail().to_string()),
+            Err(error) => Outcome::Refused(error.detail().to_string()),
+        }
+    }
+
+    /// Send a NOTIFY with `content` to `target` (a URL or an ID), as this CSE.
+    pub(crate) async fn notify_target(
+        &self,
+        target: &str,
+        content: Value,
+        rqi: &str,
+        originator: Option<&str>,
+    ) -> Result<Response> {
+        let config = self.config();
+        let from = originator.map_or_else(|| self.identity.cse_id.to_string(), str::to_string);
+        if let Some((base, path, query)) = split_url(target) {
+            let mut request = Request::new(Operation::Notify, path, Some(&from));
+            request.rqi = rqi.to_string();
+            request.rvi = config.cse.release_version.clone();
+            request.query = query;
+            request.content = Some(content);
+            return self
+                .outbound
+                .send(&base, &request, self.outbound.timeout(), None)
+                .await
+                .map_err(|failure| failure.into_error(target));
+        }
+        let mut request = Request::new(Operation::Notify, target, Some(&from));
+        request.rqi = rqi.to_string();
+        request.rvi = config.cse.release_version.clone();
+        request.content = Some(content);
+        // Boxed: a subscription's verification is a request handled inside a request.
+        Ok(Box::pin(self.handle(request)).await)
+    }
+
+    /// Verify the targets of a subscription before it is stored: a NOTIFY with `vrq` to
+    /// each, but to the subscriber itself. Any answer but a success fails it (5204),
+    /// naming the target.
+    pub(crate) async fn verify_targets(&self, targets: &[String], sur: &str, subscriber: &str) -> Result<()> {
+        if !self.config().subscription.verify {
+            return Ok(());
+        }
+        let own = self.identity.originator(subscriber);
+        for target in targets {
+            let is_subscriber =
+                split_url(target).is_none() && self.identity.originator(target).simplified() == own.simplified();
+            if is_subscriber {
+                continue;
+            }
+            let content = json!({"m2m:sgn": {"vrq": true, "sur": sur, "cr": subscriber}});
+            let rqi = crate::resource::random_id(12);
+            let failure = match self.notify_target(target, content, &rqi, None).await {
+                Ok(response) if response.rsc.is_success() => continue,
+                Ok(response) => format!("answered {} {}", response.rsc, response.dbg().unwrap_or_default()),
+                Err(error) => error.dbg,
+            };
+            return Err(Error::new(
+                Rsc::SubscriptionVerificationInitiationFailed,
+                format!("the verification request to notification target {target} failed: {failure}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A NOTIFY for a local resource: an AE gets it at its `poa` (what it answers is the
+    /// answer); a CSR's CSE likewise. Anything else cannot take notifications (4000).
+    pub(crate) async fn receive_notify(&self, request: &Request, target: &Resource) -> Result<Response> {
+        let content = request.content.as_ref();
+        if !content.is_some_and(|content| content.get("m2m:sgn").is_some() || content.get("m2m:rsp").is_some()) {
+            return Err(Error::bad_request("a NOTIFY carries m2m:sgn (or m2m:rsp)"));
+        }
+        if !matches!(target.ty, ResourceType::Ae | ResourceType::Csr) {
+            return Err(Error::bad_request(format!(
+                "a {} does not take notifications (an AE or a CSE does)",
+                target.ty.wrapper()
+            )));
+        }
+        if target.attributes.get("rr") == Some(&Value::Bool(false)) {
+            return Err(Error::bad_request(format!("{} is not request-reachable (rr is false)", target.ri())));
+        }
+        let poa = target.str_list("poa");
+        if poa.is_empty() {
+            return Err(Error::bad_request(format!("{} has no point of access (poa) to notify", target.ri())));
+        }
+        let mut relayed = request.clone();
+        relayed.originator = request.originator.as_deref().map(|originator| self.identity.sp_relative(originator));
+        if let Some(highest) = target.str_list("srv").into_iter().max() {
+            relayed.rvi = highest;
+        }
+        let mut last = None;
+        for address in &poa {
+            match self.outbound.send(address, &relayed, self.outbound.timeout(), None).await {
+                Ok(response) => return Ok(Response { rqi: request.rqi.clone(), ..response }),
+                Err(failure) => last = Some(failure),
+            }
+        }
+        Err(last.map_or_else(|| Error::not_reachable("no poa answered"), |failure| failure.into_error(target.ri())))
+    }
+}
+
+/// Is a failure worth another attempt (the target may come back)?
+fn retryable(rsc: Rsc) -> bool {
+    matches!(rsc, Rsc::TargetNotReachable | Rsc::RequestTimeout) || rsc.code() >= 5000
+}
+
+/// The wait before attempt `attempts + 1`: a second, doubling, at most `max`, with up to
+/// a fifth of jitter.
+fn retry_delay(attempts: u32, max: Duration) -> Duration {
+    let doubled = FIRST_RETRY.saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+    let base = doubled.min(max);
+    let jitter = base.mul_f64(rand::random::<f64>() / 5.0);
+    (base + jitter).max(FIRST_RETRY)
+}
+
+/// How long until `due` (stored timestamp form); zero if past or unreadable.
+fn until(due: &str) -> Duration {
+    Timestamp::parse(due)
+        .map(|due| due.duration_since(Timestamp::now()).max(Duration::from_millis(50)))
+        .unwrap_or(Duration::from_millis(50))
+}
+
+/// A URL target as the base address, the path (as a request's `to`) and the query.
+fn split_url(target: &str) -> Option<(String, String, Option<String>)> {
+    let url = url::Url::parse(target).ok().filter(|url| matches!(url.scheme(), "http" | "https"))?;
+    let base = format!("{}://{}", url.scheme(), url.host_str()?)
+        + &url.port().map(|port| format!(":{port}")).unwrap_or_default();
+    let path = url.path().trim_start_matches('/').to_string();
+    Some((base, path, url.query().map(str::to_string)))
+}
+
+/// Targets of `nu` not among `known` (for an update: only new targets are verified).
+pub(crate) fn new_targets(nu: &[String], known: &[String]) -> Vec<String> {
+    let known: HashSet<&String> = known.iter().collect();
+    nu.iter().filter(|target| !known.contains(target)).cloned().collect()
+}

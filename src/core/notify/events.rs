@@ -1,0 +1,198 @@
+//! What a write changes, matched against the subscriptions inside its transaction: every
+//! notification it causes goes into the outbox in the same commit as the change, or not
+//! at all. Called by the operations for requests, by `types::remove` for every deletion
+//! (request, expiry, `dcnt`, the manager) and by the manager's own writes.
+
+use serde_json::{Map, Value, json};
+
+use crate::core::types::{events_of, remove};
+use crate::error::Result;
+use crate::resource::{Resource, ResourceType, Timestamp, random_id};
+use crate::storage::{Pending, WriteTx};
+
+/// Length of a notification's request ID.
+const RQI_LENGTH: usize = 12;
+
+/// Event types (`net`).
+const UPDATE: u64 = 1;
+const DELETE: u64 = 2;
+const CHILD_CREATED: u64 = 3;
+const CHILD_DELETED: u64 = 4;
+
+/// `child` was created under `parent`: the parent's subscriptions to created children
+/// (the new subscription itself aside) are notified.
+pub(crate) fn created(
+    tx: &mut dyn WriteTx,
+    parent: &Resource,
+    child: &Resource,
+    originator: Option<&str>,
+) -> Result<()> {
+    let event = Event { net: CHILD_CREATED, subject: child, modified: None, originator, skip: Some(child.ri()) };
+    notify(tx, parent, &event)
+}
+
+/// `after` was updated from `before` by a request that sent `sent` (or by this CSE, with
+/// `sent` empty): its subscriptions to updates are notified. The modified attributes are
+/// those sent (even with the same value), those whose value changed or went, and `lt`.
+pub(crate) fn updated(
+    tx: &mut dyn WriteTx,
+    before: &Resource,
+    after: &Resource,
+    sent: &Map<String, Value>,
+    originator: Option<&str>,
+) -> Result<()> {
+    let mut modified = Map::new();
+    for (name, value) in &after.attributes {
+        if sent.contains_key(name) || before.attributes.get(name) != Some(value) || name == "lt" {
+            modified.insert(name.clone(), value.clone());
+        }
+    }
+    for name in before.attributes.keys().filter(|name| !after.attributes.contains_key(*name)) {
+        modified.insert(name.clone(), Value::Null);
+    }
+    let event = Event { net: UPDATE, subject: after, modified: Some(&modified), originator, skip: None };
+    notify(tx, after, &event)
+}
+
+/// `resource` is about to be deleted with its subtree: the subscriptions to the deleted
+/// resources' deletion are notified, every subscription that goes with them sends its
+/// deletion notification (`su`), then the parent's subscriptions to deleted children.
+pub(crate) fn deleting(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> {
+    let subscriptions = match resource.ty {
+        ResourceType::Sub => vec![resource.clone()],
+        ResourceType::Cin => Vec::new(),
+        _ => tx.of_type_below(&resource.path, ResourceType::Sub)?,
+    };
+    for subscription in &subscriptions {
+        let with_its_resource = subscription.ri() != resource.ri();
+        if with_its_resource && live(subscription) && events_of(subscription.attributes.get("enc")).contains(&DELETE) {
+            if let Some(subject) = tx.get(subscription.pi())? {
+                let event = Event { net: DELETE, subject: &subject, modified: None, originator: None, skip: None };
+                send(tx, subscription, &event)?;
+            }
+        }
+        if let Some(su) = subscription.str("su") {
+            let mut sgn = json!({"sud": true});
+            if let Some(cr) = subscription.str("cr") {
+                sgn["cr"] = json!(cr);
+            }
+            enqueue(tx, su, subscription.ri(), json!({ "m2m:sgn": sgn }))?;
+        }
+    }
+    if let Some(parent) = tx.get(resource.pi())? {
+        let event = Event {
+            net: CHILD_DELETED,
+            subject: resource,
+            modified: None,
+            originator: None,
+            skip: Some(resource.ri()),
+        };
+        notify(tx, &parent, &event)?;
+    }
+    Ok(())
+}
+
+/// One event on a subscribed-to resource.
+struct Event<'a> {
+    net: u64,
+    /// The resource the representation shows: the subscribed-to resource, or the child.
+    subject: &'a Resource,
+    /// For an update: the modified attributes.
+    modified: Option<&'a Map<String, Value>>,
+    /// Who caused it (a request's originator), for `eeno`.
+    originator: Option<&'a str>,
+    /// A subscription not to notify (one about itself).
+    skip: Option<&'a str>,
+}
+
+/// Notify the subscriptions of `on` that ask for `event`.
+fn notify(tx: &mut dyn WriteTx, on: &Resource, event: &Event) -> Result<()> {
+    if matches!(on.ty, ResourceType::Sub | ResourceType::Cin) {
+        return Ok(());
+    }
+    for listed in tx.children(on.ri(), Some(ResourceType::Sub))? {
+        // As it is now: an earlier notification may have counted it down or removed it.
+        let Some(subscription) = tx.get(listed.ri())? else { continue };
+        if event.skip == Some(subscription.ri()) || !live(&subscription) || !wants(&subscription, event) {
+            continue;
+        }
+        send(tx, &subscription, event)?;
+        count_down(tx, subscription)?;
+    }
+    Ok(())
+}
+
+/// Not expired (the expiry sweep may not have run yet).
+fn live(subscription: &Resource) -> bool {
+    let now = Timestamp::now().to_string();
+    subscription.et().is_none_or(|et| et > now.as_str())
+}
+
+/// Does `subscription` ask for `event` (its `net`, `atr` and `chty`)?
+fn wants(subscription: &Resource, event: &Event) -> bool {
+    let enc = subscription.attributes.get("enc");
+    if !events_of(enc).contains(&event.net) {
+        return false;
+    }
+    let listed =
+        |name: &str| enc.and_then(|enc| enc.get(name)).and_then(Value::as_array).filter(|list| !list.is_empty());
+    match event.net {
+        UPDATE => listed("atr").is_none_or(|names| {
+            names
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|name| event.modified.is_some_and(|modified| modified.contains_key(name)))
+        }),
+        CHILD_CREATED | CHILD_DELETED => listed("chty").is_none_or(|types| {
+            types.iter().filter_map(Value::as_u64).any(|code| code == u64::from(event.subject.ty.code()))
+        }),
+        _ => true,
+    }
+}
+
+/// Put the notification of `event` for every target of `subscription` in the outbox.
+fn send(tx: &mut dyn WriteTx, subscription: &Resource, event: &Event) -> Result<()> {
+    let subject = event.subject;
+    let rep = match subscription.u64("nct").unwrap_or(1) {
+        2 => json!({ subject.ty.wrapper(): event.modified.cloned().unwrap_or_default() }),
+        3 => json!({ "m2m:uri": subject.ri() }),
+        _ => subject.to_json(),
+    };
+    let mut sgn = json!({"nev": {"net": event.net, "rep": rep}});
+    let eeno = subscription.attributes.get("eeno") == Some(&Value::Bool(true));
+    if let Some(cr) = subscription.str("cr").or(event.originator.filter(|_| eeno)) {
+        sgn["cr"] = json!(cr);
+    }
+    let content = json!({ "m2m:sgn": sgn });
+    for target in subscription.str_list("nu") {
+        enqueue(tx, &target, subscription.ri(), content.clone())?;
+    }
+    Ok(())
+}
+
+/// One event notified: `exc` counts down; at the last one the subscription goes (with
+/// its deletion notification).
+fn count_down(tx: &mut dyn WriteTx, mut subscription: Resource) -> Result<()> {
+    match subscription.u64("exc") {
+        Some(0 | 1) => remove(tx, &subscription),
+        Some(left) => {
+            subscription.set("exc", left - 1);
+            tx.update(&subscription)
+        }
+        None => Ok(()),
+    }
+}
+
+fn enqueue(tx: &mut dyn WriteTx, target: &str, subscription: &str, content: Value) -> Result<()> {
+    let now = Timestamp::now().to_string();
+    tx.enqueue(&Pending {
+        seq: 0,
+        target: target.to_string(),
+        subscription: subscription.to_string(),
+        rqi: random_id(RQI_LENGTH),
+        content,
+        created: now.clone(),
+        due: now,
+        attempts: 0,
+    })
+}

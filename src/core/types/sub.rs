@@ -1,0 +1,268 @@
+//! `<subscription>` (ty 23): who is told (`nu`) about which events (`enc`) on its parent,
+//! in which form (`nct`), how many times (`exc`), and who hears of its deletion (`su`).
+//!
+//! What this CSE serves is checked here and nothing else is taken: events 1–4 (update,
+//! delete, child created, child deleted) with the `atr` and `chty` filters, `nct` 1–3,
+//! `exc`, `su`, `cr`, `eeno`. Everything else the standard defines (blocking update,
+//! operation monitoring, batches, statistics, the other filters) is refused with a reason
+//! naming it, never stored to be ignored. The notifications themselves are made in
+//! `core::notify`.
+
+use serde_json::{Map, Value, json};
+
+use super::{Context, Draft, TypeRules, policy, random_identity, regular};
+use crate::error::{Error, Result};
+use crate::resource::{AttrKind, Need, Policy, Resource, ResourceType};
+use crate::storage::ReadTx;
+
+pub(super) struct Sub;
+
+/// The events served: resourceUpdate, resourceDelete, createDirectChild,
+/// deleteDirectChild.
+const SERVED_EVENTS: [u64; 4] = [1, 2, 3, 4];
+
+/// `enc` members taken; the filters of the standard not listed here are refused.
+const ENC_MEMBERS: [&str; 3] = ["net", "atr", "chty"];
+
+/// Attributes of the standard this CSE does not serve (yet): refused when set.
+const NOT_SERVED: [(&str, &str); 5] = [
+    ("bn", "batch notifications (bn)"),
+    ("ln", "latest-notify batches (ln)"),
+    ("nse", "notification statistics (nse)"),
+    ("acrs", "cross-resource subscriptions (acrs)"),
+    ("nfu", "notification forwarding (nfu)"),
+];
+
+impl TypeRules for Sub {
+    fn policy(&self, name: &str) -> Option<Policy> {
+        use AttrKind::*;
+        use Need::{NotPermitted as NP, Optional as O};
+        match name {
+            "nu" => policy(NonEmptyStrList, O, O),
+            "enc" | "rl" => policy(Object, O, O),
+            "nct" | "exc" | "nsp" => policy(PosInt, O, O),
+            "psn" => policy(PosInt, O, NP),
+            "su" => policy(Str, O, NP),
+            "cr" => policy(NullOnly, O, NP),
+            "nsi" => policy(Any, NP, NP),
+            "eeno" | "nse" | "ln" => policy(Bool, O, O),
+            "nec" | "pn" => policy(NonNegInt, O, O),
+            "bn" => policy(Object, O, O),
+            "acrs" => policy(StrList, O, O),
+            "nfu" | "gpi" => policy(Str, O, O),
+            "acpi" | "daci" => policy(NonEmptyStrList, O, O),
+            "cstn" => policy(Str, O, O),
+            "at" | "aa" | "ast" => None,
+            _ => regular(name),
+        }
+    }
+
+    fn mandatory(&self) -> &'static [&'static str] {
+        &["nu"]
+    }
+
+    fn check_body(&self, attributes: &Map<String, Value>, create: bool) -> Result<()> {
+        for (name, what) in NOT_SERVED {
+            let set = attributes.get(name).is_some_and(|value| !value.is_null() && *value != Value::Bool(false));
+            if set {
+                return Err(Error::bad_request(format!("{what} is not supported by this CSE")));
+            }
+        }
+        if !create {
+            for name in ["nu", "nct"] {
+                if attributes.get(name).is_some_and(Value::is_null) {
+                    return Err(Error::bad_request(format!("{name} cannot be removed from a subscription")));
+                }
+            }
+        }
+        if let Some(entries) = attributes.get("nu").and_then(Value::as_array) {
+            if entries.iter().any(|entry| entry.as_str().is_none_or(|entry| entry.trim_end_matches('/').is_empty())) {
+                return Err(Error::bad_request("nu entries must be non-empty URLs or IDs"));
+            }
+        }
+        if let Some(enc) = attributes.get("enc").filter(|enc| !enc.is_null()) {
+            check_enc(enc)?;
+        }
+        if let Some(nct) = attributes.get("nct").and_then(Value::as_u64) {
+            match nct {
+                1..=3 => {}
+                4 => return Err(Error::bad_request("nct 4 (trigger payload) is not supported by this CSE")),
+                5 => return Err(Error::bad_request("nct 5 (time-series notification) is not supported by this CSE")),
+                other => return Err(Error::bad_request(format!("nct {other} is not a notification content type"))),
+            }
+        }
+        if create {
+            let events = events_of(attributes.get("enc"));
+            if let Some(nct) = attributes.get("nct").and_then(Value::as_u64) {
+                check_grid(nct, &events)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `chty` names types its parent takes as children.
+    fn check_create(&self, _tx: &dyn ReadTx, _ctx: &Context, parent: &Resource, draft: &Draft) -> Result<()> {
+        check_child_types(draft.attributes.get("enc"), parent.ty)
+    }
+
+    /// A verification request goes out before the SUB is stored, naming it: its `ri` may
+    /// be chosen beforehand.
+    fn identify(&self, tx: &dyn ReadTx, draft: &mut Draft) -> Result<(String, String)> {
+        let (ri, rn) = random_identity(tx, draft)?;
+        match draft.ri.clone() {
+            Some(chosen) => {
+                let rn = if draft.attributes.contains_key("rn") { rn } else { chosen.clone() };
+                Ok((chosen, rn))
+            }
+            None => Ok((ri, rn)),
+        }
+    }
+
+    /// Defaults: `enc` `{"net": [1]}`, `nct` from the first event (1 for events 1–4);
+    /// trailing `/` of the targets removed.
+    fn complete(&self, _ctx: &Context, _parent: &Resource, draft: &mut Draft) -> Result<()> {
+        let attributes = &mut draft.attributes;
+        if attributes.get("enc").is_none_or(Value::is_null) {
+            attributes.insert("enc".into(), json!({"net": [1]}));
+        }
+        attributes.entry("nct").or_insert(json!(1));
+        normalize_targets(attributes);
+        Ok(())
+    }
+
+    fn check_update(
+        &self,
+        tx: &dyn ReadTx,
+        _ctx: &Context,
+        sub: &Resource,
+        changes: &Map<String, Value>,
+    ) -> Result<()> {
+        let enc = match changes.get("enc") {
+            Some(Value::Null) => json!({"net": [1]}),
+            Some(enc) => enc.clone(),
+            None => sub.attributes.get("enc").cloned().unwrap_or_else(|| json!({"net": [1]})),
+        };
+        let nct = changes.get("nct").or_else(|| sub.attributes.get("nct")).and_then(Value::as_u64).unwrap_or(1);
+        check_grid(nct, &events_of(Some(&enc)))?;
+        if changes.contains_key("enc") {
+            let parent = tx.get(sub.pi())?.ok_or_else(|| Error::not_found("the subscribed-to resource is gone"))?;
+            check_child_types(Some(&enc), parent.ty)?;
+        }
+        Ok(())
+    }
+
+    fn after_update(
+        &self,
+        _tx: &mut dyn crate::storage::WriteTx,
+        _ctx: &Context,
+        sub: &mut Resource,
+        _before: &Resource,
+        changes: &Map<String, Value>,
+    ) -> Result<()> {
+        if changes.get("enc").is_some_and(Value::is_null) {
+            sub.attributes.insert("enc".into(), json!({"net": [1]}));
+        }
+        normalize_targets(&mut sub.attributes);
+        Ok(())
+    }
+}
+
+/// The events a subscription's `enc` asks for.
+pub(crate) fn events_of(enc: Option<&Value>) -> Vec<u64> {
+    match enc.and_then(|enc| enc.get("net")) {
+        Some(net) => net.as_array().into_iter().flatten().filter_map(Value::as_u64).collect(),
+        None => vec![1],
+    }
+}
+
+fn check_enc(enc: &Value) -> Result<()> {
+    let Some(members) = enc.as_object() else {
+        return Err(Error::bad_request("enc must be an object (eventNotificationCriteria)"));
+    };
+    for name in members.keys() {
+        if !ENC_MEMBERS.contains(&name.as_str()) {
+            let what = match name.as_str() {
+                "om" => "operation monitoring (enc.om)".to_string(),
+                "md" => "missing-data notifications (enc.md)".to_string(),
+                other => format!("the filter enc.{other}"),
+            };
+            return Err(Error::bad_request(format!("{what} is not supported by this CSE")));
+        }
+    }
+    if let Some(net) = members.get("net") {
+        let Some(events) = net.as_array() else {
+            return Err(Error::bad_request("enc.net must be a list of event types"));
+        };
+        for event in events {
+            match event.as_u64() {
+                Some(event) if SERVED_EVENTS.contains(&event) => {}
+                Some(event @ 5..=10) => {
+                    return Err(Error::bad_request(format!(
+                        "enc.net {event} ({}) is not served by this CSE (served: 1 update, 2 delete, 3 child created, 4 child deleted)",
+                        event_name(event)
+                    )));
+                }
+                _ => return Err(Error::bad_request(format!("enc.net {event} is not an event type"))),
+            }
+        }
+    }
+    for (name, what) in [("atr", "attribute names"), ("chty", "resource types")] {
+        if let Some(list) = members.get(name) {
+            let valid = list.as_array().is_some_and(|items| {
+                items.iter().all(|item| if name == "atr" { item.is_string() } else { item.is_u64() })
+            });
+            if !valid {
+                return Err(Error::bad_request(format!("enc.{name} must be a list of {what}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn event_name(event: u64) -> &'static str {
+    match event {
+        5 => "retrieve of a container without child",
+        6 => "trigger received for an AE",
+        7 => "blocking update",
+        8 => "missing data points",
+        9 => "blocking retrieve",
+        _ => "blocking retrieve of a direct child",
+    }
+}
+
+/// `nct` must fit every event: 1 and 3 for events 1–4, 2 only for updates.
+fn check_grid(nct: u64, events: &[u64]) -> Result<()> {
+    let fits = |event: &u64| match nct {
+        2 => *event == 1,
+        _ => SERVED_EVENTS.contains(event),
+    };
+    if let Some(event) = events.iter().find(|event| !fits(event)) {
+        return Err(Error::bad_request(format!("nct {nct} does not go with enc.net {event}")));
+    }
+    Ok(())
+}
+
+/// `enc.chty` entries must be types that `parent` takes as children.
+pub(crate) fn check_child_types(enc: Option<&Value>, parent: ResourceType) -> Result<()> {
+    let types = enc.and_then(|enc| enc.get("chty")).and_then(Value::as_array).into_iter().flatten();
+    for code in types.filter_map(Value::as_u64) {
+        let allowed = ResourceType::from_code(code).is_some_and(|child| super::allowed_under(child, parent));
+        if !allowed {
+            return Err(Error::bad_request(format!(
+                "enc.chty {code} is not a type of child that a {} takes",
+                parent.wrapper()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn normalize_targets(attributes: &mut Map<String, Value>) {
+    if let Some(Value::Array(entries)) = attributes.get_mut("nu") {
+        for entry in entries.iter_mut() {
+            if let Some(text) = entry.as_str() {
+                *entry = Value::String(text.trim_end_matches('/').to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Subscriptions and notifications: real receivers (HTTP servers on 127.0.0.1:0 inside
+//! the test) record what the CSE sends them.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use acme_cse::config::CseKind;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use crate::harness::{Proxy, TestCse, eventually, on_disk, registrar_settings, registree_settings, test_settings};
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A notification receiver: answers 2000 to everything and records what came.
+struct Receiver {
+    url: String,
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<(HeaderMap, String, Value)>>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let record = received.clone();
+        let router = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: String| {
+            let record = record.clone();
+            async move {
+                let content = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let rqi = headers.get("x-m2m-ri").cloned();
+                record.lock().expect("lock").push((headers, uri.path().to_string(), content));
+                let mut response = Response::new(axum::body::Body::empty());
+                response.headers_mut().insert("x-m2m-rsc", "2000".parse().expect("header"));
+                if let Some(rqi) = rqi {
+                    response.headers_mut().insert("x-m2m-ri", rqi);
+                }
+                response
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Receiver { url: format!("http://{addr}"), addr, received }
+    }
+
+    /// The `m2m:sgn` of every notification received, in order.
+    fn notifications(&self) -> Vec<Value> {
+        self.received.lock().expect("lock").iter().map(|(_, _, body)| body["m2m:sgn"].clone()).collect()
+    }
+
+    /// Event notifications only (no verification or deletion notifications).
+    fn events(&self) -> Vec<Value> {
+        self.notifications().into_iter().filter(|sgn| sgn.get("nev").is_some()).collect()
+    }
+
+    fn count(&self) -> usize {
+        self.received.lock().expect("lock").len()
+    }
+}
+
+/// An IN with an AE `Cae` owning the container `/cse-in/ae/box`.
+async fn in_with_container(configure: impl FnOnce(&mut acme_cse::config::Settings)) -> TestCse {
+    let mut settings = test_settings();
+    configure(&mut settings);
+    let cse = TestCse::start(settings).await;
+    cse.register_ae("Cae", "ae").await;
+    cse.create_container("/cse-in/ae", "Cae", json!({"rn": "box"})).await;
+    cse
+}
+
+async fn subscribe(cse: &TestCse, parent: &str, sub: Value) -> crate::harness::Reply {
+    cse.create(parent, "Cae", 23, json!({ "m2m:sub": sub })).await
+}
+
+#[tokio::test]
+async fn a_subscription_is_verified_then_notifies_new_children_with_the_whole_resource() {
+    // Arrange
+    let receiver = Receiver::start().await;
+    let cse = in_with_container(|_| {}).await;
+
+    // Act
+    let created = subscribe(
+        &cse,
+        "/cse-in/ae/box",
+        json!({"rn": "s", "nu": [format!("{}/n/", receiver.url)], "enc": {"net": [1, 3]}}),
+    )
+    .await;
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("hello")).await;
+
+    // Assert: the verification request first, naming the subscription and the subscriber.
+    assert_eq!(created.rsc, 2001, "{created:?}");
+    let sub = &created.body["m2m:sub"];
+    let ri = sub["ri"].as_str().expect("ri").to_string();
+    assert_eq!(sub["ty"], 23);
+    assert_eq!(sub["nct"], 1);
+    assert_eq!(sub["enc"]["net"], json!([1, 3]));
+    assert_eq!(sub["nu"], json!([format!("{}/n", receiver.url)]), "the trailing / is dropped");
+    assert!(sub.get("cr").is_none());
+    let first = receiver.notifications()[0].clone();
+    assert_eq!(first, json!({"vrq": true, "sur": format!("/id-in/{ri}"), "cr": "Cae"}));
+    eventually("the CIN notification arrives", DEADLINE, || async { receiver.events().len() == 1 }).await;
+    let event = &receiver.events()[0];
+    assert_eq!(event["nev"]["net"], 3);
+    assert_eq!(event["nev"]["rep"]["m2m:cin"]["con"], "hello");
+    assert_eq!(event["nev"]["rep"]["m2m:cin"]["ty"], 4);
+    assert_eq!(event["sur"], format!("/id-in/{ri}"));
+    assert!(event.get("cr").is_none(), "no cr without cr or eeno");
+    let (headers, path, _) = receiver.received.lock().expect("lock")[1].clone();
+    assert_eq!(path, "/n");
+    assert_eq!(headers.get("x-m2m-origin").and_then(|value| value.to_str().ok()), Some("/id-in"));
+    // The subscription reads back; a stranger may not.
+    assert_eq!(cse.retrieve("/cse-in/ae/box/s", "Cae").await.rsc, 2000);
+    assert_eq!(cse.retrieve("/cse-in/ae/box/s", "Cwrong").await.rsc, 4103);
+}
+
+#[tokio::test]
+async fn a_target_that_fails_verification_leaves_nothing_stored() {
+    let cse = in_with_container(|_| {}).await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("address"))
+    };
+    let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [dead]})).await;
+    assert_eq!(reply.rsc, 5204, "{reply:?}");
+    assert!(reply.dbg().contains("verification"), "{reply:?}");
+    assert_eq!(cse.retrieve("/cse-in/ae/box/s", "Cae").await.rsc, 4004);
+}
+
+#[tokio::test]
+async fn what_this_cse_does_not_serve_is_refused_with_a_reason() {
+    let receiver = Receiver::start().await;
+    let cse = in_with_container(|_| {}).await;
+    let nu = json!([receiver.url]);
+    for (sub, reason) in [
+        (json!({"nu": nu, "enc": {"net": [7]}}), "blocking update"),
+        (json!({"nu": nu, "enc": {"net": [5]}}), "not served"),
+        (json!({"nu": nu, "enc": {"net": [11]}}), "not an event type"),
+        (json!({"nu": nu, "enc": {"om": [{"ops": 3}]}}), "operation monitoring"),
+        (json!({"nu": nu, "enc": {"sza": 10}}), "enc.sza"),
+        (json!({"nu": nu, "bn": {"num": 5}}), "batch"),
+        (json!({"nu": nu, "nse": true}), "statistics"),
+        (json!({"nu": nu, "nct": 4}), "trigger payload"),
+        (json!({"nu": nu, "nct": 2, "enc": {"net": [3]}}), "nct 2 does not go with enc.net 3"),
+        (json!({"nu": nu, "enc": {"net": [1, 3], "chty": [2]}}), "chty 2"),
+        (json!({"nu": []}), "nu"),
+        (json!({"nu": nu, "exc": 0}), "exc"),
+        (json!({"nu": nu, "cr": "Cwrong"}), "cr"),
+    ] {
+        let reply = subscribe(&cse, "/cse-in/ae/box", sub.clone()).await;
+        assert_eq!(reply.rsc, 4000, "{sub}: {reply:?}");
+        assert!(reply.dbg().contains(reason), "{sub}: {reply:?}");
+    }
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("x")).await;
+    let under_instance = cse.create("/cse-in/ae/box/la", "Cae", 23, json!({"m2m:sub": {"nu": nu}})).await;
+    assert_eq!(under_instance.rsc, 4005, "{under_instance:?}");
+    let instance = cse.retrieve("/cse-in/ae/box/la", "Cae").await.body["m2m:cin"]["rn"].clone();
+    let under_cin =
+        subscribe(&cse, &format!("/cse-in/ae/box/{}", instance.as_str().unwrap_or_default()), json!({"nu": nu})).await;
+    assert_eq!(under_cin.rsc, 5203, "{under_cin:?}");
+    assert_eq!(receiver.count(), 0, "nothing was verified for a refused subscription");
+}
+
+#[tokio::test]
+async fn updates_notify_the_modified_attributes_as_filtered_and_shaped() {
+    // Arrange: one subscription to lbl changes (modified attributes), one to every
+    // update (resource ID only).
+    let receiver = Receiver::start().await;
+    let cse = in_with_container(|_| {}).await;
+    let labels = subscribe(
+        &cse,
+        "/cse-in/ae/box",
+        json!({"rn": "lbl", "nu": [receiver.url], "nct": 2, "enc": {"net": [1], "atr": ["lbl"]}}),
+    )
+    .await;
+    let ids = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "ids", "nu": [receiver.url], "nct": 3, "cr": null})).await;
+    assert_eq!((labels.rsc, ids.rsc), (2001, 2001), "{labels:?} {ids:?}");
+    assert_eq!(ids.body["m2m:sub"]["cr"], "Cae");
+
+    // Act
+    assert_eq!(cse.update("/cse-in/ae/box", "Cae", json!({"m2m:cnt": {"mni": 5}})).await.rsc, 2004);
+    assert_eq!(cse.update("/cse-in/ae/box", "Cae", json!({"m2m:cnt": {"lbl": ["a"]}})).await.rsc, 2004);
+
+    // Assert: three notifications (ids twice, lbl once), each as asked.
+    eventually("three notifications", DEADLINE, || async { receiver.events().len() == 3 }).await;
+    let events = receiver.events();
+    let by = |sub: &str| -> Vec<Value> {
+        events.iter().filter(|event| event["sur"].as_str().is_some_and(|sur| sur.ends_with(sub))).cloned().collect()
+    };
+    let lbl_ri = labels.body["m2m:sub"]["ri"].as_str().expect("ri").to_string();
+    let ids_ri = ids.body["m2m:sub"]["ri"].as_str().expect("ri").to_string();
+    let lbl_events = by(&lbl_ri);
+    assert_eq!(lbl_events.len(), 1, "{events:?}");
+    let rep = &lbl_events[0]["nev"]["rep"]["m2m:cnt"];
+    assert_eq!(rep["lbl"], json!(["a"]));
+    assert!(rep.get("ty").is_none() && rep.get("mni").is_none(), "only what changed: {rep}");
+    let id_events = by(&ids_ri);
+    assert_eq!(id_events.len(), 2);
+    assert!(id_events.iter().all(|event| event["nev"]["rep"]["m2m:uri"].is_string() && event["cr"] == "Cae"));
+}
+
+#[tokio::test]
+async fn deleting_the_resource_notifies_its_deletion_and_the_subscription_says_goodbye() {
+    let receiver = Receiver::start().await;
+    let cse = in_with_container(|_| {}).await;
+    let su = format!("{}/su", receiver.url);
+    let reply =
+        subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [receiver.url], "su": su, "enc": {"net": [2]}}))
+            .await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    let parent =
+        subscribe(&cse, "/cse-in/ae", json!({"rn": "p", "nu": [receiver.url], "enc": {"net": [4], "chty": [3]}})).await;
+    assert_eq!(parent.rsc, 2001, "{parent:?}");
+
+    assert_eq!(cse.delete("/cse-in/ae/box", "Cae").await.rsc, 2002);
+
+    eventually("deletion, goodbye and child-deleted notifications", DEADLINE, || async { receiver.count() == 5 }).await;
+    let sent = receiver.notifications();
+    let kinds: Vec<Value> =
+        sent[2..].iter().map(|sgn| sgn.get("sud").cloned().unwrap_or_else(|| sgn["nev"]["net"].clone())).collect();
+    assert!(kinds.contains(&json!(2)) && kinds.contains(&json!(true)) && kinds.contains(&json!(4)), "{sent:?}");
+    assert_eq!(cse.retrieve("/cse-in/ae/box/s", "Cae").await.rsc, 4004, "the subscription went with it");
+}
+
+#[tokio::test]
+async fn the_expiration_counter_ends_a_subscription_after_its_events() {
+    let receiver = Receiver::start().await;
+    let cse = in_with_container(|_| {}).await;
+    let reply =
+        subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [receiver.url], "enc": {"net": [3]}, "exc": 2}))
+            .await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("1")).await;
+    assert_eq!(cse.retrieve("/cse-in/ae/box/s", "Cae").await.body["m2m:sub"]["exc"], 1);
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("2")).await;
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("3")).await;
+    assert_eq!(cse.retrieve("/cse-in/ae/box/s", "Cae").await.rsc, 4004);
+    eventually("two events", DEADLINE, || async { receiver.events().len() == 2 }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.events().len(), 2, "no third");
+}
+
+#[tokio::test]
+async fn notifications_wait_for_a_target_that_is_down_and_arrive_all_in_order() {
+    // Arrange: the receiver behind a proxy that can be switched off; retries at most a
+    // second apart.
+    let receiver = Receiver::start().await;
+    let proxy = Proxy::start(receiver.addr).await;
+    let cse = in_with_container(|settings| settings.resource.sub.max_retry_delay = Duration::from_secs(1)).await;
+    let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [proxy.url], "enc": {"net": [3]}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+
+    // Act: the receiver goes away; 100 instances; it comes back.
+    proxy.switch(false);
+    for n in 0..100 {
+        cse.create_instance("/cse-in/ae/box", "Cae", json!(n.to_string())).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.switch(true);
+
+    // Assert: all 100, in order, none twice.
+    eventually("all 100 notifications", Duration::from_secs(30), || async { receiver.events().len() >= 100 }).await;
+    let contents: Vec<String> = receiver
+        .events()
+        .iter()
+        .map(|event| event["nev"]["rep"]["m2m:cin"]["con"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let expected: Vec<String> = (0..100).map(|n: i32| n.to_string()).collect();
+    assert_eq!(contents, expected);
+}
+
+#[tokio::test]
+async fn pending_notifications_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let receiver = Receiver::start().await;
+    let proxy = Proxy::start(receiver.addr).await;
+    let settings = || {
+        let mut settings = test_settings();
+        on_disk(&mut settings, &dir.path().join("in.db"));
+        settings.resource.sub.max_retry_delay = Duration::from_secs(1);
+        settings
+    };
+    let cse = TestCse::start(settings()).await;
+    cse.register_ae("Cae", "ae").await;
+    cse.create_container("/cse-in/ae", "Cae", json!({"rn": "box"})).await;
+    let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [proxy.url], "enc": {"net": [3]}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    proxy.switch(false);
+    for n in 0..10 {
+        cse.create_instance("/cse-in/ae/box", "Cae", json!(n.to_string())).await;
+    }
+    cse.shutdown().await;
+
+    // The CSE comes back; so does the receiver.
+    let cse = TestCse::start(settings()).await;
+    proxy.switch(true);
+    eventually("the 10 pending notifications", Duration::from_secs(30), || async { receiver.events().len() >= 10 })
+        .await;
+    let contents: Vec<Value> =
+        receiver.events().iter().map(|event| event["nev"]["rep"]["m2m:cin"]["con"].clone()).collect();
+    assert_eq!(contents, (0..10).map(|n: i32| json!(n.to_string())).collect::<Vec<_>>());
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_application_subscribed_to_the_cse_base_sees_cses_register_and_go() {
+    // Arrange: on the IN, an AE subscribed to CSR children of the CSEBase.
+    let receiver = Receiver::start().await;
+    let in_cse = TestCse::start(registrar_settings()).await;
+    in_cse.register_ae("Cae", "ae").await;
+    let reply = in_cse
+        .create(
+            "/cse-in",
+            "CAdmin",
+            23,
+            json!({"m2m:sub": {"rn": "csrs", "nu": [receiver.url], "enc": {"net": [3, 4], "chty": [16]}}}),
+        )
+        .await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+
+    // Act: an MN registers, then stops (and deregisters).
+    let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse))).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    mn.shutdown().await;
+
+    // Assert
+    eventually("registered and deregistered", DEADLINE, || async { receiver.events().len() == 2 }).await;
+    let events = receiver.events();
+    assert_eq!(events[0]["nev"]["net"], 3);
+    assert_eq!(events[0]["nev"]["rep"]["m2m:csr"]["csi"], "/id-mn");
+    assert_eq!(events[1]["nev"]["net"], 4);
+    assert_eq!(events[1]["nev"]["rep"]["m2m:csr"]["csi"], "/id-mn");
+}
+
+#[tokio::test]
+async fn a_notification_to_an_ae_goes_to_its_point_of_access() {
+    let receiver = Receiver::start().await;
+    let cse = in_with_container(|_| {}).await;
+    let reply = cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"poa": [receiver.url]}})).await;
+    assert_eq!(reply.rsc, 2004, "{reply:?}");
+    let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": ["Cae"], "enc": {"net": [3]}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    assert_eq!(receiver.count(), 0, "no verification of the subscriber itself");
+
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("to the AE")).await;
+
+    eventually("the AE gets it", DEADLINE, || async { receiver.events().len() == 1 }).await;
+    let (headers, path, body) = receiver.received.lock().expect("lock")[0].clone();
+    assert_eq!(path, "/Cae");
+    assert_eq!(body["m2m:sgn"]["nev"]["rep"]["m2m:cin"]["con"], "to the AE");
+    assert_eq!(headers.get("x-m2m-origin").and_then(|value| value.to_str().ok()), Some("/id-in"));
+}
