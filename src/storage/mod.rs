@@ -343,4 +343,42 @@ mod tests {
         assert_eq!(committed.changes.len(), 1);
         assert_eq!(committed.changes[0].resource().ri(), "id-mn");
     }
+
+    fn pending(target: &str, n: u32, due: &str) -> Pending {
+        Pending {
+            seq: 0,
+            target: target.into(),
+            subscription: "sub1".into(),
+            rqi: format!("rqi{n}"),
+            content: json!({"m2m:sgn": {"n": n}}),
+            created: "20260101T000000,000000".into(),
+            due: due.into(),
+            attempts: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_outbox_hands_out_the_oldest_of_each_target_and_keeps_its_bound() {
+        let storage = Storage::open(&DatabaseConfig { path: None, durability: crate::config::Durability::Full })
+            .expect("in-memory store");
+        storage
+            .write(|tx| {
+                for n in 0..4 {
+                    tx.enqueue(&pending("http://a", n, "20260101T000000,000000"))?;
+                }
+                tx.enqueue(&pending("http://b", 9, "20250101T000000,000000"))
+            })
+            .await
+            .expect("commit");
+        let heads = storage.read(|tx| tx.outbox_heads(10)).await.expect("read");
+        let names: Vec<(String, String)> = heads.iter().map(|head| (head.target.clone(), head.rqi.clone())).collect();
+        assert_eq!(names, [("http://b".to_string(), "rqi9".to_string()), ("http://a".to_string(), "rqi0".to_string())]);
+        let dropped = storage.write(|tx| tx.trim_outbox("http://a", 2)).await.expect("trim");
+        assert_eq!(dropped, 2);
+        let heads = storage.read(|tx| tx.outbox_heads(10)).await.expect("read");
+        assert!(heads.iter().any(|head| head.rqi == "rqi2"), "the newest two of a are left: {heads:?}");
+        let seq = heads.iter().find(|head| head.rqi == "rqi2").map(|head| head.seq).expect("seq");
+        storage.write(move |tx| tx.dequeue(seq)).await.expect("dequeue");
+        assert_eq!(storage.read(|tx| tx.outbox_count("http://a")).await.expect("count"), 1);
+    }
 }

@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use acme_cse::config::{CseKind, RegistrarSettings};
 
-use crate::harness::{TestCse, eventually, init_dir, registree_settings};
+use crate::harness::{Proxy, Receiver, TestCse, eventually, init_dir, registree_settings};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_acme-cse");
 
@@ -328,5 +328,60 @@ async fn sigterm_exits_within_the_grace_while_the_registrar_is_paused() {
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
     signal(&registrar, "TERM");
     let (status, stderr) = finish(registrar).await;
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+}
+
+#[tokio::test]
+async fn notifications_pending_at_a_kill_9_are_delivered_after_the_restart() {
+    // Arrange: an IN process on a database file, a receiver behind a proxy (off).
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n[database]\npath = \"{}\"\n[resource.sub]\nmax_retry_delay = \"1s\"\n",
+        dir.path().join("in.db").display()
+    );
+    let receiver = Receiver::start().await;
+    let proxy = Proxy::start(receiver.addr).await;
+    let mut child = start(dir.path(), &config);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let cse_base = format!("{url}/cse-in");
+    eventually("the CSEBase answers 2000", Duration::from_secs(20), || cse_base_answers(&client, &cse_base)).await;
+    let post = |path: &str, ty: u16, body: serde_json::Value| {
+        client
+            .post(format!("{url}{path}"))
+            .header("X-M2M-Origin", "CAdmin")
+            .header("X-M2M-RI", "kill-9")
+            .header("X-M2M-RVI", "4")
+            .header("Content-Type", format!("application/json;ty={ty}"))
+            .body(body.to_string())
+            .send()
+    };
+    let created = |response: reqwest::Result<reqwest::Response>| {
+        response.is_ok_and(|response| response.headers().get("x-m2m-rsc").is_some_and(|rsc| rsc == "2001"))
+    };
+    assert!(created(post("/cse-in", 3, serde_json::json!({"m2m:cnt": {"rn": "box"}})).await));
+    let sub = serde_json::json!({"m2m:sub": {"rn": "s", "nu": [proxy.url], "enc": {"net": [3]}}});
+    assert!(created(post("/cse-in/box", 23, sub).await));
+    proxy.switch(false);
+    for n in 0..10 {
+        let instance = serde_json::json!({"m2m:cin": {"con": n.to_string()}});
+        assert!(created(post("/cse-in/box", 4, instance).await));
+    }
+
+    // Act: killed (no shutdown at all), started again on the same database.
+    child.start_kill().expect("kill -9");
+    let _ = child.wait().await;
+    let restarted = start(dir.path(), &config);
+    eventually("the CSEBase answers again", Duration::from_secs(20), || cse_base_answers(&client, &cse_base)).await;
+    proxy.switch(true);
+
+    // Assert: the ten notifications arrive, in order.
+    eventually("ten notifications", Duration::from_secs(30), || async { receiver.events().len() >= 10 }).await;
+    let contents: Vec<serde_json::Value> =
+        receiver.events().iter().map(|event| event["nev"]["rep"]["m2m:cin"]["con"].clone()).collect();
+    assert_eq!(contents, (0..10).map(|n: i32| serde_json::json!(n.to_string())).collect::<Vec<_>>());
+    signal(&restarted, "TERM");
+    let (status, stderr) = finish(restarted).await;
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
 }

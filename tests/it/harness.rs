@@ -356,3 +356,50 @@ impl Proxy {
         }
     }
 }
+
+/// A notification receiver: answers 2000 to everything and records what came.
+pub struct Receiver {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<(axum::http::HeaderMap, String, Value)>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let record = received.clone();
+        let router =
+            axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+                let record = record.clone();
+                async move {
+                    let content = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    let rqi = headers.get("x-m2m-ri").cloned();
+                    record.lock().expect("lock").push((headers, uri.path().to_string(), content));
+                    let mut response = axum::response::Response::new(axum::body::Body::empty());
+                    response.headers_mut().insert("x-m2m-rsc", "2000".parse().expect("header"));
+                    if let Some(rqi) = rqi {
+                        response.headers_mut().insert("x-m2m-ri", rqi);
+                    }
+                    response
+                }
+            });
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Receiver { url: format!("http://{addr}"), addr, received }
+    }
+
+    /// The `m2m:sgn` of every notification received, in order.
+    pub fn notifications(&self) -> Vec<Value> {
+        self.received.lock().expect("lock").iter().map(|(_, _, body)| body["m2m:sgn"].clone()).collect()
+    }
+
+    /// Event notifications only (no verification or deletion notifications).
+    pub fn events(&self) -> Vec<Value> {
+        self.notifications().into_iter().filter(|sgn| sgn.get("nev").is_some()).collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().expect("lock").len()
+    }
+}

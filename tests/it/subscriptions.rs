@@ -1,64 +1,16 @@
 //! Subscriptions and notifications: real receivers (HTTP servers on 127.0.0.1:0 inside
 //! the test) record what the CSE sends them.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acme_cse::config::CseKind;
-use axum::http::HeaderMap;
-use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::harness::{Proxy, TestCse, eventually, on_disk, registrar_settings, registree_settings, test_settings};
+use crate::harness::{
+    Proxy, Receiver, TestCse, eventually, on_disk, registrar_settings, registree_settings, test_settings,
+};
 
 const DEADLINE: Duration = Duration::from_secs(15);
-
-/// A notification receiver: answers 2000 to everything and records what came.
-struct Receiver {
-    url: String,
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<(HeaderMap, String, Value)>>>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let record = received.clone();
-        let router = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: String| {
-            let record = record.clone();
-            async move {
-                let content = serde_json::from_str(&body).unwrap_or(Value::Null);
-                let rqi = headers.get("x-m2m-ri").cloned();
-                record.lock().expect("lock").push((headers, uri.path().to_string(), content));
-                let mut response = Response::new(axum::body::Body::empty());
-                response.headers_mut().insert("x-m2m-rsc", "2000".parse().expect("header"));
-                if let Some(rqi) = rqi {
-                    response.headers_mut().insert("x-m2m-ri", rqi);
-                }
-                response
-            }
-        });
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Receiver { url: format!("http://{addr}"), addr, received }
-    }
-
-    /// The `m2m:sgn` of every notification received, in order.
-    fn notifications(&self) -> Vec<Value> {
-        self.received.lock().expect("lock").iter().map(|(_, _, body)| body["m2m:sgn"].clone()).collect()
-    }
-
-    /// Event notifications only (no verification or deletion notifications).
-    fn events(&self) -> Vec<Value> {
-        self.notifications().into_iter().filter(|sgn| sgn.get("nev").is_some()).collect()
-    }
-
-    fn count(&self) -> usize {
-        self.received.lock().expect("lock").len()
-    }
-}
 
 /// An IN with an AE `Cae` owning the container `/cse-in/ae/box`.
 async fn in_with_container(configure: impl FnOnce(&mut acme_cse::config::Settings)) -> TestCse {
@@ -350,4 +302,74 @@ async fn a_notification_to_an_ae_goes_to_its_point_of_access() {
     assert_eq!(path, "/Cae");
     assert_eq!(body["m2m:sgn"]["nev"]["rep"]["m2m:cin"]["con"], "to the AE");
     assert_eq!(headers.get("x-m2m-origin").and_then(|value| value.to_str().ok()), Some("/id-in"));
+}
+
+#[tokio::test]
+async fn a_target_that_stays_away_keeps_only_its_newest_notifications() {
+    let receiver = Receiver::start().await;
+    let proxy = Proxy::start(receiver.addr).await;
+    let cse = in_with_container(|settings| {
+        settings.resource.sub.max_retry_delay = Duration::from_secs(1);
+        settings.resource.sub.max_pending_per_target = 5;
+    })
+    .await;
+    let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [proxy.url], "enc": {"net": [3]}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    proxy.switch(false);
+    for n in 0..10 {
+        cse.create_instance("/cse-in/ae/box", "Cae", json!(n.to_string())).await;
+    }
+    // One failed attempt trims the queue to its bound.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.switch(true);
+    eventually("the newest five", DEADLINE, || async { receiver.events().len() >= 5 }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let contents: Vec<Value> =
+        receiver.events().iter().map(|event| event["nev"]["rep"]["m2m:cin"]["con"].clone()).collect();
+    assert_eq!(contents, ["5", "6", "7", "8", "9"].map(|n| json!(n)).to_vec());
+}
+
+#[tokio::test]
+async fn an_application_on_the_in_hears_of_a_container_on_an_mn() {
+    // Arrange: an AE on the IN that lets the MN notify it (NOTIFY, acop 16).
+    let receiver = Receiver::start().await;
+    let in_cse = TestCse::start(registrar_settings()).await;
+    in_cse.register_ae("Cae", "ae").await;
+    let acp = json!({"m2m:acp": {"rn": "notifiers", "pv": {"acr": [{"acor": ["/id-mn"], "acop": 16}]},
+        "pvs": {"acr": [{"acor": ["Cae"], "acop": 63}]}}});
+    let reply = in_cse.create("/cse-in/ae", "Cae", 1, acp).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    let acp_ri = reply.body["m2m:acp"]["ri"].as_str().expect("ri").to_string();
+    assert_eq!(in_cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"poa": [receiver.url]}})).await.rsc, 2004);
+    assert_eq!(in_cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"acpi": [acp_ri]}})).await.rsc, 2004);
+    // On the MN, a container the IN's AE may subscribe to (CREATE, acop 1).
+    let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse))).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let acp = json!({"m2m:acp": {"rn": "subscribers", "pv": {"acr": [{"acor": ["/id-in/Cae"], "acop": 1}]},
+        "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}});
+    let reply = mn.create("/cse-mn", "CAdmin", 1, acp).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    let acp_ri = reply.body["m2m:acp"]["ri"].as_str().expect("ri").to_string();
+    mn.create_container("/cse-mn", "CAdmin", json!({"rn": "box", "acpi": [acp_ri]})).await;
+
+    // Act: the IN's AE subscribes, through the IN, to the MN's container, naming itself.
+    let reply = in_cse
+        .create(
+            "/~/id-mn/cse-mn/box",
+            "Cae",
+            23,
+            json!({"m2m:sub": {"rn": "s", "nu": ["/id-in/Cae"], "enc": {"net": [3]}}}),
+        )
+        .await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    mn.create_instance("/cse-mn/box", "CAdmin", json!("from the MN")).await;
+
+    // Assert: delivered through the IN to the AE's point of access, from the MN.
+    eventually("the notification crosses to the IN's AE", DEADLINE, || async {
+        receiver.events().iter().any(|event| event["nev"]["rep"]["m2m:cin"]["con"] == "from the MN")
+    })
+    .await;
+    let (headers, path, _) = receiver.received.lock().expect("lock").last().cloned().expect("one");
+    assert_eq!(path, "/~/id-in/Cae");
+    assert_eq!(headers.get("x-m2m-origin").and_then(|value| value.to_str().ok()), Some("/id-mn"));
 }
