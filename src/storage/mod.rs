@@ -52,9 +52,9 @@ pub trait ReadTx {
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>>;
     /// Resources of type `ty` at `path` or below it.
     fn of_type_below(&self, path: &str, ty: ResourceType) -> Result<Vec<Resource>>;
-    /// The oldest pending notification of every target (the next to send there), at most
-    /// `limit`, the earliest due first.
-    fn outbox_heads(&self, limit: usize) -> Result<Vec<Pending>>;
+    /// The oldest `per_target` notifications of every target, at most `limit` in all,
+    /// grouped by target and in order within each.
+    fn outbox_next(&self, per_target: usize, limit: usize) -> Result<Vec<Pending>>;
     /// How many notifications wait for `target`.
     fn outbox_count(&self, target: &str) -> Result<usize>;
 }
@@ -358,7 +358,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_outbox_hands_out_the_oldest_of_each_target_and_keeps_its_bound() {
+    async fn the_outbox_hands_out_the_oldest_of_each_target_in_order_and_keeps_its_bound() {
         let storage = Storage::open(&DatabaseConfig { path: None, durability: crate::config::Durability::Full })
             .expect("in-memory store");
         storage
@@ -370,12 +370,13 @@ mod tests {
             })
             .await
             .expect("commit");
-        let heads = storage.read(|tx| tx.outbox_heads(10)).await.expect("read");
-        let names: Vec<(String, String)> = heads.iter().map(|head| (head.target.clone(), head.rqi.clone())).collect();
-        assert_eq!(names, [("http://b".to_string(), "rqi9".to_string()), ("http://a".to_string(), "rqi0".to_string())]);
+        let next = storage.read(|tx| tx.outbox_next(2, 10)).await.expect("read");
+        let names: Vec<(String, String)> = next.iter().map(|row| (row.target.clone(), row.rqi.clone())).collect();
+        let expected = [("http://a", "rqi0"), ("http://a", "rqi1"), ("http://b", "rqi9")];
+        assert_eq!(names, expected.map(|(target, rqi)| (target.to_string(), rqi.to_string())));
         let dropped = storage.write(|tx| tx.trim_outbox("http://a", 2)).await.expect("trim");
         assert_eq!(dropped, 2);
-        let heads = storage.read(|tx| tx.outbox_heads(10)).await.expect("read");
+        let heads = storage.read(|tx| tx.outbox_next(1, 10)).await.expect("read");
         assert!(heads.iter().any(|head| head.rqi == "rqi2"), "the newest two of a are left: {heads:?}");
         let seq = heads.iter().find(|head| head.rqi == "rqi2").map(|head| head.seq).expect("seq");
         storage.write(move |tx| tx.dequeue(seq)).await.expect("dequeue");

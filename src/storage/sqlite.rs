@@ -359,13 +359,29 @@ impl ReadTx for SqliteTx<'_> {
         )
     }
 
-    fn outbox_heads(&self, limit: usize) -> Result<Vec<Pending>> {
+    fn outbox_next(&self, per_target: usize, limit: usize) -> Result<Vec<Pending>> {
+        let per_target = i64::try_from(per_target).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut statement = self.connection.prepare_cached(
-            "SELECT seq, target, subscription, rqi, content, created, due, attempts FROM outbox \
-             WHERE seq IN (SELECT MIN(seq) FROM outbox GROUP BY target) ORDER BY due LIMIT ?1",
-        )?;
-        let rows = statement.query_map([limit], |row| {
+        self.pending_rows(
+            "SELECT seq, target, subscription, rqi, content, created, due, attempts FROM \
+             (SELECT *, ROW_NUMBER() OVER (PARTITION BY target ORDER BY seq) AS place FROM outbox) \
+             WHERE place <= ?1 ORDER BY target, seq LIMIT ?2",
+            params![per_target, limit],
+        )
+    }
+
+    fn outbox_count(&self, target: &str) -> Result<usize> {
+        let mut statement = self.connection.prepare_cached("SELECT COUNT(*) FROM outbox WHERE target = ?1")?;
+        let count: i64 = statement.query_row([target], |row| row.get(0))?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+}
+
+impl SqliteTx<'_> {
+    /// Outbox rows as [`Pending`] notifications.
+    fn pending_rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Pending>> {
+        let mut statement = self.connection.prepare_cached(sql)?;
+        let rows = statement.query_map(params, |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, String>(1)?,
@@ -377,21 +393,15 @@ impl ReadTx for SqliteTx<'_> {
                 row.get::<_, i64>(7)?,
             ))
         })?;
-        let mut heads = Vec::new();
+        let mut pending = Vec::new();
         for row in rows {
             let (seq, target, subscription, rqi, content, created, due, attempts) = row?;
             let content = serde_json::from_str(&content)
                 .map_err(|error| Error::internal(format!("outbox entry {seq} is not valid JSON: {error}")))?;
             let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-            heads.push(Pending { seq, target, subscription, rqi, content, created, due, attempts });
+            pending.push(Pending { seq, target, subscription, rqi, content, created, due, attempts });
         }
-        Ok(heads)
-    }
-
-    fn outbox_count(&self, target: &str) -> Result<usize> {
-        let mut statement = self.connection.prepare_cached("SELECT COUNT(*) FROM outbox WHERE target = ?1")?;
-        let count: i64 = statement.query_row([target], |row| row.get(0))?;
-        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+        Ok(pending)
     }
 }
 

@@ -28,8 +28,9 @@ use crate::error::{Error, Result, Rsc};
 use crate::resource::{Resource, ResourceType, Timestamp};
 use crate::storage::Pending;
 
-/// Notifications taken from the outbox at once (one per target).
-const BATCH: usize = 256;
+/// Notifications taken from the outbox at once, and at most per target.
+const BATCH: usize = 4096;
+const RUN: usize = 64;
 
 /// The first retry of a notification.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -70,23 +71,28 @@ impl Cse {
         }
     }
 
-    /// Send every notification that is due now (the oldest of each target). Returns how
-    /// long until the next one is due (`None`: the outbox is empty).
+    /// Send what is due now: for every target whose oldest notification is due, its
+    /// oldest notifications one after the other, until one fails. Returns how long until
+    /// the next one is due (`None`: the outbox is empty).
     async fn deliver_due(&self) -> Result<Option<Duration>> {
-        let heads = self.storage.read(|tx| tx.outbox_heads(BATCH)).await?;
+        let rows = self.storage.read(|tx| tx.outbox_next(RUN, BATCH)).await?;
         let now = Timestamp::now().to_string();
-        let (due, later): (Vec<Pending>, Vec<Pending>) = heads.into_iter().partition(|head| head.due <= now);
+        let mut runs: Vec<Vec<Pending>> = Vec::new();
+        for row in rows {
+            match runs.last_mut() {
+                Some(run) if run[0].target == row.target => run.push(row),
+                _ => runs.push(vec![row]),
+            }
+        }
+        let (due, later): (Vec<Vec<Pending>>, Vec<Vec<Pending>>) = runs.into_iter().partition(|run| run[0].due <= now);
         if due.is_empty() {
-            let next = later.iter().map(|head| head.due.as_str()).min();
+            let next = later.iter().map(|run| run[0].due.as_str()).min();
             return Ok(next.map(until));
         }
         let mut deliveries = JoinSet::new();
-        for pending in due {
+        for run in due {
             let cse = self.clone();
-            deliveries.spawn(async move {
-                let outcome = cse.send_notification(&pending).await;
-                cse.settle(pending, outcome).await
-            });
+            deliveries.spawn(async move { cse.deliver_run(run).await });
         }
         while let Some(settled) = deliveries.join_next().await {
             if let Ok(Err(error)) = settled {
@@ -96,45 +102,54 @@ impl Cse {
         Ok(Some(Duration::ZERO))
     }
 
-    /// Record the outcome of one attempt.
-    async fn settle(&self, pending: Pending, outcome: Outcome) -> Result<()> {
+    /// Send the notifications of one target in order, until one is not delivered; then
+    /// record in one write what went, and when to try the first that did not.
+    async fn deliver_run(&self, run: Vec<Pending>) -> Result<()> {
         let config = self.config();
         let limits = &config.subscription;
-        let (seq, target, attempts) = (pending.seq, pending.target.clone(), pending.attempts + 1);
-        let give_up = match &outcome {
-            Outcome::Delivered => {
-                debug!(%target, rqi = %pending.rqi, "notification delivered");
-                true
-            }
-            Outcome::Refused(reason) => {
-                warn!(%target, subscription = %pending.subscription, %reason, "notification refused by its target; dropped");
-                true
-            }
-            Outcome::Retry(reason) => {
-                let age = Timestamp::parse(&pending.created)
-                    .map(|created| Timestamp::now().duration_since(created))
-                    .unwrap_or_default();
-                let too_old = age >= limits.max_age;
-                let too_many = limits.max_attempts > 0 && attempts >= limits.max_attempts;
-                if too_old || too_many {
-                    warn!(%target, subscription = %pending.subscription, attempts, %reason, "notification undeliverable; given up (resource.sub.max_age / max_attempts)");
-                } else if attempts == 1 {
-                    info!(%target, %reason, "notification target not reachable; retrying");
-                } else {
-                    debug!(%target, attempts, %reason, "notification still not delivered");
+        let target = run[0].target.clone();
+        let mut done = Vec::new();
+        let mut retry = None;
+        for pending in run {
+            match self.send_notification(&pending).await {
+                Outcome::Delivered => {
+                    debug!(%target, rqi = %pending.rqi, "notification delivered");
+                    done.push(pending.seq);
                 }
-                too_old || too_many
+                Outcome::Refused(reason) => {
+                    warn!(%target, subscription = %pending.subscription, %reason, "notification refused by its target; dropped");
+                    done.push(pending.seq);
+                }
+                Outcome::Retry(reason) => {
+                    let attempts = pending.attempts + 1;
+                    let age = Timestamp::parse(&pending.created)
+                        .map(|created| Timestamp::now().duration_since(created))
+                        .unwrap_or_default();
+                    let give_up = age >= limits.max_age || (limits.max_attempts > 0 && attempts >= limits.max_attempts);
+                    if give_up {
+                        warn!(%target, subscription = %pending.subscription, attempts, %reason, "notification undeliverable; given up (resource.sub.max_age / max_attempts)");
+                        done.push(pending.seq);
+                    } else {
+                        if attempts == 1 {
+                            info!(%target, %reason, "notification target not reachable; retrying");
+                        } else {
+                            debug!(%target, attempts, %reason, "notification still not delivered");
+                        }
+                        let due = Timestamp::now().saturating_add(retry_delay(attempts, limits.max_retry_delay));
+                        retry = Some((pending.seq, attempts, due.to_string()));
+                    }
+                    break;
+                }
             }
-        };
-        let delay = retry_delay(attempts, limits.max_retry_delay);
+        }
         let keep = limits.max_pending_per_target;
         self.storage
             .write(move |tx| {
-                if give_up {
+                for seq in done {
                     tx.dequeue(seq)?;
-                } else {
-                    let due = Timestamp::now().saturating_add(delay);
-                    tx.reschedule(seq, attempts, &due.to_string())?;
+                }
+                if let Some((seq, attempts, due)) = retry {
+                    tx.reschedule(seq, attempts, &due)?;
                 }
                 let dropped = tx.trim_outbox(&target, keep)?;
                 if dropped > 0 {
