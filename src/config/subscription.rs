@@ -24,6 +24,9 @@ pub struct SubscriptionSettings {
     /// Longest wait between two attempts at one target (the waits double from a second).
     #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
+    /// How long a batch (`bn`) without its own `dur` gathers notifications.
+    #[serde(with = "humantime_serde")]
+    pub batch_duration: Duration,
 }
 
 impl Default for SubscriptionSettings {
@@ -34,6 +37,7 @@ impl Default for SubscriptionSettings {
             max_attempts: 0,
             max_pending_per_target: 10_000,
             max_retry_delay: Duration::from_secs(300),
+            batch_duration: Duration::from_secs(60),
         }
     }
 }
@@ -46,12 +50,16 @@ pub struct SubscriptionConfig {
     pub max_attempts: u32,
     pub max_pending_per_target: usize,
     pub max_retry_delay: Duration,
+    pub batch_duration: Duration,
 }
 
 impl SubscriptionSettings {
     pub(super) fn validate(&self) -> Result<SubscriptionConfig, ConfigError> {
         positive("resource.sub.max_age", self.max_age)?;
         positive("resource.sub.max_retry_delay", self.max_retry_delay)?;
+        if self.batch_duration < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("resource.sub.batch_duration", "must be at least a second"));
+        }
         if self.max_pending_per_target == 0 {
             return Err(ConfigError::invalid("resource.sub.max_pending_per_target", "must be at least 1"));
         }
@@ -61,6 +69,7 @@ impl SubscriptionSettings {
             max_attempts: self.max_attempts,
             max_pending_per_target: self.max_pending_per_target,
             max_retry_delay: self.max_retry_delay,
+            batch_duration: self.batch_duration,
         })
     }
 }

@@ -105,6 +105,8 @@ pub struct Request {
     /// `rqet`: the request expiration time.
     pub rqet: Option<Timestamp>,
     pub vsi: Option<String>,
+    /// `ec`: the event category (`X-M2M-EC`), set by this CSE on a latest-notify batch.
+    pub ec: Option<u8>,
     /// The query string as received, for forwarding unchanged.
     pub query: Option<String>,
     /// The CSEs a forwarded request has passed, oldest first (HTTP `Via`), by their
@@ -130,6 +132,7 @@ impl Request {
             atrl: Vec::new(),
             rqet: None,
             vsi: None,
+            ec: None,
             query: None,
             via: Vec::new(),
             caller: Caller::Internal,

@@ -57,6 +57,9 @@ pub trait ReadTx {
     fn outbox_next(&self, per_target: usize, limit: usize) -> Result<Vec<Pending>>;
     /// How many notifications wait for `target`.
     fn outbox_count(&self, target: &str) -> Result<usize>;
+    /// The batch of `subscription` for `target` being gathered: how many it holds, and
+    /// when it is due.
+    fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)>;
 }
 
 /// A notification in the outbox: written in the transaction of the change that caused
@@ -78,6 +81,8 @@ pub struct Pending {
     pub due: String,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// Held for a batch of its subscription to its target (sent together once `due`).
+    pub batch: bool,
 }
 
 /// Changes inside a transaction (committed when the closure returns `Ok`); each is recorded
@@ -96,6 +101,8 @@ pub trait WriteTx: ReadTx {
     fn reschedule(&mut self, seq: i64, attempts: u32, due: &str) -> Result<()>;
     /// Keep the newest `keep` notifications of `target`; returns how many were dropped.
     fn trim_outbox(&mut self, target: &str, keep: usize) -> Result<usize>;
+    /// Make the batches of `subscription` (for `target`, or every target) due at `due`.
+    fn release_batch(&mut self, subscription: &str, target: Option<&str>, due: &str) -> Result<()>;
 }
 
 /// One change of a committed transaction.
@@ -354,6 +361,7 @@ mod tests {
             created: "20260101T000000,000000".into(),
             due: due.into(),
             attempts: 0,
+            batch: false,
         }
     }
 

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     content      TEXT NOT NULL,
     created      TEXT NOT NULL,
     due          TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    batch        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_by_target ON outbox(target, seq);
 CREATE TABLE IF NOT EXISTS meta (
@@ -363,11 +364,20 @@ impl ReadTx for SqliteTx<'_> {
         let per_target = i64::try_from(per_target).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.pending_rows(
-            "SELECT seq, target, subscription, rqi, content, created, due, attempts FROM \
+            "SELECT seq, target, subscription, rqi, content, created, due, attempts, batch FROM \
              (SELECT *, ROW_NUMBER() OVER (PARTITION BY target ORDER BY seq) AS place FROM outbox) \
              WHERE place <= ?1 ORDER BY target, seq LIMIT ?2",
             params![per_target, limit],
         )
+    }
+
+    fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT COUNT(*), MIN(due) FROM outbox WHERE target = ?1 AND subscription = ?2 AND batch = 1",
+        )?;
+        let (count, due): (i64, Option<String>) =
+            statement.query_row([target, subscription], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok((usize::try_from(count).unwrap_or(usize::MAX), due))
     }
 
     fn outbox_count(&self, target: &str) -> Result<usize> {
@@ -391,15 +401,16 @@ impl SqliteTx<'_> {
                 row.get::<_, String>(5)?,
                 row.get::<_, String>(6)?,
                 row.get::<_, i64>(7)?,
+                row.get::<_, bool>(8)?,
             ))
         })?;
         let mut pending = Vec::new();
         for row in rows {
-            let (seq, target, subscription, rqi, content, created, due, attempts) = row?;
+            let (seq, target, subscription, rqi, content, created, due, attempts, batch) = row?;
             let content = serde_json::from_str(&content)
                 .map_err(|error| Error::internal(format!("outbox entry {seq} is not valid JSON: {error}")))?;
             let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-            pending.push(Pending { seq, target, subscription, rqi, content, created, due, attempts });
+            pending.push(Pending { seq, target, subscription, rqi, content, created, due, attempts, batch });
         }
         Ok(pending)
     }
@@ -462,8 +473,8 @@ impl WriteTx for SqliteTx<'_> {
         let content = serde_json::to_string(&notification.content)
             .map_err(|error| Error::internal(format!("cannot serialise a notification: {error}")))?;
         let mut statement = self.connection.prepare_cached(
-            "INSERT INTO outbox (target, subscription, rqi, content, created, due, attempts) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO outbox (target, subscription, rqi, content, created, due, attempts, batch) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         statement.execute(params![
             notification.target,
@@ -472,7 +483,8 @@ impl WriteTx for SqliteTx<'_> {
             content,
             notification.created,
             notification.due,
-            notification.attempts
+            notification.attempts,
+            notification.batch
         ])?;
         *self.enqueued += 1;
         Ok(())
@@ -487,6 +499,20 @@ impl WriteTx for SqliteTx<'_> {
         self.connection
             .prepare_cached("UPDATE outbox SET attempts = ?2, due = ?3 WHERE seq = ?1")?
             .execute(params![seq, attempts, due])?;
+        Ok(())
+    }
+
+    fn release_batch(&mut self, subscription: &str, target: Option<&str>, due: &str) -> Result<()> {
+        match target {
+            Some(target) => self
+                .connection
+                .prepare_cached("UPDATE outbox SET due = ?3 WHERE subscription = ?1 AND target = ?2 AND batch = 1")?
+                .execute(params![subscription, target, due])?,
+            None => self
+                .connection
+                .prepare_cached("UPDATE outbox SET due = ?2 WHERE subscription = ?1 AND batch = 1")?
+                .execute(params![subscription, due])?,
+        };
         Ok(())
     }
 

@@ -91,7 +91,9 @@ async fn what_this_cse_does_not_serve_is_refused_with_a_reason() {
         (json!({"nu": nu, "enc": {"net": [11]}}), "not an event type"),
         (json!({"nu": nu, "enc": {"om": [{"ops": 3}]}}), "operation monitoring"),
         (json!({"nu": nu, "enc": {"sza": 10}}), "enc.sza"),
-        (json!({"nu": nu, "bn": {"num": 5}}), "batch"),
+        (json!({"nu": nu, "bn": {"num": 5, "dur": 60}}), "bn.dur"),
+        (json!({"nu": nu, "bn": {"num": 5, "dur": "PT0.1S"}}), "at least a second"),
+        (json!({"nu": nu, "ln": true}), "ln (latest notify) needs bn"),
         (json!({"nu": nu, "nse": true}), "statistics"),
         (json!({"nu": nu, "nct": 4}), "trigger payload"),
         (json!({"nu": nu, "nct": 2, "enc": {"net": [3]}}), "nct 2 does not go with enc.net 3"),
@@ -372,4 +374,80 @@ async fn an_application_on_the_in_hears_of_a_container_on_an_mn() {
     let (headers, path, _) = receiver.received.lock().expect("lock").last().cloned().expect("one");
     assert_eq!(path, "/~/id-in/Cae");
     assert_eq!(headers.get("x-m2m-origin").and_then(|value| value.to_str().ok()), Some("/id-mn"));
+}
+
+impl Receiver {
+    /// The batches received (`m2m:agn`), each as its list of notifications, with the
+    /// `X-M2M-EC` header.
+    fn batches(&self) -> Vec<(Vec<Value>, Option<String>)> {
+        self.received
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|(headers, _, body)| {
+                let list = body.get("m2m:agn")?.get("m2m:sgn")?.as_array()?.clone();
+                let ec = headers.get("x-m2m-ec").and_then(|value| value.to_str().ok()).map(str::to_string);
+                Some((list, ec))
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_goes_out_when_full_when_its_window_ends_or_when_it_is_deleted() {
+    let receiver = Receiver::start().await;
+    let cse = in_with_container(|_| {}).await;
+    let nu = json!([receiver.url]);
+    // Full after three: one aggregated notification, oldest first; the default window.
+    let full =
+        subscribe(&cse, "/cse-in/ae/box", json!({"rn": "full", "nu": nu, "enc": {"net": [3]}, "bn": {"num": 3}})).await;
+    assert_eq!(full.rsc, 2001, "{full:?}");
+    assert_eq!(full.body["m2m:sub"]["bn"], json!({"num": 3, "dur": "PT60S"}));
+    for n in 0..3 {
+        cse.create_instance("/cse-in/ae/box", "Cae", json!(n.to_string())).await;
+    }
+    eventually("one batch of three", DEADLINE, || async { receiver.batches().len() == 1 }).await;
+    let (list, ec) = receiver.batches()[0].clone();
+    let contents: Vec<Value> = list.iter().map(|sgn| sgn["nev"]["rep"]["m2m:cin"]["con"].clone()).collect();
+    assert_eq!(contents, [json!("0"), json!("1"), json!("2")]);
+    assert!(list.iter().all(|sgn| sgn["sur"].as_str().is_some_and(|sur| sur.starts_with("/id-in/sub"))));
+    assert_eq!(ec, None);
+    assert_eq!(cse.delete("/cse-in/ae/box/full", "Cae").await.rsc, 2002);
+
+    // A window of a second, latest only: nothing at once, then the newest, marked latest.
+    let latest = subscribe(
+        &cse,
+        "/cse-in/ae/box",
+        json!({"rn": "latest", "nu": nu, "enc": {"net": [3]}, "bn": {"dur": "PT1S"}, "ln": true}),
+    )
+    .await;
+    assert_eq!(latest.rsc, 2001, "{latest:?}");
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("a")).await;
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("b")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.batches().len(), 1, "the window is still open");
+    eventually("the window closes", DEADLINE, || async { receiver.batches().len() == 2 }).await;
+    let (list, ec) = receiver.batches()[1].clone();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["nev"]["rep"]["m2m:cin"]["con"], "b");
+    assert_eq!(ec.as_deref(), Some("4"));
+    assert_eq!(cse.delete("/cse-in/ae/box/latest", "Cae").await.rsc, 2002);
+
+    // Deleted with one waiting: it goes out at once, with the deletion notification.
+    let su = format!("{}/su", receiver.url);
+    let flushed = subscribe(
+        &cse,
+        "/cse-in/ae/box",
+        json!({"rn": "flushed", "nu": nu, "su": su, "enc": {"net": [3]}, "bn": {"num": 5}}),
+    )
+    .await;
+    assert_eq!(flushed.rsc, 2001, "{flushed:?}");
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("last")).await;
+    assert_eq!(cse.delete("/cse-in/ae/box/flushed", "Cae").await.rsc, 2002);
+    // (Two targets, so in no particular order between them.)
+    eventually("the batch of one and the goodbye", DEADLINE, || async {
+        receiver.batches().len() == 3 && receiver.notifications().iter().any(|sgn| sgn["sud"] == true)
+    })
+    .await;
+    assert_eq!(receiver.batches()[2].0[0]["nev"]["rep"]["m2m:cin"]["con"], "last");
 }

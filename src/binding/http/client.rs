@@ -20,8 +20,8 @@ use tracing::{debug, warn};
 
 use super::tls::Tls;
 use super::wire::{
-    VIA, X_M2M_CTO, X_M2M_CTS, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI, path_of,
-    via_header,
+    VIA, X_M2M_CTO, X_M2M_CTS, X_M2M_EC, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI,
+    path_of, via_header,
 };
 use crate::config::HttpConfig;
 use crate::core::net::{Outbound, Sending, TransportError};
@@ -102,6 +102,9 @@ impl Client {
         insert(&mut headers, X_M2M_OT, &Timestamp::now().to_string());
         if let Some(vsi) = &request.vsi {
             insert(&mut headers, X_M2M_VSI, vsi);
+        }
+        if let Some(ec) = request.ec {
+            insert(&mut headers, X_M2M_EC, &ec.to_string());
         }
         if let Some(rqet) = &request.rqet {
             insert(&mut headers, X_M2M_RET, &rqet.to_string());

@@ -15,6 +15,8 @@ pub const X_M2M_RSC: &str = "x-m2m-rsc";
 pub const X_M2M_OT: &str = "x-m2m-ot";
 pub const X_M2M_RET: &str = "x-m2m-ret";
 pub const X_M2M_VSI: &str = "x-m2m-vsi";
+/// Event category (`ec`).
+pub const X_M2M_EC: &str = "x-m2m-ec";
 /// Content Status: partial (`1`) when a result was cut short.
 pub const X_M2M_CTS: &str = "x-m2m-cts";
 /// Content Offset: the `ofst` at which the rest of a partial result begins.

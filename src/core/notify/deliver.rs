@@ -77,6 +77,9 @@ impl Cse {
     async fn deliver_due(&self) -> Result<Option<Duration>> {
         let rows = self.storage.read(|tx| tx.outbox_next(RUN, BATCH)).await?;
         let now = Timestamp::now().to_string();
+        // A batch still gathering holds up nothing else: it is left out until it is due.
+        let (rows, gathering): (Vec<Pending>, Vec<Pending>) =
+            rows.into_iter().partition(|row| !row.batch || row.due <= now);
         let mut runs: Vec<Vec<Pending>> = Vec::new();
         for row in rows {
             match runs.last_mut() {
@@ -86,7 +89,8 @@ impl Cse {
         }
         let (due, later): (Vec<Vec<Pending>>, Vec<Vec<Pending>>) = runs.into_iter().partition(|run| run[0].due <= now);
         if due.is_empty() {
-            let next = later.iter().map(|run| run[0].due.as_str()).min();
+            let next =
+                later.iter().map(|run| run[0].due.as_str()).chain(gathering.iter().map(|row| row.due.as_str())).min();
             return Ok(next.map(until));
         }
         let mut deliveries = JoinSet::new();
@@ -110,15 +114,29 @@ impl Cse {
         let target = run[0].target.clone();
         let mut done = Vec::new();
         let mut retry = None;
-        for pending in run {
-            match self.send_notification(&pending).await {
+        let mut rows = run.into_iter().peekable();
+        while let Some(pending) = rows.next() {
+            // A batch due goes as one aggregated notification.
+            let mut batch = Vec::new();
+            while pending.batch
+                && rows.peek().is_some_and(|next| next.batch && next.subscription == pending.subscription)
+            {
+                batch.extend(rows.next());
+            }
+            let outcome = if pending.batch {
+                self.send_batch(&pending, &batch).await
+            } else {
+                self.send_notification(&pending).await
+            };
+            let seqs = std::iter::once(pending.seq).chain(batch.iter().map(|row| row.seq));
+            match outcome {
                 Outcome::Delivered => {
                     debug!(%target, rqi = %pending.rqi, "notification delivered");
-                    done.push(pending.seq);
+                    done.extend(seqs);
                 }
                 Outcome::Refused(reason) => {
                     warn!(%target, subscription = %pending.subscription, %reason, "notification refused by its target; dropped");
-                    done.push(pending.seq);
+                    done.extend(seqs);
                 }
                 Outcome::Retry(reason) => {
                     let attempts = pending.attempts + 1;
@@ -128,7 +146,7 @@ impl Cse {
                     let give_up = age >= limits.max_age || (limits.max_attempts > 0 && attempts >= limits.max_attempts);
                     if give_up {
                         warn!(%target, subscription = %pending.subscription, attempts, %reason, "notification undeliverable; given up (resource.sub.max_age / max_attempts)");
-                        done.push(pending.seq);
+                        done.extend(seqs);
                     } else {
                         if attempts == 1 {
                             info!(%target, %reason, "notification target not reachable; retrying");
@@ -160,21 +178,42 @@ impl Cse {
             .await
     }
 
+    /// One attempt at a batch: `first` and the rest of it, as one `m2m:agn` (only the newest
+    /// with `ln`, marked as latest with `X-M2M-EC: 4`).
+    async fn send_batch(&self, first: &Pending, rest: &[Pending]) -> Outcome {
+        let sur = format!("{}/{}", self.identity.cse_id, first.subscription);
+        let mut notifications: Vec<Value> = std::iter::once(first)
+            .chain(rest)
+            .map(|pending| {
+                let mut sgn = pending.content.get("m2m:sgn").cloned().unwrap_or_default();
+                if let Some(sgn) = sgn.as_object_mut() {
+                    sgn.insert("sur".into(), json!(sur));
+                }
+                sgn
+            })
+            .collect();
+        let latest = self
+            .storage
+            .get(&first.subscription)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|subscription| subscription.attributes.get("ln") == Some(&Value::Bool(true)));
+        if latest {
+            notifications.drain(..notifications.len().saturating_sub(1));
+        }
+        let content = json!({"m2m:agn": {"m2m:sgn": notifications}});
+        let category = latest.then_some(LATEST);
+        outcome_of(self.notify_target_as(&first.target, content, &first.rqi, None, category).await)
+    }
+
     /// One attempt at `pending`.
     async fn send_notification(&self, pending: &Pending) -> Outcome {
         let mut content = pending.content.clone();
         if let Some(sgn) = content.get_mut("m2m:sgn").and_then(Value::as_object_mut) {
             sgn.insert("sur".into(), json!(format!("{}/{}", self.identity.cse_id, pending.subscription)));
         }
-        match self.notify_target(&pending.target, content, &pending.rqi, None).await {
-            Ok(response) if response.rsc.is_success() => Outcome::Delivered,
-            Ok(response) if retryable(response.rsc) => Outcome::Retry(format!("answered {}", response.rsc)),
-            Ok(response) => {
-                Outcome::Refused(format!("answered {} {}", response.rsc, response.dbg().unwrap_or_default()))
-            }
-            Err(error) if retryable(error.rsc) => Outcome::Retry(error.detail().to_string()),
-            Err(error) => Outcome::Refused(error.detail().to_string()),
-        }
+        outcome_of(self.notify_target(&pending.target, content, &pending.rqi, None).await)
     }
 
     /// Send a NOTIFY with `content` to `target` (a URL or an ID), as this CSE.
@@ -185,6 +224,18 @@ impl Cse {
         rqi: &str,
         originator: Option<&str>,
     ) -> Result<Response> {
+        self.notify_target_as(target, content, rqi, originator, None).await
+    }
+
+    /// [`Cse::notify_target`] with an event category (`X-M2M-EC`).
+    async fn notify_target_as(
+        &self,
+        target: &str,
+        content: Value,
+        rqi: &str,
+        originator: Option<&str>,
+        category: Option<u8>,
+    ) -> Result<Response> {
         let config = self.config();
         let from = originator.map_or_else(|| self.identity.cse_id.to_string(), str::to_string);
         if let Some((base, path, query)) = split_url(target) {
@@ -193,6 +244,7 @@ impl Cse {
             request.rvi = config.cse.release_version.clone();
             request.query = query;
             request.content = Some(content);
+            request.ec = category;
             return self
                 .outbound
                 .send(&base, &request, self.outbound.timeout(), None)
@@ -203,6 +255,7 @@ impl Cse {
         request.rqi = rqi.to_string();
         request.rvi = config.cse.release_version.clone();
         request.content = Some(content);
+        request.ec = category;
         // Boxed: a subscription's verification is a request handled inside a request.
         Ok(Box::pin(self.handle(request)).await)
     }
@@ -269,6 +322,20 @@ impl Cse {
             }
         }
         Err(last.map_or_else(|| Error::not_reachable("no poa answered"), |failure| failure.into_error(target.ri())))
+    }
+}
+
+/// The event category of a latest-notify batch (`X-M2M-EC: 4`).
+const LATEST: u8 = 4;
+
+/// What an answer (or a failure to get one) means for a notification.
+fn outcome_of(answer: Result<Response>) -> Outcome {
+    match answer {
+        Ok(response) if response.rsc.is_success() => Outcome::Delivered,
+        Ok(response) if retryable(response.rsc) => Outcome::Retry(format!("answered {}", response.rsc)),
+        Ok(response) => Outcome::Refused(format!("answered {} {}", response.rsc, response.dbg().unwrap_or_default())),
+        Err(error) if retryable(error.rsc) => Outcome::Retry(error.detail().to_string()),
+        Err(error) => Outcome::Refused(error.detail().to_string()),
     }
 }
 

@@ -71,12 +71,14 @@ pub(crate) fn deleting(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> 
                 send(tx, subscription, &event)?;
             }
         }
+        // What its batches hold goes out now, before its deletion notification.
+        tx.release_batch(subscription.ri(), None, &Timestamp::now().to_string())?;
         if let Some(su) = subscription.str("su") {
             let mut sgn = json!({"sud": true});
             if let Some(cr) = subscription.str("cr") {
                 sgn["cr"] = json!(cr);
             }
-            enqueue(tx, su, subscription.ri(), json!({ "m2m:sgn": sgn }))?;
+            enqueue(tx, su, subscription.ri(), json!({ "m2m:sgn": sgn }), None)?;
         }
     }
     if let Some(parent) = tx.get(resource.pi())? {
@@ -164,10 +166,37 @@ fn send(tx: &mut dyn WriteTx, subscription: &Resource, event: &Event) -> Result<
         sgn["cr"] = json!(cr);
     }
     let content = json!({ "m2m:sgn": sgn });
+    let batch = subscription.attributes.get("bn").and_then(Batch::of);
     for target in subscription.str_list("nu") {
-        enqueue(tx, &target, subscription.ri(), content.clone())?;
+        let Some(batch) = &batch else {
+            enqueue(tx, &target, subscription.ri(), content.clone(), None)?;
+            continue;
+        };
+        // Held with the rest of its batch: due when the first of it has waited `dur`,
+        // or at once when it is full.
+        let (held, due) = tx.outbox_batch(&target, subscription.ri())?;
+        let due = due.unwrap_or_else(|| Timestamp::now().saturating_add(batch.window).to_string());
+        enqueue(tx, &target, subscription.ri(), content.clone(), Some(due))?;
+        if batch.size > 0 && held + 1 >= batch.size {
+            tx.release_batch(subscription.ri(), Some(&target), &Timestamp::now().to_string())?;
+        }
     }
     Ok(())
+}
+
+/// A subscription's `bn`: how many notifications a batch holds (0: no limit), and how long
+/// the first of them waits at most.
+struct Batch {
+    size: usize,
+    window: std::time::Duration,
+}
+
+impl Batch {
+    fn of(bn: &Value) -> Option<Batch> {
+        let size = bn.get("num").and_then(Value::as_u64).unwrap_or(0);
+        let window = bn.get("dur").and_then(Value::as_str).and_then(crate::core::types::batch_window)?;
+        Some(Batch { size: usize::try_from(size).unwrap_or(usize::MAX), window })
+    }
 }
 
 /// One event notified: `exc` counts down; at the last one the subscription goes (with
@@ -183,7 +212,14 @@ fn count_down(tx: &mut dyn WriteTx, mut subscription: Resource) -> Result<()> {
     }
 }
 
-fn enqueue(tx: &mut dyn WriteTx, target: &str, subscription: &str, content: Value) -> Result<()> {
+/// Put one notification in the outbox: due now, or held in a batch until `batch_due`.
+fn enqueue(
+    tx: &mut dyn WriteTx,
+    target: &str,
+    subscription: &str,
+    content: Value,
+    batch_due: Option<String>,
+) -> Result<()> {
     let now = Timestamp::now().to_string();
     tx.enqueue(&Pending {
         seq: 0,
@@ -192,7 +228,8 @@ fn enqueue(tx: &mut dyn WriteTx, target: &str, subscription: &str, content: Valu
         rqi: random_id(RQI_LENGTH),
         content,
         created: now.clone(),
-        due: now,
+        batch: batch_due.is_some(),
+        due: batch_due.unwrap_or(now),
         attempts: 0,
     })
 }

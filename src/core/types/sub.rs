@@ -25,9 +25,7 @@ const SERVED_EVENTS: [u64; 4] = [1, 2, 3, 4];
 const ENC_MEMBERS: [&str; 3] = ["net", "atr", "chty"];
 
 /// Attributes of the standard this CSE does not serve (yet): refused when set.
-const NOT_SERVED: [(&str, &str); 5] = [
-    ("bn", "batch notifications (bn)"),
-    ("ln", "latest-notify batches (ln)"),
+const NOT_SERVED: [(&str, &str); 3] = [
     ("nse", "notification statistics (nse)"),
     ("acrs", "cross-resource subscriptions (acrs)"),
     ("nfu", "notification forwarding (nfu)"),
@@ -83,6 +81,13 @@ impl TypeRules for Sub {
         if let Some(enc) = attributes.get("enc").filter(|enc| !enc.is_null()) {
             check_enc(enc)?;
         }
+        if let Some(bn) = attributes.get("bn").filter(|bn| !bn.is_null()) {
+            check_batch(bn)?;
+        }
+        if create && attributes.get("ln") == Some(&Value::Bool(true)) && attributes.get("bn").is_none_or(Value::is_null)
+        {
+            return Err(Error::bad_request("ln (latest notify) needs bn (batch notify)"));
+        }
         if let Some(nct) = attributes.get("nct").and_then(Value::as_u64) {
             match nct {
                 1..=3 => {}
@@ -120,13 +125,14 @@ impl TypeRules for Sub {
 
     /// Defaults: `enc` `{"net": [1]}`, `nct` from the first event (1 for events 1–4);
     /// trailing `/` of the targets removed.
-    fn complete(&self, _ctx: &Context, _parent: &Resource, draft: &mut Draft) -> Result<()> {
+    fn complete(&self, ctx: &Context, _parent: &Resource, draft: &mut Draft) -> Result<()> {
         let attributes = &mut draft.attributes;
         if attributes.get("enc").is_none_or(Value::is_null) {
             attributes.insert("enc".into(), json!({"net": [1]}));
         }
         attributes.entry("nct").or_insert(json!(1));
         normalize_targets(attributes);
+        default_batch_window(attributes, ctx.config.subscription.batch_duration);
         Ok(())
     }
 
@@ -154,7 +160,7 @@ impl TypeRules for Sub {
     fn after_update(
         &self,
         _tx: &mut dyn crate::storage::WriteTx,
-        _ctx: &Context,
+        ctx: &Context,
         sub: &mut Resource,
         _before: &Resource,
         changes: &Map<String, Value>,
@@ -163,7 +169,45 @@ impl TypeRules for Sub {
             sub.attributes.insert("enc".into(), json!({"net": [1]}));
         }
         normalize_targets(&mut sub.attributes);
+        default_batch_window(&mut sub.attributes, ctx.config.subscription.batch_duration);
         Ok(())
+    }
+}
+
+/// A `bn`: `num` a non-negative count, `dur` an ISO 8601 duration of at least a second.
+fn check_batch(bn: &Value) -> Result<()> {
+    let Some(members) = bn.as_object() else {
+        return Err(Error::bad_request("bn must be an object {num, dur}"));
+    };
+    if let Some(name) = members.keys().find(|name| !matches!(name.as_str(), "num" | "dur")) {
+        return Err(Error::bad_request(format!("bn.{name} is not a member of batchNotify (num, dur)")));
+    }
+    if members.get("num").is_some_and(|num| !num.is_u64()) {
+        return Err(Error::bad_request("bn.num must be a non-negative integer"));
+    }
+    if let Some(dur) = members.get("dur") {
+        let window = dur.as_str().and_then(batch_window);
+        if window.is_none_or(|window| window < std::time::Duration::from_secs(1)) {
+            return Err(Error::bad_request(format!(
+                "bn.dur {dur} must be an ISO 8601 duration of at least a second, like \"PT5S\""
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An ISO 8601 duration (`PT5S`, `PT1M30S`, `P1D`), whole.
+pub(crate) fn batch_window(text: &str) -> Option<std::time::Duration> {
+    match iso8601::parsers::parse_duration(text.as_bytes()) {
+        Ok((&[], duration)) => Some(duration.into()),
+        _ => None,
+    }
+}
+
+/// A `bn` without `dur` waits `resource.sub.batch_duration`.
+fn default_batch_window(attributes: &mut Map<String, Value>, window: std::time::Duration) {
+    if let Some(Value::Object(bn)) = attributes.get_mut("bn") {
+        bn.entry("dur").or_insert_with(|| json!(format!("PT{}S", window.as_secs().max(1))));
     }
 }
 
