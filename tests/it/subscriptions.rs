@@ -94,7 +94,6 @@ async fn what_this_cse_does_not_serve_is_refused_with_a_reason() {
         (json!({"nu": nu, "bn": {"num": 5, "dur": 60}}), "bn.dur"),
         (json!({"nu": nu, "bn": {"num": 5, "dur": "PT0.1S"}}), "at least a second"),
         (json!({"nu": nu, "ln": true}), "ln (latest notify) needs bn"),
-        (json!({"nu": nu, "nse": true}), "statistics"),
         (json!({"nu": nu, "nct": 4}), "trigger payload"),
         (json!({"nu": nu, "nct": 2, "enc": {"net": [3]}}), "nct 2 does not go with enc.net 3"),
         (json!({"nu": nu, "enc": {"net": [1, 3], "chty": [2]}}), "chty 2"),
@@ -450,4 +449,28 @@ async fn a_batch_goes_out_when_full_when_its_window_ends_or_when_it_is_deleted()
     })
     .await;
     assert_eq!(receiver.batches()[2].0[0]["nev"]["rep"]["m2m:cin"]["con"], "last");
+}
+
+#[tokio::test]
+async fn statistics_count_events_requests_and_answers_per_target() {
+    let receiver = Receiver::start().await;
+    let cse = in_with_container(|_| {}).await;
+    let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [receiver.url], "enc": {"net": [3]}, "nse": true})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    assert!(reply.body["m2m:sub"].get("nsi").is_none(), "nothing counted yet");
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("x")).await;
+    let nsi = || async { cse.retrieve("/cse-in/ae/box/s", "Cae").await.body["m2m:sub"]["nsi"].clone() };
+    eventually("one event, one request, one answer", DEADLINE, || async {
+        nsi().await == json!([{"tg": receiver.url, "rqs": 1, "rsr": 1, "noec": 1}])
+    })
+    .await;
+    // Switched off: kept, no longer counted; on again: afresh; removed: gone.
+    assert_eq!(cse.update("/cse-in/ae/box/s", "Cae", json!({"m2m:sub": {"nse": false}})).await.rsc, 2004);
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("y")).await;
+    eventually("the second notification", DEADLINE, || async { receiver.events().len() == 2 }).await;
+    assert_eq!(nsi().await, json!([{"tg": receiver.url, "rqs": 1, "rsr": 1, "noec": 1}]));
+    let on = cse.update("/cse-in/ae/box/s", "Cae", json!({"m2m:sub": {"nse": true}})).await;
+    assert!(on.body["m2m:sub"].get("nsi").is_none(), "{on:?}");
+    let off = cse.update("/cse-in/ae/box/s", "Cae", json!({"m2m:sub": {"nse": null}})).await;
+    assert!(off.body["m2m:sub"].get("nse").is_none() && off.body["m2m:sub"].get("nsi").is_none(), "{off:?}");
 }

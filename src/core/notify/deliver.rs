@@ -14,7 +14,7 @@
 //! local AE gets it at its `poa` (see [`Cse::receive_notify`]), another CSE through the
 //! registration tree.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::events;
 use crate::core::Cse;
 use crate::core::request::{Operation, Request, Response};
 use crate::error::{Error, Result, Rsc};
@@ -114,6 +115,8 @@ impl Cse {
         let target = run[0].target.clone();
         let mut done = Vec::new();
         let mut retry = None;
+        // Per subscription: notifications sent, answers received (for `nse`).
+        let mut statistics: HashMap<String, (u64, u64)> = HashMap::new();
         let mut rows = run.into_iter().peekable();
         while let Some(pending) = rows.next() {
             // A batch due goes as one aggregated notification.
@@ -129,6 +132,9 @@ impl Cse {
                 self.send_notification(&pending).await
             };
             let seqs = std::iter::once(pending.seq).chain(batch.iter().map(|row| row.seq));
+            let counted = statistics.entry(pending.subscription.clone()).or_default();
+            counted.0 += 1 + batch.len() as u64;
+            counted.1 += u64::from(matches!(outcome, Outcome::Delivered | Outcome::Refused(_)));
             match outcome {
                 Outcome::Delivered => {
                     debug!(%target, rqi = %pending.rqi, "notification delivered");
@@ -172,6 +178,13 @@ impl Cse {
                 let dropped = tx.trim_outbox(&target, keep)?;
                 if dropped > 0 {
                     warn!(%target, dropped, "too many notifications waiting for one target; the oldest were dropped (resource.sub.max_pending_per_target)");
+                }
+                for (ri, (requests, responses)) in statistics {
+                    let Some(mut subscription) = tx.get(&ri)? else { continue };
+                    if subscription.attributes.get("nse") == Some(&Value::Bool(true)) {
+                        events::add_statistics(&mut subscription, &target, requests, responses, 0);
+                        tx.update(&subscription)?;
+                    }
                 }
                 Ok(())
             })

@@ -166,6 +166,7 @@ fn send(tx: &mut dyn WriteTx, subscription: &Resource, event: &Event) -> Result<
         sgn["cr"] = json!(cr);
     }
     let content = json!({ "m2m:sgn": sgn });
+    count_event(tx, subscription)?;
     let batch = subscription.attributes.get("bn").and_then(Batch::of);
     for target in subscription.str_list("nu") {
         let Some(batch) = &batch else {
@@ -199,9 +200,41 @@ impl Batch {
     }
 }
 
+/// With `nse`: one more event for each target (`noec`), counted in the stored subscription.
+fn count_event(tx: &mut dyn WriteTx, subscription: &Resource) -> Result<()> {
+    if subscription.attributes.get("nse") != Some(&Value::Bool(true)) {
+        return Ok(());
+    }
+    let Some(mut stored) = tx.get(subscription.ri())? else { return Ok(()) };
+    for target in subscription.str_list("nu") {
+        add_statistics(&mut stored, &target, 0, 0, 1);
+    }
+    tx.update(&stored)
+}
+
+/// Add to the statistics (`nsi`) of `subscription` for `target`: requests sent,
+/// responses received, events.
+pub(crate) fn add_statistics(subscription: &mut Resource, target: &str, requests: u64, responses: u64, events: u64) {
+    let nsi = subscription.attributes.entry("nsi").or_insert_with(|| json!([]));
+    let Some(entries) = nsi.as_array_mut() else { return };
+    let index = match entries.iter().position(|entry| entry["tg"] == target) {
+        Some(index) => index,
+        None => {
+            entries.push(json!({"tg": target, "rqs": 0, "rsr": 0, "noec": 0}));
+            entries.len() - 1
+        }
+    };
+    let entry = &mut entries[index];
+    for (name, add) in [("rqs", requests), ("rsr", responses), ("noec", events)] {
+        entry[name] = json!(entry[name].as_u64().unwrap_or(0) + add);
+    }
+}
+
 /// One event notified: `exc` counts down; at the last one the subscription goes (with
 /// its deletion notification).
-fn count_down(tx: &mut dyn WriteTx, mut subscription: Resource) -> Result<()> {
+fn count_down(tx: &mut dyn WriteTx, subscription: Resource) -> Result<()> {
+    // As stored now (its statistics may have just been counted).
+    let Some(mut subscription) = tx.get(subscription.ri())? else { return Ok(()) };
     match subscription.u64("exc") {
         Some(0 | 1) => remove(tx, &subscription),
         Some(left) => {

@@ -3,7 +3,7 @@
 //!
 //! What this CSE serves is checked here and nothing else is taken: events 1–4 (update,
 //! delete, child created, child deleted) with the `atr` and `chty` filters, `nct` 1–3,
-//! `exc`, `su`, `cr`, `eeno`. Everything else the standard defines (blocking update,
+//! `exc`, `su`, `cr`, `eeno`, batches (`bn`, `ln`), statistics (`nse`, `nsi`). Everything else the standard defines (blocking update,
 //! operation monitoring, batches, statistics, the other filters) is refused with a reason
 //! naming it, never stored to be ignored. The notifications themselves are made in
 //! `core::notify`.
@@ -25,11 +25,8 @@ const SERVED_EVENTS: [u64; 4] = [1, 2, 3, 4];
 const ENC_MEMBERS: [&str; 3] = ["net", "atr", "chty"];
 
 /// Attributes of the standard this CSE does not serve (yet): refused when set.
-const NOT_SERVED: [(&str, &str); 3] = [
-    ("nse", "notification statistics (nse)"),
-    ("acrs", "cross-resource subscriptions (acrs)"),
-    ("nfu", "notification forwarding (nfu)"),
-];
+const NOT_SERVED: [(&str, &str); 2] =
+    [("acrs", "cross-resource subscriptions (acrs)"), ("nfu", "notification forwarding (nfu)")];
 
 impl TypeRules for Sub {
     fn policy(&self, name: &str) -> Option<Policy> {
@@ -167,6 +164,13 @@ impl TypeRules for Sub {
     ) -> Result<()> {
         if changes.get("enc").is_some_and(Value::is_null) {
             sub.attributes.insert("enc".into(), json!({"net": [1]}));
+        }
+        // Statistics: switched on, they start afresh; removed, they go.
+        match changes.get("nse") {
+            Some(Value::Bool(true)) | Some(Value::Null) => {
+                sub.attributes.remove("nsi");
+            }
+            _ => {}
         }
         normalize_targets(&mut sub.attributes);
         default_batch_window(&mut sub.attributes, ctx.config.subscription.batch_duration);
