@@ -366,6 +366,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Receiver {
+        Receiver::start_answering(Arc::new(std::sync::atomic::AtomicU16::new(2000))).await
+    }
+
+    /// A receiver that answers with the RSC `answer` holds (which the test may change).
+    pub async fn start_answering(answer: Arc<std::sync::atomic::AtomicU16>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -373,12 +378,13 @@ impl Receiver {
         let router =
             axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
                 let record = record.clone();
+                let rsc = answer.load(Ordering::SeqCst).to_string();
                 async move {
                     let content = serde_json::from_str(&body).unwrap_or(Value::Null);
                     let rqi = headers.get("x-m2m-ri").cloned();
                     record.lock().expect("lock").push((headers, uri.path().to_string(), content));
                     let mut response = axum::response::Response::new(axum::body::Body::empty());
-                    response.headers_mut().insert("x-m2m-rsc", "2000".parse().expect("header"));
+                    response.headers_mut().insert("x-m2m-rsc", rsc.parse().expect("header"));
                     if let Some(rqi) = rqi {
                         response.headers_mut().insert("x-m2m-ri", rqi);
                     }

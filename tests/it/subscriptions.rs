@@ -86,7 +86,7 @@ async fn what_this_cse_does_not_serve_is_refused_with_a_reason() {
     let cse = in_with_container(|_| {}).await;
     let nu = json!([receiver.url]);
     for (sub, reason) in [
-        (json!({"nu": nu, "enc": {"net": [7]}}), "blocking update"),
+        (json!({"nu": nu, "enc": {"net": [9]}}), "blocking retrieve"),
         (json!({"nu": nu, "enc": {"net": [5]}}), "not served"),
         (json!({"nu": nu, "enc": {"net": [11]}}), "not an event type"),
         (json!({"nu": nu, "enc": {"om": [{"ops": 3}]}}), "operation monitoring"),
@@ -455,7 +455,9 @@ async fn a_batch_goes_out_when_full_when_its_window_ends_or_when_it_is_deleted()
 async fn statistics_count_events_requests_and_answers_per_target() {
     let receiver = Receiver::start().await;
     let cse = in_with_container(|_| {}).await;
-    let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [receiver.url], "enc": {"net": [3]}, "nse": true})).await;
+    let reply =
+        subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [receiver.url], "enc": {"net": [3]}, "nse": true}))
+            .await;
     assert_eq!(reply.rsc, 2001, "{reply:?}");
     assert!(reply.body["m2m:sub"].get("nsi").is_none(), "nothing counted yet");
     cse.create_instance("/cse-in/ae/box", "Cae", json!("x")).await;
@@ -473,4 +475,44 @@ async fn statistics_count_events_requests_and_answers_per_target() {
     assert!(on.body["m2m:sub"].get("nsi").is_none(), "{on:?}");
     let off = cse.update("/cse-in/ae/box/s", "Cae", json!({"m2m:sub": {"nse": null}})).await;
     assert!(off.body["m2m:sub"].get("nse").is_none() && off.body["m2m:sub"].get("nsi").is_none(), "{off:?}");
+}
+
+#[tokio::test]
+async fn a_blocking_update_asks_its_target_before_anything_changes() {
+    let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(2000));
+    let receiver = Receiver::start_answering(answer.clone()).await;
+    let cse = in_with_container(|_| {}).await;
+    let nu = json!([receiver.url]);
+    for (sub, reason) in [
+        (json!({"nu": nu, "enc": {"net": [7, 1]}}), "no other event"),
+        (json!({"nu": [receiver.url, format!("{}/2", receiver.url)], "enc": {"net": [7]}}), "exactly one target"),
+        (json!({"nu": nu, "enc": {"net": [7]}, "bn": {"num": 2}}), "takes no bn"),
+        (json!({"nu": nu, "enc": {"net": [7]}, "nct": 1}), "nct 1 does not go with enc.net 7"),
+    ] {
+        let reply = subscribe(&cse, "/cse-in/ae/box", sub.clone()).await;
+        assert_eq!(reply.rsc, 4000, "{sub}: {reply:?}");
+        assert!(reply.dbg().contains(reason), "{sub}: {reply:?}");
+    }
+    let reply =
+        subscribe(&cse, "/cse-in/ae/box", json!({"rn": "gate", "nu": nu, "enc": {"net": [7], "atr": ["lbl"]}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    assert_eq!(reply.body["m2m:sub"]["nct"], 2);
+    let second = subscribe(&cse, "/cse-in/ae/box", json!({"nu": nu, "enc": {"net": [7]}})).await;
+    assert_eq!(second.rsc, 4000, "one per resource: {second:?}");
+    let before = receiver.count();
+
+    // Asked and agreed: applied; the target saw the request's content, from the updater.
+    let reply = cse.update("/cse-in/ae/box", "Cae", json!({"m2m:cnt": {"lbl": ["ok"]}})).await;
+    assert_eq!(reply.rsc, 2004, "{reply:?}");
+    let (headers, _, body) = receiver.received.lock().expect("lock").last().cloned().expect("asked");
+    assert_eq!(body["m2m:sgn"]["nev"], json!({"net": 7, "rep": {"m2m:cnt": {"lbl": ["ok"]}}}));
+    assert_eq!(headers.get("x-m2m-origin").and_then(|value| value.to_str().ok()), Some("Cae"));
+    // Not among its attributes: not asked.
+    assert_eq!(cse.update("/cse-in/ae/box", "Cae", json!({"m2m:cnt": {"mni": 3}})).await.rsc, 2004);
+    assert_eq!(receiver.count(), before + 1);
+    // Refused by the target: 4127, nothing changed.
+    answer.store(4005, std::sync::atomic::Ordering::SeqCst);
+    let reply = cse.update("/cse-in/ae/box", "Cae", json!({"m2m:cnt": {"lbl": ["no"]}})).await;
+    assert_eq!(reply.rsc, 4127, "{reply:?}");
+    assert_eq!(cse.retrieve("/cse-in/ae/box", "Cae").await.body["m2m:cnt"]["lbl"], json!(["ok"]));
 }

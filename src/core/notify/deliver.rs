@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::events;
 use crate::core::Cse;
 use crate::core::request::{Operation, Request, Response};
+use crate::core::types::BLOCKING_UPDATE;
 use crate::error::{Error, Result, Rsc};
 use crate::resource::{Resource, ResourceType, Timestamp};
 use crate::storage::Pending;
@@ -335,6 +336,51 @@ impl Cse {
             }
         }
         Err(last.map_or_else(|| Error::not_reachable("no poa answered"), |failure| failure.into_error(target.ri())))
+    }
+}
+
+impl Cse {
+    /// Before an UPDATE (whose request sent `sent`) is applied to the resource of the
+    /// blocking-update subscription `blocking`: if its `atr` names something sent, its
+    /// target is asked first, as the UPDATE's originator; anything but a success stops the
+    /// UPDATE (the target unreachable: 5107; refusing the operation: 4127; else its answer).
+    pub(crate) async fn ask_before_update(&self, blocking: &Resource, sent: &Value, originator: &str) -> Result<()> {
+        let names: Vec<&str> = sent
+            .as_object()
+            .and_then(|wrapper| wrapper.values().next())
+            .and_then(Value::as_object)
+            .map(|attributes| attributes.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let atr = blocking
+            .attributes
+            .get("enc")
+            .and_then(|enc| enc.get("atr"))
+            .and_then(Value::as_array)
+            .filter(|atr| !atr.is_empty());
+        if atr.is_some_and(|atr| !atr.iter().filter_map(Value::as_str).any(|name| names.contains(&name))) {
+            return Ok(());
+        }
+        let Some(target) = blocking.str_list("nu").into_iter().next() else { return Ok(()) };
+        let sur = format!("{}/{}", self.identity.cse_id, blocking.ri());
+        let content = json!({"m2m:sgn": {"nev": {"net": BLOCKING_UPDATE, "rep": sent}, "sur": sur}});
+        let rqi = crate::resource::random_id(12);
+        let answer = self.notify_target(&target, content, &rqi, Some(originator)).await;
+        let refused =
+            |rsc: Rsc, why: String| Err(Error::new(rsc, format!("the blocking-update target {target} {why}")));
+        match answer {
+            Ok(response) if response.rsc.is_success() => Ok(()),
+            Ok(response) if response.rsc == Rsc::OperationNotAllowed => {
+                refused(Rsc::OperationDeniedByRemoteEntity, "denied the update".into())
+            }
+            Ok(response) if response.rsc == Rsc::TargetNotReachable => {
+                refused(Rsc::RemoteEntityNotReachable, "is not reachable".into())
+            }
+            Ok(response) => refused(response.rsc, format!("answered {}", response.rsc)),
+            Err(error) if matches!(error.rsc, Rsc::TargetNotReachable | Rsc::RequestTimeout) => {
+                refused(Rsc::RemoteEntityNotReachable, "is not reachable".into())
+            }
+            Err(error) => refused(error.rsc, error.dbg),
+        }
     }
 }
 

@@ -33,6 +33,7 @@ impl Cse {
         {
             self.verify_new_targets(&target.id, targets, &guard).await?;
         }
+        self.ask_blocking_subscriber(&target.id, request, &guard).await?;
         let content = request.content.clone();
         let identity = self.identity.clone();
         let registry = self.registry.clone();
@@ -103,6 +104,41 @@ impl Cse {
         let fresh = notify::deliver::new_targets(&sent, &subscription.str_list("nu"));
         let sur = format!("{}/{}", self.identity.cse_id, subscription.ri());
         self.verify_targets(&fresh, &sur, originator).await
+    }
+}
+
+impl Cse {
+    /// A blocking-update subscription on the target is asked before anything else is done
+    /// (after the originator's right to update it).
+    async fn ask_blocking_subscriber(&self, target: &LocalId, request: &Request, guard: &Access) -> Result<()> {
+        let Some(sent) = request.content.clone() else { return Ok(()) };
+        let (target, checker) = (target.clone(), guard.clone());
+        let names: Vec<String> = sent
+            .as_object()
+            .and_then(|wrapper| wrapper.values().next())
+            .and_then(Value::as_object)
+            .map(|attributes| attributes.keys().cloned().collect())
+            .unwrap_or_default();
+        let resource = self
+            .storage
+            .read(move |tx| {
+                let Some(resource) = tx_locate(tx, &target)? else { return Ok(None) };
+                if resource.ty == ResourceType::Sub || resource.ty == ResourceType::Cin {
+                    return Ok(None);
+                }
+                let blocking = tx.children(resource.ri(), Some(ResourceType::Sub))?.into_iter().find(|subscription| {
+                    types::events_of(subscription.attributes.get("enc")).contains(&types::BLOCKING_UPDATE)
+                });
+                if blocking.is_some() {
+                    checker.check(tx, &resource, Permission::Update, None, Touches::Attributes(&names))?;
+                }
+                Ok(blocking)
+            })
+            .await?;
+        match resource {
+            Some(blocking) => self.ask_before_update(&blocking, &sent, &guard.accessor.originator).await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -18,8 +18,12 @@ use crate::storage::ReadTx;
 pub(super) struct Sub;
 
 /// The events served: resourceUpdate, resourceDelete, createDirectChild,
-/// deleteDirectChild.
+/// deleteDirectChild, and (alone) blockingUpdate.
 const SERVED_EVENTS: [u64; 4] = [1, 2, 3, 4];
+pub(crate) const BLOCKING_UPDATE: u64 = 7;
+
+/// What a blocking-update subscription may not carry.
+const NOT_WITH_BLOCKING: [&str; 11] = ["exc", "gpi", "nfu", "bn", "rl", "psn", "pn", "nsp", "ln", "nec", "acrs"];
 
 /// `enc` members taken; the filters of the standard not listed here are refused.
 const ENC_MEMBERS: [&str; 3] = ["net", "atr", "chty"];
@@ -93,8 +97,16 @@ impl TypeRules for Sub {
                 other => return Err(Error::bad_request(format!("nct {other} is not a notification content type"))),
             }
         }
+        let events = events_of(attributes.get("enc"));
+        if events.contains(&BLOCKING_UPDATE) {
+            if !create {
+                return Err(Error::bad_request(
+                    "enc.net 7 (blocking update) is set when the subscription is created only",
+                ));
+            }
+            check_blocking(attributes, &events)?;
+        }
         if create {
-            let events = events_of(attributes.get("enc"));
             if let Some(nct) = attributes.get("nct").and_then(Value::as_u64) {
                 check_grid(nct, &events)?;
             }
@@ -102,9 +114,19 @@ impl TypeRules for Sub {
         Ok(())
     }
 
-    /// `chty` names types its parent takes as children.
-    fn check_create(&self, _tx: &dyn ReadTx, _ctx: &Context, parent: &Resource, draft: &Draft) -> Result<()> {
-        check_child_types(draft.attributes.get("enc"), parent.ty)
+    /// `chty` names types its parent takes as children; one blocking update per parent.
+    fn check_create(&self, tx: &dyn ReadTx, _ctx: &Context, parent: &Resource, draft: &Draft) -> Result<()> {
+        check_child_types(draft.attributes.get("enc"), parent.ty)?;
+        if events_of(draft.attributes.get("enc")).contains(&BLOCKING_UPDATE) {
+            let taken = tx
+                .children(parent.ri(), Some(ResourceType::Sub))?
+                .iter()
+                .any(|other| events_of(other.attributes.get("enc")).contains(&BLOCKING_UPDATE));
+            if taken {
+                return Err(Error::bad_request(format!("{} already has a blocking-update subscription", parent.ri())));
+            }
+        }
+        Ok(())
     }
 
     /// A verification request goes out before the SUB is stored, naming it: its `ri` may
@@ -127,7 +149,8 @@ impl TypeRules for Sub {
         if attributes.get("enc").is_none_or(Value::is_null) {
             attributes.insert("enc".into(), json!({"net": [1]}));
         }
-        attributes.entry("nct").or_insert(json!(1));
+        let blocking = events_of(attributes.get("enc")).contains(&BLOCKING_UPDATE);
+        attributes.entry("nct").or_insert(json!(if blocking { 2 } else { 1 }));
         normalize_targets(attributes);
         default_batch_window(attributes, ctx.config.subscription.batch_duration);
         Ok(())
@@ -146,6 +169,11 @@ impl TypeRules for Sub {
             None => sub.attributes.get("enc").cloned().unwrap_or_else(|| json!({"net": [1]})),
         };
         let nct = changes.get("nct").or_else(|| sub.attributes.get("nct")).and_then(Value::as_u64).unwrap_or(1);
+        if events_of(sub.attributes.get("enc")).contains(&BLOCKING_UPDATE)
+            && (changes.contains_key("enc") || changes.contains_key("nu"))
+        {
+            return Err(Error::bad_request("a blocking-update subscription keeps its enc and its one target"));
+        }
         check_grid(nct, &events_of(Some(&enc)))?;
         if changes.contains_key("enc") {
             let parent = tx.get(sub.pi())?.ok_or_else(|| Error::not_found("the subscribed-to resource is gone"))?;
@@ -243,10 +271,10 @@ fn check_enc(enc: &Value) -> Result<()> {
         };
         for event in events {
             match event.as_u64() {
-                Some(event) if SERVED_EVENTS.contains(&event) => {}
+                Some(event) if SERVED_EVENTS.contains(&event) || event == BLOCKING_UPDATE => {}
                 Some(event @ 5..=10) => {
                     return Err(Error::bad_request(format!(
-                        "enc.net {event} ({}) is not served by this CSE (served: 1 update, 2 delete, 3 child created, 4 child deleted)",
+                        "enc.net {event} ({}) is not served by this CSE (served: 1 update, 2 delete, 3 child created, 4 child deleted, 7 blocking update)",
                         event_name(event)
                     )));
                 }
@@ -271,17 +299,38 @@ fn event_name(event: u64) -> &'static str {
     match event {
         5 => "retrieve of a container without child",
         6 => "trigger received for an AE",
-        7 => "blocking update",
         8 => "missing data points",
         9 => "blocking retrieve",
         _ => "blocking retrieve of a direct child",
     }
 }
 
-/// `nct` must fit every event: 1 and 3 for events 1–4, 2 only for updates.
+/// A blocking update is alone: `net` `[7]`, one target, `enc` with `net` and `atr` only,
+/// `nct` 2, none of the batch and rate attributes.
+fn check_blocking(attributes: &Map<String, Value>, events: &[u64]) -> Result<()> {
+    let refuse = |why: &str| Err(Error::bad_request(format!("a blocking-update subscription (enc.net 7) {why}")));
+    if events != [BLOCKING_UPDATE] {
+        return refuse("has no other event");
+    }
+    if attributes.get("nu").and_then(Value::as_array).is_none_or(|targets| targets.len() != 1) {
+        return refuse("has exactly one target (nu)");
+    }
+    if let Some(name) =
+        NOT_WITH_BLOCKING.iter().find(|name| attributes.get(**name).is_some_and(|value| !value.is_null()))
+    {
+        return refuse(&format!("takes no {name}"));
+    }
+    let enc = attributes.get("enc").and_then(Value::as_object);
+    if enc.is_some_and(|enc| enc.keys().any(|name| name != "net" && name != "atr")) {
+        return refuse("filters by enc.atr only");
+    }
+    Ok(())
+}
+
+/// `nct` must fit every event: 1 and 3 for events 1–4, 2 for updates (blocking or not).
 fn check_grid(nct: u64, events: &[u64]) -> Result<()> {
     let fits = |event: &u64| match nct {
-        2 => *event == 1,
+        2 => *event == 1 || *event == BLOCKING_UPDATE,
         _ => SERVED_EVENTS.contains(event),
     };
     if let Some(event) = events.iter().find(|event| !fits(event)) {
