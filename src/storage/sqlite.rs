@@ -361,14 +361,26 @@ impl ReadTx for SqliteTx<'_> {
     }
 
     fn outbox_next(&self, per_target: usize, limit: usize) -> Result<Vec<Pending>> {
+        // Target by target along the (target, seq) index: the cost follows what is taken,
+        // not how much waits.
         let per_target = i64::try_from(per_target).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.pending_rows(
-            "SELECT seq, target, subscription, rqi, content, created, due, attempts, batch FROM \
-             (SELECT *, ROW_NUMBER() OVER (PARTITION BY target ORDER BY seq) AS place FROM outbox) \
-             WHERE place <= ?1 ORDER BY target, seq LIMIT ?2",
-            params![per_target, limit],
-        )
+        let mut next = Vec::new();
+        let mut after = String::new();
+        while next.len() < limit {
+            // The next target in index order: one index seek each, however long its queue.
+            let target: Option<String> = self
+                .connection
+                .prepare_cached("SELECT MIN(target) FROM outbox WHERE target > ?1")?
+                .query_row([&after], |row| row.get(0))?;
+            let Some(target) = target else { break };
+            after.clone_from(&target);
+            next.extend(self.pending_rows(
+                "SELECT seq, target, subscription, rqi, content, created, due, attempts, batch FROM outbox \
+                 WHERE target = ?1 ORDER BY seq LIMIT ?2",
+                params![target, per_target],
+            )?);
+        }
+        Ok(next)
     }
 
     fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)> {

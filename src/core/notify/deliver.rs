@@ -32,7 +32,7 @@ use crate::storage::Pending;
 
 /// Notifications taken from the outbox at once, and at most per target.
 const BATCH: usize = 4096;
-const RUN: usize = 64;
+const RUN: usize = 256;
 
 /// The first retry of a notification.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
