@@ -7,8 +7,8 @@
 //! 127.0.0.1: the IN (in-memory store), the receiver (an axum server answering 2000) and
 //! the clients.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use acme_cse::config::Settings;
@@ -88,7 +88,11 @@ fn rss_mib() -> f64 {
 async fn wait_for(receiver: &Receiver, count: usize, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     while receiver.count.load(Ordering::SeqCst) < count {
-        anyhow::ensure!(Instant::now() < deadline, "only {} of {count} notifications", receiver.count.load(Ordering::SeqCst));
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {count} notifications",
+            receiver.count.load(Ordering::SeqCst)
+        );
         let _ = tokio::time::timeout(Duration::from_millis(50), receiver.arrived.notified()).await;
     }
     Ok(())

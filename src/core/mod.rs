@@ -64,6 +64,9 @@ pub struct Cse {
     /// Random, new with every process: tells this CSE from another one that answers to
     /// the same CSE-ID (a clone, a misconfiguration).
     instance: Arc<str>,
+    /// When a peer last claimed this CSE's own CSE-ID (seconds since the epoch), so that
+    /// the warning about it is logged at most once a minute.
+    self_claims: Arc<std::sync::atomic::AtomicU64>,
     pub(crate) storage: Storage,
     pub(crate) events: EventBus,
     /// Known remote CSEs: a snapshot table fed by committed CSR changes, read for routing.
@@ -93,6 +96,7 @@ impl Cse {
             source: source.map(Arc::new),
             identity,
             instance,
+            self_claims: Arc::default(),
             storage,
             events,
             registry,
@@ -143,6 +147,24 @@ impl Cse {
     /// CSE can tell an address that leads back to itself from a twin (see the registration).
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// A peer's request claimed this CSE's own CSE-ID: most likely another CSE configured
+    /// with the same `cse.cse_id` (it checks before registering). Warned at most once a
+    /// minute.
+    pub(crate) fn warn_self_claim(&self, address: Option<std::net::IpAddr>) {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+        let last = self.self_claims.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self.self_claims.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                cse_id = %self.identity.cse_id,
+                from = ?address,
+                "a request claims this CSE's own CSE-ID as its originator: another CSE may run with the same cse.cse_id"
+            );
+        }
     }
 
     /// The routing table of remote CSEs (read-only).

@@ -56,6 +56,7 @@ impl Cse {
             self.check_credentials(principal, received, simplified)?;
         }
         if self.identity.cse_id == simplified {
+            self.warn_self_claim(request.caller.address());
             return Err(Error::no_privilege(format!(
                 "originator {received} is this CSE itself (instance {}), which sends no requests to itself",
                 self.instance()

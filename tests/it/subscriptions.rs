@@ -516,3 +516,44 @@ async fn a_blocking_update_asks_its_target_before_anything_changes() {
     assert_eq!(reply.rsc, 4127, "{reply:?}");
     assert_eq!(cse.retrieve("/cse-in/ae/box", "Cae").await.body["m2m:cnt"]["lbl"], json!(["ok"]));
 }
+
+#[tokio::test]
+async fn an_application_on_the_in_hears_of_a_container_two_hops_down() {
+    // Arrange: IN ← MN ← ASN; an AE on the IN that lets the ASN notify it.
+    let receiver = Receiver::start().await;
+    let in_cse = TestCse::start(registrar_settings()).await;
+    in_cse.register_ae("Cae", "ae").await;
+    let acp = json!({"m2m:acp": {"rn": "notifiers", "pv": {"acr": [{"acor": ["/id-asn"], "acop": 16}]},
+        "pvs": {"acr": [{"acor": ["Cae"], "acop": 63}]}}});
+    let reply = in_cse.create("/cse-in/ae", "Cae", 1, acp).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    let acp_ri = reply.body["m2m:acp"]["ri"].as_str().expect("ri").to_string();
+    assert_eq!(in_cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"poa": [receiver.url]}})).await.rsc, 2004);
+    assert_eq!(in_cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"acpi": [acp_ri]}})).await.rsc, 2004);
+    let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse))).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let asn = TestCse::start(registree_settings(CseKind::Asn, "/id-asn", "cse-asn", Some(&mn))).await;
+    asn.remote.check_now().await.expect("monitor runs");
+    asn.create_container("/cse-asn", "CAdmin", json!({"rn": "box"})).await;
+    // The ASN's admin subscribes the IN's AE (a target on another CSE, two hops up).
+    let reply = asn
+        .create(
+            "/cse-asn/box",
+            "CAdmin",
+            23,
+            json!({"m2m:sub": {"rn": "s", "nu": ["/id-in/Cae"], "enc": {"net": [3]}}}),
+        )
+        .await;
+    assert_eq!(reply.rsc, 2001, "verified through two hops: {reply:?}");
+
+    // Act
+    asn.create_instance("/cse-asn/box", "CAdmin", json!("from the ASN")).await;
+
+    // Assert
+    eventually("the notification climbs two hops", DEADLINE, || async {
+        receiver.events().iter().any(|event| event["nev"]["rep"]["m2m:cin"]["con"] == "from the ASN")
+    })
+    .await;
+    let (headers, _, _) = receiver.received.lock().expect("lock").last().cloned().expect("one");
+    assert_eq!(headers.get("x-m2m-origin").and_then(|value| value.to_str().ok()), Some("/id-asn"));
+}
