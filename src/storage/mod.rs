@@ -52,9 +52,10 @@ pub trait ReadTx {
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>>;
     /// Resources of type `ty` at `path` or below it.
     fn of_type_below(&self, path: &str, ty: ResourceType) -> Result<Vec<Resource>>;
-    /// The oldest `per_target` notifications of every target, at most `limit` in all,
-    /// grouped by target and in order within each.
-    fn outbox_next(&self, per_target: usize, limit: usize) -> Result<Vec<Pending>>;
+    /// What may be sent at `now`: for every target, its notifications in order up to the
+    /// first that is not due (a retry waiting), at most `per_target` of them, `limit` in
+    /// all; batches still gathering are passed over. Also when the next of the rest is due.
+    fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<Pending>, Option<String>)>;
     /// How many notifications wait for `target`.
     fn outbox_count(&self, target: &str) -> Result<usize>;
     /// The batch of `subscription` for `target` being gathered: how many it holds, and
@@ -378,16 +379,23 @@ mod tests {
             })
             .await
             .expect("commit");
-        let next = storage.read(|tx| tx.outbox_next(2, 10)).await.expect("read");
+        const LATER: &str = "20990101T000000,000000";
+        let (next, _) = storage.read(|tx| tx.outbox_due(LATER, 2, 10)).await.expect("read");
         let names: Vec<(String, String)> = next.iter().map(|row| (row.target.clone(), row.rqi.clone())).collect();
         let expected = [("http://a", "rqi0"), ("http://a", "rqi1"), ("http://b", "rqi9")];
         assert_eq!(names, expected.map(|(target, rqi)| (target.to_string(), rqi.to_string())));
         let dropped = storage.write(|tx| tx.trim_outbox("http://a", 2)).await.expect("trim");
         assert_eq!(dropped, 2);
-        let heads = storage.read(|tx| tx.outbox_next(1, 10)).await.expect("read");
+        let (heads, _) = storage.read(|tx| tx.outbox_due(LATER, 1, 10)).await.expect("read");
         assert!(heads.iter().any(|head| head.rqi == "rqi2"), "the newest two of a are left: {heads:?}");
         let seq = heads.iter().find(|head| head.rqi == "rqi2").map(|head| head.seq).expect("seq");
         storage.write(move |tx| tx.dequeue(seq)).await.expect("dequeue");
         assert_eq!(storage.read(|tx| tx.outbox_count("http://a")).await.expect("count"), 1);
+        // A target whose next notification waits for a retry holds back only itself.
+        let (waiting, _) = storage.read(|tx| tx.outbox_due("20250601T000000,000000", 10, 10)).await.expect("read");
+        let targets: Vec<&str> = waiting.iter().map(|row| row.target.as_str()).collect();
+        assert_eq!(targets, ["http://b"], "a's head is due in 2026 only");
+        let (_, next) = storage.read(|tx| tx.outbox_due("20250601T000000,000000", 10, 10)).await.expect("read");
+        assert_eq!(next.as_deref(), Some("20260101T000000,000000"));
     }
 }

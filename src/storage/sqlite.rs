@@ -360,13 +360,18 @@ impl ReadTx for SqliteTx<'_> {
         )
     }
 
-    fn outbox_next(&self, per_target: usize, limit: usize) -> Result<Vec<Pending>> {
+    fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<Pending>, Option<String>)> {
         // Target by target along the (target, seq) index: the cost follows what is taken,
         // not how much waits.
-        let per_target = i64::try_from(per_target).unwrap_or(i64::MAX);
-        let mut next = Vec::new();
+        let mut due = Vec::new();
+        let mut next: Option<String> = None;
+        let mut later = |at: &str| {
+            if next.as_deref().is_none_or(|known| at < known) {
+                next = Some(at.to_string());
+            }
+        };
         let mut after = String::new();
-        while next.len() < limit {
+        while due.len() < limit {
             // The next target in index order: one index seek each, however long its queue.
             let target: Option<String> = self
                 .connection
@@ -374,13 +379,29 @@ impl ReadTx for SqliteTx<'_> {
                 .query_row([&after], |row| row.get(0))?;
             let Some(target) = target else { break };
             after.clone_from(&target);
-            next.extend(self.pending_rows(
+            let mut statement = self.connection.prepare_cached(
                 "SELECT seq, target, subscription, rqi, content, created, due, attempts, batch FROM outbox \
-                 WHERE target = ?1 ORDER BY seq LIMIT ?2",
-                params![target, per_target],
-            )?);
+                 WHERE target = ?1 ORDER BY seq",
+            )?;
+            let mut rows = statement.query([&target])?;
+            let mut taken = 0;
+            while let Some(row) = rows.next()? {
+                let pending = pending_of(row)?;
+                if pending.due.as_str() > now {
+                    later(&pending.due);
+                    if pending.batch {
+                        continue;
+                    }
+                    break;
+                }
+                due.push(pending);
+                taken += 1;
+                if taken >= per_target || due.len() >= limit {
+                    break;
+                }
+            }
         }
-        Ok(next)
+        Ok((due, next))
     }
 
     fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)> {
@@ -399,33 +420,24 @@ impl ReadTx for SqliteTx<'_> {
     }
 }
 
-impl SqliteTx<'_> {
-    /// Outbox rows as [`Pending`] notifications.
-    fn pending_rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Pending>> {
-        let mut statement = self.connection.prepare_cached(sql)?;
-        let rows = statement.query_map(params, |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-                row.get::<_, String>(6)?,
-                row.get::<_, i64>(7)?,
-                row.get::<_, bool>(8)?,
-            ))
-        })?;
-        let mut pending = Vec::new();
-        for row in rows {
-            let (seq, target, subscription, rqi, content, created, due, attempts, batch) = row?;
-            let content = serde_json::from_str(&content)
-                .map_err(|error| Error::internal(format!("outbox entry {seq} is not valid JSON: {error}")))?;
-            let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-            pending.push(Pending { seq, target, subscription, rqi, content, created, due, attempts, batch });
-        }
-        Ok(pending)
-    }
+/// An outbox row as a [`Pending`] notification.
+fn pending_of(row: &Row<'_>) -> Result<Pending> {
+    let seq: i64 = row.get(0)?;
+    let content: String = row.get(4)?;
+    let content = serde_json::from_str(&content)
+        .map_err(|error| Error::internal(format!("outbox entry {seq} is not valid JSON: {error}")))?;
+    let attempts: i64 = row.get(7)?;
+    Ok(Pending {
+        seq,
+        target: row.get(1)?,
+        subscription: row.get(2)?,
+        rqi: row.get(3)?,
+        content,
+        created: row.get(5)?,
+        due: row.get(6)?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        batch: row.get(8)?,
+    })
 }
 
 impl WriteTx for SqliteTx<'_> {

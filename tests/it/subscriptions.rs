@@ -557,3 +557,22 @@ async fn an_application_on_the_in_hears_of_a_container_two_hops_down() {
     let (headers, _, _) = receiver.received.lock().expect("lock").last().cloned().expect("one");
     assert_eq!(headers.get("x-m2m-origin").and_then(|value| value.to_str().ok()), Some("/id-asn"));
 }
+
+#[tokio::test]
+async fn a_dead_target_holds_up_no_other_target() {
+    // Nothing listens at the dead target (so it is not verified: it could not be).
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("address"))
+    };
+    let live = Receiver::start().await;
+    let cse = in_with_container(|settings| settings.resource.sub.verify = false).await;
+    let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "dead", "nu": [dead], "enc": {"net": [3]}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "live", "nu": [live.url], "enc": {"net": [3]}})).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    for n in 0..20 {
+        cse.create_instance("/cse-in/ae/box", "Cae", json!(n.to_string())).await;
+    }
+    eventually("the live target has all 20", DEADLINE, || async { live.events().len() == 20 }).await;
+}

@@ -73,15 +73,15 @@ impl Cse {
         }
     }
 
-    /// Send what is due now: for every target whose oldest notification is due, its
-    /// oldest notifications one after the other, until one fails. Returns how long until
-    /// the next one is due (`None`: the outbox is empty).
+    /// Send what is due now: for every target, its notifications in order up to the first
+    /// that waits for a retry, one after the other until one fails. Returns how long until
+    /// the next one is due (`None`: nothing waits).
     async fn deliver_due(&self) -> Result<Option<Duration>> {
-        let rows = self.storage.read(|tx| tx.outbox_next(RUN, BATCH)).await?;
         let now = Timestamp::now().to_string();
-        // A batch still gathering holds up nothing else: it is left out until it is due.
-        let (rows, gathering): (Vec<Pending>, Vec<Pending>) =
-            rows.into_iter().partition(|row| !row.batch || row.due <= now);
+        let (rows, next) = self.storage.read(move |tx| tx.outbox_due(&now, RUN, BATCH)).await?;
+        if rows.is_empty() {
+            return Ok(next.as_deref().map(until));
+        }
         let mut runs: Vec<Vec<Pending>> = Vec::new();
         for row in rows {
             match runs.last_mut() {
@@ -89,14 +89,8 @@ impl Cse {
                 _ => runs.push(vec![row]),
             }
         }
-        let (due, later): (Vec<Vec<Pending>>, Vec<Vec<Pending>>) = runs.into_iter().partition(|run| run[0].due <= now);
-        if due.is_empty() {
-            let next =
-                later.iter().map(|run| run[0].due.as_str()).chain(gathering.iter().map(|row| row.due.as_str())).min();
-            return Ok(next.map(until));
-        }
         let mut deliveries = JoinSet::new();
-        for run in due {
+        for run in runs {
             let cse = self.clone();
             deliveries.spawn(async move { cse.deliver_run(run).await });
         }
