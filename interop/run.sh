@@ -259,6 +259,66 @@ ref_start() {
   wait_code "http://$HOST:$port/$rn" 200 "$WAIT" "$REF_PID"
 }
 
+# ---- notifications ----
+
+# receiver_start <dir>: a notification receiver on loopback that answers 2000 and appends
+# each request (path, originator, body) as a JSON line to <dir>/received.jsonl; sets
+# RECEIVER_URL and RECEIVER_PID
+receiver_start() {
+  local d=$1
+  mkdir -p "$d"
+  "$PY" - "$d" >"$d/port" 2>"$d/stderr.log" <<'PY' &
+import http.server, json, sys, socketserver
+out = sys.argv[1] + "/received.jsonl"
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try: content = json.loads(body)
+        except Exception: content = None
+        with open(out, "a") as f:
+            f.write(json.dumps({"path": self.path, "from": self.headers.get("X-M2M-Origin"), "body": content}) + "\n")
+        self.send_response(200)
+        self.send_header("X-M2M-RSC", "2000")
+        self.send_header("X-M2M-RI", self.headers.get("X-M2M-RI") or "")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args): pass
+server = socketserver.TCPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+PY
+  RECEIVER_PID=$!
+  PIDS+=("$RECEIVER_PID")
+  disown "$RECEIVER_PID" 2>/dev/null
+  local deadline=$(($(date +%s) + 10))
+  until [ -s "$d/port" ]; do
+    [ "$(date +%s)" -ge "$deadline" ] && return 1
+    sleep 0.1
+  done
+  RECEIVER_URL="http://127.0.0.1:$(cat "$d/port")"
+}
+
+# post <url> <originator> <ty> <json> -> prints the X-M2M-RSC of the answer
+post() {
+  curl -s -m 10 -o /dev/null -D - -H "X-M2M-Origin: $2" -H "X-M2M-RI: interop-$RANDOM" -H 'X-M2M-RVI: 4' \
+    -H "Content-Type: application/json;ty=$3" -d "$4" "$1" 2>/dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-m2m-rsc" {print $2}'
+}
+
+# put <url> <originator> <json> -> prints the X-M2M-RSC of the answer
+put() {
+  curl -s -m 10 -o /dev/null -D - -X PUT -H "X-M2M-Origin: $2" -H "X-M2M-RI: interop-$RANDOM" -H 'X-M2M-RVI: 4' \
+    -H "Content-Type: application/json" -d "$3" "$1" 2>/dev/null | tr -d '\r' | awk -F': ' 'tolower($1)=="x-m2m-rsc" {print $2}'
+}
+
+# wait_received <file> <python expression over the list `lines`> <seconds>
+wait_received() {
+  local deadline=$(($(date +%s) + $3))
+  until "$PY" -c "import json,sys; lines=[json.loads(l) for l in open('$1')] if __import__('os').path.exists('$1') else []; sys.exit(0 if ($2) else 1)" 2>/dev/null; do
+    [ "$(date +%s)" -ge "$deadline" ] && return 1
+    sleep 0.2
+  done
+}
+
 # ---- our CSE ----
 
 # our_start <IN|MN> <dir>: writes the config, starts our CSE, sets OUR_PID
@@ -450,6 +510,45 @@ else
       fi
     else
       fail "B: fewer than 3 liveliness probes of the reference MN by our IN within $((6 * CHECK_INTERVAL + 10))s"
+    fi
+
+    # notifications both ways while the reference MN is registered to our IN
+    if receiver_start "$WORK/receiver"; then
+      IN_URL="http://$HOST:$IN_PORT"
+      MN_URL="http://$HOST:$MN_PORT"
+      RECEIVED="$WORK/receiver/received.jsonl"
+      # (1) the reference hosts the subscription; an AE on our IN gets its notifications
+      #     through our IN (which must let /id-mn notify the AE)
+      r1=$(post "$IN_URL/cse-in" Cinterop 2 '{"m2m:ae": {"rn": "interop", "api": "Ninterop", "rr": true, "srv": ["3"], "poa": ["'"$RECEIVER_URL"'"]}}')
+      r2=$(post "$IN_URL/cse-in/interop" Cinterop 1 '{"m2m:acp": {"rn": "notifiers", "pv": {"acr": [{"acor": ["/id-mn"], "acop": 16}]}, "pvs": {"acr": [{"acor": ["Cinterop"], "acop": 63}]}}}')
+      r3=$(put "$IN_URL/cse-in/interop" Cinterop '{"m2m:ae": {"acpi": ["'"$(curl -s -H 'X-M2M-Origin: Cinterop' -H 'X-M2M-RI: a' -H 'X-M2M-RVI: 4' "$IN_URL/cse-in/interop/notifiers" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["m2m:acp"]["ri"])')"'"]}}')
+      r4=$(post "$MN_URL/cse-mn" CAdmin 3 '{"m2m:cnt": {"rn": "box"}}')
+      r5=$(post "$MN_URL/cse-mn/box" CAdmin 23 '{"m2m:sub": {"rn": "tous", "nu": ["/id-in/Cinterop"], "enc": {"net": [3]}}}')
+      r6=$(post "$MN_URL/cse-mn/box" CAdmin 4 '{"m2m:cin": {"con": "from the reference"}}')
+      if [ "$r1 $r2 $r3 $r4 $r5 $r6" = "2001 2001 2004 2001 2001 2001" ] \
+         && wait_received "$RECEIVED" "any(((l['body'] or {}).get('m2m:sgn') or {}).get('nev', {}).get('rep', {}).get('m2m:cin', {}).get('con') == 'from the reference' for l in lines)" 15; then
+        pass "B: a subscription on the reference MN notified an AE on our IN through our IN (verification and event)"
+      else
+        fail "B: reference-hosted subscription to an AE on our IN: AE $r1, ACP $r2, acpi $r3, CNT $r4, SUB $r5, CIN $r6; received: $(cat "$RECEIVED" 2>/dev/null | head -c 600)"
+      fi
+      # (2) our IN hosts the subscription; an AE on the reference MN gets its notifications
+      #     through the reference MN
+      : >"$RECEIVED"
+      s1=$(post "$MN_URL/cse-mn" Crefae 2 '{"m2m:ae": {"rn": "refae", "api": "Nrefae", "rr": true, "srv": ["3"], "poa": ["'"$RECEIVER_URL"'"]}}')
+      s2=$(post "$MN_URL/cse-mn/refae" Crefae 1 '{"m2m:acp": {"rn": "notifiers", "pv": {"acr": [{"acor": ["/id-in"], "acop": 16}]}, "pvs": {"acr": [{"acor": ["Crefae"], "acop": 63}]}}}')
+      acp_ri=$(curl -s -H 'X-M2M-Origin: Crefae' -H 'X-M2M-RI: b' -H 'X-M2M-RVI: 4' "$MN_URL/cse-mn/refae/notifiers" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["m2m:acp"]["ri"])' 2>/dev/null)
+      s3=$(put "$MN_URL/cse-mn/refae" Crefae '{"m2m:ae": {"acpi": ["'"$acp_ri"'"]}}')
+      s4=$(post "$IN_URL/cse-in" CAdmin 3 '{"m2m:cnt": {"rn": "box"}}')
+      s5=$(post "$IN_URL/cse-in/box" CAdmin 23 '{"m2m:sub": {"rn": "toref", "nu": ["/id-mn/Crefae"], "enc": {"net": [3]}}}')
+      s6=$(post "$IN_URL/cse-in/box" CAdmin 4 '{"m2m:cin": {"con": "from our IN"}}')
+      if [ "$s1 $s2 $s3 $s4 $s5 $s6" = "2001 2001 2004 2001 2001 2001" ] \
+         && wait_received "$RECEIVED" "any(((l['body'] or {}).get('m2m:sgn') or {}).get('vrq') for l in lines) and any(((l['body'] or {}).get('m2m:sgn') or {}).get('nev', {}).get('rep', {}).get('m2m:cin', {}).get('con') == 'from our IN' for l in lines)" 15; then
+        pass "B: a subscription on our IN notified an AE on the reference MN through it (verification and event)"
+      else
+        fail "B: our subscription to an AE on the reference MN: AE $s1, ACP $s2, acpi $s3, CNT $s4, SUB $s5, CIN $s6; received: $(cat "$RECEIVED" 2>/dev/null | head -c 600)"
+      fi
+    else
+      fail "B: the notification receiver did not start"
     fi
 
     # graceful stop of the reference MN (SIGINT): it deletes its CSR on our IN
