@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{ConfigError, positive};
+use crate::security::HostPattern;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,6 +28,9 @@ pub struct SubscriptionSettings {
     /// How long a batch (`bn`) without its own `dur` gathers notifications.
     #[serde(with = "humantime_serde")]
     pub batch_duration: Duration,
+    /// Hosts that URL notification targets (`nu`, `su`) may name (address blocks and host
+    /// name patterns); empty: any host.
+    pub allowed_target_hosts: Vec<String>,
 }
 
 impl Default for SubscriptionSettings {
@@ -38,6 +42,7 @@ impl Default for SubscriptionSettings {
             max_pending_per_target: 10_000,
             max_retry_delay: Duration::from_secs(300),
             batch_duration: Duration::from_secs(60),
+            allowed_target_hosts: Vec::new(),
         }
     }
 }
@@ -51,6 +56,8 @@ pub struct SubscriptionConfig {
     pub max_pending_per_target: usize,
     pub max_retry_delay: Duration,
     pub batch_duration: Duration,
+    /// Empty: any host.
+    pub allowed_target_hosts: Vec<HostPattern>,
 }
 
 impl SubscriptionSettings {
@@ -70,6 +77,12 @@ impl SubscriptionSettings {
             max_pending_per_target: self.max_pending_per_target,
             max_retry_delay: self.max_retry_delay,
             batch_duration: self.batch_duration,
+            allowed_target_hosts: self
+                .allowed_target_hosts
+                .iter()
+                .map(|text| HostPattern::parse(text))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| ConfigError::invalid("resource.sub.allowed_target_hosts", reason))?,
         })
     }
 }

@@ -576,3 +576,20 @@ async fn a_dead_target_holds_up_no_other_target() {
     }
     eventually("the live target has all 20", DEADLINE, || async { live.events().len() == 20 }).await;
 }
+
+#[tokio::test]
+async fn url_targets_are_limited_to_the_allowed_hosts() {
+    let receiver = Receiver::start().await;
+    let cse =
+        in_with_container(|settings| settings.resource.sub.allowed_target_hosts = vec!["127.0.0.0/8".into()]).await;
+    let outside = subscribe(&cse, "/cse-in/ae/box", json!({"nu": ["http://10.1.2.3:8080/hook"]})).await;
+    assert_eq!(outside.rsc, 4000, "{outside:?}");
+    assert!(outside.dbg().contains("allowed_target_hosts"), "{outside:?}");
+    let su_outside = subscribe(&cse, "/cse-in/ae/box", json!({"nu": [receiver.url], "su": "http://10.1.2.3/su"})).await;
+    assert_eq!(su_outside.rsc, 4000, "{su_outside:?}");
+    let inside = subscribe(&cse, "/cse-in/ae/box", json!({"rn": "s", "nu": [receiver.url]})).await;
+    assert_eq!(inside.rsc, 2001, "{inside:?}");
+    let moved = cse.update("/cse-in/ae/box/s", "Cae", json!({"m2m:sub": {"nu": ["http://10.1.2.3/x"]}})).await;
+    assert_eq!(moved.rsc, 4000, "{moved:?}");
+    assert_eq!(receiver.count(), 1, "only the allowed target was ever called (its verification)");
+}

@@ -106,6 +106,7 @@ impl Cse {
                 guard.check(tx, &parent, Permission::Create, Some(ResourceType::Sub), Touches::Attributes(&sent))?;
                 check_child_type(ResourceType::Sub, &parent)?;
                 types::validate_create(ResourceType::Sub, &checked)?;
+                types::check_target_hosts(&guard.config.subscription.allowed_target_hosts, &checked)?;
                 types::check_subscription_parent(checked.get("enc"), parent.ty)
             })
             .await?;

@@ -89,6 +89,7 @@ impl Cse {
                 // Who may not update it, or what is not a target list, is refused first.
                 checker.check(tx, &subscription, Permission::Update, None, Touches::Attributes(&["nu".to_string()]))?;
                 types::validate_update(ResourceType::Sub, &only_targets)?;
+                types::check_target_hosts(&checker.config.subscription.allowed_target_hosts, &only_targets)?;
                 Ok(Some(subscription))
             })
             .await?;

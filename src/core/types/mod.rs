@@ -28,7 +28,9 @@ use crate::security::HostPattern;
 use crate::storage::{ReadTx, WriteTx};
 
 pub(crate) use cnt::{edge_instance, enforce_limits};
-pub(crate) use sub::{BLOCKING_UPDATE, batch_window, check_child_types as check_subscription_parent, events_of};
+pub(crate) use sub::{
+    BLOCKING_UPDATE, batch_window, check_child_types as check_subscription_parent, check_target_hosts, events_of,
+};
 
 /// Length of the random part of generated IDs.
 pub(crate) const ID_LENGTH: usize = 10;

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use super::{Context, Draft, TypeRules, policy, random_identity, regular};
 use crate::error::{Error, Result};
 use crate::resource::{AttrKind, Need, Policy, Resource, ResourceType};
+use crate::security::HostPattern;
 use crate::storage::ReadTx;
 
 pub(super) struct Sub;
@@ -114,8 +115,10 @@ impl TypeRules for Sub {
         Ok(())
     }
 
-    /// `chty` names types its parent takes as children; one blocking update per parent.
-    fn check_create(&self, tx: &dyn ReadTx, _ctx: &Context, parent: &Resource, draft: &Draft) -> Result<()> {
+    /// `chty` names types its parent takes as children; one blocking update per parent;
+    /// URL targets name allowed hosts.
+    fn check_create(&self, tx: &dyn ReadTx, ctx: &Context, parent: &Resource, draft: &Draft) -> Result<()> {
+        check_target_hosts(&ctx.config.subscription.allowed_target_hosts, &draft.attributes)?;
         check_child_types(draft.attributes.get("enc"), parent.ty)?;
         if events_of(draft.attributes.get("enc")).contains(&BLOCKING_UPDATE) {
             let taken = tx
@@ -156,13 +159,8 @@ impl TypeRules for Sub {
         Ok(())
     }
 
-    fn check_update(
-        &self,
-        tx: &dyn ReadTx,
-        _ctx: &Context,
-        sub: &Resource,
-        changes: &Map<String, Value>,
-    ) -> Result<()> {
+    fn check_update(&self, tx: &dyn ReadTx, ctx: &Context, sub: &Resource, changes: &Map<String, Value>) -> Result<()> {
+        check_target_hosts(&ctx.config.subscription.allowed_target_hosts, changes)?;
         let enc = match changes.get("enc") {
             Some(Value::Null) => json!({"net": [1]}),
             Some(enc) => enc.clone(),
@@ -241,6 +239,24 @@ fn default_batch_window(attributes: &mut Map<String, Value>, window: std::time::
     if let Some(Value::Object(bn)) = attributes.get_mut("bn") {
         bn.entry("dur").or_insert_with(|| json!(format!("PT{}S", window.as_secs().max(1))));
     }
+}
+
+/// URL targets (`nu`, `su`) must name a host of `resource.sub.allowed_target_hosts`, when
+/// that is set: a subscriber must not make this CSE call anything it can reach.
+pub(crate) fn check_target_hosts(allowed: &[HostPattern], attributes: &Map<String, Value>) -> Result<()> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let targets = attributes.get("nu").and_then(Value::as_array).into_iter().flatten().chain(attributes.get("su"));
+    for target in targets.filter_map(Value::as_str) {
+        let Ok(url) = url::Url::parse(target) else { continue };
+        if !allowed.iter().any(|pattern| pattern.matches(&url)) {
+            return Err(Error::bad_request(format!(
+                "notification target {target:?} names a host this CSE does not notify (resource.sub.allowed_target_hosts)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The events a subscription's `enc` asks for.
