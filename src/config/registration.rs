@@ -164,20 +164,25 @@ pub struct AddressGroup {
     pub addresses: Vec<String>,
 }
 
+impl AddressGroup {
+    /// In `groups` (whose addresses, in order, are one list), the position of the group
+    /// that holds the address at `index` of that list.
+    pub fn position_of(groups: &[AddressGroup], index: usize) -> Option<usize> {
+        let mut end = 0;
+        groups.iter().position(|group| {
+            end += group.addresses.len();
+            index < end
+        })
+    }
+}
+
 /// The name of the group that `address` forms.
 pub const DEFAULT_GROUP: &str = "default";
 
 impl RegistrarConfig {
     /// The position of the group that the address at `index` (into `addresses`) is in.
     pub fn group_of(&self, index: usize) -> Option<usize> {
-        let mut start = 0;
-        for (position, group) in self.groups.iter().enumerate() {
-            start += group.addresses.len();
-            if index < start {
-                return Some(position);
-            }
-        }
-        None
+        AddressGroup::position_of(&self.groups, index)
     }
 
     /// The order in which to try the addresses (indexes into `addresses`): the one in use

@@ -11,6 +11,7 @@
 //! its stream (a callback: unregister).
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{mpsc, watch};
@@ -78,7 +79,7 @@ impl CallbackHandle {
 /// The subscribers and the snapshot.
 pub(super) struct Reports {
     subscribers: Mutex<Vec<(u64, mpsc::UnboundedSender<RemoteChange>)>>,
-    next_id: Mutex<u64>,
+    next_id: AtomicU64,
     registrars: watch::Sender<Arc<Vec<RegistrarView>>>,
 }
 
@@ -86,7 +87,7 @@ impl Default for Reports {
     fn default() -> Self {
         Reports {
             subscribers: Mutex::new(Vec::new()),
-            next_id: Mutex::new(0),
+            next_id: AtomicU64::new(1),
             registrars: watch::Sender::new(Arc::new(Vec::new())),
         }
     }
@@ -95,11 +96,7 @@ impl Default for Reports {
 impl Reports {
     pub(super) fn subscribe(&self) -> (u64, RemoteChanges) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let id = {
-            let mut next = lock(&self.next_id);
-            *next += 1;
-            *next
-        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.subscribers).push((id, sender));
         (id, RemoteChanges { receiver })
     }

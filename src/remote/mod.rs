@@ -88,15 +88,8 @@ impl RegistrarInfo {
     /// The group that the address at `index` (into `addresses`) belongs to: its position
     /// and name.
     pub fn group_of(&self, index: usize) -> Option<(usize, &str)> {
-        let mut start = 0;
-        for (position, group) in self.groups.iter().enumerate() {
-            let end = start + group.addresses.len();
-            if (start..end).contains(&index) {
-                return Some((position, &group.name));
-            }
-            start = end;
-        }
-        None
+        let position = AddressGroup::position_of(&self.groups, index)?;
+        Some((position, &self.groups[position].name))
     }
 
     /// The name of the group that `address` belongs to (for a status callback, which is
