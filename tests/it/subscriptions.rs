@@ -593,3 +593,39 @@ async fn url_targets_are_limited_to_the_allowed_hosts() {
     assert_eq!(moved.rsc, 4000, "{moved:?}");
     assert_eq!(receiver.count(), 1, "only the allowed target was ever called (its verification)");
 }
+
+#[tokio::test]
+async fn a_subscription_that_ends_is_an_event_for_the_others_on_the_same_resource() {
+    let receiver = Receiver::start().await;
+    let cse = in_with_container(|_| {}).await;
+    let url = |path: &str| format!("{}/{path}", receiver.url);
+    let last = subscribe(
+        &cse,
+        "/cse-in/ae/box",
+        json!({"rn": "last", "nu": [url("last")], "enc": {"net": [3], "chty": [4]}, "exc": 1}),
+    )
+    .await;
+    assert_eq!(last.rsc, 2001, "{last:?}");
+    let watcher = subscribe(
+        &cse,
+        "/cse-in/ae/box",
+        json!({"rn": "watcher", "nu": [url("watcher")], "enc": {"net": [3, 4], "chty": [4, 23]}, "exc": 5}),
+    )
+    .await;
+    assert_eq!(watcher.rsc, 2001, "{watcher:?}");
+
+    // A CIN: `last` is notified and ends; its deletion is an event for `watcher` too, which
+    // so counts two events (the CIN and the deletion).
+    cse.create_instance("/cse-in/ae/box", "Cae", json!("x")).await;
+
+    assert_eq!(cse.retrieve("/cse-in/ae/box/last", "Cae").await.rsc, 4004);
+    assert_eq!(cse.retrieve("/cse-in/ae/box/watcher", "Cae").await.body["m2m:sub"]["exc"], 3);
+    eventually("the watcher hears that last went", DEADLINE, || async {
+        receiver.received.lock().expect("lock").iter().any(|(_, path, body)| {
+            path == "/watcher"
+                && body["m2m:sgn"]["nev"]["net"] == 4
+                && body["m2m:sgn"]["nev"]["rep"]["m2m:sub"]["rn"] == "last"
+        })
+    })
+    .await;
+}

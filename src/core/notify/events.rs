@@ -63,16 +63,20 @@ pub(crate) fn deleting(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> 
         ResourceType::Cin => Vec::new(),
         _ => tx.of_type_below(&resource.path, ResourceType::Sub)?,
     };
+    let now = Timestamp::now().to_string();
     for subscription in &subscriptions {
         let with_its_resource = subscription.ri() != resource.ri();
-        if with_its_resource && live(subscription) && events_of(subscription.attributes.get("enc")).contains(&DELETE) {
+        if with_its_resource
+            && live(subscription, &now)
+            && events_of(subscription.attributes.get("enc")).contains(&DELETE)
+        {
             if let Some(subject) = tx.get(subscription.pi())? {
                 let event = Event { net: DELETE, subject: &subject, modified: None, originator: None, skip: None };
-                send(tx, subscription, &event)?;
+                send(tx, subscription.clone(), &event)?;
             }
         }
         // What its batches hold goes out now, before its deletion notification.
-        tx.release_batch(subscription.ri(), None, &Timestamp::now().to_string())?;
+        tx.release_batch(subscription.ri(), None, &now)?;
         if let Some(su) = subscription.str("su") {
             let mut sgn = json!({"sud": true});
             if let Some(cr) = subscription.str("cr") {
@@ -112,22 +116,30 @@ fn notify(tx: &mut dyn WriteTx, on: &Resource, event: &Event) -> Result<()> {
     if matches!(on.ty, ResourceType::Sub | ResourceType::Cin) {
         return Ok(());
     }
+    let now = Timestamp::now().to_string();
+    // Once a subscription went at the end of its `exc`, the deletion was an event too and may
+    // have counted the others down or removed them: from then on each is read again.
+    let mut cascaded = false;
     for listed in tx.children(on.ri(), Some(ResourceType::Sub))? {
-        // As it is now: an earlier notification may have counted it down or removed it.
-        let Some(subscription) = tx.get(listed.ri())? else { continue };
-        if event.skip == Some(subscription.ri()) || !live(&subscription) || !wants(&subscription, event) {
+        let subscription = match cascaded {
+            true => match tx.get(listed.ri())? {
+                Some(subscription) => subscription,
+                None => continue,
+            },
+            false => listed,
+        };
+        if event.skip == Some(subscription.ri()) || !live(&subscription, &now) || !wants(&subscription, event) {
             continue;
         }
-        send(tx, &subscription, event)?;
-        count_down(tx, subscription)?;
+        let subscription = send(tx, subscription, event)?;
+        cascaded |= count_down(tx, subscription)?;
     }
     Ok(())
 }
 
-/// Not expired (the expiry sweep may not have run yet).
-fn live(subscription: &Resource) -> bool {
-    let now = Timestamp::now().to_string();
-    subscription.et().is_none_or(|et| et > now.as_str())
+/// Not expired at `now` (the expiry sweep may not have run yet).
+fn live(subscription: &Resource, now: &str) -> bool {
+    subscription.et().is_none_or(|et| et > now)
 }
 
 /// Does `subscription` ask for `event` (its `net`, `atr` and `chty`)?
@@ -153,7 +165,8 @@ fn wants(subscription: &Resource, event: &Event) -> bool {
 }
 
 /// Put the notification of `event` for every target of `subscription` in the outbox.
-fn send(tx: &mut dyn WriteTx, subscription: &Resource, event: &Event) -> Result<()> {
+/// Returns the subscription as stored now (its statistics counted).
+fn send(tx: &mut dyn WriteTx, subscription: Resource, event: &Event) -> Result<Resource> {
     let subject = event.subject;
     let rep = match subscription.u64("nct").unwrap_or(1) {
         2 => json!({ subject.ty.wrapper(): event.modified.cloned().unwrap_or_default() }),
@@ -166,7 +179,7 @@ fn send(tx: &mut dyn WriteTx, subscription: &Resource, event: &Event) -> Result<
         sgn["cr"] = json!(cr);
     }
     let content = json!({ "m2m:sgn": sgn });
-    count_event(tx, subscription)?;
+    let subscription = count_event(tx, subscription)?;
     let batch = subscription.attributes.get("bn").and_then(Batch::of);
     for target in subscription.str_list("nu") {
         let Some(batch) = &batch else {
@@ -182,7 +195,7 @@ fn send(tx: &mut dyn WriteTx, subscription: &Resource, event: &Event) -> Result<
             tx.release_batch(subscription.ri(), Some(&target), &Timestamp::now().to_string())?;
         }
     }
-    Ok(())
+    Ok(subscription)
 }
 
 /// A subscription's `bn`: how many notifications a batch holds (0: no limit), and how long
@@ -201,15 +214,15 @@ impl Batch {
 }
 
 /// With `nse`: one more event for each target (`noec`), counted in the stored subscription.
-fn count_event(tx: &mut dyn WriteTx, subscription: &Resource) -> Result<()> {
+fn count_event(tx: &mut dyn WriteTx, mut subscription: Resource) -> Result<Resource> {
     if subscription.attributes.get("nse") != Some(&Value::Bool(true)) {
-        return Ok(());
+        return Ok(subscription);
     }
-    let Some(mut stored) = tx.get(subscription.ri())? else { return Ok(()) };
     for target in subscription.str_list("nu") {
-        add_statistics(&mut stored, &target, 0, 0, 1);
+        add_statistics(&mut subscription, &target, 0, 0, 1);
     }
-    tx.update(&stored)
+    tx.update(&subscription)?;
+    Ok(subscription)
 }
 
 /// Add to the statistics (`nsi`) of `subscription` for `target`: requests sent,
@@ -232,16 +245,15 @@ pub(crate) fn add_statistics(subscription: &mut Resource, target: &str, requests
 
 /// One event notified: `exc` counts down; at the last one the subscription goes (with
 /// its deletion notification).
-fn count_down(tx: &mut dyn WriteTx, subscription: Resource) -> Result<()> {
-    // As stored now (its statistics may have just been counted).
-    let Some(mut subscription) = tx.get(subscription.ri())? else { return Ok(()) };
+/// Returns whether it went.
+fn count_down(tx: &mut dyn WriteTx, mut subscription: Resource) -> Result<bool> {
     match subscription.u64("exc") {
-        Some(0 | 1) => remove(tx, &subscription),
+        Some(0 | 1) => remove(tx, &subscription).map(|()| true),
         Some(left) => {
             subscription.set("exc", left - 1);
-            tx.update(&subscription)
+            tx.update(&subscription).map(|()| false)
         }
-        None => Ok(()),
+        None => Ok(false),
     }
 }
 
