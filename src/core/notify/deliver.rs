@@ -244,28 +244,27 @@ impl Cse {
         originator: Option<&str>,
         category: Option<u8>,
     ) -> Result<Response> {
-        let config = self.config();
         let from = originator.map_or_else(|| self.identity.cse_id.to_string(), str::to_string);
-        if let Some((base, path, query)) = split_url(target) {
-            let mut request = Request::new(Operation::Notify, path, Some(&from));
-            request.rqi = rqi.to_string();
-            request.rvi = config.cse.release_version.clone();
-            request.query = query;
-            request.content = Some(content);
-            request.ec = category;
-            return self
-                .outbound
-                .send(&base, &request, self.outbound.timeout(), None)
-                .await
-                .map_err(|failure| failure.into_error(target));
-        }
-        let mut request = Request::new(Operation::Notify, target, Some(&from));
+        let url = split_url(target);
+        let to = url.as_ref().map_or(target, |(_, path, _)| path.as_str());
+        let mut request = Request::new(Operation::Notify, to, Some(&from));
         request.rqi = rqi.to_string();
-        request.rvi = config.cse.release_version.clone();
+        request.rvi = self.config().cse.release_version.clone();
         request.content = Some(content);
         request.ec = category;
-        // Boxed: a subscription's verification is a request handled inside a request.
-        Ok(Box::pin(self.handle(request)).await)
+        match url {
+            // A URL: sent as it is.
+            Some((base, _, query)) => {
+                request.query = query;
+                self.outbound
+                    .send(&base, &request, self.outbound.timeout(), None)
+                    .await
+                    .map_err(|failure| failure.into_error(target))
+            }
+            // An ID: a request like any other (boxed: a subscription's verification is a
+            // request handled inside a request).
+            None => Ok(Box::pin(self.handle(request)).await),
+        }
     }
 
     /// Verify the targets of a subscription before it is stored: a NOTIFY with `vrq` to
