@@ -172,6 +172,12 @@ impl Cse {
         &self.registry
     }
 
+    /// How many notifications wait in the outbox for `target` (a `nu` or `su` entry).
+    pub async fn pending_notifications(&self, target: &str) -> Result<usize> {
+        let target = target.to_string();
+        self.storage.read(move |tx| tx.outbox_count(&target)).await
+    }
+
     /// The internal events, to subscribe to.
     pub fn events(&self) -> &EventBus {
         &self.events

@@ -189,8 +189,10 @@ async fn the_expiration_counter_ends_a_subscription_after_its_events() {
     cse.create_instance("/cse-in/ae/box", "Cae", json!("2")).await;
     cse.create_instance("/cse-in/ae/box", "Cae", json!("3")).await;
     assert_eq!(cse.retrieve("/cse-in/ae/box/s", "Cae").await.rsc, 4004);
-    eventually("two events", DEADLINE, || async { receiver.events().len() == 2 }).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("everything sent", DEADLINE, || async {
+        cse.cse.pending_notifications(&receiver.url).await.expect("outbox") == 0
+    })
+    .await;
     assert_eq!(receiver.events().len(), 2, "no third");
 }
 
@@ -320,11 +322,16 @@ async fn a_target_that_stays_away_keeps_only_its_newest_notifications() {
     for n in 0..10 {
         cse.create_instance("/cse-in/ae/box", "Cae", json!(n.to_string())).await;
     }
-    // One failed attempt trims the queue to its bound.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A failed attempt trims the queue to its bound.
+    eventually("the queue is trimmed to five", DEADLINE, || async {
+        cse.cse.pending_notifications(&proxy.url).await.expect("outbox") == 5
+    })
+    .await;
     proxy.switch(true);
-    eventually("the newest five", DEADLINE, || async { receiver.events().len() >= 5 }).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("nothing left to send", DEADLINE, || async {
+        cse.cse.pending_notifications(&proxy.url).await.expect("outbox") == 0
+    })
+    .await;
     let contents: Vec<Value> =
         receiver.events().iter().map(|event| event["nev"]["rep"]["m2m:cin"]["con"].clone()).collect();
     assert_eq!(contents, ["5", "6", "7", "8", "9"].map(|n| json!(n)).to_vec());
@@ -423,7 +430,7 @@ async fn a_batch_goes_out_when_full_when_its_window_ends_or_when_it_is_deleted()
     assert_eq!(latest.rsc, 2001, "{latest:?}");
     cse.create_instance("/cse-in/ae/box", "Cae", json!("a")).await;
     cse.create_instance("/cse-in/ae/box", "Cae", json!("b")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cse.cse.pending_notifications(&receiver.url).await.expect("outbox"), 2, "held while the window is open");
     assert_eq!(receiver.batches().len(), 1, "the window is still open");
     eventually("the window closes", DEADLINE, || async { receiver.batches().len() == 2 }).await;
     let (list, ec) = receiver.batches()[1].clone();
