@@ -22,6 +22,19 @@ async fn in_with_container(configure: impl FnOnce(&mut acme_cse::config::Setting
     cse
 }
 
+/// On `cse`, the AE `Cae` reached at `receiver`, which CSE `notifier` may notify (its ACP
+/// grants NOTIFY, acop 16).
+async fn ae_notified_by(cse: &TestCse, receiver: &Receiver, notifier: &str) {
+    cse.register_ae("Cae", "ae").await;
+    let acp = json!({"m2m:acp": {"rn": "notifiers", "pv": {"acr": [{"acor": [notifier], "acop": 16}]},
+        "pvs": {"acr": [{"acor": ["Cae"], "acop": 63}]}}});
+    let reply = cse.create("/cse-in/ae", "Cae", 1, acp).await;
+    assert_eq!(reply.rsc, 2001, "{reply:?}");
+    let acp_ri = reply.body["m2m:acp"]["ri"].as_str().expect("ri").to_string();
+    assert_eq!(cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"poa": [receiver.url]}})).await.rsc, 2004);
+    assert_eq!(cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"acpi": [acp_ri]}})).await.rsc, 2004);
+}
+
 async fn subscribe(cse: &TestCse, parent: &str, sub: Value) -> crate::harness::Reply {
     cse.create(parent, "Cae", 23, json!({ "m2m:sub": sub })).await
 }
@@ -342,14 +355,7 @@ async fn an_application_on_the_in_hears_of_a_container_on_an_mn() {
     // Arrange: an AE on the IN that lets the MN notify it (NOTIFY, acop 16).
     let receiver = Receiver::start().await;
     let in_cse = TestCse::start(registrar_settings()).await;
-    in_cse.register_ae("Cae", "ae").await;
-    let acp = json!({"m2m:acp": {"rn": "notifiers", "pv": {"acr": [{"acor": ["/id-mn"], "acop": 16}]},
-        "pvs": {"acr": [{"acor": ["Cae"], "acop": 63}]}}});
-    let reply = in_cse.create("/cse-in/ae", "Cae", 1, acp).await;
-    assert_eq!(reply.rsc, 2001, "{reply:?}");
-    let acp_ri = reply.body["m2m:acp"]["ri"].as_str().expect("ri").to_string();
-    assert_eq!(in_cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"poa": [receiver.url]}})).await.rsc, 2004);
-    assert_eq!(in_cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"acpi": [acp_ri]}})).await.rsc, 2004);
+    ae_notified_by(&in_cse, &receiver, "/id-mn").await;
     // On the MN, a container the IN's AE may subscribe to (CREATE, acop 1).
     let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse))).await;
     mn.remote.check_now().await.expect("monitor runs");
@@ -529,14 +535,7 @@ async fn an_application_on_the_in_hears_of_a_container_two_hops_down() {
     // Arrange: IN ← MN ← ASN; an AE on the IN that lets the ASN notify it.
     let receiver = Receiver::start().await;
     let in_cse = TestCse::start(registrar_settings()).await;
-    in_cse.register_ae("Cae", "ae").await;
-    let acp = json!({"m2m:acp": {"rn": "notifiers", "pv": {"acr": [{"acor": ["/id-asn"], "acop": 16}]},
-        "pvs": {"acr": [{"acor": ["Cae"], "acop": 63}]}}});
-    let reply = in_cse.create("/cse-in/ae", "Cae", 1, acp).await;
-    assert_eq!(reply.rsc, 2001, "{reply:?}");
-    let acp_ri = reply.body["m2m:acp"]["ri"].as_str().expect("ri").to_string();
-    assert_eq!(in_cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"poa": [receiver.url]}})).await.rsc, 2004);
-    assert_eq!(in_cse.update("/cse-in/ae", "Cae", json!({"m2m:ae": {"acpi": [acp_ri]}})).await.rsc, 2004);
+    ae_notified_by(&in_cse, &receiver, "/id-asn").await;
     let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse))).await;
     mn.remote.check_now().await.expect("monitor runs");
     let asn = TestCse::start(registree_settings(CseKind::Asn, "/id-asn", "cse-asn", Some(&mn))).await;
