@@ -33,13 +33,43 @@ impl Cse {
         {
             self.verify_new_targets(&target.id, targets, &guard).await?;
         }
-        self.ask_blocking_subscriber(&target.id, request, &guard).await?;
+        // A blocking-update subscription on the target is asked first, once the update is
+        // known to be valid; then the update is checked and applied again.
+        let mut asked = false;
+        let (before, resource, changes) = loop {
+            let applied = self.apply_update(request, &target, &guard, asked).await?;
+            match applied {
+                Applied::Done(before, resource, changes) => break (before, resource, changes),
+                Applied::Ask(blocking) => {
+                    let sent = request.content.clone().unwrap_or_default();
+                    self.ask_before_update(&blocking, &sent, &guard.accessor.originator).await?;
+                    asked = true;
+                }
+            }
+        };
+        let content = match request.rcn.unwrap_or(1) {
+            0 => None,
+            9 => Some(represent::modified_attributes(&resource, Some(&before), &changes)),
+            _ => Some(resource.to_json()),
+        };
+        Ok(Response::new(request, Rsc::Updated, content))
+    }
+
+    /// The UPDATE in one transaction: checked and applied, unless (`asked` false) the target
+    /// has a blocking-update subscription to ask first.
+    async fn apply_update(
+        &self,
+        request: &Request,
+        target: &LocalTarget,
+        guard: &Access,
+        asked: bool,
+    ) -> Result<Applied> {
+        let (target, guard) = (target.clone(), guard.clone());
         let content = request.content.clone();
         let identity = self.identity.clone();
         let registry = self.registry.clone();
         let originator = guard.accessor.originator.clone();
-        let (before, resource, changes) = self
-            .storage
+        self.storage
             .write(move |tx| {
                 let config = guard.config.clone();
                 let ctx = Context { config: &config, identity: &identity, registry: &registry };
@@ -57,19 +87,37 @@ impl Cse {
                 }
                 types::validate_update(resource.ty, &changes)?;
                 type_rules.check_update(&*tx, &ctx, &resource, &changes)?;
+                if !asked {
+                    if let Some(blocking) = blocking_subscription(&*tx, &resource)? {
+                        return Ok(Applied::Ask(blocking));
+                    }
+                }
                 let before = resource.clone();
                 apply(tx, &ctx, &mut resource, &before, &changes)?;
                 notify::events::updated(tx, &before, &resource, &changes, Some(&originator))?;
-                Ok((before, resource, changes))
+                Ok(Applied::Done(before, resource, changes))
             })
-            .await?;
-        let content = match request.rcn.unwrap_or(1) {
-            0 => None,
-            9 => Some(represent::modified_attributes(&resource, Some(&before), &changes)),
-            _ => Some(resource.to_json()),
-        };
-        Ok(Response::new(request, Rsc::Updated, content))
+            .await
     }
+}
+
+/// What an UPDATE's transaction did.
+enum Applied {
+    /// Applied: the resource before and after, the attributes sent.
+    Done(Resource, Resource, Map<String, Value>),
+    /// Nothing yet: this blocking-update subscription is to be asked first.
+    Ask(Resource),
+}
+
+/// The blocking-update subscription of `resource`, if it has one.
+fn blocking_subscription(tx: &dyn crate::storage::ReadTx, resource: &Resource) -> Result<Option<Resource>> {
+    if matches!(resource.ty, ResourceType::Sub | ResourceType::Cin) {
+        return Ok(None);
+    }
+    let subscriptions = tx.children(resource.ri(), Some(ResourceType::Sub))?;
+    Ok(subscriptions
+        .into_iter()
+        .find(|subscription| types::events_of(subscription.attributes.get("enc")).contains(&types::BLOCKING_UPDATE)))
 }
 
 impl Cse {
@@ -105,41 +153,6 @@ impl Cse {
         let fresh = notify::deliver::new_targets(&sent, &subscription.str_list("nu"));
         let sur = format!("{}/{}", self.identity.cse_id, subscription.ri());
         self.verify_targets(&fresh, &sur, originator).await
-    }
-}
-
-impl Cse {
-    /// A blocking-update subscription on the target is asked before anything else is done
-    /// (after the originator's right to update it).
-    async fn ask_blocking_subscriber(&self, target: &LocalId, request: &Request, guard: &Access) -> Result<()> {
-        let Some(sent) = request.content.clone() else { return Ok(()) };
-        let (target, checker) = (target.clone(), guard.clone());
-        let names: Vec<String> = sent
-            .as_object()
-            .and_then(|wrapper| wrapper.values().next())
-            .and_then(Value::as_object)
-            .map(|attributes| attributes.keys().cloned().collect())
-            .unwrap_or_default();
-        let resource = self
-            .storage
-            .read(move |tx| {
-                let Some(resource) = tx_locate(tx, &target)? else { return Ok(None) };
-                if resource.ty == ResourceType::Sub || resource.ty == ResourceType::Cin {
-                    return Ok(None);
-                }
-                let blocking = tx.children(resource.ri(), Some(ResourceType::Sub))?.into_iter().find(|subscription| {
-                    types::events_of(subscription.attributes.get("enc")).contains(&types::BLOCKING_UPDATE)
-                });
-                if blocking.is_some() {
-                    checker.check(tx, &resource, Permission::Update, None, Touches::Attributes(&names))?;
-                }
-                Ok(blocking)
-            })
-            .await?;
-        match resource {
-            Some(blocking) => self.ask_before_update(&blocking, &sent, &guard.accessor.originator).await,
-            None => Ok(()),
-        }
     }
 }
 
