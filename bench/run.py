@@ -292,7 +292,8 @@ class Reference:
 # Load generation: wrk with Lua scripts
 # ------------------------------------------------------------------------------------------
 
-def lua_script(work, name, method="GET", body=None, ty=None):
+def lua_script(work, name, method="GET", body=None, ty=None, stop_after=None):
+    """A wrk script sending one request; `stop_after`: stop after that many answers (wrk -t1)."""
     path = os.path.join(work, f"{name}.lua")
     lines = [f'wrk.method = "{method}"',
              'wrk.headers["X-M2M-Origin"] = "CAdmin"',
@@ -302,6 +303,12 @@ def lua_script(work, name, method="GET", body=None, ty=None):
     if body is not None:
         lines += [f'wrk.headers["Content-Type"] = "application/json;ty={ty}"',
                   "wrk.body = '" + body + "'"]
+    if stop_after is not None:
+        lines += ["local answers = 0",
+                  "response = function(status, headers, body)",
+                  "  answers = answers + 1",
+                  f"  if answers >= {stop_after} then wrk.thread:stop() end",
+                  "end"]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
@@ -338,6 +345,27 @@ def wrk(url, conns, duration, script=None):
         cmd += ["-s", script]
     cmd.append(url)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    r = parse_wrk(out)
+    r["command"] = " ".join(cmd)
+    if r["rps"] is None:
+        r["errors"] = max(1, r["errors"])
+        r["raw"] = out[-500:]
+    return r
+
+
+def wrk_until(url, conns, script, done, bound=600):
+    """wrk until `done()` holds (polled every 50 ms; the script stops sending by itself), then
+    SIGINT, on which wrk prints its statistics at once instead of sleeping out its -d."""
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{bound}s", "--timeout", "5s", "--latency", "-s", script, url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + bound
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if done():
+            break
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
     r = parse_wrk(out)
     r["command"] = " ".join(cmd)
     if r["rps"] is None:
@@ -590,8 +618,8 @@ class Bench:
 
     # ---- scenario 6: liveliness at scale --------------------------------------------------
 
-    def sim_get(self, port, path):
-        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    def sim_get(self, port, path, timeout=10):
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
         conn.request("GET", path)
         text = conn.getresponse().read().decode()
         conn.close()
@@ -704,12 +732,149 @@ class Bench:
         PROCS.kill(sim)
         return res
 
+    # ---- scenario 8: notifications ---------------------------------------------------------
+
+    def notes(self, port, want=None, ms=10000):
+        """(count, first, last) of the notifications the simulator received (arrival times in
+        ns since the epoch); with `want`: once `want` arrived, or after `ms` milliseconds."""
+        path = f"/_sim/wait?n={want}&ms={ms}" if want else "/_sim/notes"
+        count, first, last, distinct = (int(x) for x in self.sim_get(port, path, timeout=ms / 1000 + 10).split())
+        return count, first, last, distinct
+
+    def notifications(self, system):
+        """CIN CREATE -> notification received (c=1), notifications/s at c=32 with 1 and with
+        100 subscribers on one container, RSS of the IN with pending notifications for a dead
+        target. A fresh IN per system (ours: the durable configuration of the tree's IN); the
+        registree simulator is the receiver (`/notify/<k>`, answered 2000 at once)."""
+        sizes = {"smoke": (20, 200, 5, 200), "quick": (100, 1000, 20, 2000), "full": (500, 3000, 100, 10000)}
+        n_lat, n_one, n_hundred, n_pending = sizes[self.mode]
+        sim_port, in_port = free_ports(2)
+        sim = PROCS.spawn([self.sim, str(sim_port)], self.work, os.path.join(self.work, f"sink-{system}.log"))
+        if wait_status(sim_port, "/_sim/now", 200, 10, every=0.01) is None:
+            raise BenchError("the notification receiver (registree simulator) did not start")
+        ports = {"IN": in_port}
+        if system == "ours":
+            proc, _ = self.ours.start("IN", in_port, ports, durable=True, allowed=["/id-mn*"], tag="in-notify")
+            self.ours.wait_up("IN", in_port, proc)
+        else:
+            proc, _ = self.ref.start("IN", in_port, ports, tag="in-notify")
+            self.ref.wait_up("IN", in_port, proc)
+        # the reference sends notifications on a pool of its own; give bounds it can meet
+        slack = 10 if system == "ours" else 30
+
+        def container(rn, subscribers):
+            st, _, body = request(in_port, "POST", "/cse-in", ty=3,
+                                  body={"m2m:cnt": {"rn": rn, "mni": 100000000, "mbs": 10000000000}})
+            if st != 201:
+                raise BenchError(f"{system}: cannot create container {rn}: {st} {body}")
+            for k in range(subscribers):
+                st, _, body = request(in_port, "POST", f"/cse-in/{rn}", ty=23, timeout=30, body={"m2m:sub": {
+                    "rn": f"sub{k}", "nu": [f"http://{HOST}:{sim_port}/notify/{rn}/{k}"],
+                    "enc": {"net": [3], "chty": [4]}, "nct": 1}})
+                if st != 201:
+                    raise BenchError(f"{system}: cannot subscribe to {rn}: {st} {body}")
+            self.sim_get(sim_port, "/_sim/reset")  # forget the verification requests
+
+        def settled(read):
+            """`read()` once two readings 300 ms apart agree."""
+            value = read()
+            while True:
+                time.sleep(0.3)
+                again = read()
+                if again == value:
+                    return value
+                value = again
+
+        def cni(rn):
+            st, _, body = request(in_port, "GET", f"/cse-in/{rn}", timeout=30)
+            return (body or {}).get("m2m:cnt", {}).get("cni") if st == 200 else None
+
+        res = {"latency_runs": n_lat}
+        # c=1: from sending the CREATE to the notification's arrival, one at a time
+        container("notLat", 1)
+        conn = http.client.HTTPConnection(HOST, in_port, timeout=10)
+        headers = {"X-M2M-Origin": "CAdmin", "X-M2M-RVI": "4", "Accept": "application/json",
+                   "Content-Type": "application/json;ty=4"}
+        lat, missing = [], 0
+        for i in range(1, n_lat + 1):
+            headers["X-M2M-RI"] = f"lat-{i}"
+            t0 = time.time_ns()
+            conn.request("POST", "/cse-in/notLat", body=BODY_CIN, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 201:
+                raise BenchError(f"{system}: CIN CREATE answered {resp.status}")
+            count, _, last, _ = self.notes(sim_port, want=i, ms=slack * 1000)
+            if count < i:
+                missing += 1
+                self.sim_get(sim_port, "/_sim/reset")
+                break
+            lat.append((last - t0) / 1e6)
+        conn.close()
+        lat.sort()
+        res["latency_p50_ms"] = statistics.median(lat) if lat else None
+        res["latency_p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None
+        res["latency_measured"] = len(lat)
+        self.check(not missing, f"{system}: a notification did not arrive within {slack} s (c=1)")
+        log(f"notifications {system}: CREATE -> notification c=1 p50 {res['latency_p50_ms']} ms, "
+            f"p99 {res['latency_p99_ms']} ms ({len(lat)} runs)")
+
+        # c=32: a fixed number of CREATEs, every notification counted at the receiver
+        def burst(key, rn, subscribers, creates):
+            container(rn, subscribers)
+            script = lua_script(self.work, f"s8_{key}_{system}", "POST", BODY_CIN, 4, stop_after=creates)
+            t0 = time.time_ns()
+            r = wrk_until(f"http://{HOST}:{in_port}/cse-in/{rn}", 32, script, lambda: (cni(rn) or 0) >= creates)
+            # what was stored, counted by discovery (`cni` can be wrong: the reference loses
+            # updates) once the CREATEs still in flight when wrk stopped are done
+            created = settled(lambda: discovered(in_port, f"/cse-in/{rn}?fu=1&ty=4") or 0)
+            counted = cni(rn)
+            self.check(counted == created, f"{system}: cni {counted} of {rn} but {created} instances stored")
+            expected = created * subscribers
+            bound = slack + expected / 50  # the reference delivers ~a few hundred per second
+            count, first, last, distinct = self.notes(sim_port, want=expected, ms=int(bound * 1000))
+            out = {"subscribers": subscribers, "creates_sent": creates, "created": created,
+                   "cni": counted, "create_rps": r.get("rps"), "create_errors": r.get("errors"), "expected": expected,
+                   "received": count, "distinct": distinct, "wait_bound_s": round(bound, 1)}
+            out["seconds"] = (last - t0) / 1e9 if count else None
+            out["per_s"] = count / out["seconds"] if count and out["seconds"] else None
+            self.check(distinct == expected and r.get("errors") == 0,
+                       f"{system}: {count} of {expected} notifications received ({key}; {r.get('errors')} errors)")
+            log(f"notifications {system}: c=32, {subscribers} subscriber(s): {count} ({distinct} distinct)/{expected} in "
+                f"{out['seconds'] and round(out['seconds'], 2)} s = {out['per_s'] and round(out['per_s'])}/s")
+            self.sim_get(sim_port, "/_sim/reset")
+            return out
+
+        res["one"] = burst("one", "notOne", 1, n_one)
+        res["hundred"] = burst("hundred", "notHundred", 100, n_hundred)
+
+        # pending: the receiver is gone; notifications for it wait (ours) or fail (reference)
+        container("notPending", 1)
+        PROCS.kill(sim)
+        time.sleep(0.5)
+        res["rss_before_mib"] = rss_mib(proc)
+        script = lua_script(self.work, f"s8_pending_{system}", "POST", BODY_CIN, 4, stop_after=n_pending)
+        r = wrk_until(f"http://{HOST}:{in_port}/cse-in/notPending", 32, script,
+                      lambda: (cni("notPending") or 0) >= n_pending)
+        time.sleep(2.0)
+        res["pending"] = settled(lambda: cni("notPending"))
+        res["rss_pending_mib"] = rss_mib(proc)
+        res["pending_create_rps"] = r.get("rps")
+        self.check(r.get("errors") == 0, f"{system}: {r.get('errors')} errors creating for a dead target")
+        log(f"notifications {system}: RSS {res['rss_before_mib']} MiB -> {res['rss_pending_mib']} MiB with "
+            f"{res['pending']} notifications for a dead target")
+        PROCS.kill(proc)
+        return res
+
     # ---- the run --------------------------------------------------------------------------
 
     def run(self):
         self.setup()
         sc = self.results["scenarios"]
         systems = ["ours"] + (["reference"] if self.with_ref else [])
+        if self.args.only == "notifications":
+            sc["s8_notifications"] = {s: self.notifications(s) for s in systems}
+            return self.finish()
         trees, regs = [], {}
         for system in systems:
             tree, reg = self.start_tree(system)
@@ -758,6 +923,10 @@ class Bench:
             self.check(r["errors"] == 0, f"hello c={c}: {r['errors']} errors")
         sc["s7_axum_hello"] = {"runs": {"axum": runs}}
         PROCS.kill(hello)
+        sc["s8_notifications"] = {s: self.notifications(s) for s in systems}
+        return self.finish()
+
+    def finish(self):
         self.results["elapsed_s"] = round(time.monotonic() - self.t_start, 1)
         self.results["failures"] = self.failures
         self.results["reference_anomalies"] = self.anomalies
@@ -993,6 +1162,57 @@ def write_report(res, path_md, path_png):
                  f"{(n or 0) - (o.get('gone') or 0)} CSRs are left. Ours removes a registree after `liveliness_failures = 2` "
                  "failed rounds (so this is bounded below by one check interval plus the wait to the next round); the "
                  "reference removes it after one failed probe, and probes serially.")
+    notif = sc.get("s8_notifications")
+    if notif:
+        o, r = notif.get("ours", {}), notif.get("reference", {})
+        L.append("")
+        L.append("### 8. Notifications")
+        L.append("")
+        L.append("| measurement | ours | reference | ratio | target (issue 16) | met? |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        a, b = o.get("latency_p50_ms"), r.get("latency_p50_ms")
+        L.append(f"| CIN CREATE sent → notification received, c=1, p50 ({o.get('latency_measured')} runs) | "
+                 f"{f(a, 3, ' ms')} | {f(b, 3, ' ms')} | {f(ratio(a, b), 3, '×')} | < 1 ms | {ok_mark(a < 1.0) if a is not None else '—'} |")
+        a, b = o.get("latency_p99_ms"), r.get("latency_p99_ms")
+        L.append(f"| the same, p99 | {f(a, 3, ' ms')} | {f(b, 3, ' ms')} | {f(ratio(a, b), 3, '×')} | — | — |")
+        for key, label in (("one", "1 subscriber"), ("hundred", "100 subscribers (100 targets)")):
+            x, y = o.get(key) or {}, r.get(key) or {}
+            def cell(z):
+                if not z:
+                    return "—"
+                return (f"{f(z.get('per_s'))}/s ({z.get('received')} of {z.get('expected')} in "
+                        f"{f(z.get('seconds'), 2)} s; CREATE {f(z.get('create_rps'))}/s)")
+            a, b = x.get("per_s"), y.get("per_s")
+            target = "≥ 10,000/s" if key == "one" else "—"
+            met = ok_mark(a >= 10000) if key == "one" and a is not None else "—"
+            L.append(f"| notifications per second, c=32, {label} on one container | {cell(x)} | {cell(y)} | "
+                     f"{f(ratio(a, b), 1, '×')} | {target} | {met} |")
+        def rss_cell(z):
+            if not z:
+                return "—"
+            return f"{f(z.get('rss_before_mib'), 1)} → {f(z.get('rss_pending_mib'), 1)} MiB ({z.get('pending')} CINs)"
+        L.append(f"| RSS of the IN, target dead, CINs created each with a notification for it | {rss_cell(o)} | "
+                 f"{rss_cell(r)} | {f(ratio(o.get('rss_pending_mib'), r.get('rss_pending_mib')), 2, '×')} | — | — |")
+        L.append("")
+        L.append("Method: a fresh IN per system (ours: the durable configuration above, every notification written to "
+                 "the outbox in the transaction of its CIN and delivered from there; the reference: in memory, its "
+                 "default asynchronous sending), the registree simulator as the receiver (`/notify/...`, answered 200 "
+                 "`X-M2M-RSC: 2000` at once, arrival times taken with the system clock, which the driver reads too). "
+                 "Subscriptions `nct=1`, `enc` `net=[3]`, `chty=[4]`, one target URL each, created (and verified) before the clock "
+                 "starts. c=1: the driver sends one CREATE, waits for its notification, sends the next; latency = "
+                 "arrival − the moment the CREATE was sent. c=32: wrk sends a fixed number of CREATEs "
+                 f"({(o.get('one') or {}).get('creates_sent')} with one subscriber, "
+                 f"{(o.get('hundred') or {}).get('creates_sent')} with 100; a Lua `response` hook stops it), and the "
+                 "rate is the notifications received divided by the time from wrk's start to the last arrival; the "
+                 "expected count is `cni` × subscribers. Dead target: the receiver is killed, then wrk creates the "
+                 "instances; RSS read 2 s after the last answer. Ours keeps those notifications pending in the outbox "
+                 "(up to `max_pending_per_target`, default 10,000) and delivers them when the target answers again; "
+                 "the reference tries each once and drops it.")
+    inproc = os.path.join(ROOT, "bench", "IN_PROCESS.md")
+    if os.path.exists(inproc):
+        L.append("")
+        with open(inproc) as fh:
+            L.append(fh.read().rstrip())
     if os.path.exists(path_png):
         L.append("")
         L.append("## Throughput per scenario")
@@ -1094,6 +1314,8 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the existing binaries")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
+    ap.add_argument("--only", choices=["notifications"], help="run one scenario, write no report "
+                    "(development)")
     ap.add_argument("--report-only", metavar="JSON", help="only rewrite BENCHMARKS.md from a results file "
                     "(e.g. after editing bench/NOTES.md); runs nothing")
     args = ap.parse_args()
@@ -1109,7 +1331,7 @@ def main():
     code = 0
     try:
         res = bench.run()
-        if bench.mode != "smoke":
+        if bench.mode != "smoke" and not args.only:
             out_dir = os.path.join(ROOT, "bench", "results")
             os.makedirs(out_dir, exist_ok=True)
             stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H%M%S")
@@ -1120,7 +1342,7 @@ def main():
             if os.path.exists(png):
                 os.remove(png)
             plot(res, bench.python, png)
-            if not args.no_report:
+            if not args.no_report and not args.only:
                 write_report(res, os.path.join(ROOT, "BENCHMARKS.md"), png)
                 log(f"wrote BENCHMARKS.md, {os.path.relpath(res['json_path'], ROOT)}")
         if bench.failures:

@@ -11,7 +11,8 @@
 #   bash bench/run.sh --smoke   our side only, debug build, ~10-20 s, no reference, no report;
 #                               exits 1 when a scenario errors (CI)
 #
-# Other flags: --no-build (use the existing binaries), --keep (keep the work directory).
+# Other flags: --no-build (use the existing binaries), --keep (keep the work directory),
+# --only notifications (that scenario alone, no report; for development).
 # Environment: BENCH_VENV=<dir> reuses a venv for the reference (default: a throw-away one
 # under target/bench.*), BENCH_ACMECSE_VERSION (default 2026.5.3).
 #
