@@ -1204,7 +1204,9 @@ def write_report(res, path_md, path_png):
                  f"({(o.get('one') or {}).get('creates_sent')} with one subscriber, "
                  f"{(o.get('hundred') or {}).get('creates_sent')} with 100; a Lua `response` hook stops it), and the "
                  "rate is the notifications received divided by the time from wrk's start to the last arrival; the "
-                 "expected count is `cni` × subscribers. Dead target: the receiver is killed, then wrk creates the "
+                 "expected count is the instances stored (found by discovery once the CREATEs in flight when wrk "
+                 "stopped are done) × subscribers, and every notification must arrive (repeats are counted apart, by "
+                 "path and `X-M2M-RI`). Dead target: the receiver is killed, then wrk creates the "
                  "instances; RSS read 2 s after the last answer. Ours keeps those notifications pending in the outbox "
                  "(up to `max_pending_per_target`, default 10,000) and delivers them when the target answers again; "
                  "the reference tries each once and drops it.")
