@@ -16,6 +16,7 @@
 //! store). So nothing that happened is lost because a request's future was dropped after
 //! the commit.
 
+mod migrations;
 mod sqlite;
 
 use std::sync::Arc;

@@ -14,41 +14,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
+use super::migrations::{self, MIGRATIONS};
 use super::{Change, ChangeSet, Pending, ReadTx, Store, WriteDone, WriteJob, WriteTx};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS resources (
-    ri      TEXT PRIMARY KEY NOT NULL,
-    pi      TEXT NOT NULL,
-    ty      INTEGER NOT NULL,
-    path    TEXT NOT NULL UNIQUE,
-    et      TEXT,
-    creator TEXT,
-    body    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS resources_by_parent ON resources(pi, ty);
-CREATE INDEX IF NOT EXISTS resources_by_type ON resources(ty);
-CREATE INDEX IF NOT EXISTS resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
-CREATE TABLE IF NOT EXISTS outbox (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    target       TEXT NOT NULL,
-    subscription TEXT NOT NULL,
-    rqi          TEXT NOT NULL,
-    content      TEXT NOT NULL,
-    created      TEXT NOT NULL,
-    due          TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    batch        INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS outbox_by_target ON outbox(target, seq);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY NOT NULL,
-    value TEXT NOT NULL
-);
-";
 
 const COLUMNS: &str = "ty, path, creator, body";
 
@@ -86,13 +56,13 @@ impl SqliteStore {
         let unusable = |error: rusqlite::Error| {
             Error::internal(format!("the database {} (database.path) cannot be written: {error}", path.display()))
         };
-        let writer = Connection::open(path).map_err(unusable)?;
+        let mut writer = Connection::open(path).map_err(unusable)?;
         writer
             .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
             ))
             .map_err(unusable)?;
-        writer.execute_batch(SCHEMA).map_err(unusable)?;
+        migrate(&mut writer, &format!("the database {} (database.path)", path.display()))?;
         // A real write: SQLite opens a file it may not write read-only, without a word.
         writer
             .execute(
@@ -110,8 +80,8 @@ impl SqliteStore {
     }
 
     pub fn in_memory() -> Result<SqliteStore> {
-        let writer = Connection::open_in_memory()?;
-        writer.execute_batch(SCHEMA)?;
+        let mut writer = Connection::open_in_memory()?;
+        migrate(&mut writer, "the in-memory database")?;
         SqliteStore::start(writer, Vec::new())
     }
 
@@ -124,6 +94,63 @@ impl SqliteStore {
             .spawn(move || write_loop(&connection, &queue))
             .map_err(|error| Error::internal(format!("cannot start the database writer: {error}")))?;
         Ok(SqliteStore { writer, readers, next_reader: AtomicUsize::new(0), jobs: Mutex::new(jobs) })
+    }
+}
+
+/// Bring the schema of `database` (named so in errors) to the version this build writes,
+/// in one transaction; refuse a database written by a newer build.
+fn migrate(connection: &mut Connection, database: &str) -> Result<()> {
+    let failed = |error: rusqlite::Error| Error::internal(format!("{database} cannot be opened: {error}"));
+    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(failed)?;
+    let found = schema_version(&tx).map_err(|error| Error::internal(format!("{database}: {}", error.detail())))?;
+    let latest = migrations::latest();
+    if found > latest {
+        return Err(Error::internal(format!(
+            "{database} has schema version {found}, written by a newer acme-cse (this one knows versions up to \
+             {latest}): run that version, or point database.path at another database"
+        )));
+    }
+    for migration in MIGRATIONS.iter().filter(|migration| migration.version > found) {
+        tx.execute_batch(migration.sqlite).map_err(|error| {
+            Error::internal(format!(
+                "{database}: upgrading the schema to version {} ({}) failed: {error}",
+                migration.version, migration.what
+            ))
+        })?;
+    }
+    if found < latest {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1",
+            [latest.to_string()],
+        )
+        .map_err(failed)?;
+    }
+    tx.commit().map_err(failed)?;
+    if found > 0 && found < latest {
+        tracing::info!(from = found, to = latest, "{database}: schema upgraded");
+    }
+    Ok(())
+}
+
+/// The schema version of a database: 0 when it is new, 1 when it predates the record.
+fn schema_version(tx: &Connection) -> Result<u32> {
+    let table = |name: &str| -> rusqlite::Result<bool> {
+        tx.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|count| count > 0)
+    };
+    let recorded: Option<String> = if table("meta")? {
+        tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0)).optional()?
+    } else {
+        None
+    };
+    match recorded {
+        Some(version) => {
+            version.parse().map_err(|_| Error::internal(format!("its schema version {version:?} is not a number")))
+        }
+        None if table("resources")? => Ok(1),
+        None => Ok(0),
     }
 }
 
@@ -297,17 +324,17 @@ impl ReadTx for SqliteTx<'_> {
     fn children(&self, pi: &str, ty: Option<ResourceType>) -> Result<Vec<Resource>> {
         match ty {
             Some(ty) => self.many(
-                &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY rowid"),
+                &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY ord"),
                 params![pi, ty.code()],
             ),
-            None => self.many(&format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 ORDER BY rowid"), [pi]),
+            None => self.many(&format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 ORDER BY ord"), [pi]),
         }
     }
 
     fn edge_child(&self, pi: &str, ty: ResourceType, newest: bool) -> Result<Option<Resource>> {
         let order = if newest { "DESC" } else { "ASC" };
         self.one(
-            &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY rowid {order} LIMIT 1"),
+            &format!("SELECT {COLUMNS} FROM resources WHERE pi = ?1 AND ty = ?2 ORDER BY ord {order} LIMIT 1"),
             params![pi, ty.code()],
         )
     }
@@ -339,7 +366,7 @@ impl ReadTx for SqliteTx<'_> {
     }
 
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>> {
-        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1 ORDER BY rowid"), [ty.code()])
+        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1 ORDER BY ord"), [ty.code()])
     }
 
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {
@@ -557,5 +584,92 @@ impl WriteTx for SqliteTx<'_> {
 impl From<rusqlite::Error> for Error {
     fn from(error: rusqlite::Error) -> Error {
         Error::internal_from(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Storage;
+
+    /// A file database as an acme-cse before schema versions wrote it: the version-1
+    /// tables, a container and its instances created in an order that is not their names'.
+    fn version_1_database(path: &Path) {
+        let connection = Connection::open(path).expect("create");
+        connection.execute_batch(MIGRATIONS[0].sqlite).expect("version 1 schema");
+        for (ri, pi, ty, path) in [
+            ("cnt", "cb", 3, "cse-in/cnt"),
+            ("zeta", "cnt", 4, "cse-in/cnt/zeta"),
+            ("alpha", "cnt", 4, "cse-in/cnt/alpha"),
+            ("mid", "cnt", 4, "cse-in/cnt/mid"),
+        ] {
+            let body = format!(r#"{{"ri":"{ri}","pi":"{pi}","rn":"{ri}","ty":{ty}}}"#);
+            connection
+                .execute(
+                    "INSERT INTO resources (ri, pi, ty, path, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![ri, pi, ty, path, body],
+                )
+                .expect("insert");
+        }
+    }
+
+    fn recorded_version(path: &Path) -> Option<String> {
+        let connection = Connection::open(path).expect("open");
+        connection
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
+            .optional()
+            .expect("query")
+    }
+
+    fn names(resources: &[Resource]) -> Vec<String> {
+        resources.iter().map(|resource| resource.ri().to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_is_upgraded_at_open_and_keeps_the_creation_order() {
+        // Arrange
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("old.db");
+        version_1_database(&path);
+        // Act
+        let storage = Storage::from_store(Arc::new(SqliteStore::open(&path, Durability::Full).expect("open")));
+        // Assert: the version is recorded, the order of creation kept and continued.
+        assert_eq!(recorded_version(&path), Some(migrations::latest().to_string()));
+        let children = storage.read(|tx| tx.children("cnt", Some(ResourceType::Cin))).await.expect("children");
+        assert_eq!(names(&children), ["zeta", "alpha", "mid"]);
+        let mut attributes = Map::new();
+        attributes.insert("ri".into(), "aaa".into());
+        attributes.insert("pi".into(), "cnt".into());
+        let newest = Resource { ty: ResourceType::Cin, attributes, path: "cse-in/cnt/aaa".into(), creator: None };
+        storage.write(move |tx| tx.insert(&newest)).await.expect("insert");
+        let children = storage.read(|tx| tx.children("cnt", None)).await.expect("children");
+        assert_eq!(names(&children), ["zeta", "alpha", "mid", "aaa"]);
+        let last = storage.read(|tx| tx.edge_child("cnt", ResourceType::Cin, true)).await.expect("newest");
+        assert_eq!(last.map(|resource| resource.ri().to_string()).as_deref(), Some("aaa"));
+        let first = storage.read(|tx| tx.edge_child("cnt", ResourceType::Cin, false)).await.expect("oldest");
+        assert_eq!(first.map(|resource| resource.ri().to_string()).as_deref(), Some("zeta"));
+        // Opening it again changes nothing.
+        drop(storage);
+        let again = SqliteStore::open(&path, Durability::Full).expect("open again");
+        drop(again);
+        assert_eq!(recorded_version(&path), Some(migrations::latest().to_string()));
+    }
+
+    #[test]
+    fn a_database_written_by_a_newer_build_is_refused_naming_database_path() {
+        // Arrange
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("new.db");
+        drop(SqliteStore::open(&path, Durability::Full).expect("create"));
+        let connection = Connection::open(&path).expect("open");
+        connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).expect("set version");
+        drop(connection);
+        // Act
+        let refused = SqliteStore::open(&path, Durability::Full).err().expect("refused");
+        // Assert
+        let text = refused.detail();
+        assert!(text.contains("database.path") && text.contains("new.db"), "{text}");
+        assert!(text.contains("schema version 99") && text.contains("newer"), "{text}");
+        assert_eq!(recorded_version(&path).as_deref(), Some("99"), "left as it was");
     }
 }

@@ -1316,6 +1316,64 @@ async fn resources_survive_a_restart_on_the_same_database_file() {
     second.shutdown().await;
 }
 
+/// Turn a database this build wrote back into what acme-cse wrote before schema versions
+/// (version 1): resources keyed by `ri`, their order of creation only in SQLite's rowid,
+/// no version recorded.
+fn back_to_version_1(path: &std::path::Path) {
+    let connection = rusqlite::Connection::open(path).expect("open the database");
+    connection
+        .execute_batch(
+            "CREATE TABLE resources_v1 (ri TEXT PRIMARY KEY NOT NULL, pi TEXT NOT NULL, ty INTEGER NOT NULL, \
+                 path TEXT NOT NULL UNIQUE, et TEXT, creator TEXT, body TEXT NOT NULL);
+             INSERT INTO resources_v1 SELECT ri, pi, ty, path, et, creator, body FROM resources ORDER BY ord;
+             DROP TABLE resources;
+             ALTER TABLE resources_v1 RENAME TO resources;
+             CREATE INDEX resources_by_parent ON resources(pi, ty);
+             CREATE INDEX resources_by_type ON resources(ty);
+             CREATE INDEX resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
+             DELETE FROM meta WHERE key = 'schema_version';",
+        )
+        .expect("back to version 1");
+}
+
+#[tokio::test]
+async fn a_database_of_an_older_version_is_upgraded_at_start_and_one_of_a_newer_version_is_refused() {
+    // Arrange: a database with a container of three instances, as an older acme-cse wrote it.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = dir.path().join("acme.db");
+    let first = TestCse::spawn(|settings| on_disk(settings, &database)).await;
+    first.register_ae("Cowner", "ae").await;
+    first.create_container("/cse-in/ae", "Cowner", json!({"rn": "cnt"})).await;
+    for con in ["one", "two", "three"] {
+        first.create_instance("/cse-in/ae/cnt", "Cowner", json!(con)).await;
+    }
+    first.shutdown().await;
+    back_to_version_1(&database);
+    // Act
+    let second = TestCse::spawn(|settings| on_disk(settings, &database)).await;
+    // Assert: the oldest and newest instances are the same, and the order goes on.
+    let oldest = second.retrieve("/cse-in/ae/cnt/ol", "Cowner").await;
+    assert_eq!(oldest.body["m2m:cin"]["con"], "one", "{oldest:?}");
+    let newest = second.retrieve("/cse-in/ae/cnt/la", "Cowner").await;
+    assert_eq!(newest.body["m2m:cin"]["con"], "three", "{newest:?}");
+    second.create_instance("/cse-in/ae/cnt", "Cowner", json!("four")).await;
+    let newest = second.retrieve("/cse-in/ae/cnt/la", "Cowner").await;
+    assert_eq!(newest.body["m2m:cin"]["con"], "four", "{newest:?}");
+    let cnt = second.retrieve("/cse-in/ae/cnt", "Cowner").await;
+    assert_eq!(cnt.body["m2m:cnt"]["cni"], 4, "{cnt:?}");
+    second.shutdown().await;
+    // A database from a newer build stops the start, naming the key; nothing is changed.
+    let connection = rusqlite::Connection::open(&database).expect("open the database");
+    connection.execute("UPDATE meta SET value = '1000' WHERE key = 'schema_version'", []).expect("a future version");
+    drop(connection);
+    let mut settings = crate::harness::test_settings();
+    on_disk(&mut settings, &database);
+    let config = settings.validate().expect("valid settings");
+    let refused = acme_cse::App::build(config, None).await.err().expect("refused");
+    let text = format!("{refused:#}");
+    assert!(text.contains("database.path") && text.contains("schema version 1000") && text.contains("newer"), "{text}");
+}
+
 // -----------------------------------------------------------------------------------------
 // Bad input
 // -----------------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+//! The database schema as numbered steps.
+//!
+//! A database records the last step applied to it (`meta.schema_version`). When a store
+//! opens a database, the steps it lacks run in one transaction, in order: a database
+//! written by an older acme-cse is upgraded at start, all or nothing. A database whose
+//! version this build does not know was written by a newer acme-cse and is refused with a
+//! message naming `database.path`, never read by rules that do not fit it. A database from
+//! before the version was recorded is version 1 (it has the `resources` table).
+//!
+//! The step numbers are shared by every backend; each backend carries its own statements
+//! for them, so one version number means the same tables everywhere.
+
+/// One step of the schema.
+pub(crate) struct Migration {
+    pub version: u32,
+    /// What the step does, for the log.
+    pub what: &'static str,
+    /// Its statements for SQLite.
+    pub sqlite: &'static str,
+}
+
+/// Every step, oldest first; the last one is the version this build writes.
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "resources, the notification outbox, meta",
+        sqlite: "
+CREATE TABLE IF NOT EXISTS resources (
+    ri      TEXT PRIMARY KEY NOT NULL,
+    pi      TEXT NOT NULL,
+    ty      INTEGER NOT NULL,
+    path    TEXT NOT NULL UNIQUE,
+    et      TEXT,
+    creator TEXT,
+    body    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS resources_by_parent ON resources(pi, ty);
+CREATE INDEX IF NOT EXISTS resources_by_type ON resources(ty);
+CREATE INDEX IF NOT EXISTS resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    target       TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    rqi          TEXT NOT NULL,
+    content      TEXT NOT NULL,
+    created      TEXT NOT NULL,
+    due          TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    batch        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_by_target ON outbox(target, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
+",
+    },
+    Migration {
+        version: 2,
+        what: "an explicit creation order (resources.ord) instead of SQLite's rowid; paths compared bytewise",
+        // `ord` is SQLite's rowid under a name of its own (INTEGER PRIMARY KEY): the order
+        // of creation, kept from the old rowid, given to new rows as one more than the
+        // largest. The indexes by parent and by type end with it implicitly, so children
+        // come in creation order straight from the index. Paths are compared bytewise
+        // (BINARY), which the prefix ranges of subtree queries rely on.
+        sqlite: "
+CREATE TABLE resources_v2 (
+    ord     INTEGER PRIMARY KEY,
+    ri      TEXT NOT NULL UNIQUE,
+    pi      TEXT NOT NULL,
+    ty      INTEGER NOT NULL,
+    path    TEXT NOT NULL UNIQUE COLLATE BINARY,
+    et      TEXT,
+    creator TEXT,
+    body    TEXT NOT NULL
+);
+INSERT INTO resources_v2 (ord, ri, pi, ty, path, et, creator, body)
+    SELECT rowid, ri, pi, ty, path, et, creator, body FROM resources ORDER BY rowid;
+DROP TABLE resources;
+ALTER TABLE resources_v2 RENAME TO resources;
+CREATE INDEX resources_by_parent ON resources(pi, ty);
+CREATE INDEX resources_by_type ON resources(ty);
+CREATE INDEX resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
+",
+    },
+];
+
+/// The version this build writes.
+pub(crate) fn latest() -> u32 {
+    MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steps_are_numbered_one_by_one_from_one() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version as usize, index + 1, "{}", migration.what);
+        }
+        assert_eq!(latest() as usize, MIGRATIONS.len());
+    }
+}
