@@ -75,7 +75,7 @@ impl App {
             address = %local_addr,
             cse_id = %cse.config().cse.cse_id,
             kind = ?cse.config().cse.kind,
-            database = %cse.config().database.path.as_ref().map_or("in memory".to_string(), |p| p.display().to_string()),
+            database = %cse.config().database.describe(),
             "CSE ready"
         );
         let remote = RemoteCseManager::new(cse.clone());

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use cse::{AccessSettings, CseConfig, CseKind, CseSettings};
-pub use database::{DatabaseConfig, DatabaseSettings, Durability};
+pub use database::{DatabaseConfig, DatabaseSettings, Durability, redacted};
 pub use http::{
     BasicUserSettings, BearerTokenSettings, HttpConfig, HttpSecuritySettings, HttpSettings, TlsConfig, TlsFiles,
     TlsSettings,

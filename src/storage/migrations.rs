@@ -10,6 +10,8 @@
 //! The step numbers are shared by every backend; each backend carries its own statements
 //! for them, so one version number means the same tables everywhere.
 
+use crate::error::{Error, Result};
+
 /// One step of the schema.
 pub(crate) struct Migration {
     pub version: u32,
@@ -17,6 +19,8 @@ pub(crate) struct Migration {
     pub what: &'static str,
     /// Its statements for SQLite.
     pub sqlite: &'static str,
+    /// Its statements for PostgreSQL.
+    pub postgres: &'static str,
 }
 
 /// Every step, oldest first; the last one is the version this build writes.
@@ -54,6 +58,38 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 ",
+        // Texts that are compared or ranged (paths, times, targets) in the "C" collation:
+        // byte order, whatever the database's locale.
+        postgres: r#"
+CREATE TABLE IF NOT EXISTS resources (
+    ri      TEXT PRIMARY KEY,
+    pi      TEXT NOT NULL,
+    ty      INTEGER NOT NULL,
+    path    TEXT COLLATE "C" NOT NULL UNIQUE,
+    et      TEXT COLLATE "C",
+    creator TEXT,
+    body    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS resources_by_parent ON resources(pi, ty);
+CREATE INDEX IF NOT EXISTS resources_by_type ON resources(ty);
+CREATE INDEX IF NOT EXISTS resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq          BIGSERIAL PRIMARY KEY,
+    target       TEXT COLLATE "C" NOT NULL,
+    subscription TEXT NOT NULL,
+    rqi          TEXT NOT NULL,
+    content      TEXT NOT NULL,
+    created      TEXT NOT NULL,
+    due          TEXT COLLATE "C" NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    batch        BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX IF NOT EXISTS outbox_by_target ON outbox(target, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
     },
     Migration {
         version: 2,
@@ -82,12 +118,52 @@ CREATE INDEX resources_by_parent ON resources(pi, ty);
 CREATE INDEX resources_by_type ON resources(ty);
 CREATE INDEX resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
 ",
+        postgres: "
+ALTER TABLE resources ADD COLUMN ord BIGINT GENERATED ALWAYS AS IDENTITY;
+ALTER TABLE resources ADD CONSTRAINT resources_ord_unique UNIQUE (ord);
+DROP INDEX resources_by_parent;
+CREATE INDEX resources_by_parent ON resources(pi, ty, ord);
+DROP INDEX resources_by_type;
+CREATE INDEX resources_by_type ON resources(ty, ord);
+",
     },
 ];
 
 /// The version this build writes.
 pub(crate) fn latest() -> u32 {
     MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
+/// The version of a database from the version it recorded (if any) and whether it has
+/// the `resources` table: 0 when it is new, 1 when it predates the record.
+pub(crate) fn version_of(recorded: Option<&str>, has_resources: bool, database: &str) -> Result<u32> {
+    match recorded {
+        Some(version) => version
+            .parse()
+            .map_err(|_| Error::internal(format!("{database}: its schema version {version:?} is not a number"))),
+        None => Ok(u32::from(has_resources)),
+    }
+}
+
+/// The steps a database at version `found` lacks, in order; an error naming the key when
+/// it was written by a newer build.
+pub(crate) fn pending(found: u32, database: &str, key: &str) -> Result<impl Iterator<Item = &'static Migration>> {
+    let latest = latest();
+    if found > latest {
+        return Err(Error::internal(format!(
+            "{database} has schema version {found}, written by a newer acme-cse (this one knows versions up to \
+             {latest}): run that version, or point {key} at another database"
+        )));
+    }
+    Ok(MIGRATIONS.iter().filter(move |migration| migration.version > found))
+}
+
+/// The error of a step that failed.
+pub(crate) fn failed(migration: &Migration, database: &str, error: impl std::fmt::Display) -> Error {
+    Error::internal(format!(
+        "{database}: upgrading the schema to version {} ({}) failed: {error}",
+        migration.version, migration.what
+    ))
 }
 
 #[cfg(test)]

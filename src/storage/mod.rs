@@ -17,13 +17,16 @@
 //! the commit.
 
 mod migrations;
+mod postgres;
 mod sqlite;
+mod writer;
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::config::DatabaseConfig;
@@ -182,13 +185,15 @@ struct Fanout {
 const CHANGE_BACKLOG: usize = 4096;
 
 impl Storage {
-    /// Open the configured store: a SQLite file, or SQLite in memory.
+    /// Open the configured store: PostgreSQL, a SQLite file, or SQLite in memory. Called on
+    /// a blocking thread of the runtime (PostgreSQL's connections are served by its tasks).
     pub fn open(config: &DatabaseConfig) -> Result<Storage> {
-        let store = match &config.path {
-            Some(path) => SqliteStore::open(path, config.durability)?,
-            None => SqliteStore::in_memory()?,
+        let store: Arc<dyn Store> = match (&config.url, &config.path) {
+            (Some(url), _) => Arc::new(PostgresStore::open(url, config.pool_size)?),
+            (None, Some(path)) => Arc::new(SqliteStore::open(path, config.durability)?),
+            (None, None) => Arc::new(SqliteStore::in_memory()?),
         };
-        Ok(Storage::from_store(Arc::new(store)))
+        Ok(Storage::from_store(store))
     }
 
     pub fn from_store(store: Arc<dyn Store>) -> Storage {
@@ -321,6 +326,87 @@ impl Fanout {
     }
 }
 
+/// A resource from its stored columns (`ty`, `path`, `creator`, the JSON `body`).
+pub(crate) fn stored_resource(ty: i64, path: String, creator: Option<String>, body: &str) -> Result<Resource> {
+    let ty = u64::try_from(ty)
+        .ok()
+        .and_then(ResourceType::from_code)
+        .ok_or_else(|| Error::internal(format!("stored resource {path} has unknown type {ty}")))?;
+    let attributes: serde_json::Map<String, Value> = serde_json::from_str(body)
+        .map_err(|error| Error::internal(format!("stored resource {path} is not valid JSON: {error}")))?;
+    Ok(Resource { ty, attributes, path, creator })
+}
+
+/// An outbox row; `content` is the stored JSON.
+pub(crate) struct StoredPending {
+    pub seq: i64,
+    pub target: String,
+    pub subscription: String,
+    pub rqi: String,
+    pub content: String,
+    pub created: String,
+    pub due: String,
+    pub attempts: i64,
+    pub batch: bool,
+}
+
+impl TryFrom<StoredPending> for Pending {
+    type Error = Error;
+
+    fn try_from(row: StoredPending) -> Result<Pending> {
+        let content = serde_json::from_str(&row.content)
+            .map_err(|error| Error::internal(format!("outbox entry {} is not valid JSON: {error}", row.seq)))?;
+        Ok(Pending {
+            seq: row.seq,
+            target: row.target,
+            subscription: row.subscription,
+            rqi: row.rqi,
+            content,
+            created: row.created,
+            due: row.due,
+            attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+            batch: row.batch,
+        })
+    }
+}
+
+/// Hears the notifications of one target in order; says whether it wants more.
+pub(crate) type Visit<'a> = dyn FnMut(Pending) -> bool + 'a;
+
+/// [`ReadTx::outbox_due`] over a backend's two queries: the first target after `after` in
+/// byte order (`""`: the first of all), and the queue of one target in order, handed to a
+/// visitor that says whether it wants more. Target by target along the outbox's
+/// (target, seq) index, so the cost follows what is taken, not how much waits.
+pub(crate) fn select_due(
+    now: &str,
+    per_target: usize,
+    limit: usize,
+    next_target: &mut dyn FnMut(&str) -> Result<Option<String>>,
+    queue_of: &mut dyn FnMut(&str, &mut Visit<'_>) -> Result<()>,
+) -> Result<(Vec<Pending>, Option<String>)> {
+    let mut due: Vec<Pending> = Vec::new();
+    let mut next: Option<String> = None;
+    let mut after = String::new();
+    while due.len() < limit {
+        let Some(target) = next_target(&after)? else { break };
+        let mut taken = 0;
+        queue_of(&target, &mut |pending| {
+            if pending.due.as_str() > now {
+                if next.as_deref().is_none_or(|known| pending.due.as_str() < known) {
+                    next = Some(pending.due.clone());
+                }
+                // A batch still gathering is passed over; a retry waiting holds the rest.
+                return pending.batch;
+            }
+            due.push(pending);
+            taken += 1;
+            taken < per_target && due.len() < limit
+        })?;
+        after = target;
+    }
+    Ok((due, next))
+}
+
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(|error| Error::internal(format!("storage task failed: {error}")))?
 }
@@ -340,8 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_hears_only_the_changes_of_its_type() {
-        let storage = Storage::open(&DatabaseConfig { path: None, durability: crate::config::Durability::Full })
-            .expect("in-memory store");
+        let storage = Storage::open(&DatabaseConfig::default()).expect("in-memory store");
         let mut csrs = storage.changes_of(ResourceType::Csr);
         let cnt = resource(ResourceType::Cnt, "cnt1");
         storage.write(move |tx| tx.insert(&cnt)).await.expect("commit");
@@ -369,8 +454,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_outbox_hands_out_the_oldest_of_each_target_in_order_and_keeps_its_bound() {
-        let storage = Storage::open(&DatabaseConfig { path: None, durability: crate::config::Durability::Full })
-            .expect("in-memory store");
+        let storage = Storage::open(&DatabaseConfig::default()).expect("in-memory store");
         storage
             .write(|tx| {
                 for n in 0..4 {

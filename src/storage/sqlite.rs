@@ -1,21 +1,19 @@
 //! The SQLite backend: one table of resources (JSON bodies plus indexed columns), WAL
 //! mode, one writer thread with its connection and a few reader connections.
 //!
-//! Writes are group-committed: the writer thread takes every write job that is waiting,
-//! runs each inside its own savepoint of one transaction (a failing job is rolled back
-//! alone), commits once — one `fsync` for the whole batch — and only then reports each
-//! job's outcome. So concurrent writers share the cost of durability, and nobody hears
-//! "done" before the data is on disk.
+//! Writes are group-committed (`writer.rs`): each job of a batch runs inside its own
+//! savepoint of one transaction (a failing job is rolled back alone), and the batch is
+//! committed once — one `fsync` for the whole batch — before any job hears its outcome.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::{Map, Value};
 
-use super::migrations::{self, MIGRATIONS};
-use super::{Change, ChangeSet, Pending, ReadTx, Store, WriteDone, WriteJob, WriteTx};
+use super::migrations;
+use super::writer::{self, Queue};
+use super::{Change, ChangeSet, Pending, ReadTx, Store, StoredPending, WriteJob, WriteTx, WriteWork};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
@@ -23,9 +21,6 @@ use crate::resource::{Resource, ResourceType};
 const COLUMNS: &str = "ty, path, creator, body";
 
 const READERS: usize = 4;
-
-/// Most write jobs committed together.
-const MAX_BATCH: usize = 512;
 
 /// SQLite store. Writes go through the writer thread; reads use their own connections
 /// (WAL lets them run beside a write). An in-memory store has one connection, which reads
@@ -35,8 +30,8 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// Queue of the writer thread; the thread ends when this is dropped.
-    jobs: Mutex<mpsc::Sender<WriteJob>>,
+    /// The writer thread's queue.
+    jobs: Queue,
 }
 
 impl SqliteStore {
@@ -87,13 +82,12 @@ impl SqliteStore {
 
     fn start(writer: Connection, readers: Vec<Mutex<Connection>>) -> Result<SqliteStore> {
         let writer = Arc::new(Mutex::new(writer));
-        let (jobs, queue) = mpsc::channel();
         let connection = writer.clone();
-        std::thread::Builder::new()
-            .name("acme-db-writer".into())
-            .spawn(move || write_loop(&connection, &queue))
-            .map_err(|error| Error::internal(format!("cannot start the database writer: {error}")))?;
-        Ok(SqliteStore { writer, readers, next_reader: AtomicUsize::new(0), jobs: Mutex::new(jobs) })
+        let jobs = Queue::start(move |works| match connection.lock() {
+            Ok(mut connection) => run_batch(&mut connection, works),
+            Err(_) => Err(Error::internal("database lock poisoned")),
+        })?;
+        Ok(SqliteStore { writer, readers, next_reader: AtomicUsize::new(0), jobs })
     }
 }
 
@@ -102,21 +96,23 @@ impl SqliteStore {
 fn migrate(connection: &mut Connection, database: &str) -> Result<()> {
     let failed = |error: rusqlite::Error| Error::internal(format!("{database} cannot be opened: {error}"));
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(failed)?;
-    let found = schema_version(&tx).map_err(|error| Error::internal(format!("{database}: {}", error.detail())))?;
+    let table = |name: &str| -> rusqlite::Result<bool> {
+        tx.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|count| count > 0)
+    };
+    let recorded: Option<String> = if table("meta").map_err(failed)? {
+        tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
+            .optional()
+            .map_err(failed)?
+    } else {
+        None
+    };
+    let found = migrations::version_of(recorded.as_deref(), table("resources").map_err(failed)?, database)?;
     let latest = migrations::latest();
-    if found > latest {
-        return Err(Error::internal(format!(
-            "{database} has schema version {found}, written by a newer acme-cse (this one knows versions up to \
-             {latest}): run that version, or point database.path at another database"
-        )));
-    }
-    for migration in MIGRATIONS.iter().filter(|migration| migration.version > found) {
-        tx.execute_batch(migration.sqlite).map_err(|error| {
-            Error::internal(format!(
-                "{database}: upgrading the schema to version {} ({}) failed: {error}",
-                migration.version, migration.what
-            ))
-        })?;
+    for migration in migrations::pending(found, database, "database.path")? {
+        tx.execute_batch(migration.sqlite).map_err(|error| migrations::failed(migration, database, error))?;
     }
     if found < latest {
         tx.execute(
@@ -132,88 +128,18 @@ fn migrate(connection: &mut Connection, database: &str) -> Result<()> {
     Ok(())
 }
 
-/// The schema version of a database: 0 when it is new, 1 when it predates the record.
-fn schema_version(tx: &Connection) -> Result<u32> {
-    let table = |name: &str| -> rusqlite::Result<bool> {
-        tx.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |row| {
-            row.get::<_, i64>(0)
-        })
-        .map(|count| count > 0)
-    };
-    let recorded: Option<String> = if table("meta")? {
-        tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0)).optional()?
-    } else {
-        None
-    };
-    match recorded {
-        Some(version) => {
-            version.parse().map_err(|_| Error::internal(format!("its schema version {version:?} is not a number")))
-        }
-        None if table("resources")? => Ok(1),
-        None => Ok(0),
-    }
-}
-
-/// The writer thread: batches of jobs, one transaction and one commit per batch.
-fn write_loop(connection: &Mutex<Connection>, queue: &mpsc::Receiver<WriteJob>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut dones = Vec::with_capacity(batch.len());
-        let committed = match connection.lock() {
-            Ok(mut connection) => run_batch(&mut connection, batch, &mut outcomes, &mut dones),
-            Err(_) => {
-                dones.extend(batch.into_iter().map(|job| job.done));
-                Err(Error::internal("database lock poisoned"))
-            }
-        };
-        match committed {
-            Ok(()) => {
-                for (done, outcome) in dones.into_iter().zip(outcomes) {
-                    done(outcome);
-                }
-            }
-            Err(error) => {
-                for done in dones {
-                    done(Err(Error::internal(format!("commit failed: {}", error.detail()))));
-                }
-            }
-        }
-    }
-}
-
-fn run_batch(
-    connection: &mut Connection,
-    batch: Vec<WriteJob>,
-    outcomes: &mut Vec<Result<ChangeSet>>,
-    dones: &mut Vec<WriteDone>,
-) -> Result<()> {
-    let mut tx = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(error) => {
-            dones.extend(batch.into_iter().map(|job| job.done));
-            return Err(error.into());
-        }
-    };
-    for job in batch {
+/// One batch in one transaction, a savepoint per job; the outcomes once committed.
+fn run_batch(connection: &mut Connection, works: Vec<WriteWork>) -> Result<Vec<Result<ChangeSet>>> {
+    let mut tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(works.len());
+    for work in works {
         let outcome = match tx.savepoint() {
             Ok(mut savepoint) => {
-                // A panicking job is that job's failure, never the writer's end.
-                let work = job.work;
-                let mut changes = Vec::new();
-                let mut enqueued = 0;
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    work(&mut SqliteTx { connection: &savepoint, changes: Some(&mut changes), enqueued: &mut enqueued })
-                }))
-                .unwrap_or_else(|_| Err(Error::internal("a write job panicked")));
+                let outcome = writer::run_job(|changes, enqueued| {
+                    work(&mut SqliteTx { connection: &savepoint, changes: Some(changes), enqueued })
+                });
                 match outcome {
-                    Ok(()) => savepoint.commit().map(|()| ChangeSet { changes, enqueued }).map_err(Error::from),
+                    Ok(changes) => savepoint.commit().map(|()| changes).map_err(Error::from),
                     Err(error) => {
                         // Undo this job alone; the others of the batch stand.
                         let _ = savepoint.rollback();
@@ -224,10 +150,9 @@ fn run_batch(
             Err(error) => Err(error.into()),
         };
         outcomes.push(outcome);
-        dones.push(job.done);
     }
     tx.commit()?;
-    Ok(())
+    Ok(outcomes)
 }
 
 impl Store for SqliteStore {
@@ -252,13 +177,7 @@ impl Store for SqliteStore {
     }
 
     fn write(&self, job: WriteJob) {
-        let sent = match self.jobs.lock() {
-            Ok(jobs) => jobs.send(job).map_err(|mpsc::SendError(job)| job),
-            Err(_) => Ok(()),
-        };
-        if let Err(job) = sent {
-            (job.done)(Err(Error::internal("the database writer has stopped")));
-        }
+        self.jobs.send(job);
     }
 }
 
@@ -303,13 +222,7 @@ fn row_to_parts(row: &Row<'_>) -> rusqlite::Result<Parts> {
 }
 
 fn parts_to_resource((ty, path, creator, body): Parts) -> Result<Resource> {
-    let ty = u64::try_from(ty)
-        .ok()
-        .and_then(ResourceType::from_code)
-        .ok_or_else(|| Error::internal(format!("stored resource {path} has unknown type {ty}")))?;
-    let attributes: Map<String, Value> = serde_json::from_str(&body)
-        .map_err(|error| Error::internal(format!("stored resource {path} is not valid JSON: {error}")))?;
-    Ok(Resource { ty, attributes, path, creator })
+    super::stored_resource(ty, path, creator, &body)
 }
 
 impl ReadTx for SqliteTx<'_> {
@@ -388,47 +301,31 @@ impl ReadTx for SqliteTx<'_> {
     }
 
     fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<Pending>, Option<String>)> {
-        // Target by target along the (target, seq) index: the cost follows what is taken,
-        // not how much waits.
-        let mut due = Vec::new();
-        let mut next: Option<String> = None;
-        let mut later = |at: &str| {
-            if next.as_deref().is_none_or(|known| at < known) {
-                next = Some(at.to_string());
-            }
-        };
-        let mut after = String::new();
-        while due.len() < limit {
-            // The next target in index order: one index seek each, however long its queue.
-            let target: Option<String> = self
-                .connection
-                .prepare_cached("SELECT MIN(target) FROM outbox WHERE target > ?1")?
-                .query_row([&after], |row| row.get(0))?;
-            let Some(target) = target else { break };
-            after.clone_from(&target);
-            let mut statement = self.connection.prepare_cached(
-                "SELECT seq, target, subscription, rqi, content, created, due, attempts, batch FROM outbox \
-                 WHERE target = ?1 ORDER BY seq",
-            )?;
-            let mut rows = statement.query([&target])?;
-            let mut taken = 0;
-            while let Some(row) = rows.next()? {
-                let pending = pending_of(row)?;
-                if pending.due.as_str() > now {
-                    later(&pending.due);
-                    if pending.batch {
-                        continue;
+        super::select_due(
+            now,
+            per_target,
+            limit,
+            &mut |after| {
+                // The next target in index order: one index seek each, however long its queue.
+                Ok(self
+                    .connection
+                    .prepare_cached("SELECT MIN(target) FROM outbox WHERE target > ?1")?
+                    .query_row([after], |row| row.get(0))?)
+            },
+            &mut |target, visit| {
+                let mut statement = self.connection.prepare_cached(
+                    "SELECT seq, target, subscription, rqi, content, created, due, attempts, batch FROM outbox \
+                     WHERE target = ?1 ORDER BY seq",
+                )?;
+                let mut rows = statement.query([target])?;
+                while let Some(row) = rows.next()? {
+                    if !visit(pending_of(row)?) {
+                        break;
                     }
-                    break;
                 }
-                due.push(pending);
-                taken += 1;
-                if taken >= per_target || due.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok((due, next))
+                Ok(())
+            },
+        )
     }
 
     fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)> {
@@ -449,20 +346,15 @@ impl ReadTx for SqliteTx<'_> {
 
 /// An outbox row as a [`Pending`] notification.
 fn pending_of(row: &Row<'_>) -> Result<Pending> {
-    let seq: i64 = row.get(0)?;
-    let content: String = row.get(4)?;
-    let content = serde_json::from_str(&content)
-        .map_err(|error| Error::internal(format!("outbox entry {seq} is not valid JSON: {error}")))?;
-    let attempts: i64 = row.get(7)?;
-    Ok(Pending {
-        seq,
+    Pending::try_from(StoredPending {
+        seq: row.get(0)?,
         target: row.get(1)?,
         subscription: row.get(2)?,
         rqi: row.get(3)?,
-        content,
+        content: row.get(4)?,
         created: row.get(5)?,
         due: row.get(6)?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        attempts: row.get(7)?,
         batch: row.get(8)?,
     })
 }
@@ -589,6 +481,8 @@ impl From<rusqlite::Error> for Error {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Map;
+
     use super::*;
     use crate::storage::Storage;
 
@@ -596,7 +490,7 @@ mod tests {
     /// tables, a container and its instances created in an order that is not their names'.
     fn version_1_database(path: &Path) {
         let connection = Connection::open(path).expect("create");
-        connection.execute_batch(MIGRATIONS[0].sqlite).expect("version 1 schema");
+        connection.execute_batch(migrations::MIGRATIONS[0].sqlite).expect("version 1 schema");
         for (ri, pi, ty, path) in [
             ("cnt", "cb", 3, "cse-in/cnt"),
             ("zeta", "cnt", 4, "cse-in/cnt/zeta"),

@@ -116,12 +116,21 @@ impl TestCse {
     }
 
     async fn start_built(
-        config: Config,
+        mut config: Config,
         source: Option<Source>,
         ca_file: Option<PathBuf>,
         hook: impl FnOnce(&RemoteCseManager),
     ) -> TestCse {
         LazyLock::force(&TRACING);
+        // `ACME_TEST_BACKEND=postgres`: every CSE that would keep its data in memory keeps it
+        // in a database of its own on the PostgreSQL test server instead.
+        if std::env::var("ACME_TEST_BACKEND").is_ok_and(|backend| backend == "postgres")
+            && config.database.path.is_none()
+            && config.database.url.is_none()
+        {
+            let url = crate::postgres::database("a CSE of the suite").await.expect("a PostgreSQL server");
+            config.database.url = Some(acme_cse::security::Secret::new(url));
+        }
         let mut client = reqwest::Client::builder();
         if let Some(ca_file) = &ca_file {
             let pem = std::fs::read(ca_file).expect("read the test CA");

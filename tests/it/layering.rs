@@ -118,6 +118,26 @@ fn data_flows_one_way_from_bindings_through_the_core_to_storage() {
 }
 
 #[test]
+fn only_storage_knows_the_database_drivers() {
+    let drivers = ["rusqlite", "tokio_postgres", "deadpool"];
+    let mut offenders = Vec::new();
+    for file in rust_files(&src()) {
+        let relative = file.strip_prefix(src()).expect("below src").to_string_lossy().to_string();
+        if relative.starts_with("storage") {
+            continue;
+        }
+        let code = code(&file);
+        for name in drivers {
+            let used = code.lines().filter(|line| !line.trim_start().starts_with("//")).any(|line| line.contains(name));
+            if used {
+                offenders.push(format!("{relative} uses {name}"));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "a database driver outside storage/: {offenders:#?}");
+}
+
+#[test]
 fn only_the_binding_knows_http() {
     let http_names = ["reqwest", "axum", "hyper", "X-M2M-", "http::header", "HeaderMap", "StatusCode"];
     let mut offenders = Vec::new();

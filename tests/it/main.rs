@@ -13,6 +13,7 @@ mod hostile;
 mod layering;
 mod liveliness;
 mod peers;
+mod postgres;
 mod pushdown;
 mod registration;
 mod registrees;

@@ -1,0 +1,514 @@
+//! The PostgreSQL backend (`[database] url`): the tables of `migrations.rs`, reached with
+//! the async driver tokio-postgres through a deadpool connection pool.
+//!
+//! It has the shape of the SQLite store, because the core's transaction code is the same
+//! for both: a transaction is a synchronous closure run on a blocking thread. Each
+//! statement is sent by the async driver and waited for on that thread
+//! ([`Handle::block_on`]), never on an async worker; the connections themselves are
+//! served by tasks of the runtime. Writes go through the writer thread (`writer.rs`)
+//! holding one connection and are group-committed (a savepoint per job, one commit per
+//! batch), so change sets are published in commit order, as with SQLite. Reads run in
+//! `REPEATABLE READ READ ONLY` transactions (one snapshot each) on pooled connections.
+//!
+//! The URL may hold a password: errors and logs name the server by
+//! [`redacted`](crate::config::redacted) URL only.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use futures_util::StreamExt;
+use tokio::runtime::Handle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::migrations;
+use super::writer::{self, Queue};
+use super::{Change, ChangeSet, Pending, ReadTx, Store, StoredPending, WriteJob, WriteTx, WriteWork};
+use crate::config::redacted;
+use crate::error::{Error, Result};
+use crate::resource::{Resource, ResourceType};
+use crate::security::Secret;
+
+const COLUMNS: &str = "ty, path, creator, body";
+const OUTBOX_COLUMNS: &str = "seq, target, subscription, rqi, content, created, due, attempts, batch";
+
+/// Rows read at a time by a walk below a path.
+const WALK_PAGE: i64 = 256;
+
+/// Serialises schema upgrades of instances that start together (a transaction-scoped
+/// advisory lock; the number is this purpose's, arbitrary but fixed).
+const MIGRATION_LOCK: i64 = 0x6163_6d65_0001;
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// PostgreSQL store.
+pub struct PostgresStore {
+    runtime: Handle,
+    pool: Pool,
+    /// Names the server in errors (the URL without its password).
+    name: String,
+    /// The writer thread's queue.
+    jobs: Queue,
+}
+
+impl PostgresStore {
+    /// Connect to the server at `url` with at most `pool_size` connections (one of them the
+    /// writer's) and bring the schema up to date. Call it from a blocking thread of the
+    /// tokio runtime that is to serve the connections.
+    pub fn open(url: &Secret, pool_size: usize) -> Result<PostgresStore> {
+        let name = format!("the database {} (database.url)", redacted(url));
+        let runtime = Handle::try_current().map_err(|_| {
+            Error::internal(format!("{name}: PostgreSQL needs a tokio runtime to serve its connections"))
+        })?;
+        let config: tokio_postgres::Config =
+            url.expose().parse().map_err(|error| Error::internal(format!("{name} is not a valid URL: {error}")))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .build()
+            .map_err(|error| Error::internal(format!("{name}: cannot build the connection pool: {error}")))?;
+        let mut writer = runtime
+            .block_on(pool.get())
+            .map_err(|error| Error::internal(format!("cannot connect to {name}: {error}")))?;
+        runtime.block_on(migrate(&mut writer, &name))?;
+        let (writer_runtime, writer_pool, writer_name) = (runtime.clone(), pool.clone(), name.clone());
+        let mut connection = Some(writer);
+        let jobs = Queue::start(move |works| {
+            // The writer's connection, taken again from the pool if it was lost.
+            let client = match connection.take().filter(|client| !client.is_closed()) {
+                Some(client) => client,
+                None => writer_runtime.block_on(writer_pool.get()).map_err(|error| {
+                    tracing::warn!(%error, "{writer_name} cannot be reached; {} write(s) failed", works.len());
+                    Error::internal(format!("{writer_name} cannot be reached: {error}"))
+                })?,
+            };
+            let outcomes = run_batch(&writer_runtime, &client, works);
+            if outcomes.is_err() {
+                // Whatever happened, nothing of the batch is committed.
+                let _ = writer_runtime.block_on(client.batch_execute("ROLLBACK"));
+            }
+            connection = Some(client);
+            outcomes
+        })?;
+        Ok(PostgresStore { runtime, pool, name, jobs })
+    }
+}
+
+/// Bring the schema to the version this build writes, in one transaction, one instance
+/// at a time; refuse a database written by a newer build.
+async fn migrate(client: &mut Object, database: &str) -> Result<()> {
+    let failed = |error: tokio_postgres::Error| Error::internal(format!("{database} cannot be opened: {error}"));
+    let tx = client.transaction().await.map_err(failed)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(failed)?;
+    let row = tx
+        .query_one("SELECT to_regclass('meta') IS NOT NULL, to_regclass('resources') IS NOT NULL", &[])
+        .await
+        .map_err(failed)?;
+    let (has_meta, has_resources): (bool, bool) = (row.get(0), row.get(1));
+    let recorded: Option<String> = if has_meta {
+        tx.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+            .await
+            .map_err(failed)?
+            .map(|row| row.get(0))
+    } else {
+        None
+    };
+    let found = migrations::version_of(recorded.as_deref(), has_resources, database)?;
+    let latest = migrations::latest();
+    for migration in migrations::pending(found, database, "database.url")? {
+        tx.batch_execute(migration.postgres).await.map_err(|error| migrations::failed(migration, database, error))?;
+    }
+    if found < latest {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
+            &[&latest.to_string()],
+        )
+        .await
+        .map_err(failed)?;
+    }
+    tx.commit().await.map_err(failed)?;
+    if found > 0 && found < latest {
+        tracing::info!(from = found, to = latest, "{database}: schema upgraded");
+    }
+    Ok(())
+}
+
+/// One batch in one transaction, a savepoint per job; the outcomes once committed.
+fn run_batch(runtime: &Handle, client: &Object, works: Vec<WriteWork>) -> Result<Vec<Result<ChangeSet>>> {
+    let statement = |sql: &'static str| runtime.block_on(client.batch_execute(sql)).map_err(Error::from);
+    statement("BEGIN")?;
+    let mut outcomes = Vec::with_capacity(works.len());
+    for work in works {
+        let outcome = statement("SAVEPOINT job").and_then(|()| {
+            let outcome = writer::run_job(|changes, enqueued| {
+                work(&mut PgTx { runtime, client, changes: Some(changes), enqueued })
+            });
+            match outcome {
+                Ok(changes) => statement("RELEASE SAVEPOINT job").map(|()| changes),
+                Err(error) => {
+                    // Undo this job alone; the others of the batch stand (if even that
+                    // fails, the COMMIT below fails and says so to every job).
+                    let _ = statement("ROLLBACK TO SAVEPOINT job");
+                    Err(error)
+                }
+            }
+        });
+        outcomes.push(outcome);
+    }
+    statement("COMMIT")?;
+    Ok(outcomes)
+}
+
+impl Store for PostgresStore {
+    fn read(&self, work: &mut dyn FnMut(&dyn ReadTx) -> Result<()>) -> Result<()> {
+        let client = self
+            .runtime
+            .block_on(self.pool.get())
+            .map_err(|error| Error::internal(format!("{} cannot be reached: {error}", self.name)))?;
+        let runtime = &self.runtime;
+        runtime.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?;
+        let outcome = work(&PgTx { runtime, client: &client, changes: None, enqueued: &mut 0 });
+        let ended = runtime.block_on(client.batch_execute(if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" }));
+        outcome?;
+        ended?;
+        Ok(())
+    }
+
+    fn write(&self, job: WriteJob) {
+        self.jobs.send(job);
+    }
+}
+
+/// A transaction (or a savepoint inside one) on one connection; a write one records what
+/// it changes.
+struct PgTx<'a> {
+    runtime: &'a Handle,
+    client: &'a Object,
+    changes: Option<&'a mut Vec<Change>>,
+    /// Notifications put in the outbox.
+    enqueued: &'a mut usize,
+}
+
+impl PgTx<'_> {
+    fn wait<T>(&self, future: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>) -> Result<T> {
+        self.runtime.block_on(future).map_err(Error::from)
+    }
+
+    fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+        self.wait(async {
+            let statement = self.client.prepare_cached(sql).await?;
+            self.client.query(&statement, params).await
+        })
+    }
+
+    fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
+        self.wait(async {
+            let statement = self.client.prepare_cached(sql).await?;
+            self.client.execute(&statement, params).await
+        })
+    }
+
+    /// Each row of `sql` in turn, as it arrives, until `visit` says stop. `visit` must not
+    /// query: its query would wait behind the rows not read yet, which wait for it.
+    fn stream(&self, sql: &str, params: Params<'_>, visit: &mut dyn FnMut(Row) -> Result<bool>) -> Result<()> {
+        let statement = self.wait(self.client.prepare_cached(sql))?;
+        let rows = self.wait(self.client.query_raw(&statement, params.iter().copied()))?;
+        let mut rows = std::pin::pin!(rows);
+        while let Some(row) = self.runtime.block_on(rows.next()) {
+            if !visit(row?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn many(&self, sql: &str, params: Params<'_>) -> Result<Vec<Resource>> {
+        self.rows(sql, params)?.iter().map(resource_of).collect()
+    }
+
+    fn one(&self, sql: &str, params: Params<'_>) -> Result<Option<Resource>> {
+        self.rows(sql, params)?.first().map(resource_of).transpose()
+    }
+
+    fn record(&mut self, change: Change) {
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push(change);
+        }
+    }
+}
+
+fn resource_of(row: &Row) -> Result<Resource> {
+    let ty: i32 = row.try_get(0)?;
+    super::stored_resource(i64::from(ty), row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)
+}
+
+fn pending_of(row: &Row) -> Result<Pending> {
+    let attempts: i32 = row.try_get(7)?;
+    Pending::try_from(StoredPending {
+        seq: row.try_get(0)?,
+        target: row.try_get(1)?,
+        subscription: row.try_get(2)?,
+        rqi: row.try_get(3)?,
+        content: row.try_get(4)?,
+        created: row.try_get(5)?,
+        due: row.try_get(6)?,
+        attempts: i64::from(attempts),
+        batch: row.try_get(8)?,
+    })
+}
+
+fn code(ty: ResourceType) -> i32 {
+    i32::from(ty.code())
+}
+
+fn count(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl ReadTx for PgTx<'_> {
+    fn get(&self, ri: &str) -> Result<Option<Resource>> {
+        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE ri = $1"), &[&ri])
+    }
+
+    fn get_by_path(&self, path: &str) -> Result<Option<Resource>> {
+        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE path = $1"), &[&path])
+    }
+
+    fn children(&self, pi: &str, ty: Option<ResourceType>) -> Result<Vec<Resource>> {
+        match ty {
+            Some(ty) => self.many(
+                &format!("SELECT {COLUMNS} FROM resources WHERE pi = $1 AND ty = $2 ORDER BY ord"),
+                &[&pi, &code(ty)],
+            ),
+            None => self.many(&format!("SELECT {COLUMNS} FROM resources WHERE pi = $1 ORDER BY ord"), &[&pi]),
+        }
+    }
+
+    fn edge_child(&self, pi: &str, ty: ResourceType, newest: bool) -> Result<Option<Resource>> {
+        let order = if newest { "DESC" } else { "ASC" };
+        self.one(
+            &format!("SELECT {COLUMNS} FROM resources WHERE pi = $1 AND ty = $2 ORDER BY ord {order} LIMIT 1"),
+            &[&pi, &code(ty)],
+        )
+    }
+
+    fn walk_below(
+        &self,
+        path: &str,
+        max_depth: Option<usize>,
+        visit: &mut dyn FnMut(Resource, usize) -> Result<bool>,
+    ) -> Result<()> {
+        // As in SQLite: the range ["<path>/", "<path>0") of the path index ('0' follows '/'
+        // in byte order, which the column's "C" collation keeps), the depth as the number of
+        // '/' in a path. Read a page at a time (keyset on the path): the visitor may query
+        // on this connection, which must not wait behind the rest of an unread result.
+        let depth = max_depth.map_or(i64::MAX, |levels| count(path.matches('/').count().saturating_add(levels)));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM resources WHERE path > $1 AND path < $2 || '0' \
+             AND LENGTH(path) - LENGTH(REPLACE(path, '/', '')) <= $3::BIGINT ORDER BY path LIMIT $4::BIGINT"
+        );
+        let mut after = format!("{path}/");
+        loop {
+            let rows = self.rows(&sql, &[&after, &path, &depth, &WALK_PAGE])?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            let next: String = last.try_get(1)?;
+            let full = rows.len() == usize::try_from(WALK_PAGE).unwrap_or(usize::MAX);
+            for row in &rows {
+                let size = row.try_get::<_, &str>(3)?.len();
+                if !visit(resource_of(row)?, size)? {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+            after = next;
+        }
+    }
+
+    fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>> {
+        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE ty = $1 ORDER BY ord"), &[&code(ty)])
+    }
+
+    fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {
+        self.many(
+            &format!("SELECT {COLUMNS} FROM resources WHERE et IS NOT NULL AND et < $1 ORDER BY et LIMIT $2::BIGINT"),
+            &[&now, &count(limit)],
+        )
+    }
+
+    fn of_type_below(&self, path: &str, ty: ResourceType) -> Result<Vec<Resource>> {
+        self.many(
+            &format!(
+                "SELECT {COLUMNS} FROM resources WHERE (path = $1 OR (path >= $1 || '/' AND path < $1 || '0')) \
+                 AND ty = $2 ORDER BY path"
+            ),
+            &[&path, &code(ty)],
+        )
+    }
+
+    fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<Pending>, Option<String>)> {
+        super::select_due(
+            now,
+            per_target,
+            limit,
+            &mut |after| {
+                let rows = self.rows("SELECT MIN(target) FROM outbox WHERE target > $1", &[&after])?;
+                let next: Option<Option<String>> = rows.first().map(|row| row.try_get(0)).transpose()?;
+                Ok(next.flatten())
+            },
+            &mut |target, visit| {
+                self.stream(
+                    &format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE target = $1 ORDER BY seq"),
+                    &[&target],
+                    &mut |row| Ok(visit(pending_of(&row)?)),
+                )
+            },
+        )
+    }
+
+    fn outbox_count(&self, target: &str) -> Result<usize> {
+        let rows = self.rows("SELECT COUNT(*) FROM outbox WHERE target = $1", &[&target])?;
+        let count: Option<i64> = rows.first().map(|row| row.try_get(0)).transpose()?;
+        let count = count.unwrap_or(0);
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)> {
+        let rows = self.rows(
+            "SELECT COUNT(*), MIN(due) FROM outbox WHERE target = $1 AND subscription = $2 AND batch",
+            &[&target, &subscription],
+        )?;
+        let Some(row) = rows.first() else { return Ok((0, None)) };
+        let (count, due): (i64, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
+        Ok((usize::try_from(count).unwrap_or(usize::MAX), due))
+    }
+}
+
+impl WriteTx for PgTx<'_> {
+    fn insert(&mut self, resource: &Resource) -> Result<()> {
+        let body = serde_json::to_string(&resource.attributes)
+            .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
+        let inserted = self.execute(
+            "INSERT INTO resources (ri, pi, ty, path, et, creator, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &resource.ri(),
+                &resource.pi(),
+                &code(resource.ty),
+                &resource.path,
+                &resource.et(),
+                &resource.creator,
+                &body,
+            ],
+        );
+        match inserted {
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) => {
+                return Err(Error::conflict(format!(
+                    "a resource with ri {} or path {} already exists",
+                    resource.ri(),
+                    resource.path
+                )));
+            }
+            Err(error) => return Err(error),
+        }
+        self.record(Change::Created(Arc::new(resource.clone())));
+        Ok(())
+    }
+
+    fn update(&mut self, resource: &Resource) -> Result<()> {
+        let body = serde_json::to_string(&resource.attributes)
+            .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
+        let changed = self.execute(
+            "UPDATE resources SET et = $2, creator = $3, body = $4 WHERE ri = $1",
+            &[&resource.ri(), &resource.et(), &resource.creator, &body],
+        )?;
+        if changed == 0 {
+            return Err(Error::not_found(format!("resource {} no longer exists", resource.ri())));
+        }
+        self.record(Change::Updated(Arc::new(resource.clone())));
+        Ok(())
+    }
+
+    fn delete_subtree(&mut self, resource: &Resource) -> Result<usize> {
+        let deleted = self.execute(
+            "DELETE FROM resources WHERE path = $1 OR (path >= $1 || '/' AND path < $1 || '0')",
+            &[&resource.path],
+        )?;
+        if deleted > 0 {
+            self.record(Change::Deleted(Arc::new(resource.clone())));
+        }
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
+    fn enqueue(&mut self, notification: &Pending) -> Result<()> {
+        let content = serde_json::to_string(&notification.content)
+            .map_err(|error| Error::internal(format!("cannot serialise a notification: {error}")))?;
+        let attempts = i32::try_from(notification.attempts).unwrap_or(i32::MAX);
+        self.execute(
+            "INSERT INTO outbox (target, subscription, rqi, content, created, due, attempts, batch) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &notification.target,
+                &notification.subscription,
+                &notification.rqi,
+                &content,
+                &notification.created,
+                &notification.due,
+                &attempts,
+                &notification.batch,
+            ],
+        )?;
+        *self.enqueued += 1;
+        Ok(())
+    }
+
+    fn dequeue(&mut self, seq: i64) -> Result<()> {
+        self.execute("DELETE FROM outbox WHERE seq = $1", &[&seq])?;
+        Ok(())
+    }
+
+    fn reschedule(&mut self, seq: i64, attempts: u32, due: &str) -> Result<()> {
+        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        self.execute("UPDATE outbox SET attempts = $2, due = $3 WHERE seq = $1", &[&seq, &attempts, &due])?;
+        Ok(())
+    }
+
+    fn release_batch(&mut self, subscription: &str, target: Option<&str>, due: &str) -> Result<()> {
+        match target {
+            Some(target) => self.execute(
+                "UPDATE outbox SET due = $3 WHERE subscription = $1 AND target = $2 AND batch",
+                &[&subscription, &target, &due],
+            )?,
+            None => {
+                self.execute("UPDATE outbox SET due = $2 WHERE subscription = $1 AND batch", &[&subscription, &due])?
+            }
+        };
+        Ok(())
+    }
+
+    fn trim_outbox(&mut self, target: &str, keep: usize) -> Result<usize> {
+        let dropped = self.execute(
+            "DELETE FROM outbox WHERE target = $1 AND seq NOT IN \
+             (SELECT seq FROM outbox WHERE target = $1 ORDER BY seq DESC LIMIT $2::BIGINT)",
+            &[&target, &count(keep)],
+        )?;
+        Ok(usize::try_from(dropped).unwrap_or(usize::MAX))
+    }
+}
+
+fn is_unique_violation(error: &Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| *code == SqlState::UNIQUE_VIOLATION)
+}
+
+/// A database failure: an internal error for the peer, the cause for the log.
+impl From<tokio_postgres::Error> for Error {
+    fn from(error: tokio_postgres::Error) -> Error {
+        Error::internal_from(error)
+    }
+}

@@ -1,0 +1,75 @@
+//! The writer thread both backends share: write jobs are queued, taken in batches (every
+//! job waiting, up to [`MAX_BATCH`]), run by the backend in one transaction with a
+//! savepoint each, and told their outcomes only once the batch is committed. So
+//! concurrent writers share the cost of durability, nobody hears "done" before the data is
+//! committed, and change sets are published in commit order.
+
+use std::sync::{Mutex, mpsc};
+
+use super::{Change, ChangeSet, WriteJob, WriteWork};
+use crate::error::{Error, Result};
+
+/// Most write jobs committed together.
+pub(crate) const MAX_BATCH: usize = 512;
+
+/// The queue of the writer thread; the thread ends when this is dropped.
+pub(crate) struct Queue(Mutex<mpsc::Sender<WriteJob>>);
+
+impl Queue {
+    /// Start the writer thread. `commit` runs a batch in one transaction and answers each
+    /// job's outcome, in order, once the transaction is committed, or an error when the
+    /// batch as a whole failed (then every job fails with it).
+    pub(crate) fn start(
+        mut commit: impl FnMut(Vec<WriteWork>) -> Result<Vec<Result<ChangeSet>>> + Send + 'static,
+    ) -> Result<Queue> {
+        let (jobs, queue) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("acme-db-writer".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let (works, dones): (Vec<_>, Vec<_>) = batch.into_iter().map(|job| (job.work, job.done)).unzip();
+                    match commit(works) {
+                        Ok(outcomes) => {
+                            for (done, outcome) in dones.into_iter().zip(outcomes) {
+                                done(outcome);
+                            }
+                        }
+                        Err(error) => {
+                            for done in dones {
+                                done(Err(Error::internal(format!("commit failed: {}", error.detail()))));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|error| Error::internal(format!("cannot start the database writer: {error}")))?;
+        Ok(Queue(Mutex::new(jobs)))
+    }
+
+    pub(crate) fn send(&self, job: WriteJob) {
+        let sent = match self.0.lock() {
+            Ok(jobs) => jobs.send(job).map_err(|mpsc::SendError(job)| job),
+            Err(_) => Ok(()),
+        };
+        if let Err(job) = sent {
+            (job.done)(Err(Error::internal("the database writer has stopped")));
+        }
+    }
+}
+
+/// Run one job: `run` gives its work a transaction that records into the change set. A
+/// panicking job is that job's failure, never the writer's end.
+pub(crate) fn run_job(run: impl FnOnce(&mut Vec<Change>, &mut usize) -> Result<()>) -> Result<ChangeSet> {
+    let mut changes = Vec::new();
+    let mut enqueued = 0;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut changes, &mut enqueued)))
+        .unwrap_or_else(|_| Err(Error::internal("a write job panicked")))?;
+    Ok(ChangeSet { changes, enqueued })
+}

@@ -1,0 +1,360 @@
+//! The PostgreSQL backend (`[database] url`) against a real server: the one
+//! `ACME_TEST_POSTGRES_URL` names (a URL whose user may create databases), or else a
+//! throw-away one started here from the installed server binaries (its own data directory
+//! and a free port on 127.0.0.1, run as the `postgres` user when the tests run as root, and
+//! stopped once this test process has ended). Every test gets a database of its own. Where
+//! no server can be had, each test prints that it was SKIPPED and why; `.ci/run` installs
+//! the server so that in CI they always run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use acme_cse::config::Settings;
+use acme_cse::security::Secret;
+use serde_json::{Value, json};
+
+use crate::harness::{Receiver, TestCse, eventually, test_settings};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A server this process may create databases on.
+struct Server {
+    /// `postgresql://user[:password]@host:port` (no database).
+    base: String,
+    /// How it was found, for the log.
+    origin: String,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+fn server() -> &'static Result<Server, String> {
+    SERVER.get_or_init(|| {
+        let server = match std::env::var("ACME_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => {
+                let base = url.trim_end_matches('/').rsplit_once('/').map_or(url.clone(), |(base, _)| base.into());
+                Ok(Server { base, origin: "ACME_TEST_POSTGRES_URL".into() })
+            }
+            _ => throwaway_server(),
+        };
+        match &server {
+            Ok(server) => loud(&format!("postgres tests: using {}", server.origin)),
+            Err(reason) => loud(&format!("postgres tests: no PostgreSQL server: {reason}")),
+        }
+        server
+    })
+}
+
+/// A line on the real standard error: the test harness captures `eprintln!` of passing
+/// tests, and a skip must not pass silently.
+fn loud(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// A new, empty database on the test server, as a `[database] url`; `None` (and a loud
+/// SKIPPED line naming `test`) where there is no server.
+pub async fn database(test: &str) -> Option<String> {
+    let server = match server() {
+        Ok(server) => server,
+        Err(reason) => {
+            loud(&format!("SKIPPED {test}: no PostgreSQL server ({reason})"));
+            return None;
+        }
+    };
+    let name = format!("acme_test_{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::SeqCst));
+    let admin = connect(&format!("{}/postgres", server.base)).await;
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create a test database");
+    Some(format!("{}/{name}", server.base))
+}
+
+/// A client on `url` whose connection is served by a task of this runtime.
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+fn on_postgres(settings: &mut Settings, url: &str) {
+    settings.database.in_memory = false;
+    settings.database.url = Some(Secret::new(url));
+}
+
+/// The newest `bin` directory of the distribution's PostgreSQL server packages.
+fn server_binaries() -> Result<PathBuf, String> {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
+        .map_err(|error| format!("{} cannot be read ({error}); install the postgresql package", root.display()))?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).ok_or_else(|| format!("no server binaries under {}", root.display()))
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|id| id.stdout.starts_with(b"0\n"))
+}
+
+/// `program` with `args`, as the `postgres` user when we are root (the server refuses root).
+fn as_server_user(program: &Path, args: &[&str]) -> Command {
+    if is_root() {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program).args(args);
+        command
+    } else {
+        let mut command = Command::new(program);
+        command.args(args);
+        command
+    }
+}
+
+fn throwaway_server() -> Result<Server, String> {
+    let bin = server_binaries()?;
+    let dir = std::env::temp_dir().join(format!("acme-test-pg-{}", std::process::id()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    if is_root() {
+        let chown = Command::new("chown").arg("postgres:").arg(&dir).status();
+        if !chown.is_ok_and(|status| status.success()) {
+            return Err(format!("cannot give {} to the postgres user", dir.display()));
+        }
+    }
+    let (dir_text, data_text) = (dir.display().to_string(), data.display().to_string());
+    let initdb = as_server_user(
+        &bin.join("initdb"),
+        &["-D", &data_text, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+    )
+    .output()
+    .map_err(|error| format!("cannot run initdb: {error}"))?;
+    if !initdb.status.success() {
+        return Err(format!("initdb failed: {}", String::from_utf8_lossy(&initdb.stderr)));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|error| format!("no free port: {error}"))?
+        .port()
+        .to_string();
+    let log = std::fs::File::create(dir.join("server.log")).map_err(|error| format!("cannot create a log: {error}"))?;
+    let server = as_server_user(
+        &bin.join("postgres"),
+        &[
+            "-D",
+            &data_text,
+            "-p",
+            &port,
+            "-k",
+            &dir_text,
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=400",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(log.try_clone().map_err(|error| error.to_string())?)
+    .stderr(log)
+    .spawn()
+    .map_err(|error| format!("cannot start postgres: {error}"))?;
+    // Stopped (and its directory removed) once this test process has ended.
+    let watchdog = format!(
+        "while kill -0 {tests} 2>/dev/null; do sleep 0.5; done; kill -INT {server}; sleep 5; rm -rf '{dir_text}'",
+        tests = std::process::id(),
+        server = server.id()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(watchdog)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| format!("cannot start the watchdog: {error}"))?;
+    let started = Instant::now();
+    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(format!("postgres did not listen on 127.0.0.1:{port} within 30 s (see {dir_text}/server.log)"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Server {
+        base: format!("postgresql://postgres@127.0.0.1:{port}"),
+        origin: format!("a throw-away server in {dir_text}"),
+    })
+}
+
+async fn on(url: &str) -> TestCse {
+    TestCse::spawn(|settings| on_postgres(settings, url)).await
+}
+
+#[tokio::test]
+async fn resources_and_their_order_survive_a_restart_on_postgresql() {
+    let Some(url) = database("resources_and_their_order_survive_a_restart_on_postgresql").await else { return };
+    // Arrange
+    let first = on(&url).await;
+    first.register_ae("Cowner", "ae").await;
+    first.create_container("/cse-in/ae", "Cowner", json!({"rn": "cnt", "mni": 3})).await;
+    for con in ["one", "two", "three", "four"] {
+        first.create_instance("/cse-in/ae/cnt", "Cowner", json!(con)).await;
+    }
+    let acps = first.retrieve("/cse-in?fu=1&ty=1", "CAdmin").await.uril();
+    first.shutdown().await;
+    // Act
+    let second = on(&url).await;
+    // Assert: the oldest instance went at `mni`, the order is kept, and goes on.
+    let con = |reply: crate::harness::Reply| reply.body["m2m:cin"]["con"].clone();
+    assert_eq!(con(second.retrieve("/cse-in/ae/cnt/ol", "Cowner").await), "two");
+    assert_eq!(con(second.retrieve("/cse-in/ae/cnt/la", "Cowner").await), "four");
+    second.create_instance("/cse-in/ae/cnt", "Cowner", json!("five")).await;
+    assert_eq!(con(second.retrieve("/cse-in/ae/cnt/ol", "Cowner").await), "three");
+    assert_eq!(con(second.retrieve("/cse-in/ae/cnt/la", "Cowner").await), "five");
+    let cnt = second.retrieve("/cse-in/ae/cnt", "Cowner").await;
+    assert_eq!((cnt.body["m2m:cnt"]["cni"].clone(), cnt.body["m2m:cnt"]["cbs"].clone()), (json!(3), json!(13)));
+    let found = second.retrieve("/cse-in/ae?fu=1&ty=4", "Cowner").await.uril();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(second.retrieve("/cse-in?fu=1&ty=1", "CAdmin").await.uril(), acps, "init/ is imported only once");
+    // A subtree goes with its root, and only it.
+    second.create_container("/cse-in/ae", "Cowner", json!({"rn": "cnt0"})).await;
+    second.create_container("/cse-in/ae", "Cowner", json!({"rn": "cnt-x"})).await;
+    assert_eq!(second.delete("/cse-in/ae/cnt", "Cowner").await.rsc, 2002);
+    let left: Vec<String> = second.retrieve("/cse-in/ae?fu=1", "Cowner").await.uril();
+    assert_eq!(left, ["cse-in/ae/cnt-x", "cse-in/ae/cnt0"]);
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_notification_waits_in_the_postgresql_outbox_until_its_target_answers() {
+    let Some(url) = database("a_notification_waits_in_the_postgresql_outbox_until_its_target_answers").await else {
+        return;
+    };
+    // Arrange
+    let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(2000));
+    let receiver = Receiver::start_answering(answer.clone()).await;
+    let cse = TestCse::spawn(|settings| {
+        on_postgres(settings, &url);
+        settings.resource.sub.max_retry_delay = Duration::from_millis(200);
+    })
+    .await;
+    cse.register_ae("Cae", "ae").await;
+    cse.create_container("/cse-in/ae", "Cae", json!({"rn": "box"})).await;
+    let sub = json!({"m2m:sub": {"rn": "s", "nu": [receiver.url], "enc": {"net": [3]}}});
+    assert_eq!(cse.create("/cse-in/ae/box", "Cae", 23, sub).await.rsc, 2001);
+    // Act: the target refuses for a while.
+    answer.store(5000, std::sync::atomic::Ordering::SeqCst);
+    for n in 0..3 {
+        cse.create_instance("/cse-in/ae/box", "Cae", json!(n.to_string())).await;
+    }
+    eventually("an attempt failed", DEADLINE, || async {
+        !receiver.events().is_empty() && cse.cse.pending_notifications(&receiver.url).await.expect("outbox") == 3
+    })
+    .await;
+    answer.store(2000, std::sync::atomic::Ordering::SeqCst);
+    // Assert: all three, in order, once accepted.
+    eventually("nothing left to send", DEADLINE, || async {
+        cse.cse.pending_notifications(&receiver.url).await.expect("outbox") == 0
+    })
+    .await;
+    let mut delivered: Vec<Value> =
+        receiver.events().iter().map(|event| event["nev"]["rep"]["m2m:cin"]["con"].clone()).collect();
+    delivered.dedup();
+    assert_eq!(delivered, ["0", "1", "2"].map(|n| json!(n)).to_vec());
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_postgresql_database_of_a_newer_build_is_refused_without_showing_the_password() {
+    let Some(url) = database("a_postgresql_database_of_a_newer_build_is_refused_without_showing_the_password").await
+    else {
+        return;
+    };
+    // Arrange: a database this build set up, then marked as written by a future one. The
+    // URL carries a password (the test server trusts loopback, so it is not checked).
+    let with_password = url.replacen("postgresql://postgres@", "postgresql://postgres:pw-1234-secret@", 1);
+    on(&with_password).await.shutdown().await;
+    let client = connect(&url).await;
+    client.batch_execute("UPDATE meta SET value = '1000' WHERE key = 'schema_version'").await.expect("future version");
+    let mut settings = test_settings();
+    on_postgres(&mut settings, &with_password);
+    // Act
+    let refused =
+        acme_cse::App::build(settings.validate().expect("valid settings"), None).await.err().expect("refused");
+    // Assert
+    let text = format!("{refused:#}");
+    assert!(text.contains("database.url") && text.contains("schema version 1000") && text.contains("newer"), "{text}");
+    assert!(!text.contains("pw-1234-secret") && text.contains("***"), "{text}");
+}
+
+#[tokio::test]
+async fn an_unreachable_postgresql_server_stops_the_start_naming_database_url_but_not_the_password() {
+    // Arrange: a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let mut settings = test_settings();
+    on_postgres(&mut settings, &format!("postgresql://acme:pw-5678-secret@127.0.0.1:{port}/acme"));
+    // Act
+    let refused =
+        acme_cse::App::build(settings.validate().expect("valid settings"), None).await.err().expect("refused");
+    // Assert
+    let text = format!("{refused:#}");
+    assert!(text.contains("database.url") && text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("pw-5678-secret"), "{text}");
+}
+
+#[test]
+fn a_database_url_that_postgresql_cannot_use_is_refused_naming_the_key() {
+    for (url, reason) in [
+        ("mysql://acme:pw-secret@127.0.0.1/acme", "only postgresql://"),
+        ("postgresql://acme:pw-secret@127.0.0.1/acme?sslmode=require", "TLS to the database server"),
+        ("not a url", "is not a URL"),
+    ] {
+        let mut settings = test_settings();
+        on_postgres(&mut settings, url);
+        let error = settings.validate().expect_err("refused").to_string();
+        assert!(error.contains("database.url") && error.contains(reason), "{url}: {error}");
+        assert!(!error.contains("pw-secret"), "{url}: {error}");
+    }
+    let mut settings = test_settings();
+    on_postgres(&mut settings, "postgresql://acme@127.0.0.1/acme");
+    settings.database.pool_size = 1;
+    let error = settings.validate().expect_err("refused").to_string();
+    assert!(error.contains("database.pool_size"), "{error}");
+}
+
+#[tokio::test]
+async fn results_below_a_target_are_read_in_pages_while_each_resource_is_checked() {
+    let Some(url) = database("results_below_a_target_are_read_in_pages_while_each_resource_is_checked").await else {
+        return;
+    };
+    // Arrange: more large instances than one page of the walk holds. Each selected
+    // resource costs an access check on the same connection while the walk is under way
+    // (before reading in pages, this waited forever behind the unread rows).
+    let cse = TestCse::spawn(|settings| {
+        on_postgres(settings, &url);
+        settings.cse.max_result_size = 64 * 1024;
+    })
+    .await;
+    cse.register_ae("Cowner", "owner").await;
+    cse.create_container("/cse-in/owner", "Cowner", json!({"rn": "big", "mni": 1000, "mbs": 100_000_000})).await;
+    for n in 0..300 {
+        cse.create_instance("/cse-in/owner/big", "Cowner", json!(format!("{n:03}{}", "x".repeat(8 * 1024)))).await;
+    }
+    // Act
+    let tree = cse.retrieve("/cse-in/owner/big?rcn=4", "Cowner").await;
+    let all = cse.retrieve("/cse-in/owner/big?fu=1", "Cowner").await;
+    let rest = cse.retrieve("/cse-in/owner/big?fu=1&ofst=291", "Cowner").await;
+    // Assert
+    assert_eq!(tree.rsc, 2000, "{:?}", tree.status);
+    assert_eq!(tree.body["m2m:cnt"]["m2m:cin"].as_array().map(Vec::len), Some(7), "64 KiB hold 7 of 8 KiB");
+    assert_eq!(tree.header("x-m2m-cts"), Some("1"));
+    assert_eq!(all.uril().len(), 300);
+    assert_eq!(rest.uril().len(), 10);
+    cse.shutdown().await;
+}
