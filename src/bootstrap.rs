@@ -144,12 +144,13 @@ async fn apply_init(cse: &Cse, text: &str) -> Result<()> {
                 "csebase attribute {name} cannot be set from init (allowed: {CSEBASE_INIT_ATTRIBUTES:?})"
             )));
         }
-        let mut attributes = attributes.clone();
+        let attributes = attributes.clone();
         let ri = cse.config().cse.resource_id.clone();
         let identity = cse.identity.clone();
         return cse
             .storage
             .write(move |tx| {
+                let mut attributes = attributes.clone();
                 if let Some(acpi) = attributes.get("acpi") {
                     let resolved = resolve_acpi(&*tx, &identity, acpi)?;
                     attributes.insert("acpi".into(), resolved);

@@ -37,7 +37,7 @@ impl Cse {
                 let changed = changes.iter().any(|(name, value)| cse_base.attributes.get(name) != Some(value));
                 if changed {
                     let before = cse_base.clone();
-                    cse_base.attributes.extend(changes);
+                    cse_base.attributes.extend(changes.clone());
                     cse_base.set("lt", Timestamp::now());
                     tx.update(&cse_base)?;
                     events::updated(tx, &before, &cse_base, &Map::new(), None)?;
@@ -70,7 +70,7 @@ impl Cse {
                     let changed = attributes.iter().any(|(key, value)| existing.attributes.get(key) != Some(value));
                     if changed {
                         let before = existing.clone();
-                        existing.attributes.extend(attributes);
+                        existing.attributes.extend(attributes.clone());
                         existing.set("lt", now);
                         tx.update(&existing)?;
                         events::updated(tx, &before, &existing, &Map::new(), None)?;
@@ -84,7 +84,12 @@ impl Cse {
                         parent.path
                     )));
                 }
-                let mut csr = Resource { ty: ResourceType::Csr, attributes, path, creator: Some(csi.clone()) };
+                let mut csr = Resource {
+                    ty: ResourceType::Csr,
+                    attributes: attributes.clone(),
+                    path,
+                    creator: Some(csi.clone()),
+                };
                 csr.set("ri", name.clone());
                 csr.set("rn", name);
                 csr.set("pi", parent.ri().to_string());

@@ -143,8 +143,10 @@ pub trait Observer: Send + Sync {
     fn committed(&self, changes: &ChangeSet);
 }
 
-/// What a write job does inside the transaction.
-pub type WriteWork = Box<dyn FnOnce(&mut dyn WriteTx) -> Result<()> + Send>;
+/// What a write job does inside the transaction. It may be run again, from the start, when
+/// the backend had to roll its transaction back for a reason that is not the job's (a
+/// deadlock or a serialization failure between instances): it must do the same each time.
+pub type WriteWork = Box<dyn FnMut(&mut dyn WriteTx) -> Result<()> + Send>;
 /// What is told the outcome of a write job, once committed (or failed): what it changed.
 pub type WriteDone = Box<dyn FnOnce(Result<ChangeSet>) + Send>;
 
@@ -241,11 +243,12 @@ impl Storage {
     }
 
     /// Run `work` in a write transaction (on the store's writer) and wait until it is
-    /// committed. An `Err` from `work` rolls back what it did, and only that.
+    /// committed. An `Err` from `work` rolls back what it did, and only that. `work` may
+    /// run more than once (see [`WriteWork`]); what it leaves is from its last run.
     pub async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn WriteTx) -> Result<T> + Send + 'static,
+        F: FnMut(&mut dyn WriteTx) -> Result<T> + Send + 'static,
     {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         self.submit(work, move |outcome| {
@@ -254,10 +257,10 @@ impl Storage {
         receiver.await.map_err(|_| Error::internal("the database writer dropped a write"))?
     }
 
-    fn submit<T, F>(&self, work: F, done: impl FnOnce(Result<T>) + Send + 'static)
+    fn submit<T, F>(&self, mut work: F, done: impl FnOnce(Result<T>) + Send + 'static)
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn WriteTx) -> Result<T> + Send + 'static,
+        F: FnMut(&mut dyn WriteTx) -> Result<T> + Send + 'static,
     {
         let slot = Arc::new(std::sync::Mutex::new(None));
         let output = slot.clone();

@@ -13,8 +13,11 @@
 //! The URL may hold a password: errors and logs name the server by
 //! [`redacted`](crate::config::redacted) URL only.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures_util::StreamExt;
@@ -31,7 +34,8 @@ use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
 use crate::security::Secret;
 
-const COLUMNS: &str = "ty, path, creator, body";
+/// A resource's columns, then its row version (`xmin`) and `ri`.
+const COLUMNS: &str = "ty, path, creator, body, xmin::TEXT, ri";
 const OUTBOX_COLUMNS: &str = "seq, target, subscription, rqi, content, created, due, attempts, batch";
 
 /// Rows read at a time by a walk below a path.
@@ -84,11 +88,23 @@ impl PostgresStore {
                     Error::internal(format!("{writer_name} cannot be reached: {error}"))
                 })?,
             };
-            let outcomes = run_batch(&writer_runtime, &client, works);
-            if outcomes.is_err() {
-                // Whatever happened, nothing of the batch is committed.
-                let _ = writer_runtime.block_on(client.batch_execute("ROLLBACK"));
-            }
+            let mut attempt = 1;
+            let outcomes = loop {
+                let outcomes = run_batch(&writer_runtime, &client, works);
+                if let Err(error) = &outcomes {
+                    // Whatever happened, nothing of the batch is committed.
+                    let _ = writer_runtime.block_on(client.batch_execute("ROLLBACK"));
+                    if is_deadlock_or_serialization(error) && attempt < BATCH_ATTEMPTS {
+                        // Another instance's transaction and this batch were in each
+                        // other's way; one of them gave up. Run the batch again a little later.
+                        tracing::debug!(attempt, error = %error.detail(), "write batch rolled back; running it again");
+                        std::thread::sleep(Duration::from_millis(rand::random_range(1..=10) * attempt));
+                        attempt += 1;
+                        continue;
+                    }
+                }
+                break outcomes;
+            };
             connection = Some(client);
             outcomes
         })?;
@@ -135,30 +151,69 @@ async fn migrate(client: &mut Object, database: &str) -> Result<()> {
     Ok(())
 }
 
-/// One batch in one transaction, a savepoint per job; the outcomes once committed.
-fn run_batch(runtime: &Handle, client: &Object, works: Vec<WriteWork>) -> Result<Vec<Result<ChangeSet>>> {
+/// One batch in one transaction, a savepoint per job; the outcomes once committed. A job
+/// that found a row changed by another instance since it read it runs again (it then
+/// reads what the other committed); a deadlock or a serialization failure rolls the whole
+/// batch back (the caller runs it again).
+fn run_batch(runtime: &Handle, client: &Object, works: &mut [WriteWork]) -> Result<Vec<Result<ChangeSet>>> {
     let statement = |sql: &'static str| runtime.block_on(client.batch_execute(sql)).map_err(Error::from);
     statement("BEGIN")?;
     let mut outcomes = Vec::with_capacity(works.len());
-    for work in works {
-        let outcome = statement("SAVEPOINT job").and_then(|()| {
+    for work in works.iter_mut() {
+        let mut attempt = 1;
+        let outcome = loop {
+            statement("SAVEPOINT job")?;
+            let versions = RefCell::default();
+            // Optimistic first; a job run again locks what it reads, so it cannot lose again.
+            let lock = attempt > 1;
             let outcome = writer::run_job(|changes, enqueued| {
-                work(&mut PgTx { runtime, client, changes: Some(changes), enqueued })
+                work(&mut PgTx { runtime, client, changes: Some(changes), enqueued, versions: &versions, lock })
             });
             match outcome {
-                Ok(changes) => statement("RELEASE SAVEPOINT job").map(|()| changes),
+                Ok(changes) => {
+                    statement("RELEASE SAVEPOINT job")?;
+                    break Ok(changes);
+                }
                 Err(error) => {
-                    // Undo this job alone; the others of the batch stand (if even that
-                    // fails, the COMMIT below fails and says so to every job).
-                    let _ = statement("ROLLBACK TO SAVEPOINT job");
-                    Err(error)
+                    // Undo this job alone; the others of the batch stand.
+                    statement("ROLLBACK TO SAVEPOINT job")?;
+                    if is_deadlock_or_serialization(&error) {
+                        return Err(error);
+                    }
+                    if changed_meanwhile(&error) && attempt < JOB_ATTEMPTS {
+                        attempt += 1;
+                        continue;
+                    }
+                    break Err(error);
                 }
             }
-        });
+        };
         outcomes.push(outcome);
     }
     statement("COMMIT")?;
     Ok(outcomes)
+}
+
+/// Times a batch is run when it meets deadlocks or serialization failures.
+const BATCH_ATTEMPTS: u64 = 8;
+/// Times a job is run when rows it read were changed meanwhile by another instance.
+const JOB_ATTEMPTS: u32 = 16;
+
+/// A row this transaction read was changed by another one before this one could update
+/// it: the job runs again (reading the other's change), so no update is lost.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} was changed by another transaction meanwhile")]
+struct ChangedMeanwhile(String);
+
+fn changed_meanwhile(error: &Error) -> bool {
+    std::error::Error::source(error).is_some_and(|source| source.downcast_ref::<ChangedMeanwhile>().is_some())
+}
+
+fn is_deadlock_or_serialization(error: &Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
 impl Store for PostgresStore {
@@ -169,7 +224,9 @@ impl Store for PostgresStore {
             .map_err(|error| Error::internal(format!("{} cannot be reached: {error}", self.name)))?;
         let runtime = &self.runtime;
         runtime.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?;
-        let outcome = work(&PgTx { runtime, client: &client, changes: None, enqueued: &mut 0 });
+        let versions = RefCell::default();
+        let outcome =
+            work(&PgTx { runtime, client: &client, changes: None, enqueued: &mut 0, versions: &versions, lock: false });
         let ended = runtime.block_on(client.batch_execute(if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" }));
         outcome?;
         ended?;
@@ -189,6 +246,11 @@ struct PgTx<'a> {
     changes: Option<&'a mut Vec<Change>>,
     /// Notifications put in the outbox.
     enqueued: &'a mut usize,
+    /// In a write transaction, the version (`xmin`) of each resource row as it was read:
+    /// an UPDATE applies only to that version, so no update of another instance is lost.
+    versions: &'a RefCell<HashMap<String, String>>,
+    /// Read resources `FOR UPDATE` (a write job run again after a row changed meanwhile).
+    lock: bool,
 }
 
 impl PgTx<'_> {
@@ -225,11 +287,19 @@ impl PgTx<'_> {
     }
 
     fn many(&self, sql: &str, params: Params<'_>) -> Result<Vec<Resource>> {
-        self.rows(sql, params)?.iter().map(resource_of).collect()
+        self.rows(sql, params)?.iter().map(|row| self.resource(row)).collect()
     }
 
     fn one(&self, sql: &str, params: Params<'_>) -> Result<Option<Resource>> {
-        self.rows(sql, params)?.first().map(resource_of).transpose()
+        self.rows(sql, params)?.first().map(|row| self.resource(row)).transpose()
+    }
+
+    /// The resource of a row of [`COLUMNS`]; in a write transaction, its version noted.
+    fn resource(&self, row: &Row) -> Result<Resource> {
+        if self.changes.is_some() {
+            self.versions.borrow_mut().insert(row.try_get(5)?, row.try_get(4)?);
+        }
+        resource_of(row)
     }
 
     fn record(&mut self, change: Change) {
@@ -269,11 +339,13 @@ fn count(value: usize) -> i64 {
 
 impl ReadTx for PgTx<'_> {
     fn get(&self, ri: &str) -> Result<Option<Resource>> {
-        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE ri = $1"), &[&ri])
+        let lock = if self.lock { " FOR UPDATE" } else { "" };
+        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE ri = $1{lock}"), &[&ri])
     }
 
     fn get_by_path(&self, path: &str) -> Result<Option<Resource>> {
-        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE path = $1"), &[&path])
+        let lock = if self.lock { " FOR UPDATE" } else { "" };
+        self.one(&format!("SELECT {COLUMNS} FROM resources WHERE path = $1{lock}"), &[&path])
     }
 
     fn children(&self, pi: &str, ty: Option<ResourceType>) -> Result<Vec<Resource>> {
@@ -391,8 +463,9 @@ impl WriteTx for PgTx<'_> {
     fn insert(&mut self, resource: &Resource) -> Result<()> {
         let body = serde_json::to_string(&resource.attributes)
             .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
-        let inserted = self.execute(
-            "INSERT INTO resources (ri, pi, ty, path, et, creator, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        let inserted = self.rows(
+            "INSERT INTO resources (ri, pi, ty, path, et, creator, body) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             RETURNING xmin::TEXT",
             &[
                 &resource.ri(),
                 &resource.pi(),
@@ -404,7 +477,11 @@ impl WriteTx for PgTx<'_> {
             ],
         );
         match inserted {
-            Ok(_) => {}
+            Ok(rows) => {
+                if let Some(row) = rows.first() {
+                    self.versions.borrow_mut().insert(resource.ri().to_string(), row.try_get(0)?);
+                }
+            }
             Err(error) if is_unique_violation(&error) => {
                 return Err(Error::conflict(format!(
                     "a resource with ri {} or path {} already exists",
@@ -421,12 +498,18 @@ impl WriteTx for PgTx<'_> {
     fn update(&mut self, resource: &Resource) -> Result<()> {
         let body = serde_json::to_string(&resource.attributes)
             .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
-        let changed = self.execute(
-            "UPDATE resources SET et = $2, creator = $3, body = $4 WHERE ri = $1",
-            &[&resource.ri(), &resource.et(), &resource.creator, &body],
+        let read = self.versions.borrow().get(resource.ri()).cloned();
+        let updated = self.rows(
+            "UPDATE resources SET et = $2, creator = $3, body = $4 \
+             WHERE ri = $1 AND ($5::TEXT IS NULL OR xmin::TEXT = $5) RETURNING xmin::TEXT",
+            &[&resource.ri(), &resource.et(), &resource.creator, &body, &read],
         )?;
-        if changed == 0 {
-            return Err(Error::not_found(format!("resource {} no longer exists", resource.ri())));
+        match (updated.first(), read) {
+            (Some(row), _) => {
+                self.versions.borrow_mut().insert(resource.ri().to_string(), row.try_get(0)?);
+            }
+            (None, Some(_)) => return Err(Error::internal_from(ChangedMeanwhile(resource.ri().to_string()))),
+            (None, None) => return Err(Error::not_found(format!("resource {} no longer exists", resource.ri()))),
         }
         self.record(Change::Updated(Arc::new(resource.clone())));
         Ok(())

@@ -129,7 +129,7 @@ fn migrate(connection: &mut Connection, database: &str) -> Result<()> {
 }
 
 /// One batch in one transaction, a savepoint per job; the outcomes once committed.
-fn run_batch(connection: &mut Connection, works: Vec<WriteWork>) -> Result<Vec<Result<ChangeSet>>> {
+fn run_batch(connection: &mut Connection, works: &mut [WriteWork]) -> Result<Vec<Result<ChangeSet>>> {
     let mut tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(works.len());
     for work in works {

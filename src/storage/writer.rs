@@ -16,11 +16,11 @@ pub(crate) const MAX_BATCH: usize = 512;
 pub(crate) struct Queue(Mutex<mpsc::Sender<WriteJob>>);
 
 impl Queue {
-    /// Start the writer thread. `commit` runs a batch in one transaction and answers each
-    /// job's outcome, in order, once the transaction is committed, or an error when the
-    /// batch as a whole failed (then every job fails with it).
+    /// Start the writer thread. `commit` runs a batch in one transaction (again, if it must)
+    /// and answers each job's outcome, in order, once the transaction is committed, or an
+    /// error when the batch as a whole failed (then every job fails with it).
     pub(crate) fn start(
-        mut commit: impl FnMut(Vec<WriteWork>) -> Result<Vec<Result<ChangeSet>>> + Send + 'static,
+        mut commit: impl FnMut(&mut [WriteWork]) -> Result<Vec<Result<ChangeSet>>> + Send + 'static,
     ) -> Result<Queue> {
         let (jobs, queue) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
@@ -34,8 +34,9 @@ impl Queue {
                             Err(_) => break,
                         }
                     }
-                    let (works, dones): (Vec<_>, Vec<_>) = batch.into_iter().map(|job| (job.work, job.done)).unzip();
-                    match commit(works) {
+                    let (mut works, dones): (Vec<_>, Vec<_>) =
+                        batch.into_iter().map(|job| (job.work, job.done)).unzip();
+                    match commit(&mut works) {
                         Ok(outcomes) => {
                             for (done, outcome) in dones.into_iter().zip(outcomes) {
                                 done(outcome);

@@ -71,11 +71,23 @@ pub async fn database(test: &str) -> Option<String> {
     Some(format!("{}/{name}", server.base))
 }
 
-/// A client on `url` whose connection is served by a task of this runtime.
+/// A client on `url` whose connection is served by a task of this runtime (a server that
+/// has just started may refuse for a moment: "the database system is starting up").
 async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
+    let started = Instant::now();
+    loop {
+        match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                return client;
+            }
+            Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("cannot connect to the test server: {error}"),
+        }
+    }
 }
 
 fn on_postgres(settings: &mut Settings, url: &str) {
@@ -357,4 +369,39 @@ async fn results_below_a_target_are_read_in_pages_while_each_resource_is_checked
     assert_eq!(all.uril().len(), 300);
     assert_eq!(rest.uril().len(), 10);
     cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_lose_no_update_of_a_container_both_write_to() {
+    let Some(url) = database("two_instances_on_one_database_lose_no_update_of_a_container_both_write_to").await else {
+        return;
+    };
+    // Arrange: two CSEs on one database, a container both write to.
+    let first = on(&url).await;
+    first.create_container("/cse-in", "CAdmin", json!({"rn": "shared", "mni": 100_000, "mbs": 100_000_000})).await;
+    let second = on(&url).await;
+    // Act: 8 writers on each instance, 25 instances each, all at once. Each CREATE reads
+    // the container and writes its counters back: without row versions, the two
+    // instances' commits would overwrite each other's counts.
+    let writers = [&first, &second].into_iter().flat_map(|cse| {
+        (0..8).map(move |writer| async move {
+            for n in 0..25 {
+                let reply = cse
+                    .create("/cse-in/shared", "CAdmin", 4, json!({"m2m:cin": {"con": format!("{writer}-{n:02}")}}))
+                    .await;
+                assert_eq!(reply.rsc, 2001, "{reply:?}");
+            }
+        })
+    });
+    futures_util::future::join_all(writers).await;
+    // Assert: both instances see every instance counted once.
+    for cse in [&first, &second] {
+        let cnt = cse.retrieve("/cse-in/shared", "CAdmin").await;
+        assert_eq!(cnt.body["m2m:cnt"]["cni"], 400, "{cnt:?}");
+        assert_eq!(cnt.body["m2m:cnt"]["cbs"], 400 * 4, "{cnt:?}");
+        assert_eq!(cnt.body["m2m:cnt"]["st"], 400, "{cnt:?}");
+        assert_eq!(cse.retrieve("/cse-in/shared?fu=1&ty=4", "CAdmin").await.uril().len(), 400);
+    }
+    second.shutdown().await;
+    first.shutdown().await;
 }

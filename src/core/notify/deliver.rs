@@ -164,18 +164,18 @@ impl Cse {
         let keep = limits.max_pending_per_target;
         self.storage
             .write(move |tx| {
-                for seq in done {
+                for &seq in &done {
                     tx.dequeue(seq)?;
                 }
-                if let Some((seq, attempts, due)) = retry {
-                    tx.reschedule(seq, attempts, &due)?;
+                if let Some((seq, attempts, due)) = &retry {
+                    tx.reschedule(*seq, *attempts, due)?;
                 }
                 let dropped = tx.trim_outbox(&target, keep)?;
                 if dropped > 0 {
                     warn!(%target, dropped, "too many notifications waiting for one target; the oldest were dropped (resource.sub.max_pending_per_target)");
                 }
-                for (ri, (requests, responses)) in statistics {
-                    let Some(mut subscription) = tx.get(&ri)? else { continue };
+                for (ri, &(requests, responses)) in &statistics {
+                    let Some(mut subscription) = tx.get(ri)? else { continue };
                     if subscription.attributes.get("nse") == Some(&Value::Bool(true)) {
                         events::add_statistics(&mut subscription, &target, requests, responses, 0);
                         tx.update(&subscription)?;

@@ -67,7 +67,7 @@ impl Cse {
             registry: self.registry.clone(),
             guard,
         };
-        let resource = self.storage.write(move |tx| plan.apply(tx)).await?;
+        let resource = self.storage.write(move |tx| plan.clone().apply(tx)).await?;
         let address = self.address_of(&resource, request.drt);
         let content = match request.rcn.unwrap_or(1) {
             0 => None,
@@ -135,7 +135,9 @@ fn check_child_type(ty: ResourceType, parent: &Resource) -> Result<()> {
     Err(Error::new(rsc, format!("a {} cannot be created under a {}", ty.wrapper(), parent.ty.wrapper())))
 }
 
-/// Everything a CREATE needs, moved onto the storage thread.
+/// Everything a CREATE needs, moved onto the storage thread (cloned for each run of the
+/// write job).
+#[derive(Clone)]
 struct CreatePlan {
     /// Chosen before the transaction (a subscription's, named in its verification).
     ri: Option<String>,
