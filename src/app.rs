@@ -149,7 +149,7 @@ impl App {
             return Err(anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.detail()));
         }
         cse.events.emit(Event::CseStarted);
-        Ok(Running { remote, server, tracker })
+        Ok(Running { remote, server, tracker, storage: cse.storage.clone() })
     }
 }
 
@@ -159,6 +159,7 @@ pub struct Running {
     /// Serves until shutdown, then drains requests within the grace period.
     server: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
+    storage: crate::storage::Storage,
 }
 
 impl Running {
@@ -166,7 +167,7 @@ impl Running {
     /// requests drained, this CSE deregistered (bounded by the client time-out),
     /// background tasks finished (bounded by a grace period).
     pub async fn stopped(self) -> anyhow::Result<()> {
-        let Running { remote, server, tracker } = self;
+        let Running { remote, server, tracker, storage } = self;
         // The server stops accepting when the shutdown token is cancelled; requests in
         // flight get the grace period to finish, then their connections are closed.
         server.await.context("HTTP server task failed")?;
@@ -175,6 +176,8 @@ impl Running {
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "background tasks did not stop in time");
         }
+        // Another instance of a shared database takes the singleton work over now.
+        storage.release_lease();
         info!("stopped");
         Ok(())
     }
@@ -184,14 +187,21 @@ impl Running {
 async fn expiry_worker(cse: Cse, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(cse.config().cse.expiration_check_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lease = cse.storage.lease();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticks.tick() => match cse.remove_expired().await {
-                Ok(0) => {}
-                Ok(count) => info!(count, "removed expired resources"),
-                Err(error) => warn!(%error, "expiration run failed"),
-            },
+            _ = ticks.tick() => {
+                // One instance of a shared database removes what expired: the lease holder.
+                if !lease.is_held() {
+                    continue;
+                }
+                match cse.remove_expired().await {
+                    Ok(0) => {}
+                    Ok(count) => info!(count, "removed expired resources"),
+                    Err(error) => warn!(%error, "expiration run failed"),
+                }
+            }
         }
     }
 }

@@ -94,6 +94,10 @@ impl Inner {
     }
 
     async fn round(&self, round: Round, live: &mut Liveliness) {
+        // One instance of a shared database registers and probes: the lease holder.
+        if !self.cse.storage.lease().is_held() {
+            return;
+        }
         let _round = self.rounds.lock().await;
         for registrar in self.registrars().iter() {
             self.check_registrar(registrar).await;

@@ -157,12 +157,59 @@ pub struct WriteJob {
     pub done: WriteDone,
 }
 
+/// Whether this instance may do the work that exactly one instance of a shared database
+/// does (the registration monitor and liveliness, expiry, sending notifications): always,
+/// for a store only this process uses (SQLite); for PostgreSQL, while this instance holds
+/// the database's lease. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    held: tokio::sync::watch::Receiver<bool>,
+    shared: bool,
+}
+
+impl Lease {
+    /// Held for good: the store is this process's alone.
+    pub fn always() -> Lease {
+        let (_, held) = tokio::sync::watch::channel(true);
+        Lease { held, shared: false }
+    }
+
+    /// Held while `held` says so (sent by the backend's lease keeper).
+    pub fn watching(held: tokio::sync::watch::Receiver<bool>) -> Lease {
+        Lease { held, shared: true }
+    }
+
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// Resolves once the lease is held (at once if it is; never if it cannot be any more).
+    pub async fn acquired(&self) {
+        let mut held = self.held.clone();
+        if held.wait_for(|held| *held).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Other instances may write to the same database.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+}
+
 /// A storage backend.
 pub trait Store: Send + Sync + 'static {
     /// Run `work` in a read transaction, on the calling thread (which may block).
     fn read(&self, work: &mut dyn FnMut(&dyn ReadTx) -> Result<()>) -> Result<()>;
     /// Queue a write; the backend calls `job.done` when its outcome is durable (or failed).
     fn write(&self, job: WriteJob);
+    /// The lease on singleton work (see [`Lease`]).
+    fn lease(&self) -> Lease {
+        Lease::always()
+    }
+    /// Give the lease up for good (the CSE stopped), so that another instance takes it at
+    /// once rather than when this store is dropped.
+    fn release_lease(&self) {}
 }
 
 /// The shared handle to the store. Cloning is cheap.
@@ -224,6 +271,16 @@ impl Storage {
         let (sender, receiver) = broadcast::channel(CHANGE_BACKLOG);
         by_type.push((ty, sender));
         receiver
+    }
+
+    /// The lease on the work only one instance does (see [`Lease`]).
+    pub fn lease(&self) -> Lease {
+        self.store.lease()
+    }
+
+    /// Give the lease up for good: the CSE has stopped.
+    pub fn release_lease(&self) {
+        self.store.release_lease();
     }
 
     /// Resolves after a commit put notifications in the outbox (a wake-up is kept if

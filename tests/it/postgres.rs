@@ -405,3 +405,47 @@ async fn two_instances_on_one_database_lose_no_update_of_a_container_both_write_
     second.shutdown().await;
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_instance_sends_the_notifications_of_both_and_the_other_takes_over_when_it_stops() {
+    let Some(url) =
+        database("one_instance_sends_the_notifications_of_both_and_the_other_takes_over_when_it_stops").await
+    else {
+        return;
+    };
+    // Arrange: two instances on one database, a subscription to a container.
+    let receiver = Receiver::start().await;
+    let first = on(&url).await;
+    let second = on(&url).await;
+    first.create_container("/cse-in", "CAdmin", json!({"rn": "box"})).await;
+    let sub = json!({"m2m:sub": {"rn": "s", "nu": [receiver.url], "enc": {"net": [3]}}});
+    assert_eq!(first.create("/cse-in/box", "CAdmin", 23, sub).await.rsc, 2001);
+    let delivered = || {
+        let mut rqis: Vec<String> = receiver
+            .notifications()
+            .iter()
+            .filter_map(|sgn| sgn["nev"]["rep"]["m2m:cin"]["con"].as_str().map(str::to_string))
+            .collect();
+        let all = rqis.len();
+        rqis.sort();
+        rqis.dedup();
+        (all, rqis.len())
+    };
+    // Act: instances created through both.
+    for n in 0..10 {
+        first.create_instance("/cse-in/box", "CAdmin", json!(format!("first-{n}"))).await;
+        second.create_instance("/cse-in/box", "CAdmin", json!(format!("second-{n}"))).await;
+    }
+    // Assert: each notification once: one sender for the database, whichever instance
+    // committed the change.
+    eventually("all 20 delivered", DEADLINE, || async { delivered().1 == 20 }).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(delivered(), (20, 20), "no notification sent twice");
+    // The holder stops: the other takes the lease and sends what comes next.
+    drop(first.shutdown().await);
+    for n in 0..5 {
+        second.create_instance("/cse-in/box", "CAdmin", json!(format!("later-{n}"))).await;
+    }
+    eventually("the other instance sends", DEADLINE, || async { delivered().1 == 25 }).await;
+    second.shutdown().await;
+}

@@ -37,6 +37,10 @@ const RUN: usize = 256;
 /// The first retry of a notification.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
+/// How often the outbox is read when other instances share the database (their commits
+/// do not wake this sender).
+const SHARED_POLL: Duration = Duration::from_millis(250);
+
 /// How a delivery attempt ended.
 enum Outcome {
     Delivered,
@@ -47,9 +51,17 @@ enum Outcome {
 }
 
 impl Cse {
-    /// Deliver the outbox until `token` is cancelled.
+    /// Deliver the outbox until `token` is cancelled, while this instance holds the lease
+    /// (one sender per database).
     pub(crate) async fn deliver_notifications(self, token: CancellationToken) {
+        let lease = self.storage.lease();
         loop {
+            if !lease.is_held() {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = lease.acquired() => {}
+                }
+            }
             let next = tokio::select! {
                 () = token.cancelled() => return,
                 next = self.deliver_due() => next,
@@ -65,6 +77,7 @@ impl Cse {
             if wait.is_zero() {
                 continue;
             }
+            let wait = if lease.is_shared() { wait.min(SHARED_POLL) } else { wait };
             tokio::select! {
                 () = token.cancelled() => return,
                 () = self.storage.outbox_filled() => {}

@@ -1,38 +1,22 @@
-//! The PostgreSQL backend (`[database] url`): the tables of `migrations.rs`, reached with
-//! the async driver tokio-postgres through a deadpool connection pool.
-//!
-//! It has the shape of the SQLite store, because the core's transaction code is the same
-//! for both: a transaction is a synchronous closure run on a blocking thread. Each
-//! statement is sent by the async driver and waited for on that thread
-//! ([`Handle::block_on`]), never on an async worker; the connections themselves are
-//! served by tasks of the runtime. Writes go through the writer thread (`writer.rs`)
-//! holding one connection and are group-committed (a savepoint per job, one commit per
-//! batch), so change sets are published in commit order, as with SQLite. Reads run in
-//! `REPEATABLE READ READ ONLY` transactions (one snapshot each) on pooled connections.
-//!
-//! The URL may hold a password: errors and logs name the server by
-//! [`redacted`](crate::config::redacted) URL only.
+//! A PostgreSQL transaction as the core's [`ReadTx`] and [`WriteTx`]: each statement sent
+//! by the async driver and awaited on the calling (blocking) thread.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::Object;
 use futures_util::StreamExt;
 use tokio::runtime::Handle;
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
-use super::migrations;
-use super::writer::{self, Queue};
-use super::{Change, ChangeSet, Pending, ReadTx, Store, StoredPending, WriteJob, WriteTx, WriteWork};
-use crate::config::redacted;
+use super::ChangedMeanwhile;
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
-use crate::security::Secret;
+use crate::storage::{Change, Pending, ReadTx, StoredPending, WriteTx};
 
 /// A resource's columns, then its row version (`xmin`) and `ri`.
 const COLUMNS: &str = "ty, path, creator, body, xmin::TEXT, ri";
@@ -41,216 +25,21 @@ const OUTBOX_COLUMNS: &str = "seq, target, subscription, rqi, content, created, 
 /// Rows read at a time by a walk below a path.
 const WALK_PAGE: i64 = 256;
 
-/// Serialises schema upgrades of instances that start together (a transaction-scoped
-/// advisory lock; the number is this purpose's, arbitrary but fixed).
-const MIGRATION_LOCK: i64 = 0x6163_6d65_0001;
-
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
-
-/// PostgreSQL store.
-pub struct PostgresStore {
-    runtime: Handle,
-    pool: Pool,
-    /// Names the server in errors (the URL without its password).
-    name: String,
-    /// The writer thread's queue.
-    jobs: Queue,
-}
-
-impl PostgresStore {
-    /// Connect to the server at `url` with at most `pool_size` connections (one of them the
-    /// writer's) and bring the schema up to date. Call it from a blocking thread of the
-    /// tokio runtime that is to serve the connections.
-    pub fn open(url: &Secret, pool_size: usize) -> Result<PostgresStore> {
-        let name = format!("the database {} (database.url)", redacted(url));
-        let runtime = Handle::try_current().map_err(|_| {
-            Error::internal(format!("{name}: PostgreSQL needs a tokio runtime to serve its connections"))
-        })?;
-        let config: tokio_postgres::Config =
-            url.expose().parse().map_err(|error| Error::internal(format!("{name} is not a valid URL: {error}")))?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .build()
-            .map_err(|error| Error::internal(format!("{name}: cannot build the connection pool: {error}")))?;
-        let mut writer = runtime
-            .block_on(pool.get())
-            .map_err(|error| Error::internal(format!("cannot connect to {name}: {error}")))?;
-        runtime.block_on(migrate(&mut writer, &name))?;
-        let (writer_runtime, writer_pool, writer_name) = (runtime.clone(), pool.clone(), name.clone());
-        let mut connection = Some(writer);
-        let jobs = Queue::start(move |works| {
-            // The writer's connection, taken again from the pool if it was lost.
-            let client = match connection.take().filter(|client| !client.is_closed()) {
-                Some(client) => client,
-                None => writer_runtime.block_on(writer_pool.get()).map_err(|error| {
-                    tracing::warn!(%error, "{writer_name} cannot be reached; {} write(s) failed", works.len());
-                    Error::internal(format!("{writer_name} cannot be reached: {error}"))
-                })?,
-            };
-            let mut attempt = 1;
-            let outcomes = loop {
-                let outcomes = run_batch(&writer_runtime, &client, works);
-                if let Err(error) = &outcomes {
-                    // Whatever happened, nothing of the batch is committed.
-                    let _ = writer_runtime.block_on(client.batch_execute("ROLLBACK"));
-                    if is_deadlock_or_serialization(error) && attempt < BATCH_ATTEMPTS {
-                        // Another instance's transaction and this batch were in each
-                        // other's way; one of them gave up. Run the batch again a little later.
-                        tracing::debug!(attempt, error = %error.detail(), "write batch rolled back; running it again");
-                        std::thread::sleep(Duration::from_millis(rand::random_range(1..=10) * attempt));
-                        attempt += 1;
-                        continue;
-                    }
-                }
-                break outcomes;
-            };
-            connection = Some(client);
-            outcomes
-        })?;
-        Ok(PostgresStore { runtime, pool, name, jobs })
-    }
-}
-
-/// Bring the schema to the version this build writes, in one transaction, one instance
-/// at a time; refuse a database written by a newer build.
-async fn migrate(client: &mut Object, database: &str) -> Result<()> {
-    let failed = |error: tokio_postgres::Error| Error::internal(format!("{database} cannot be opened: {error}"));
-    let tx = client.transaction().await.map_err(failed)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(failed)?;
-    let row = tx
-        .query_one("SELECT to_regclass('meta') IS NOT NULL, to_regclass('resources') IS NOT NULL", &[])
-        .await
-        .map_err(failed)?;
-    let (has_meta, has_resources): (bool, bool) = (row.get(0), row.get(1));
-    let recorded: Option<String> = if has_meta {
-        tx.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
-            .await
-            .map_err(failed)?
-            .map(|row| row.get(0))
-    } else {
-        None
-    };
-    let found = migrations::version_of(recorded.as_deref(), has_resources, database)?;
-    let latest = migrations::latest();
-    for migration in migrations::pending(found, database, "database.url")? {
-        tx.batch_execute(migration.postgres).await.map_err(|error| migrations::failed(migration, database, error))?;
-    }
-    if found < latest {
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
-            &[&latest.to_string()],
-        )
-        .await
-        .map_err(failed)?;
-    }
-    tx.commit().await.map_err(failed)?;
-    if found > 0 && found < latest {
-        tracing::info!(from = found, to = latest, "{database}: schema upgraded");
-    }
-    Ok(())
-}
-
-/// One batch in one transaction, a savepoint per job; the outcomes once committed. A job
-/// that found a row changed by another instance since it read it runs again (it then
-/// reads what the other committed); a deadlock or a serialization failure rolls the whole
-/// batch back (the caller runs it again).
-fn run_batch(runtime: &Handle, client: &Object, works: &mut [WriteWork]) -> Result<Vec<Result<ChangeSet>>> {
-    let statement = |sql: &'static str| runtime.block_on(client.batch_execute(sql)).map_err(Error::from);
-    statement("BEGIN")?;
-    let mut outcomes = Vec::with_capacity(works.len());
-    for work in works.iter_mut() {
-        let mut attempt = 1;
-        let outcome = loop {
-            statement("SAVEPOINT job")?;
-            let versions = RefCell::default();
-            // Optimistic first; a job run again locks what it reads, so it cannot lose again.
-            let lock = attempt > 1;
-            let outcome = writer::run_job(|changes, enqueued| {
-                work(&mut PgTx { runtime, client, changes: Some(changes), enqueued, versions: &versions, lock })
-            });
-            match outcome {
-                Ok(changes) => {
-                    statement("RELEASE SAVEPOINT job")?;
-                    break Ok(changes);
-                }
-                Err(error) => {
-                    // Undo this job alone; the others of the batch stand.
-                    statement("ROLLBACK TO SAVEPOINT job")?;
-                    if is_deadlock_or_serialization(&error) {
-                        return Err(error);
-                    }
-                    if changed_meanwhile(&error) && attempt < JOB_ATTEMPTS {
-                        attempt += 1;
-                        continue;
-                    }
-                    break Err(error);
-                }
-            }
-        };
-        outcomes.push(outcome);
-    }
-    statement("COMMIT")?;
-    Ok(outcomes)
-}
-
-/// Times a batch is run when it meets deadlocks or serialization failures.
-const BATCH_ATTEMPTS: u64 = 8;
-/// Times a job is run when rows it read were changed meanwhile by another instance.
-const JOB_ATTEMPTS: u32 = 16;
-
-/// A row this transaction read was changed by another one before this one could update
-/// it: the job runs again (reading the other's change), so no update is lost.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} was changed by another transaction meanwhile")]
-struct ChangedMeanwhile(String);
-
-fn changed_meanwhile(error: &Error) -> bool {
-    std::error::Error::source(error).is_some_and(|source| source.downcast_ref::<ChangedMeanwhile>().is_some())
-}
-
-fn is_deadlock_or_serialization(error: &Error) -> bool {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<tokio_postgres::Error>())
-        .and_then(tokio_postgres::Error::code)
-        .is_some_and(|code| *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
-}
-
-impl Store for PostgresStore {
-    fn read(&self, work: &mut dyn FnMut(&dyn ReadTx) -> Result<()>) -> Result<()> {
-        let client = self
-            .runtime
-            .block_on(self.pool.get())
-            .map_err(|error| Error::internal(format!("{} cannot be reached: {error}", self.name)))?;
-        let runtime = &self.runtime;
-        runtime.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?;
-        let versions = RefCell::default();
-        let outcome =
-            work(&PgTx { runtime, client: &client, changes: None, enqueued: &mut 0, versions: &versions, lock: false });
-        let ended = runtime.block_on(client.batch_execute(if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" }));
-        outcome?;
-        ended?;
-        Ok(())
-    }
-
-    fn write(&self, job: WriteJob) {
-        self.jobs.send(job);
-    }
-}
 
 /// A transaction (or a savepoint inside one) on one connection; a write one records what
 /// it changes.
-struct PgTx<'a> {
-    runtime: &'a Handle,
-    client: &'a Object,
-    changes: Option<&'a mut Vec<Change>>,
+pub(super) struct PgTx<'a> {
+    pub runtime: &'a Handle,
+    pub client: &'a Object,
+    pub changes: Option<&'a mut Vec<Change>>,
     /// Notifications put in the outbox.
-    enqueued: &'a mut usize,
+    pub enqueued: &'a mut usize,
     /// In a write transaction, the version (`xmin`) of each resource row as it was read:
     /// an UPDATE applies only to that version, so no update of another instance is lost.
-    versions: &'a RefCell<HashMap<String, String>>,
+    pub versions: &'a RefCell<HashMap<String, String>>,
     /// Read resources `FOR UPDATE` (a write job run again after a row changed meanwhile).
-    lock: bool,
+    pub lock: bool,
 }
 
 impl PgTx<'_> {
@@ -311,7 +100,7 @@ impl PgTx<'_> {
 
 fn resource_of(row: &Row) -> Result<Resource> {
     let ty: i32 = row.try_get(0)?;
-    super::stored_resource(i64::from(ty), row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)
+    crate::storage::stored_resource(i64::from(ty), row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)
 }
 
 fn pending_of(row: &Row) -> Result<Pending> {
@@ -422,7 +211,7 @@ impl ReadTx for PgTx<'_> {
     }
 
     fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<Pending>, Option<String>)> {
-        super::select_due(
+        crate::storage::select_due(
             now,
             per_target,
             limit,
