@@ -210,6 +210,12 @@ pub trait Store: Send + Sync + 'static {
     /// Give the lease up for good (the CSE stopped), so that another instance takes it at
     /// once rather than when this store is dropped.
     fn release_lease(&self) {}
+    /// What other instances of a shared database committed, as change sets (the routing
+    /// registry's types only), for the [`Observer`]s; `None` when nobody else writes (or
+    /// after the first call).
+    fn foreign_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ChangeSet>> {
+        None
+    }
 }
 
 /// The shared handle to the store. Cloning is cheap.
@@ -246,7 +252,16 @@ impl Storage {
     }
 
     pub fn from_store(store: Arc<dyn Store>) -> Storage {
-        Storage { store, fanout: Arc::default() }
+        let fanout: Arc<Fanout> = Arc::default();
+        if let (Some(mut foreign), Ok(runtime)) = (store.foreign_changes(), tokio::runtime::Handle::try_current()) {
+            let observed = fanout.clone();
+            runtime.spawn(async move {
+                while let Some(changes) = foreign.recv().await {
+                    observed.observe(&changes);
+                }
+            });
+        }
+        Storage { store, fanout }
     }
 
     /// Let `observer` hear every change set committed from now on, before the writer's
@@ -363,6 +378,16 @@ impl Storage {
 
 impl Fanout {
     /// A committed change set: to the observers, then to the subscribers.
+    /// A change set to the observers only (another instance's: the followers of this one
+    /// act on what this instance commits).
+    fn observe(&self, changes: &ChangeSet) {
+        if let Ok(observers) = self.observers.read() {
+            for observer in observers.iter() {
+                observer.committed(changes);
+            }
+        }
+    }
+
     fn publish(&self, changes: ChangeSet) {
         if changes.enqueued > 0 {
             self.outbox.notify_one();
@@ -370,11 +395,7 @@ impl Fanout {
         if changes.changes.is_empty() {
             return;
         }
-        if let Ok(observers) = self.observers.read() {
-            for observer in observers.iter() {
-                observer.committed(&changes);
-            }
-        }
+        self.observe(&changes);
         let Ok(by_type) = self.by_type.read() else { return };
         for (ty, sender) in by_type.iter() {
             let of_type: Vec<Change> =

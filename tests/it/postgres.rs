@@ -16,7 +16,9 @@ use acme_cse::config::Settings;
 use acme_cse::security::Secret;
 use serde_json::{Value, json};
 
-use crate::harness::{Receiver, TestCse, eventually, test_settings};
+use acme_cse::config::CseKind;
+
+use crate::harness::{Receiver, TestCse, eventually, registrar_settings, registree_settings, test_settings};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -448,4 +450,36 @@ async fn one_instance_sends_the_notifications_of_both_and_the_other_takes_over_w
     }
     eventually("the other instance sends", DEADLINE, || async { delivered().1 == 25 }).await;
     second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cse_registered_through_one_instance_is_routed_by_the_other() {
+    let Some(url) = database("a_cse_registered_through_one_instance_is_routed_by_the_other").await else { return };
+    // Arrange: two IN instances on one database; an MN registers through the first.
+    let in_settings = || {
+        let mut settings = registrar_settings();
+        on_postgres(&mut settings, &url);
+        settings
+    };
+    let first = TestCse::start(in_settings()).await;
+    let second = TestCse::start(in_settings()).await;
+    let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&first))).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    assert!(first.remote.csr_for("/id-mn").is_some(), "registered through the first");
+    // Assert: the second learned it from the first's commit, and forwards to the MN.
+    eventually("the second instance routes to the MN", DEADLINE, || async {
+        second.remote.csr_for("/id-mn").is_some()
+    })
+    .await;
+    // The MN itself answers (its access rules do not let the IN's admin read its CSEBase).
+    let reply = second.retrieve("/~/id-mn/cse-mn", "CAdmin").await;
+    assert_eq!(reply.rsc, 4103, "{reply:?}");
+    assert!(reply.dbg().contains("cse-mn"), "{reply:?}");
+    // The MN's CSR removed through the first: the second forgets it too.
+    assert_eq!(first.delete("/cse-in/id-mn", "CAdmin").await.rsc, 2002);
+    eventually("the second instance forgets the MN", DEADLINE, || async { second.remote.csr_for("/id-mn").is_none() })
+        .await;
+    mn.shutdown().await;
+    second.shutdown().await;
+    first.shutdown().await;
 }

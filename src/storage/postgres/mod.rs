@@ -19,6 +19,7 @@
 //! [`redacted`](crate::config::redacted) URL only.
 
 mod lease;
+mod shared;
 mod tx;
 
 use std::cell::RefCell;
@@ -51,10 +52,12 @@ pub struct PostgresStore {
     /// The writer thread's queue.
     jobs: Queue,
     lease: Lease,
-    /// Ends the lease keeper (and so releases the lease): when the CSE stops, or the store
-    /// goes.
+    /// Ends the lease keeper (and so releases the lease) and the listener: when the CSE
+    /// stops, or the store goes.
     keeper: tokio_util::sync::CancellationToken,
     _keeper_guard: tokio_util::sync::DropGuard,
+    /// What other instances committed, until taken (see [`Store::foreign_changes`]).
+    foreign: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ChangeSet>>>,
 }
 
 impl PostgresStore {
@@ -80,6 +83,9 @@ impl PostgresStore {
         runtime.block_on(migrate(&mut writer, &name))?;
         let (writer_runtime, writer_pool, writer_name) = (runtime.clone(), pool.clone(), name.clone());
         let mut connection = Some(writer);
+        // Tells this instance's announcements from the others'.
+        let instance = format!("{:016x}", rand::random::<u64>());
+        let writer_instance = instance.clone();
         let jobs = Queue::start(move |works| {
             // The writer's connection, taken again from the pool if it was lost.
             let client = match connection.take().filter(|client| !client.is_closed()) {
@@ -91,7 +97,7 @@ impl PostgresStore {
             };
             let mut attempt = 1;
             let outcomes = loop {
-                let outcomes = run_batch(&writer_runtime, &client, works);
+                let outcomes = run_batch(&writer_runtime, &client, works, &writer_instance);
                 if let Err(error) = &outcomes {
                     // Whatever happened, nothing of the batch is committed.
                     let _ = writer_runtime.block_on(client.batch_execute("ROLLBACK"));
@@ -112,7 +118,9 @@ impl PostgresStore {
         let (held, lease) = tokio::sync::watch::channel(false);
         let keeper = tokio_util::sync::CancellationToken::new();
         let (tried, first_try) = tokio::sync::oneshot::channel();
-        runtime.spawn(keep_lease(config, held, keeper.clone(), name.clone(), Some(tried)));
+        runtime.spawn(keep_lease(config.clone(), held, keeper.clone(), name.clone(), Some(tried)));
+        let (observed, foreign) = tokio::sync::mpsc::unbounded_channel();
+        runtime.spawn(shared::listen(config, pool.clone(), instance, observed, keeper.clone(), name.clone()));
         // A lone instance holds the lease from its start (its first rounds are not skipped).
         let _ = runtime.block_on(tokio::time::timeout(Duration::from_secs(5), first_try));
         Ok(PostgresStore {
@@ -123,6 +131,7 @@ impl PostgresStore {
             lease: Lease::watching(lease),
             keeper: keeper.clone(),
             _keeper_guard: keeper.drop_guard(),
+            foreign: std::sync::Mutex::new(Some(foreign)),
         })
     }
 }
@@ -170,7 +179,12 @@ async fn migrate(client: &mut Object, database: &str) -> Result<()> {
 /// that found a row changed by another instance since it read it runs again (it then
 /// reads what the other committed); a deadlock or a serialization failure rolls the whole
 /// batch back (the caller runs it again).
-fn run_batch(runtime: &Handle, client: &Object, works: &mut [WriteWork]) -> Result<Vec<Result<ChangeSet>>> {
+fn run_batch(
+    runtime: &Handle,
+    client: &Object,
+    works: &mut [WriteWork],
+    instance: &str,
+) -> Result<Vec<Result<ChangeSet>>> {
     let statement = |sql: &'static str| runtime.block_on(client.batch_execute(sql)).map_err(Error::from);
     statement("BEGIN")?;
     let mut outcomes = Vec::with_capacity(works.len());
@@ -204,6 +218,10 @@ fn run_batch(runtime: &Handle, client: &Object, works: &mut [WriteWork]) -> Resu
             }
         };
         outcomes.push(outcome);
+    }
+    // Told to the other instances with the commit (a NOTIFY is delivered when it commits).
+    for payload in shared::announcements(instance, &outcomes) {
+        runtime.block_on(client.execute("SELECT pg_notify($1, $2)", &[&shared::CHANNEL, &payload]))?;
     }
     statement("COMMIT")?;
     Ok(outcomes)
@@ -258,5 +276,9 @@ impl Store for PostgresStore {
 
     fn release_lease(&self) {
         self.keeper.cancel();
+    }
+
+    fn foreign_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ChangeSet>> {
+        self.foreign.lock().ok()?.take()
     }
 }

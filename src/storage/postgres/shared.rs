@@ -1,0 +1,184 @@
+//! Commits of other instances: each batch that changed a `<remoteCSE>` announces it on a
+//! channel (`NOTIFY`, delivered with the commit), and every instance listens, reads what
+//! changed and hands it to its observers (the routing registry). So a CSE that registered
+//! through one instance is reachable through all of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::resource::{Resource, ResourceType};
+use crate::storage::{Change, ChangeSet};
+
+/// The channel of the announcements.
+pub(super) const CHANNEL: &str = "acme_changes";
+
+/// The largest announcement (PostgreSQL's limit is 8000 bytes).
+const MAX_PAYLOAD: usize = 7000;
+
+/// After a lost connection, listen again after this long.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// The announcements of what a batch changed that other instances follow: `{"from": id,
+/// "changes": [{"k": "c"|"u"|"d", "ri": .., "csi": ..}]}`, cut to fit.
+pub(super) fn announcements(instance: &str, outcomes: &[Result<ChangeSet>]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut entries: Vec<Value> = Vec::new();
+    let mut size = 0;
+    let changes = outcomes.iter().filter_map(|outcome| outcome.as_ref().ok()).flat_map(|set| &set.changes);
+    for change in changes.filter(|change| change.resource().ty == ResourceType::Csr) {
+        let (kind, resource) = match change {
+            Change::Created(resource) => ("c", resource),
+            Change::Updated(resource) => ("u", resource),
+            Change::Deleted(resource) => ("d", resource),
+        };
+        let entry = json!({"k": kind, "ri": resource.ri(), "csi": resource.str("csi")});
+        let length = entry.to_string().len() + 1;
+        if size + length > MAX_PAYLOAD && !entries.is_empty() {
+            payloads.push(json!({"from": instance, "changes": std::mem::take(&mut entries)}).to_string());
+            size = 0;
+        }
+        size += length;
+        entries.push(entry);
+    }
+    if !entries.is_empty() {
+        payloads.push(json!({"from": instance, "changes": entries}).to_string());
+    }
+    payloads
+}
+
+/// Listen to the announcements of the other instances until `stop`; what they changed, as
+/// read from the database, goes to `observed`.
+pub(super) async fn listen(
+    config: tokio_postgres::Config,
+    pool: Pool,
+    instance: String,
+    observed: mpsc::UnboundedSender<ChangeSet>,
+    stop: CancellationToken,
+    name: String,
+) {
+    let mut reconnected = false;
+    loop {
+        let connected = tokio::select! {
+            () = stop.cancelled() => return,
+            connected = config.connect(NoTls) => connected,
+        };
+        let (client, mut connection) = match connected {
+            Ok(connected) => connected,
+            Err(error) => {
+                tracing::debug!(%error, "{name}: cannot connect to listen to other instances");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RECONNECT) => continue,
+                }
+            }
+        };
+        let (payloads, mut heard) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(notification) = message {
+                    if payloads.send(notification.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        if let Err(error) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+            tracing::debug!(%error, "{name}: cannot listen to other instances");
+            driver.abort();
+            continue;
+        }
+        if std::mem::replace(&mut reconnected, true) {
+            // Announcements may have been missed while not listening: every CSE as it is now.
+            match current(&pool).await {
+                Ok(changes) if !changes.changes.is_empty() => {
+                    if observed.send(changes).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(error = %error.detail(), "{name}: cannot read the registered CSEs"),
+            }
+        }
+        loop {
+            let payload = tokio::select! {
+                () = stop.cancelled() => return,
+                payload = heard.recv() => payload,
+            };
+            let Some(payload) = payload else { break };
+            match changes_of(&pool, &instance, &payload).await {
+                Ok(Some(changes)) => {
+                    if observed.send(changes).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error.detail(), "{name}: cannot read what another instance changed")
+                }
+            }
+        }
+        tracing::warn!("{name}: the connection listening to other instances was lost; listening again");
+        drop(client);
+        tokio::time::sleep(RECONNECT).await;
+    }
+}
+
+/// Every `<remoteCSE>` as it is now, as updates.
+async fn current(pool: &Pool) -> Result<ChangeSet> {
+    let client = pool.get().await.map_err(|error| crate::error::Error::internal(error.to_string()))?;
+    let rows = client
+        .query("SELECT ty, path, creator, body FROM resources WHERE ty = $1", &[&i32::from(ResourceType::Csr.code())])
+        .await?;
+    let mut changes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let ty: i32 = row.try_get(0)?;
+        let resource =
+            crate::storage::stored_resource(i64::from(ty), row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?;
+        changes.push(Change::Updated(Arc::new(resource)));
+    }
+    Ok(ChangeSet { changes, enqueued: 0 })
+}
+
+/// What an announcement of another instance says changed, read from the database (`None`:
+/// this instance's own, or nothing followed).
+async fn changes_of(pool: &Pool, instance: &str, payload: &str) -> Result<Option<ChangeSet>> {
+    let Ok(announcement) = serde_json::from_str::<Value>(payload) else { return Ok(None) };
+    if announcement["from"].as_str() == Some(instance) {
+        return Ok(None);
+    }
+    let client = pool.get().await.map_err(|error| crate::error::Error::internal(error.to_string()))?;
+    let mut changes = Vec::new();
+    for entry in announcement["changes"].as_array().into_iter().flatten() {
+        let (Some(kind), Some(ri)) = (entry["k"].as_str(), entry["ri"].as_str()) else { continue };
+        if kind == "d" {
+            // Gone: what the observers need to forget it.
+            let mut attributes = Map::new();
+            attributes.insert("ri".into(), json!(ri));
+            attributes.insert("csi".into(), entry["csi"].clone());
+            let resource = Resource { ty: ResourceType::Csr, attributes, path: String::new(), creator: None };
+            changes.push(Change::Deleted(Arc::new(resource)));
+            continue;
+        }
+        // As it is now (a later announcement tells of what came after).
+        let row = client.query_opt("SELECT ty, path, creator, body FROM resources WHERE ri = $1", &[&ri]).await?;
+        let Some(row) = row else { continue };
+        let ty: i32 = row.try_get(0)?;
+        let resource =
+            crate::storage::stored_resource(i64::from(ty), row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?;
+        changes.push(if kind == "c" {
+            Change::Created(Arc::new(resource))
+        } else {
+            Change::Updated(Arc::new(resource))
+        });
+    }
+    Ok((!changes.is_empty()).then_some(ChangeSet { changes, enqueued: 0 }))
+}
