@@ -17,14 +17,14 @@ use crate::harness::{Proxy, Receiver, TestCse, eventually, init_dir, registree_s
 const BINARY: &str = env!("CARGO_BIN_EXE_acme-cse");
 
 /// A loopback port nobody listens on (bound, read, released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
 }
 
 /// Start the binary with `config` as its configuration file. `ACME_*` variables of the
 /// test environment are removed so that only the file configures the process.
-fn start(dir: &Path, config: &str) -> Child {
+pub(crate) fn start(dir: &Path, config: &str) -> Child {
     let path = dir.join("acme.toml");
     std::fs::write(&path, config).expect("write the configuration file");
     let mut command = Command::new(BINARY);
@@ -180,7 +180,7 @@ async fn the_binary_refuses_to_start_on_a_read_only_database_and_names_database_
 }
 
 /// Everything the process writes to stdout (its log), collected as it comes.
-fn collect_stdout(child: &mut Child) -> Arc<Mutex<String>> {
+pub(crate) fn collect_stdout(child: &mut Child) -> Arc<Mutex<String>> {
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let log = Arc::new(Mutex::new(String::new()));
     let sink = log.clone();

@@ -483,3 +483,33 @@ async fn a_cse_registered_through_one_instance_is_routed_by_the_other() {
     second.shutdown().await;
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn when_the_process_holding_the_lease_is_killed_another_takes_it_over() {
+    let Some(url) = database("when_the_process_holding_the_lease_is_killed_another_takes_it_over").await else {
+        return;
+    };
+    // Arrange: two acme-cse processes on one database; the first holds the lease.
+    let config = |port: u16| {
+        format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nurl = \"{url}\"\n\n[logging]\nlevel = \"info\"\n")
+    };
+    let (one, two) = (tempfile::tempdir().expect("directory"), tempfile::tempdir().expect("directory"));
+    let mut first = crate::binary::start(one.path(), &config(crate::binary::free_port()));
+    let first_log = crate::binary::collect_stdout(&mut first);
+    let holds = |log: &std::sync::Arc<std::sync::Mutex<String>>| log.lock().expect("log").contains("holds the lease");
+    eventually("the first process holds the lease", DEADLINE, || async { holds(&first_log) }).await;
+    let mut second = crate::binary::start(two.path(), &config(crate::binary::free_port()));
+    let second_log = crate::binary::collect_stdout(&mut second);
+    eventually("the second process serves", DEADLINE, || async {
+        second_log.lock().expect("log").contains("serving HTTP")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!holds(&second_log), "one holder at a time:\n{}", second_log.lock().expect("log"));
+    // Act: kill -9 (no goodbye to the server: it notices the closed connection).
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.expect("the first process ends");
+    // Assert
+    eventually("the second process takes the lease", DEADLINE, || async { holds(&second_log) }).await;
+    second.start_kill().expect("stop the second process");
+}
