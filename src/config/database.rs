@@ -30,6 +30,9 @@ pub struct DatabaseSettings {
     pub url: Option<Secret>,
     /// The most connections to PostgreSQL: one for the writer, the rest for reads.
     pub pool_size: usize,
+    /// PEM certificates of CAs trusted for the PostgreSQL server's certificate (with
+    /// `sslmode=require`), besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseSettings {
@@ -40,6 +43,7 @@ impl Default for DatabaseSettings {
             durability: Durability::Full,
             url: None,
             pool_size: 8,
+            ca_file: None,
         }
     }
 }
@@ -52,12 +56,13 @@ pub struct DatabaseConfig {
     /// A PostgreSQL server: when set, `path` and `durability` do not apply.
     pub url: Option<Secret>,
     pub pool_size: usize,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
     /// SQLite in memory.
     fn default() -> Self {
-        DatabaseConfig { path: None, durability: Durability::Full, url: None, pool_size: 8 }
+        DatabaseConfig { path: None, durability: Durability::Full, url: None, pool_size: 8, ca_file: None }
     }
 }
 
@@ -110,6 +115,7 @@ impl DatabaseSettings {
             durability: self.durability,
             url,
             pool_size: self.pool_size,
+            ca_file: self.ca_file,
         })
     }
 }
@@ -127,10 +133,10 @@ fn check_url(url: &Secret) -> Result<(), ConfigError> {
         return Err(invalid("names no host"));
     }
     let sslmode = parsed.query_pairs().find(|(key, _)| key == "sslmode").map(|(_, value)| value.into_owned());
-    if let Some(mode) = sslmode.filter(|mode| !matches!(mode.as_str(), "disable" | "prefer")) {
+    if let Some(mode) = sslmode.filter(|mode| !matches!(mode.as_str(), "disable" | "prefer" | "require")) {
         return Err(invalid(&format!(
-            "asks for sslmode={mode}: TLS to the database server is not supported yet; use sslmode=disable on a \
-             trusted network or a local socket"
+            "asks for sslmode={mode}: use sslmode=require for TLS (the server's certificate is always verified, \
+             against the system's CAs and database.ca_file), or disable"
         )));
     }
     Ok(())

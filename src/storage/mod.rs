@@ -244,7 +244,7 @@ impl Storage {
     /// a blocking thread of the runtime (PostgreSQL's connections are served by its tasks).
     pub fn open(config: &DatabaseConfig) -> Result<Storage> {
         let store: Arc<dyn Store> = match (&config.url, &config.path) {
-            (Some(url), _) => Arc::new(PostgresStore::open(url, config.pool_size)?),
+            (Some(url), _) => Arc::new(PostgresStore::open(url, config.pool_size, config.ca_file.as_deref())?),
             (None, Some(path)) => Arc::new(SqliteStore::open(path, config.durability)?),
             (None, None) => Arc::new(SqliteStore::in_memory()?),
         };

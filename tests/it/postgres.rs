@@ -28,6 +28,8 @@ struct Server {
     base: String,
     /// How it was found, for the log.
     origin: String,
+    /// The CA of the server's certificate, when it serves TLS (the throw-away server does).
+    ca: Option<PathBuf>,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -38,7 +40,7 @@ fn server() -> &'static Result<Server, String> {
         let server = match std::env::var("ACME_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => {
                 let base = url.trim_end_matches('/').rsplit_once('/').map_or(url.clone(), |(base, _)| base.into());
-                Ok(Server { base, origin: "ACME_TEST_POSTGRES_URL".into() })
+                Ok(Server { base, origin: "ACME_TEST_POSTGRES_URL".into(), ca: None })
             }
             _ => throwaway_server(),
         };
@@ -151,6 +153,24 @@ fn throwaway_server() -> Result<Server, String> {
     if !initdb.status.success() {
         return Err(format!("initdb failed: {}", String::from_utf8_lossy(&initdb.stderr)));
     }
+    // TLS too, with a certificate of a test CA for 127.0.0.1 (the key readable by the
+    // server's user only, as the server demands).
+    let pki = crate::security::test_pki();
+    let (cert, key, ca) = (dir.join("server.crt"), dir.join("server.key"), dir.join("ca.pem"));
+    for (from, to) in [(&pki.cert, &cert), (&pki.key, &key), (&pki.ca, &ca)] {
+        std::fs::copy(from, to).map_err(|error| format!("cannot copy {}: {error}", from.display()))?;
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|error| error.to_string())?;
+    }
+    if is_root() {
+        let chown = Command::new("chown").arg("postgres:").arg(&cert).arg(&key).status();
+        if !chown.is_ok_and(|status| status.success()) {
+            return Err("cannot give the server's key to the postgres user".into());
+        }
+    }
+    let (ssl_cert, ssl_key) = (format!("ssl_cert_file={}", cert.display()), format!("ssl_key_file={}", key.display()));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map_err(|error| format!("no free port: {error}"))?
@@ -172,6 +192,12 @@ fn throwaway_server() -> Result<Server, String> {
             "fsync=off",
             "-c",
             "max_connections=400",
+            "-c",
+            "ssl=on",
+            "-c",
+            &ssl_cert,
+            "-c",
+            &ssl_key,
         ],
     )
     .stdin(Stdio::null())
@@ -203,6 +229,7 @@ fn throwaway_server() -> Result<Server, String> {
     Ok(Server {
         base: format!("postgresql://postgres@127.0.0.1:{port}"),
         origin: format!("a throw-away server in {dir_text}"),
+        ca: Some(ca),
     })
 }
 
@@ -326,7 +353,7 @@ async fn an_unreachable_postgresql_server_stops_the_start_naming_database_url_bu
 fn a_database_url_that_postgresql_cannot_use_is_refused_naming_the_key() {
     for (url, reason) in [
         ("mysql://acme:pw-secret@127.0.0.1/acme", "only postgresql://"),
-        ("postgresql://acme:pw-secret@127.0.0.1/acme?sslmode=require", "TLS to the database server"),
+        ("postgresql://acme:pw-secret@127.0.0.1/acme?sslmode=verify-full", "use sslmode=require"),
         ("not a url", "is not a URL"),
     ] {
         let mut settings = test_settings();
@@ -512,4 +539,43 @@ async fn when_the_process_holding_the_lease_is_killed_another_takes_it_over() {
     // Assert
     eventually("the second process takes the lease", DEADLINE, || async { holds(&second_log) }).await;
     second.start_kill().expect("stop the second process");
+}
+
+#[tokio::test]
+async fn with_sslmode_require_the_connection_is_encrypted_and_the_server_verified() {
+    let test = "with_sslmode_require_the_connection_is_encrypted_and_the_server_verified";
+    let Some(url) = database(test).await else { return };
+    let Some(ca) = server().as_ref().ok().and_then(|server| server.ca.clone()) else {
+        loud(&format!("SKIPPED {test}: the test server (ACME_TEST_POSTGRES_URL) has no test CA"));
+        return;
+    };
+    let tls_url = format!("{url}?sslmode=require");
+    // Arrange: the server's certificate is signed by the test CA, which the system does not trust.
+    let mut settings = test_settings();
+    on_postgres(&mut settings, &tls_url);
+    // Act 1: without the CA, the start is refused (a server that merely claims the name
+    // never gets the password).
+    let refused = acme_cse::App::build(settings.clone().validate().expect("valid"), None).await.err().expect("refused");
+    let text = format!("{refused:#}");
+    assert!(text.contains("database.url"), "{text}");
+    // Act 2: trusting the test CA.
+    let cse = TestCse::spawn(|settings| {
+        on_postgres(settings, &tls_url);
+        settings.database.ca_file = Some(ca.clone());
+    })
+    .await;
+    cse.create_container("/cse-in", "CAdmin", json!({"rn": "secret"})).await;
+    // Assert: the CSE's sessions are encrypted (as the server sees them).
+    let client = connect(&url).await;
+    let rows = client
+        .query(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a ON a.pid = s.pid WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("query pg_stat_ssl");
+    let (encrypted, clear): (i64, i64) = (rows[0].get(0), rows[0].get(1));
+    assert!(encrypted >= 2 && clear == 0, "sessions with TLS {encrypted}, without {clear}");
+    cse.shutdown().await;
 }

@@ -271,14 +271,14 @@ async fn an_mn_with_a_wrong_password_is_refused_and_reports_an_error() {
 }
 
 /// A test CA and one server certificate it signed, for 127.0.0.1 and localhost, as PEM files.
-struct TestPki {
+pub(crate) struct TestPki {
     _dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
-fn test_pki() -> TestPki {
+pub(crate) fn test_pki() -> TestPki {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
         KeyUsagePurpose,

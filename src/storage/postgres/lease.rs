@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
+
+use super::tls::Tls;
 
 /// The lease on singleton work: a session advisory lock, held by one connection.
 const LEASE_LOCK: i64 = 0x6163_6d65_0002;
@@ -18,6 +19,7 @@ const LEASE_PROBE: Duration = Duration::from_secs(1);
 /// lease) when `stop` is cancelled.
 pub(super) async fn keep_lease(
     config: tokio_postgres::Config,
+    tls: Tls,
     held: tokio::sync::watch::Sender<bool>,
     stop: CancellationToken,
     name: String,
@@ -32,9 +34,9 @@ pub(super) async fn keep_lease(
         held.send_replace(false);
         let connected = tokio::select! {
             () = stop.cancelled() => return,
-            connected = config.connect(NoTls) => connected,
+            connected = tls.connect(&config) => connected,
         };
-        let (client, connection) = match connected {
+        let (client, mut connection, _) = match connected {
             Ok(connected) => connected,
             Err(error) => {
                 tracing::debug!(%error, "{name}: cannot connect to take the lease");
@@ -47,7 +49,6 @@ pub(super) async fn keep_lease(
         };
         // The connection runs as its own task (ending when `client` goes); its end is the
         // end of the session, and so of the lease.
-        let mut connection = tokio::spawn(connection);
         loop {
             if !*held.borrow() {
                 let taken = tokio::select! {

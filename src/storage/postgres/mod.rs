@@ -20,14 +20,14 @@
 
 mod lease;
 mod shared;
+mod tls;
 mod tx;
 
 use std::cell::RefCell;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{Object, Pool};
 use tokio::runtime::Handle;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use self::lease::keep_lease;
@@ -62,18 +62,18 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Connect to the server at `url` with at most `pool_size` connections (one of them the
-    /// writer's) and bring the schema up to date. Call it from a blocking thread of the
-    /// tokio runtime that is to serve the connections.
-    pub fn open(url: &Secret, pool_size: usize) -> Result<PostgresStore> {
+    /// writer's; TLS trusting also the CAs of `ca_file` when the URL asks for TLS) and bring
+    /// the schema up to date. Call it from a blocking thread of the tokio runtime that is to
+    /// serve the connections.
+    pub fn open(url: &Secret, pool_size: usize, ca_file: Option<&std::path::Path>) -> Result<PostgresStore> {
         let name = format!("the database {} (database.url)", redacted(url));
         let runtime = Handle::try_current().map_err(|_| {
             Error::internal(format!("{name}: PostgreSQL needs a tokio runtime to serve its connections"))
         })?;
         let config: tokio_postgres::Config =
             url.expose().parse().map_err(|error| Error::internal(format!("{name} is not a valid URL: {error}")))?;
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
+        let tls = tls::Tls::for_config(&config, ca_file, &name)?;
+        let pool = Pool::builder(tls.manager(config.clone()))
             .max_size(pool_size)
             .build()
             .map_err(|error| Error::internal(format!("{name}: cannot build the connection pool: {error}")))?;
@@ -118,9 +118,9 @@ impl PostgresStore {
         let (held, lease) = tokio::sync::watch::channel(false);
         let keeper = tokio_util::sync::CancellationToken::new();
         let (tried, first_try) = tokio::sync::oneshot::channel();
-        runtime.spawn(keep_lease(config.clone(), held, keeper.clone(), name.clone(), Some(tried)));
+        runtime.spawn(keep_lease(config.clone(), tls.clone(), held, keeper.clone(), name.clone(), Some(tried)));
         let (observed, foreign) = tokio::sync::mpsc::unbounded_channel();
-        runtime.spawn(shared::listen(config, pool.clone(), instance, observed, keeper.clone(), name.clone()));
+        runtime.spawn(shared::listen(config, tls, pool.clone(), instance, observed, keeper.clone(), name.clone()));
         // A lone instance holds the lease from its start (its first rounds are not skipped).
         let _ = runtime.block_on(tokio::time::timeout(Duration::from_secs(5), first_try));
         Ok(PostgresStore {

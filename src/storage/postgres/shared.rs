@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
+
+use super::tls::Tls;
 
 use crate::error::Result;
 use crate::resource::{Resource, ResourceType};
@@ -58,6 +58,7 @@ pub(super) fn announcements(instance: &str, outcomes: &[Result<ChangeSet>]) -> V
 /// read from the database, goes to `observed`.
 pub(super) async fn listen(
     config: tokio_postgres::Config,
+    tls: Tls,
     pool: Pool,
     instance: String,
     observed: mpsc::UnboundedSender<ChangeSet>,
@@ -68,9 +69,9 @@ pub(super) async fn listen(
     loop {
         let connected = tokio::select! {
             () = stop.cancelled() => return,
-            connected = config.connect(NoTls) => connected,
+            connected = tls.connect(&config) => connected,
         };
-        let (client, mut connection) = match connected {
+        let (client, driver, mut heard) = match connected {
             Ok(connected) => connected,
             Err(error) => {
                 tracing::debug!(%error, "{name}: cannot connect to listen to other instances");
@@ -80,17 +81,6 @@ pub(super) async fn listen(
                 }
             }
         };
-        let (payloads, mut heard) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(Ok(message)) = messages.next().await {
-                if let AsyncMessage::Notification(notification) = message {
-                    if payloads.send(notification.payload().to_string()).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
         if let Err(error) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
             tracing::debug!(%error, "{name}: cannot listen to other instances");
             driver.abort();
@@ -114,7 +104,7 @@ pub(super) async fn listen(
                 payload = heard.recv() => payload,
             };
             let Some(payload) = payload else { break };
-            match changes_of(&pool, &instance, &payload).await {
+            match changes_of(&pool, &instance, payload.payload()).await {
                 Ok(Some(changes)) => {
                     if observed.send(changes).is_err() {
                         return;
