@@ -258,9 +258,15 @@ impl Store for PostgresStore {
         let runtime = &self.runtime;
         runtime.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?;
         let versions = RefCell::default();
-        let outcome =
-            work(&PgTx { runtime, client: &client, changes: None, enqueued: &mut 0, versions: &versions, lock: false });
-        let ended = runtime.block_on(client.batch_execute(if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" }));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            work(&PgTx { runtime, client: &client, changes: None, enqueued: &mut 0, versions: &versions, lock: false })
+        }));
+        // The transaction ends whatever happened: the connection goes back to the pool.
+        let ended = runtime.block_on(client.batch_execute(match &outcome {
+            Ok(Ok(())) => "COMMIT",
+            _ => "ROLLBACK",
+        }));
+        let outcome = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         outcome?;
         ended?;
         Ok(())
