@@ -35,6 +35,8 @@ pub struct App {
     /// The server's TLS, when `[http.tls]` enables it.
     server_tls: Option<ServerTls>,
     cse: Cse,
+    /// Where this instance serves (its part of the CSEBase `poa`).
+    poa: Vec<String>,
     remote: RemoteCseManager,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -63,8 +65,10 @@ impl App {
         let poa = advertised_poa(&config.http, local_addr);
         let client = Client::new(&config.http, &tls);
         let cse = Cse::new(config, source, storage, EventBus::default(), Arc::new(client));
-        let new_database =
-            bootstrap::ensure_cse_base(&cse, poa).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
+        let new_database = bootstrap::ensure_cse_base(&cse, poa.clone())
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
+        cse.advertise(Some(poa.clone())).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
         cse.load_registry().await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
         if new_database {
             if let Some(dir) = init_dir {
@@ -84,6 +88,7 @@ impl App {
             local_addr,
             server_tls: tls.server,
             cse,
+            poa,
             remote,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -124,8 +129,11 @@ impl App {
     /// Start serving and the background work; returns once everything runs. The CSE
     /// stops when the shutdown token is cancelled; [`Running::stopped`] waits for that.
     pub async fn start(self) -> anyhow::Result<Running> {
-        let App { listener, local_addr, server_tls, cse, remote, shutdown, tracker } = self;
+        let App { listener, local_addr, server_tls, cse, poa, remote, shutdown, tracker } = self;
         tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
+        if cse.storage.lease().is_shared() {
+            tracker.spawn(heartbeat(cse.clone(), poa, shutdown.clone()).instrument(info_span!("instances")));
+        }
         tracker.spawn(cse.clone().deliver_notifications(shutdown.clone()).instrument(info_span!("notifications")));
         let router = router(cse.clone()).context("cannot start the HTTP binding")?;
         let http = &cse.config().http;
@@ -149,7 +157,7 @@ impl App {
             return Err(anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.detail()));
         }
         cse.events.emit(Event::CseStarted);
-        Ok(Running { remote, server, tracker, storage: cse.storage.clone() })
+        Ok(Running { remote, server, tracker, cse })
     }
 }
 
@@ -159,7 +167,7 @@ pub struct Running {
     /// Serves until shutdown, then drains requests within the grace period.
     server: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
-    storage: crate::storage::Storage,
+    cse: Cse,
 }
 
 impl Running {
@@ -167,7 +175,7 @@ impl Running {
     /// requests drained, this CSE deregistered (bounded by the client time-out),
     /// background tasks finished (bounded by a grace period).
     pub async fn stopped(self) -> anyhow::Result<()> {
-        let Running { remote, server, tracker, storage } = self;
+        let Running { remote, server, tracker, cse } = self;
         // The server stops accepting when the shutdown token is cancelled; requests in
         // flight get the grace period to finish, then their connections are closed.
         server.await.context("HTTP server task failed")?;
@@ -176,10 +184,31 @@ impl Running {
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "background tasks did not stop in time");
         }
-        // Another instance of a shared database takes the singleton work over now.
-        storage.release_lease();
+        // The other instances of a shared database stop advertising this one, and one of
+        // them takes the singleton work over now.
+        if let Err(error) = cse.advertise(None).await {
+            warn!(error = %error.detail(), "cannot withdraw this instance's address from the CSEBase poa");
+        }
+        cse.storage.release_lease();
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Say every [`INSTANCE_HEARTBEAT`] that this instance of a shared database still serves at
+/// `poa` (which keeps the CSEBase `poa` the addresses of the live instances).
+async fn heartbeat(cse: Cse, poa: Vec<String>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(crate::core::INSTANCE_HEARTBEAT);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {
+                if let Err(error) = cse.advertise(Some(poa.clone())).await {
+                    warn!(error = %error.detail(), "cannot record that this instance still serves");
+                }
+            }
+        }
     }
 }
 

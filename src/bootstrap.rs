@@ -34,7 +34,6 @@ pub async fn ensure_cse_base(cse: &Cse, poa: Vec<String>) -> Result<bool> {
             attributes.insert("spi".into(), json!(format!("//{}", cse_config.sp_id)));
             attributes.insert("cst".into(), json!(cse_config.kind.cst()));
             attributes.insert("csz".into(), json!(SUPPORTED_MEDIA_TYPES));
-            attributes.insert("poa".into(), json!(poa));
             attributes.insert("srt".into(), json!(ResourceType::ALL.map(ResourceType::code)));
             attributes.insert("srv".into(), json!(cse_config.release_versions));
             if config.registrar.is_none() {
@@ -61,6 +60,8 @@ pub async fn ensure_cse_base(cse: &Cse, poa: Vec<String>) -> Result<bool> {
                     Ok(false)
                 }
                 None => {
+                    // Later, `Cse::advertise` keeps it the addresses of every instance.
+                    attributes.insert("poa".into(), json!(poa));
                     attributes.insert("ri".into(), json!(cse_config.resource_id));
                     attributes.insert("rn".into(), json!(cse_config.resource_name));
                     attributes.insert("pi".into(), json!(""));

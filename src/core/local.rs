@@ -3,6 +3,8 @@
 //! describes a registrar, deletions of local CSRs. Each is one transaction whose changes
 //! leave the commit like a request's.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value};
 
 use crate::core::Cse;
@@ -12,6 +14,12 @@ use crate::core::types::remove;
 use crate::error::{Error, Result};
 use crate::id::resource_name_of;
 use crate::resource::{Resource, ResourceType, Timestamp};
+
+/// An instance of a shared database that has not said it is alive for this long is gone
+/// (each says so every [`INSTANCE_HEARTBEAT`]).
+pub(crate) const INSTANCE_STALE: Duration = Duration::from_secs(10);
+/// How often an instance of a shared database says it is alive.
+pub(crate) const INSTANCE_HEARTBEAT: Duration = Duration::from_secs(2);
 
 impl Cse {
     /// Fill the routing table from the `<remoteCSE>` resources stored now (at start).
@@ -43,6 +51,38 @@ impl Cse {
                     events::updated(tx, &before, &cse_base, &Map::new(), None)?;
                 }
                 Ok(changed)
+            })
+            .await
+    }
+
+    /// This instance serves the database at `poa` (`None`: it is leaving): record that,
+    /// forget the instances not heard of for [`INSTANCE_STALE`] (every other one when the
+    /// database is this process's alone), and make the CSEBase `poa` the addresses of all,
+    /// sorted (so it does not change with the order of starts). Returns whether the CSEBase
+    /// changed.
+    pub(crate) async fn advertise(&self, poa: Option<Vec<String>>) -> Result<bool> {
+        let ri = self.config().cse.resource_id.clone();
+        let id = self.instance().to_string();
+        let stale = if self.storage.lease().is_shared() { INSTANCE_STALE } else { Duration::ZERO };
+        self.storage
+            .write(move |tx| {
+                let now = Timestamp::now();
+                if let Some(poa) = &poa {
+                    tx.set_instance(&id, poa, &now.to_string())?;
+                }
+                let before = now.checked_sub(stale).unwrap_or(now).to_string();
+                tx.forget_instances(&before, poa.is_none().then_some(id.as_str()))?;
+                let addresses = tx.instance_addresses()?;
+                let mut cse_base = tx.get(&ri)?.ok_or_else(|| Error::internal("the CSEBase is missing"))?;
+                if addresses.is_empty() || cse_base.attributes.get("poa") == Some(&serde_json::json!(addresses)) {
+                    return Ok(false);
+                }
+                let unchanged = cse_base.clone();
+                cse_base.set("poa", addresses);
+                cse_base.set("lt", now);
+                tx.update(&cse_base)?;
+                events::updated(tx, &unchanged, &cse_base, &Map::new(), None)?;
+                Ok(true)
             })
             .await
     }

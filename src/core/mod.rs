@@ -48,6 +48,7 @@ use crate::event::EventBus;
 use crate::resource::{Resource, Timestamp};
 use crate::storage::Storage;
 
+pub(crate) use local::INSTANCE_HEARTBEAT;
 pub(crate) use tree::resolve_acpi;
 
 /// The CSE: configuration, identity, storage, events, the registry of remote CSEs and

@@ -67,6 +67,12 @@ impl Timestamp {
         Timestamp::from_datetime(self.0.checked_add_signed(delta)?)
     }
 
+    /// `self - duration`, or `None` before the range.
+    pub fn checked_sub(self, duration: Duration) -> Option<Timestamp> {
+        let delta = TimeDelta::from_std(duration).ok()?;
+        Timestamp::from_datetime(self.0.checked_sub_signed(delta)?)
+    }
+
     /// `self + duration`, at most [`Timestamp::max`].
     pub fn saturating_add(self, duration: Duration) -> Timestamp {
         self.checked_add(duration).unwrap_or_else(Timestamp::max)

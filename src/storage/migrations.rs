@@ -127,6 +127,24 @@ DROP INDEX resources_by_type;
 CREATE INDEX resources_by_type ON resources(ty, ord);
 ",
     },
+    Migration {
+        version: 3,
+        what: "the instances serving the database and their addresses (the CSEBase poa)",
+        sqlite: "
+CREATE TABLE instances (
+    id   TEXT PRIMARY KEY NOT NULL,
+    poa  TEXT NOT NULL,
+    seen TEXT NOT NULL
+);
+",
+        postgres: r#"
+CREATE TABLE instances (
+    id   TEXT PRIMARY KEY,
+    poa  TEXT NOT NULL,
+    seen TEXT COLLATE "C" NOT NULL
+);
+"#,
+    },
 ];
 
 /// The version this build writes.

@@ -65,6 +65,8 @@ pub trait ReadTx {
     /// The batch of `subscription` for `target` being gathered: how many it holds, and
     /// when it is due.
     fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)>;
+    /// The addresses of every instance serving the database (their `poa`s), sorted, once each.
+    fn instance_addresses(&self) -> Result<Vec<String>>;
 }
 
 /// A notification in the outbox: written in the transaction of the change that caused
@@ -108,6 +110,20 @@ pub trait WriteTx: ReadTx {
     fn trim_outbox(&mut self, target: &str, keep: usize) -> Result<usize>;
     /// Make the batches of `subscription` (for `target`, or every target) due at `due`.
     fn release_batch(&mut self, subscription: &str, target: Option<&str>, due: &str) -> Result<()>;
+    /// This instance (`id`) serves the database at `poa`, as of `seen`.
+    fn set_instance(&mut self, id: &str, poa: &[String], seen: &str) -> Result<()>;
+    /// Forget the instances not seen since `before` (all others, with `before` = now), and
+    /// `gone` if given.
+    fn forget_instances(&mut self, before: &str, gone: Option<&str>) -> Result<()>;
+}
+
+/// The union of instances' `poa` lists as stored (JSON arrays), sorted, once each.
+pub(crate) fn addresses_of(stored: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut addresses: Vec<String> =
+        stored.into_iter().filter_map(|poa| serde_json::from_str::<Vec<String>>(&poa).ok()).flatten().collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
 }
 
 /// One change of a committed transaction.

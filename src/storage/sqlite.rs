@@ -337,6 +337,12 @@ impl ReadTx for SqliteTx<'_> {
         Ok((usize::try_from(count).unwrap_or(usize::MAX), due))
     }
 
+    fn instance_addresses(&self) -> Result<Vec<String>> {
+        let mut statement = self.connection.prepare_cached("SELECT poa FROM instances")?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(super::addresses_of(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+    }
+
     fn outbox_count(&self, target: &str) -> Result<usize> {
         let mut statement = self.connection.prepare_cached("SELECT COUNT(*) FROM outbox WHERE target = ?1")?;
         let count: i64 = statement.query_row([target], |row| row.get(0))?;
@@ -456,6 +462,24 @@ impl WriteTx for SqliteTx<'_> {
                 .prepare_cached("UPDATE outbox SET due = ?2 WHERE subscription = ?1 AND batch = 1")?
                 .execute(params![subscription, due])?,
         };
+        Ok(())
+    }
+
+    fn set_instance(&mut self, id: &str, poa: &[String], seen: &str) -> Result<()> {
+        let poa = serde_json::to_string(poa).map_err(|error| Error::internal(error.to_string()))?;
+        self.connection
+            .prepare_cached(
+                "INSERT INTO instances (id, poa, seen) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET poa = ?2, seen = ?3",
+            )?
+            .execute(params![id, poa, seen])?;
+        Ok(())
+    }
+
+    fn forget_instances(&mut self, before: &str, gone: Option<&str>) -> Result<()> {
+        self.connection
+            .prepare_cached("DELETE FROM instances WHERE seen < ?1 OR id = ?2")?
+            .execute(params![before, gone])?;
         Ok(())
     }
 

@@ -579,3 +579,29 @@ async fn with_sslmode_require_the_connection_is_encrypted_and_the_server_verifie
     assert!(encrypted >= 2 && clear == 0, "sessions with TLS {encrypted}, without {clear}");
     cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_cse_base_lists_every_instance_serving_the_database_and_forgets_one_that_stops() {
+    let Some(url) = database("the_cse_base_lists_every_instance_serving_the_database_and_forgets_one_that_stops").await
+    else {
+        return;
+    };
+    // Arrange
+    let first = on(&url).await;
+    let second = on(&url).await;
+    let poa = |cse: &TestCse| {
+        let cse = cse.cse.clone();
+        async move { cse.cse_base().await.expect("CSEBase").attributes.get("poa").cloned().unwrap_or_default() }
+    };
+    let mut both = vec![first.url.clone(), second.url.clone()];
+    both.sort();
+    // Assert: both addresses, in one order whichever started first (no flapping).
+    eventually("the CSEBase lists both instances", DEADLINE, || async { poa(&first).await == json!(both) }).await;
+    assert_eq!(first.retrieve("/cse-in", "CAdmin").await.body["m2m:cb"]["poa"], json!(both));
+    // Act: the second stops.
+    second.shutdown().await;
+    // Assert
+    eventually("the CSEBase lists the first only", DEADLINE, || async { poa(&first).await == json!([first.url]) })
+        .await;
+    first.shutdown().await;
+}

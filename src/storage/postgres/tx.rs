@@ -230,6 +230,12 @@ impl ReadTx for PgTx<'_> {
         )
     }
 
+    fn instance_addresses(&self) -> Result<Vec<String>> {
+        let rows = self.rows("SELECT poa FROM instances", &[])?;
+        let stored: Vec<String> = rows.iter().map(|row| row.try_get(0)).collect::<std::result::Result<_, _>>()?;
+        Ok(crate::storage::addresses_of(stored))
+    }
+
     fn outbox_count(&self, target: &str) -> Result<usize> {
         let rows = self.rows("SELECT COUNT(*) FROM outbox WHERE target = $1", &[&target])?;
         let count: Option<i64> = rows.first().map(|row| row.try_get(0)).transpose()?;
@@ -358,6 +364,20 @@ impl WriteTx for PgTx<'_> {
                 self.execute("UPDATE outbox SET due = $2 WHERE subscription = $1 AND batch", &[&subscription, &due])?
             }
         };
+        Ok(())
+    }
+
+    fn set_instance(&mut self, id: &str, poa: &[String], seen: &str) -> Result<()> {
+        let poa = serde_json::to_string(poa).map_err(|error| Error::internal(error.to_string()))?;
+        self.execute(
+            "INSERT INTO instances (id, poa, seen) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET poa = $2, seen = $3",
+            &[&id, &poa, &seen],
+        )?;
+        Ok(())
+    }
+
+    fn forget_instances(&mut self, before: &str, gone: Option<&str>) -> Result<()> {
+        self.execute("DELETE FROM instances WHERE seen < $1 OR id = $2", &[&before, &gone])?;
         Ok(())
     }
 
