@@ -16,13 +16,25 @@ const LEASE_PROBE: Duration = Duration::from_secs(1);
 
 /// Take the lease when it is free and hold it while the connection that holds it stands;
 /// say which on `held`, and on `tried` once the first attempt is over. Ends (releasing the
-/// lease) when `stop` is cancelled.
+/// lease, and saying so) when `stop` is cancelled.
 pub(super) async fn keep_lease(
     config: tokio_postgres::Config,
     tls: Tls,
     held: tokio::sync::watch::Sender<bool>,
     stop: CancellationToken,
     name: String,
+    tried: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    hold_lease(&config, &tls, &held, &stop, &name, tried).await;
+    held.send_replace(false);
+}
+
+async fn hold_lease(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+    held: &tokio::sync::watch::Sender<bool>,
+    stop: &CancellationToken,
+    name: &str,
     mut tried: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     let mut tried = move || {
@@ -34,7 +46,7 @@ pub(super) async fn keep_lease(
         held.send_replace(false);
         let connected = tokio::select! {
             () = stop.cancelled() => return,
-            connected = tls.connect(&config) => connected,
+            connected = tls.connect(config) => connected,
         };
         let (client, mut connection, _) = match connected {
             Ok(connected) => connected,

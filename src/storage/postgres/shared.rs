@@ -82,9 +82,12 @@ pub(super) async fn listen(
             }
         };
         if let Err(error) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-            tracing::debug!(%error, "{name}: cannot listen to other instances");
+            tracing::warn!(%error, "{name}: cannot listen to other instances; trying again");
             driver.abort();
-            continue;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RECONNECT) => continue,
+            }
         }
         if std::mem::replace(&mut reconnected, true) {
             // Announcements may have been missed while not listening: every CSE as it is now.
