@@ -26,6 +26,11 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
+/// Whether the tests run as root (some servers refuse it; root writes read-only files).
+pub fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|id| id.stdout.starts_with(b"0\n"))
+}
+
 /// The shipped `init/` directory.
 pub fn init_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("init")

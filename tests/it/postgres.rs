@@ -85,8 +85,7 @@ async fn connect(url: &str) -> tokio_postgres::Client {
                 tokio::spawn(connection);
                 return client;
             }
-            Err(error) if started.elapsed() < Duration::from_secs(30) => {
-                let _ = error;
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(error) => panic!("cannot connect to the test server: {error}"),
@@ -115,13 +114,9 @@ fn server_binaries() -> Result<PathBuf, String> {
     versions.pop().map(|(_, bin)| bin).ok_or_else(|| format!("no server binaries under {}", root.display()))
 }
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|id| id.stdout.starts_with(b"0\n"))
-}
-
 /// `program` with `args`, as the `postgres` user when we are root (the server refuses root).
 fn as_server_user(program: &Path, args: &[&str]) -> Command {
-    if is_root() {
+    if crate::harness::is_root() {
         let mut command = Command::new("setpriv");
         command.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program).args(args);
         command
@@ -137,7 +132,7 @@ fn throwaway_server() -> Result<Server, String> {
     let dir = std::env::temp_dir().join(format!("acme-test-pg-{}", std::process::id()));
     let data = dir.join("data");
     std::fs::create_dir_all(&dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
-    if is_root() {
+    if crate::harness::is_root() {
         let chown = Command::new("chown").arg("postgres:").arg(&dir).status();
         if !chown.is_ok_and(|status| status.success()) {
             return Err(format!("cannot give {} to the postgres user", dir.display()));
@@ -164,18 +159,14 @@ fn throwaway_server() -> Result<Server, String> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|error| error.to_string())?;
     }
-    if is_root() {
+    if crate::harness::is_root() {
         let chown = Command::new("chown").arg("postgres:").arg(&cert).arg(&key).status();
         if !chown.is_ok_and(|status| status.success()) {
             return Err("cannot give the server's key to the postgres user".into());
         }
     }
     let (ssl_cert, ssl_key) = (format!("ssl_cert_file={}", cert.display()), format!("ssl_key_file={}", key.display()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map_err(|error| format!("no free port: {error}"))?
-        .port()
-        .to_string();
+    let port = crate::binary::free_port().to_string();
     let log = std::fs::File::create(dir.join("server.log")).map_err(|error| format!("cannot create a log: {error}"))?;
     let server = as_server_user(
         &bin.join("postgres"),
@@ -337,7 +328,7 @@ async fn a_postgresql_database_of_a_newer_build_is_refused_without_showing_the_p
 #[tokio::test]
 async fn an_unreachable_postgresql_server_stops_the_start_naming_database_url_but_not_the_password() {
     // Arrange: a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let port = crate::binary::free_port();
     let mut settings = test_settings();
     on_postgres(&mut settings, &format!("postgresql://acme:pw-5678-secret@127.0.0.1:{port}/acme"));
     // Act
@@ -468,6 +459,7 @@ async fn one_instance_sends_the_notifications_of_both_and_the_other_takes_over_w
     // Assert: each notification once: one sender for the database, whichever instance
     // committed the change.
     eventually("all 20 delivered", DEADLINE, || async { delivered().1 == 20 }).await;
+    // An absence: a second sender would repeat some at its next read of the outbox; give it time.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(delivered(), (20, 20), "no notification sent twice");
     // The holder stops: the other takes the lease and sends what comes next.
@@ -531,6 +523,7 @@ async fn when_the_process_holding_the_lease_is_killed_another_takes_it_over() {
         second_log.lock().expect("log").contains("serving HTTP")
     })
     .await;
+    // Serving means its first try failed; an absence again: give it another try (1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!holds(&second_log), "one holder at a time:\n{}", second_log.lock().expect("log"));
     // Act: kill -9 (no goodbye to the server: it notices the closed connection).
