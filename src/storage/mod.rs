@@ -227,8 +227,9 @@ pub trait Store: Send + Sync + 'static {
     /// once rather than when this store is dropped.
     fn release_lease(&self) {}
     /// What other instances of a shared database committed, as change sets (the routing
-    /// registry's types only), for the [`Observer`]s; `None` when nobody else writes (or
-    /// after the first call).
+    /// registry's types only, and how many notifications they put in the outbox), for the
+    /// [`Observer`]s and the notification sender; `None` when nobody else writes (or after
+    /// the first call).
     fn foreign_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ChangeSet>> {
         None
     }
@@ -273,7 +274,12 @@ impl Storage {
             let observed = fanout.clone();
             runtime.spawn(async move {
                 while let Some(changes) = foreign.recv().await {
-                    observed.observe(&changes);
+                    if changes.enqueued > 0 {
+                        observed.outbox.notify_one();
+                    }
+                    if !changes.changes.is_empty() {
+                        observed.observe(&changes);
+                    }
                 }
             });
         }

@@ -37,9 +37,10 @@ const RUN: usize = 256;
 /// The first retry of a notification.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
-/// How often the outbox is read when other instances share the database (their commits
-/// do not wake this sender).
-const SHARED_POLL: Duration = Duration::from_millis(250);
+/// How often the outbox is read at least when other instances share the database: their
+/// commits wake this sender through the database's announcements, and this catches what a
+/// lost announcement would have told.
+const SHARED_POLL: Duration = Duration::from_secs(1);
 
 /// How a delivery attempt ended.
 enum Outcome {

@@ -68,7 +68,7 @@ async fn hold_lease(
                     _ = &mut connection => break,
                     taken = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEASE_LOCK]) => taken,
                 };
-                match taken.map(|row| row.get::<_, bool>(0)) {
+                match taken.and_then(|row| row.try_get::<_, bool>(0)) {
                     Ok(true) => {
                         tracing::info!("{name}: this instance holds the lease (registration, expiry, notifications)");
                         held.send_replace(true);

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::tls::Tls;
+use super::tx::{COLUMNS, resource_of};
 
 use crate::error::Result;
 use crate::resource::{Resource, ResourceType};
@@ -27,8 +28,10 @@ const MAX_PAYLOAD: usize = 7000;
 const RECONNECT: Duration = Duration::from_secs(1);
 
 /// The announcements of what a batch changed that other instances follow: `{"from": id,
-/// "changes": [{"k": "c"|"u"|"d", "ri": .., "csi": ..}]}`, cut to fit.
+/// "changes": [{"k": "c"|"u"|"d", "ri": .., "csi": ..}], "enqueued": n}` (`enqueued`:
+/// notifications it put in the outbox, which wakes the sender wherever it runs), cut to fit.
 pub(super) fn announcements(instance: &str, outcomes: &[Result<ChangeSet>]) -> Vec<String> {
+    let enqueued: usize = outcomes.iter().filter_map(|outcome| outcome.as_ref().ok()).map(|set| set.enqueued).sum();
     let mut payloads = Vec::new();
     let mut entries: Vec<Value> = Vec::new();
     let mut size = 0;
@@ -48,8 +51,8 @@ pub(super) fn announcements(instance: &str, outcomes: &[Result<ChangeSet>]) -> V
         size += length;
         entries.push(entry);
     }
-    if !entries.is_empty() {
-        payloads.push(json!({"from": instance, "changes": entries}).to_string());
+    if !entries.is_empty() || enqueued > 0 {
+        payloads.push(json!({"from": instance, "changes": entries, "enqueued": enqueued}).to_string());
     }
     payloads
 }
@@ -127,18 +130,15 @@ pub(super) async fn listen(
 
 /// Every `<remoteCSE>` as it is now, as updates.
 async fn current(pool: &Pool) -> Result<ChangeSet> {
-    let client = pool.get().await.map_err(|error| crate::error::Error::internal(error.to_string()))?;
-    let rows = client
-        .query("SELECT ty, path, creator, body FROM resources WHERE ty = $1", &[&i32::from(ResourceType::Csr.code())])
-        .await?;
-    let mut changes = Vec::with_capacity(rows.len());
-    for row in rows {
-        let ty: i32 = row.try_get(0)?;
-        let resource =
-            crate::storage::stored_resource(i64::from(ty), row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?;
-        changes.push(Change::Updated(Arc::new(resource)));
-    }
+    let client = connection(pool).await?;
+    let sql = format!("SELECT {COLUMNS} FROM resources WHERE ty = $1");
+    let rows = client.query(&sql, &[&i32::from(ResourceType::Csr.code())]).await?;
+    let changes = rows.iter().map(|row| Ok(Change::Updated(Arc::new(resource_of(row)?)))).collect::<Result<_>>()?;
     Ok(ChangeSet { changes, enqueued: 0 })
+}
+
+async fn connection(pool: &Pool) -> Result<deadpool_postgres::Object> {
+    pool.get().await.map_err(|error| crate::error::Error::internal(format!("no connection to the database: {error}")))
 }
 
 /// What an announcement of another instance says changed, read from the database (`None`:
@@ -148,9 +148,11 @@ async fn changes_of(pool: &Pool, instance: &str, payload: &str) -> Result<Option
     if announcement["from"].as_str() == Some(instance) {
         return Ok(None);
     }
-    let client = pool.get().await.map_err(|error| crate::error::Error::internal(error.to_string()))?;
+    let entries = announcement["changes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let sql = format!("SELECT {COLUMNS} FROM resources WHERE ri = $1");
+    let mut client = None;
     let mut changes = Vec::new();
-    for entry in announcement["changes"].as_array().into_iter().flatten() {
+    for entry in entries {
         let (Some(kind), Some(ri)) = (entry["k"].as_str(), entry["ri"].as_str()) else { continue };
         if kind == "d" {
             // Gone: what the observers need to forget it.
@@ -162,16 +164,18 @@ async fn changes_of(pool: &Pool, instance: &str, payload: &str) -> Result<Option
             continue;
         }
         // As it is now (a later announcement tells of what came after).
-        let row = client.query_opt("SELECT ty, path, creator, body FROM resources WHERE ri = $1", &[&ri]).await?;
-        let Some(row) = row else { continue };
-        let ty: i32 = row.try_get(0)?;
-        let resource =
-            crate::storage::stored_resource(i64::from(ty), row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?;
+        if client.is_none() {
+            client = Some(connection(pool).await?);
+        }
+        let Some(client) = client.as_ref() else { continue };
+        let Some(row) = client.query_opt(&sql, &[&ri]).await? else { continue };
+        let resource = resource_of(&row)?;
         changes.push(if kind == "c" {
             Change::Created(Arc::new(resource))
         } else {
             Change::Updated(Arc::new(resource))
         });
     }
-    Ok((!changes.is_empty()).then_some(ChangeSet { changes, enqueued: 0 }))
+    let enqueued = announcement["enqueued"].as_u64().map_or(0, |count| usize::try_from(count).unwrap_or(usize::MAX));
+    Ok((!changes.is_empty() || enqueued > 0).then_some(ChangeSet { changes, enqueued }))
 }

@@ -19,7 +19,7 @@ use crate::resource::{Resource, ResourceType};
 use crate::storage::{Change, Pending, ReadTx, StoredPending, WriteTx};
 
 /// A resource's columns, then its row version (`xmin`) and `ri`.
-const COLUMNS: &str = "ty, path, creator, body, xmin::TEXT, ri";
+pub(super) const COLUMNS: &str = "ty, path, creator, body, xmin::TEXT, ri";
 const OUTBOX_COLUMNS: &str = "seq, target, subscription, rqi, content, created, due, attempts, batch";
 
 /// Rows read at a time by a walk below a path.
@@ -98,7 +98,8 @@ impl PgTx<'_> {
     }
 }
 
-fn resource_of(row: &Row) -> Result<Resource> {
+/// The resource of a row of [`COLUMNS`].
+pub(super) fn resource_of(row: &Row) -> Result<Resource> {
     let ty: i32 = row.try_get(0)?;
     crate::storage::stored_resource(i64::from(ty), row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)
 }
