@@ -145,6 +145,17 @@ CREATE TABLE instances (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        what: "claims on notifications: which instance sends one, and until when",
+        sqlite: "
+ALTER TABLE outbox ADD COLUMN claimant TEXT;
+ALTER TABLE outbox ADD COLUMN claimed_until TEXT;
+",
+        postgres: r#"
+ALTER TABLE outbox ADD COLUMN claimant TEXT, ADD COLUMN claimed_until TEXT COLLATE "C";
+"#,
+    },
 ];
 
 /// The version this build writes.

@@ -104,8 +104,46 @@ pub trait WriteTx: ReadTx {
     fn enqueue(&mut self, notification: &Pending) -> Result<()>;
     /// Remove a notification from the outbox (delivered, or given up).
     fn dequeue(&mut self, seq: i64) -> Result<()>;
-    /// Try a notification again at `due`, after `attempts` failures.
+    /// Try a notification again at `due`, after `attempts` failures (its claim ends).
     fn reschedule(&mut self, seq: i64, attempts: u32, due: &str) -> Result<()>;
+    /// Of the notifications `seqs`, those `claimant` may take at `now`: claimed by nobody,
+    /// by itself, or by a claim that has ended. Rows another transaction holds are skipped,
+    /// not waited for (`FOR UPDATE SKIP LOCKED` on PostgreSQL); the rows returned are
+    /// locked until the commit.
+    fn claimable(&mut self, seqs: &[i64], claimant: &str, now: &str) -> Result<Vec<i64>>;
+    /// Claim the notifications `seqs` for `claimant` until `until`, or release them (`None`).
+    fn claim(&mut self, seqs: &[i64], claim: Option<(&str, &str)>) -> Result<()>;
+    /// [`ReadTx::outbox_due`] for a sender among several (a database shared by instances):
+    /// what is due and not claimed by another sender, claimed for `claimant` until
+    /// `until`. A target whose next notification another sender holds is passed over
+    /// whole, so that its notifications still go in order, each sent by one sender.
+    fn claim_due(
+        &mut self,
+        now: &str,
+        per_target: usize,
+        limit: usize,
+        claimant: &str,
+        until: &str,
+    ) -> Result<(Vec<Pending>, Option<String>)> {
+        let (due, next) = self.outbox_due(now, per_target, limit)?;
+        let seqs: Vec<i64> = due.iter().map(|pending| pending.seq).collect();
+        let free: std::collections::HashSet<i64> = self.claimable(&seqs, claimant, now)?.into_iter().collect();
+        let mut held_elsewhere: Option<String> = None;
+        let mut taken = Vec::with_capacity(due.len());
+        for pending in due {
+            if held_elsewhere.as_deref() == Some(pending.target.as_str()) {
+                continue;
+            }
+            if free.contains(&pending.seq) {
+                taken.push(pending);
+            } else {
+                held_elsewhere = Some(pending.target.clone());
+            }
+        }
+        let seqs: Vec<i64> = taken.iter().map(|pending| pending.seq).collect();
+        self.claim(&seqs, Some((claimant, until)))?;
+        Ok((taken, next))
+    }
     /// Keep the newest `keep` notifications of `target`; returns how many were dropped.
     fn trim_outbox(&mut self, target: &str, keep: usize) -> Result<usize>;
     /// Make the batches of `subscription` (for `target`, or every target) due at `due`.
@@ -585,5 +623,48 @@ mod tests {
         assert_eq!(targets, ["http://b"], "a's head is due in 2026 only");
         let (_, next) = storage.read(|tx| tx.outbox_due("20250601T000000,000000", 10, 10)).await.expect("read");
         assert_eq!(next.as_deref(), Some("20260101T000000,000000"));
+    }
+
+    #[tokio::test]
+    async fn a_claimed_notification_goes_to_no_other_sender_until_its_claim_ends_and_order_holds() {
+        let storage = Storage::open(&DatabaseConfig::default()).expect("in-memory store");
+        const DUE: &str = "20260101T000000,000000";
+        const NOW: &str = "20260101T000001,000000";
+        const CLAIMED_UNTIL: &str = "20260101T000010,000000";
+        const AFTER_THE_CLAIM: &str = "20260101T000011,000000";
+        storage
+            .write(|tx| {
+                tx.enqueue(&pending("http://a", 1, DUE))?;
+                tx.enqueue(&pending("http://a", 2, DUE))?;
+                tx.enqueue(&pending("http://b", 3, DUE))
+            })
+            .await
+            .expect("commit");
+        let claim = |claimant: &'static str, now: &'static str| {
+            let storage = storage.clone();
+            async move {
+                let (taken, _) =
+                    storage.write(move |tx| tx.claim_due(now, 10, 10, claimant, CLAIMED_UNTIL)).await.expect("claim");
+                taken.into_iter().map(|row| row.rqi).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(claim("x", NOW).await, ["rqi1", "rqi2", "rqi3"], "x takes everything due");
+        assert!(claim("y", NOW).await.is_empty(), "y takes nothing x holds");
+        assert_eq!(claim("x", NOW).await, ["rqi1", "rqi2", "rqi3"], "x may take its own again");
+        // x gives back a's second only: y may still not take it before a's first (order).
+        let (first, second) = storage
+            .read(|tx| tx.outbox_due(NOW, 10, 10))
+            .await
+            .map(|(rows, _)| (rows[0].seq, rows[1].seq))
+            .expect("read");
+        storage.write(move |tx| tx.claim(&[second], None)).await.expect("release");
+        assert!(claim("y", NOW).await.is_empty(), "a's first is still x's");
+        storage.write(move |tx| tx.claim(&[first], None)).await.expect("release");
+        assert_eq!(claim("y", NOW).await, ["rqi1", "rqi2"], "released: y takes a's in order");
+        // b's claim by x has ended: y takes it over.
+        assert_eq!(claim("y", AFTER_THE_CLAIM).await, ["rqi1", "rqi2", "rqi3"]);
+        // A retry scheduled ends the claim.
+        storage.write(move |tx| tx.reschedule(first, 1, DUE)).await.expect("reschedule");
+        assert_eq!(claim("x", NOW).await, ["rqi1"], "x takes a's first again, not y's a's second");
     }
 }

@@ -446,8 +446,32 @@ impl WriteTx for SqliteTx<'_> {
 
     fn reschedule(&mut self, seq: i64, attempts: u32, due: &str) -> Result<()> {
         self.connection
-            .prepare_cached("UPDATE outbox SET attempts = ?2, due = ?3 WHERE seq = ?1")?
+            .prepare_cached(
+                "UPDATE outbox SET attempts = ?2, due = ?3, claimant = NULL, claimed_until = NULL WHERE seq = ?1",
+            )?
             .execute(params![seq, attempts, due])?;
+        Ok(())
+    }
+
+    // One writer at a time: a row read in the transaction stays as read until its commit.
+    fn claimable(&mut self, seqs: &[i64], claimant: &str, now: &str) -> Result<Vec<i64>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT seq FROM outbox WHERE seq = ?1 AND (claimant IS NULL OR claimant = ?2 OR claimed_until < ?3)",
+        )?;
+        let mut free = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            free.extend(statement.query_row(params![seq, claimant, now], |row| row.get::<_, i64>(0)).optional()?);
+        }
+        Ok(free)
+    }
+
+    fn claim(&mut self, seqs: &[i64], claim: Option<(&str, &str)>) -> Result<()> {
+        let (claimant, until) = claim.unzip();
+        let mut statement =
+            self.connection.prepare_cached("UPDATE outbox SET claimant = ?2, claimed_until = ?3 WHERE seq = ?1")?;
+        for &seq in seqs {
+            statement.execute(params![seq, claimant, until])?;
+        }
         Ok(())
     }
 

@@ -1318,7 +1318,7 @@ async fn resources_survive_a_restart_on_the_same_database_file() {
 
 /// Turn a database this build wrote back into what acme-cse wrote before schema versions
 /// (version 1): resources keyed by `ri`, their order of creation only in SQLite's rowid,
-/// no table of instances, no version recorded.
+/// no table of instances, no claims on notifications, no version recorded.
 fn back_to_version_1(path: &std::path::Path) {
     let connection = rusqlite::Connection::open(path).expect("open the database");
     connection
@@ -1332,6 +1332,8 @@ fn back_to_version_1(path: &std::path::Path) {
              CREATE INDEX resources_by_type ON resources(ty);
              CREATE INDEX resources_by_expiry ON resources(et) WHERE et IS NOT NULL;
              DROP TABLE instances;
+             ALTER TABLE outbox DROP COLUMN claimant;
+             ALTER TABLE outbox DROP COLUMN claimed_until;
              DELETE FROM meta WHERE key = 'schema_version';",
         )
         .expect("back to version 1");

@@ -15,7 +15,7 @@
 //! registration tree.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -33,6 +33,10 @@ use crate::storage::Pending;
 /// Notifications taken from the outbox at once, and at most per target.
 const BATCH: usize = 4096;
 const RUN: usize = 256;
+
+/// How much longer than one send a claim on notifications lasts (see
+/// [`Cse::deliver_due`]).
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 
 /// The first retry of a notification.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -63,10 +67,13 @@ impl Cse {
                     () = lease.acquired() => {}
                 }
             }
-            let next = tokio::select! {
-                () = token.cancelled() => return,
-                next = self.deliver_due() => next,
-            };
+            // Not cancelled midway: a stop lets the sends in flight end and records them
+            // (each run stops before its next send), so the instance that takes over does
+            // not repeat what was delivered.
+            let next = self.deliver_due(&token).await;
+            if token.is_cancelled() {
+                return;
+            }
             let wait = match next {
                 Ok(Some(wait)) => wait,
                 Ok(None) => Duration::from_secs(3600),
@@ -90,9 +97,26 @@ impl Cse {
     /// Send what is due now: for every target, its notifications in order up to the first
     /// that waits for a retry, one after the other until one fails. Returns how long until
     /// the next one is due (`None`: nothing waits).
-    async fn deliver_due(&self) -> Result<Option<Duration>> {
-        let now = Timestamp::now().to_string();
-        let (rows, next) = self.storage.read(move |tx| tx.outbox_due(&now, RUN, BATCH)).await?;
+    ///
+    /// On a database shared by instances the notifications are first claimed for this
+    /// instance (for the send time-out and [`CLAIM_MARGIN`]), skipping what another
+    /// instance holds; a run sends only while its claim outlasts one more send, so that a
+    /// sender that lost the lease finishes before the one that took it over may send the
+    /// same notification.
+    async fn deliver_due(&self, token: &CancellationToken) -> Result<Option<Duration>> {
+        let now = Timestamp::now();
+        let (rows, next, claim_ends) = if self.storage.lease().is_shared() {
+            let claim = self.outbound.timeout() + CLAIM_MARGIN;
+            let claim_ends = Instant::now() + claim;
+            let (now, until) = (now.to_string(), now.saturating_add(claim).to_string());
+            let claimant = self.instance().to_string();
+            let (rows, next) = self.storage.write(move |tx| tx.claim_due(&now, RUN, BATCH, &claimant, &until)).await?;
+            (rows, next, Some(claim_ends))
+        } else {
+            let now = now.to_string();
+            let (rows, next) = self.storage.read(move |tx| tx.outbox_due(&now, RUN, BATCH)).await?;
+            (rows, next, None)
+        };
         if rows.is_empty() {
             return Ok(next.as_deref().map(until));
         }
@@ -105,8 +129,8 @@ impl Cse {
         }
         let mut deliveries = JoinSet::new();
         for run in runs {
-            let cse = self.clone();
-            deliveries.spawn(async move { cse.deliver_run(run).await });
+            let (cse, token) = (self.clone(), token.clone());
+            deliveries.spawn(async move { cse.deliver_run(run, &token, claim_ends).await });
         }
         while let Some(settled) = deliveries.join_next().await {
             if let Ok(Err(error)) = settled {
@@ -116,18 +140,32 @@ impl Cse {
         Ok(Some(Duration::ZERO))
     }
 
-    /// Send the notifications of one target in order, until one is not delivered; then
-    /// record in one write what went, and when to try the first that did not.
-    async fn deliver_run(&self, run: Vec<Pending>) -> Result<()> {
+    /// Send the notifications of one target in order, until one is not delivered, the
+    /// CSE stops, the lease is lost or the claim (`claim_ends`) would end during the next
+    /// send; then record in one write what went, when to try the first that did not, and
+    /// release the claim on the rest.
+    async fn deliver_run(
+        &self,
+        run: Vec<Pending>,
+        token: &CancellationToken,
+        claim_ends: Option<Instant>,
+    ) -> Result<()> {
         let config = self.config();
         let limits = &config.subscription;
         let target = run[0].target.clone();
+        let lease = self.storage.lease();
         let mut done = Vec::new();
         let mut retry = None;
+        let mut unsent = Vec::new();
         // Per subscription: notifications sent, answers received (for `nse`).
         let mut statistics: HashMap<String, (u64, u64)> = HashMap::new();
         let mut rows = run.into_iter().peekable();
         while let Some(pending) = rows.next() {
+            let claim_too_short = claim_ends.is_some_and(|end| Instant::now() + self.outbound.timeout() > end);
+            if token.is_cancelled() || !lease.is_held() || claim_too_short {
+                unsent.push(pending.seq);
+                break;
+            }
             // A batch due goes as one aggregated notification.
             let mut batch = Vec::new();
             while pending.batch
@@ -175,12 +213,16 @@ impl Cse {
                 }
             }
         }
+        if claim_ends.is_some() {
+            unsent.extend(rows.map(|pending| pending.seq));
+        }
         let keep = limits.max_pending_per_target;
         self.storage
             .write(move |tx| {
                 for &seq in &done {
                     tx.dequeue(seq)?;
                 }
+                tx.claim(&unsent, None)?;
                 if let Some((seq, attempts, due)) = &retry {
                     tx.reschedule(*seq, *attempts, due)?;
                 }

@@ -351,7 +351,34 @@ impl WriteTx for PgTx<'_> {
 
     fn reschedule(&mut self, seq: i64, attempts: u32, due: &str) -> Result<()> {
         let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
-        self.execute("UPDATE outbox SET attempts = $2, due = $3 WHERE seq = $1", &[&seq, &attempts, &due])?;
+        self.execute(
+            "UPDATE outbox SET attempts = $2, due = $3, claimant = NULL, claimed_until = NULL WHERE seq = $1",
+            &[&seq, &attempts, &due],
+        )?;
+        Ok(())
+    }
+
+    fn claimable(&mut self, seqs: &[i64], claimant: &str, now: &str) -> Result<Vec<i64>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.rows(
+            "SELECT seq FROM outbox WHERE seq = ANY($1) AND (claimant IS NULL OR claimant = $2 OR claimed_until < $3) \
+             FOR UPDATE SKIP LOCKED",
+            &[&seqs, &claimant, &now],
+        )?;
+        Ok(rows.iter().map(|row| row.try_get(0)).collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn claim(&mut self, seqs: &[i64], claim: Option<(&str, &str)>) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let (claimant, until) = claim.unzip();
+        self.execute(
+            "UPDATE outbox SET claimant = $2, claimed_until = $3 WHERE seq = ANY($1)",
+            &[&seqs, &claimant, &until],
+        )?;
         Ok(())
     }
 
