@@ -303,6 +303,46 @@ async fn a_notification_waits_in_the_postgresql_outbox_until_its_target_answers(
 }
 
 #[tokio::test]
+async fn a_notification_another_instance_claimed_is_not_sent_until_the_claim_ends() {
+    let test = "a_notification_another_instance_claimed_is_not_sent_until_the_claim_ends";
+    let Some(url) = database(test).await else { return };
+    // Arrange: a notification whose target failed once (due again in a second or so).
+    let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(5000));
+    let receiver = Receiver::start_answering(answer.clone()).await;
+    let cse = on(&url).await;
+    cse.create_container("/cse-in", "CAdmin", json!({"rn": "box"})).await;
+    let sub = json!({"m2m:sub": {"rn": "s", "nu": [receiver.url], "enc": {"net": [3]}}});
+    answer.store(2000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(cse.create("/cse-in/box", "CAdmin", 23, sub).await.rsc, 2001);
+    answer.store(5000, std::sync::atomic::Ordering::SeqCst);
+    cse.create_instance("/cse-in/box", "CAdmin", json!("claimed")).await;
+    let client = connect(&url).await;
+    eventually("the first attempt is recorded", DEADLINE, || async {
+        let row = client.query_one("SELECT attempts FROM outbox", &[]).await.expect("outbox row");
+        row.get::<_, i32>(0) >= 1
+    })
+    .await;
+    // Act: another instance claims it for 3 s, and it is due now; the target accepts.
+    let now = acme_cse::resource::Timestamp::now();
+    let until = now.saturating_add(Duration::from_secs(3)).to_string();
+    client
+        .execute("UPDATE outbox SET claimant = 'another', claimed_until = $1, due = $2", &[&until, &now.to_string()])
+        .await
+        .expect("claim");
+    answer.store(2000, std::sync::atomic::Ordering::SeqCst);
+    let attempts = receiver.events().len();
+    // Assert: not sent while the claim lasts (an absence: watched for 2 s), sent once it ended.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.events().len(), attempts, "sent while another instance held it");
+    eventually("sent after the claim", DEADLINE, || async {
+        cse.cse.pending_notifications(&receiver.url).await.expect("outbox") == 0
+    })
+    .await;
+    assert_eq!(receiver.events().len(), attempts + 1);
+    cse.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_postgresql_database_of_a_newer_build_is_refused_without_showing_the_password() {
     let Some(url) = database("a_postgresql_database_of_a_newer_build_is_refused_without_showing_the_password").await
     else {
@@ -400,14 +440,14 @@ async fn two_instances_on_one_database_lose_no_update_of_a_container_both_write_
     let first = on(&url).await;
     first.create_container("/cse-in", "CAdmin", json!({"rn": "shared", "mni": 100_000, "mbs": 100_000_000})).await;
     let second = on(&url).await;
-    // Act: 8 writers on each instance, 25 instances each, all at once. Each CREATE reads
+    // Act: 16 writers on each instance (32 at once), 12 instances each. Each CREATE reads
     // the container and writes its counters back: without row versions, the two
     // instances' commits would overwrite each other's counts.
     let writers = [&first, &second].into_iter().flat_map(|cse| {
-        (0..8).map(move |writer| async move {
-            for n in 0..25 {
+        (0..16).map(move |writer| async move {
+            for n in 0..12 {
                 let reply = cse
-                    .create("/cse-in/shared", "CAdmin", 4, json!({"m2m:cin": {"con": format!("{writer}-{n:02}")}}))
+                    .create("/cse-in/shared", "CAdmin", 4, json!({"m2m:cin": {"con": format!("{writer:02}-{n:02}")}}))
                     .await;
                 assert_eq!(reply.rsc, 2001, "{reply:?}");
             }
@@ -417,10 +457,10 @@ async fn two_instances_on_one_database_lose_no_update_of_a_container_both_write_
     // Assert: both instances see every instance counted once.
     for cse in [&first, &second] {
         let cnt = cse.retrieve("/cse-in/shared", "CAdmin").await;
-        assert_eq!(cnt.body["m2m:cnt"]["cni"], 400, "{cnt:?}");
-        assert_eq!(cnt.body["m2m:cnt"]["cbs"], 400 * 4, "{cnt:?}");
-        assert_eq!(cnt.body["m2m:cnt"]["st"], 400, "{cnt:?}");
-        assert_eq!(cse.retrieve("/cse-in/shared?fu=1&ty=4", "CAdmin").await.uril().len(), 400);
+        assert_eq!(cnt.body["m2m:cnt"]["cni"], 384, "{cnt:?}");
+        assert_eq!(cnt.body["m2m:cnt"]["cbs"], 384 * 5, "{cnt:?}");
+        assert_eq!(cnt.body["m2m:cnt"]["st"], 384, "{cnt:?}");
+        assert_eq!(cse.retrieve("/cse-in/shared?fu=1&ty=4", "CAdmin").await.uril().len(), 384);
     }
     second.shutdown().await;
     first.shutdown().await;
@@ -504,20 +544,69 @@ async fn a_cse_registered_through_one_instance_is_routed_by_the_other() {
 }
 
 #[tokio::test]
-async fn when_the_process_holding_the_lease_is_killed_another_takes_it_over() {
-    let Some(url) = database("when_the_process_holding_the_lease_is_killed_another_takes_it_over").await else {
-        return;
+async fn an_mn_stays_registered_through_either_instance_and_the_other_one_probes_it_once_the_first_stops() {
+    let test = "an_mn_stays_registered_through_either_instance_and_the_other_one_probes_it_once_the_first_stops";
+    let Some(url) = database(test).await else { return };
+    // Arrange: two IN instances on one database, one address group of the MN's registrar
+    // naming both; removal after one failed probe.
+    let in_settings = || {
+        let mut settings = registrar_settings();
+        settings.cse.registration.liveliness_failures = 1;
+        on_postgres(&mut settings, &url);
+        settings
     };
-    // Arrange: two acme-cse processes on one database; the first holds the lease.
+    let first = TestCse::start(in_settings()).await;
+    let second = TestCse::start(in_settings()).await;
+    let mut mn_settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&first));
+    if let Some(registrar) = mn_settings.cse.registrar.as_mut() {
+        registrar.address.push(second.url.clone());
+    }
+    mn_settings.cse.registration.unregister_when_stopping = false;
+    let mn = TestCse::start(mn_settings).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let in_use = || mn.remote.registrar_views().first().and_then(|view| view.address.clone());
+    assert_eq!(in_use(), Some(first.url.clone()), "registered through the first");
+    async fn csrs(cse: &TestCse) -> Vec<String> {
+        cse.retrieve("/cse-in?fu=1&ty=16", "CAdmin").await.uril()
+    }
+    // Act: the first instance stops (it held the lease); the MN checks its registration.
+    first.shutdown().await;
+    mn.remote.check_now().await.expect("monitor runs");
+    // Assert: registered through the second, on the same CSR (none created twice).
+    assert_eq!(in_use(), Some(second.url.clone()), "the other address of the group");
+    assert!(mn.remote.is_registered());
+    assert_eq!(csrs(&second).await, ["cse-in/id-mn"]);
+    // The MN goes away without a word: the second instance, now holding the lease, probes
+    // it and removes its CSR.
+    mn.shutdown().await;
+    eventually("the second instance removes the gone MN", DEADLINE, || async {
+        second.remote.check_now().await.expect("monitor runs");
+        csrs(&second).await.is_empty()
+    })
+    .await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_the_process_holding_the_lease_is_killed_another_takes_over_the_liveliness_probes() {
+    let test = "when_the_process_holding_the_lease_is_killed_another_takes_over_the_liveliness_probes";
+    let Some(url) = database(test).await else { return };
+    // Arrange: two acme-cse processes on one database, checking registrees every 300 ms
+    // and removing one after a single failed probe; the first holds the lease.
     let config = |port: u16| {
-        format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nurl = \"{url}\"\n\n[logging]\nlevel = \"info\"\n")
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nurl = \"{url}\"\n\n[logging]\nlevel = \"info\"\n\n\
+             [cse.registration]\ncheck_interval = \"300ms\"\nliveliness_failures = 1\nliveliness_timeout = \"500ms\"\n\
+             allowed_csr_originators = [\"/id-mn*\"]\n"
+        )
     };
     let (one, two) = (tempfile::tempdir().expect("directory"), tempfile::tempdir().expect("directory"));
     let mut first = crate::binary::start(one.path(), &config(crate::binary::free_port()));
     let first_log = crate::binary::collect_stdout(&mut first);
     let holds = |log: &std::sync::Arc<std::sync::Mutex<String>>| log.lock().expect("log").contains("holds the lease");
     eventually("the first process holds the lease", DEADLINE, || async { holds(&first_log) }).await;
-    let mut second = crate::binary::start(two.path(), &config(crate::binary::free_port()));
+    let port = crate::binary::free_port();
+    let mut second = crate::binary::start(two.path(), &config(port));
     let second_log = crate::binary::collect_stdout(&mut second);
     eventually("the second process serves", DEADLINE, || async {
         second_log.lock().expect("log").contains("serving HTTP")
@@ -527,11 +616,47 @@ async fn when_the_process_holding_the_lease_is_killed_another_takes_it_over() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!holds(&second_log), "one holder at a time:\n{}", second_log.lock().expect("log"));
     // Act: kill -9 (no goodbye to the server: it notices the closed connection).
+    let killed = Instant::now();
     first.start_kill().expect("SIGKILL");
     first.wait().await.expect("the first process ends");
-    // Assert
+    // Assert: the second takes the lease, and with it the probes: a registree whose poa
+    // nobody answers at is removed.
     eventually("the second process takes the lease", DEADLINE, || async { holds(&second_log) }).await;
+    println!("lease taken over {:?} after kill -9", killed.elapsed());
+    let client = reqwest::Client::new();
+    let csr = format!("http://127.0.0.1:{port}/cse-in/id-mn");
+    let body = json!({"m2m:csr": {"cb": "/id-mn/cse-mn", "rr": true, "srv": ["3"],
+        "poa": [format!("http://127.0.0.1:{}", crate::binary::free_port())]}});
+    let created = client
+        .post(format!("http://127.0.0.1:{port}/cse-in"))
+        .header("X-M2M-Origin", "/id-mn")
+        .header("X-M2M-RI", "create-csr")
+        .header("X-M2M-RVI", "4")
+        .header("Content-Type", "application/json;ty=16")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("CREATE");
+    assert_eq!(created.headers()["x-m2m-rsc"], "2001", "{created:?}");
+    eventually("the gone registree is removed by the second process", DEADLINE, || async {
+        let reply = client
+            .get(&csr)
+            .header("X-M2M-Origin", "CAdmin")
+            .header("X-M2M-RI", "check")
+            .header("X-M2M-RVI", "4")
+            .send()
+            .await
+            .expect("RETRIEVE");
+        reply.headers()["x-m2m-rsc"] == "4004"
+    })
+    .await;
     second.start_kill().expect("stop the second process");
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_a_kill_9_on_postgresql() {
+    let Some(url) = database("acknowledged_writes_survive_a_kill_9_on_postgresql").await else { return };
+    crate::binary::acknowledged_writes_survive_a_kill_9(&format!("url = \"{url}\"")).await;
 }
 
 #[tokio::test]
