@@ -77,8 +77,9 @@ impl Known {
 }
 
 impl Inner {
-    /// Follow what is committed: report `<remoteCSE>` changes (log, events, callbacks). The
-    /// routing table itself follows the commits in the core; nothing here writes it.
+    /// Follow what is committed (here, or by another instance of a shared database): report
+    /// `<remoteCSE>` changes (log, events, callbacks). The routing table itself follows the
+    /// commits in the core; nothing here writes it.
     pub(super) async fn follow_changes(
         self: Arc<Self>,
         mut changes: broadcast::Receiver<Arc<ChangeSet>>,

@@ -265,9 +265,9 @@ pub trait Store: Send + Sync + 'static {
     /// once rather than when this store is dropped.
     fn release_lease(&self) {}
     /// What other instances of a shared database committed, as change sets (the routing
-    /// registry's types only, and how many notifications they put in the outbox), for the
-    /// [`Observer`]s and the notification sender; `None` when nobody else writes (or after
-    /// the first call).
+    /// registry's types only, and how many notifications they put in the outbox), published
+    /// like this instance's commits (the [`Observer`]s, the subscribers of their types, the
+    /// notification sender); `None` when nobody else writes (or after the first call).
     fn foreign_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ChangeSet>> {
         None
     }
@@ -312,12 +312,7 @@ impl Storage {
             let observed = fanout.clone();
             runtime.spawn(async move {
                 while let Some(changes) = foreign.recv().await {
-                    if changes.enqueued > 0 {
-                        observed.outbox.notify_one();
-                    }
-                    if !changes.changes.is_empty() {
-                        observed.observe(&changes);
-                    }
+                    observed.publish(changes);
                 }
             });
         }
@@ -437,9 +432,7 @@ impl Storage {
 }
 
 impl Fanout {
-    /// A committed change set: to the observers, then to the subscribers.
-    /// A change set to the observers only (another instance's: the followers of this one
-    /// act on what this instance commits).
+    /// A change set to the observers.
     fn observe(&self, changes: &ChangeSet) {
         if let Ok(observers) = self.observers.read() {
             for observer in observers.iter() {
@@ -448,6 +441,8 @@ impl Fanout {
         }
     }
 
+    /// A committed change set (this instance's, or another's announced to it): to the
+    /// observers, then to the subscribers of its types.
     fn publish(&self, changes: ChangeSet) {
         if changes.enqueued > 0 {
             self.outbox.notify_one();

@@ -522,9 +522,23 @@ async fn a_cse_registered_through_one_instance_is_routed_by_the_other() {
     };
     let first = TestCse::start(in_settings()).await;
     let second = TestCse::start(in_settings()).await;
+    let mut reports = second.remote.subscribe();
     let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&first))).await;
     mn.remote.check_now().await.expect("monitor runs");
     assert!(first.remote.csr_for("/id-mn").is_some(), "registered through the first");
+    // The second reports it to its embedder like a registration of its own.
+    let reported = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match reports.recv().await {
+                Some(acme_cse::remote::RemoteChange::Csr { record, added }) => break (record.csi, added),
+                Some(_) => continue,
+                None => panic!("the manager stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the second instance reports the MN");
+    assert_eq!(reported, ("/id-mn".to_string(), true));
     // Assert: the second learned it from the first's commit, and forwards to the MN.
     eventually("the second instance routes to the MN", DEADLINE, || async {
         second.remote.csr_for("/id-mn").is_some()
