@@ -9,6 +9,9 @@
 //! holding one connection and are group-committed (a savepoint per job, one commit per
 //! batch), so change sets are published in commit order, as with SQLite. Reads run in
 //! `REPEATABLE READ READ ONLY` transactions (one snapshot each) on pooled connections.
+//! Round trips, not threads, are what a transaction costs here: BEGIN goes with the first
+//! statement, a read's COMMIT is not waited for, and the writer sends each RELEASE with
+//! the next SAVEPOINT (`benches/postgres_calls.rs` measures it).
 //!
 //! Several instances may share the database. An UPDATE applies only to the row version
 //! the job read (`tx.rs`), else the job runs again, locking what it reads; a deadlock or a
@@ -23,7 +26,7 @@ mod shared;
 mod tls;
 mod tx;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
@@ -186,26 +189,38 @@ fn run_batch(
     instance: &str,
 ) -> Result<Vec<Result<ChangeSet>>> {
     let statement = |sql: &'static str| runtime.block_on(client.batch_execute(sql)).map_err(Error::from);
-    statement("BEGIN")?;
+    // Statements that need no answer of their own go with the next one, in one round trip:
+    // BEGIN with the first savepoint, a job's RELEASE with the next one's SAVEPOINT; the
+    // last savepoint is released by the COMMIT.
+    let mut opening = "BEGIN; SAVEPOINT job";
     let mut outcomes = Vec::with_capacity(works.len());
     for work in works.iter_mut() {
         let mut attempt = 1;
         let outcome = loop {
-            statement("SAVEPOINT job")?;
+            statement(opening)?;
+            opening = "SAVEPOINT job";
             let versions = RefCell::default();
             // Optimistic first; a job run again locks what it reads, so it cannot lose again.
             let lock = attempt > 1;
             let outcome = writer::run_job(|changes, enqueued| {
-                work(&mut PgTx { runtime, client, changes: Some(changes), enqueued, versions: &versions, lock })
+                work(&mut PgTx {
+                    runtime,
+                    client,
+                    changes: Some(changes),
+                    enqueued,
+                    versions: &versions,
+                    lock,
+                    begin: Cell::new(None),
+                })
             });
             match outcome {
                 Ok(changes) => {
-                    statement("RELEASE SAVEPOINT job")?;
+                    opening = "RELEASE SAVEPOINT job; SAVEPOINT job";
                     break Ok(changes);
                 }
                 Err(error) => {
                     // Undo this job alone; the others of the batch stand.
-                    statement("ROLLBACK TO SAVEPOINT job")?;
+                    statement("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
                     if is_deadlock_or_serialization(&error) {
                         return Err(error);
                     }
@@ -256,20 +271,41 @@ impl Store for PostgresStore {
             .block_on(self.pool.get())
             .map_err(|error| Error::internal(format!("{} cannot be reached: {error}", self.name)))?;
         let runtime = &self.runtime;
-        runtime.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?;
         let versions = RefCell::default();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            work(&PgTx { runtime, client: &client, changes: None, enqueued: &mut 0, versions: &versions, lock: false })
-        }));
-        // The transaction ends whatever happened: the connection goes back to the pool.
-        let ended = runtime.block_on(client.batch_execute(match &outcome {
-            Ok(Ok(())) => "COMMIT",
-            _ => "ROLLBACK",
-        }));
-        let outcome = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        outcome?;
-        ended?;
-        Ok(())
+        let mut enqueued = 0;
+        let tx = PgTx {
+            runtime,
+            client: &client,
+            changes: None,
+            enqueued: &mut enqueued,
+            versions: &versions,
+            lock: false,
+            begin: Cell::new(Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")),
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&tx)));
+        let begun = tx.begun();
+        let outcome = match outcome {
+            // Read all it wanted: the caller goes on while the snapshot is let go (nothing
+            // to keep; the connection returns to the pool after its COMMIT, and one whose
+            // COMMIT fails is dropped, never reused inside a transaction).
+            Ok(Ok(())) => {
+                if begun {
+                    runtime.spawn(async move {
+                        if let Err(error) = client.batch_execute("COMMIT").await {
+                            tracing::debug!(%error, "a read transaction did not end; its connection is dropped");
+                            drop(Object::take(client));
+                        }
+                    });
+                }
+                return Ok(());
+            }
+            outcome => outcome,
+        };
+        // Failed (or panicked): the transaction ends before the connection goes back.
+        if begun && runtime.block_on(client.batch_execute("ROLLBACK")).is_err() {
+            drop(Object::take(client));
+        }
+        outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     fn write(&self, job: WriteJob) {

@@ -1,7 +1,7 @@
 //! A PostgreSQL transaction as the core's [`ReadTx`] and [`WriteTx`]: each statement sent
 //! by the async driver and awaited on the calling (blocking) thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -40,11 +40,32 @@ pub(super) struct PgTx<'a> {
     pub versions: &'a RefCell<HashMap<String, String>>,
     /// Read resources `FOR UPDATE` (a write job run again after a row changed meanwhile).
     pub lock: bool,
+    /// The statement that opens the transaction, until it is sent: with the first statement
+    /// of the transaction, in one round trip (pipelined), so that a read that asks nothing
+    /// costs nothing and one that asks once waits for one answer.
+    pub begin: Cell<Option<&'static str>>,
 }
 
 impl PgTx<'_> {
     fn wait<T>(&self, future: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>) -> Result<T> {
-        self.runtime.block_on(future).map_err(Error::from)
+        match self.begin.take() {
+            None => self.runtime.block_on(future).map_err(Error::from),
+            // Polled in this order, so the server gets BEGIN first.
+            Some(begin) => self
+                .runtime
+                .block_on(async {
+                    let (begun, outcome) = futures_util::join!(self.client.batch_execute(begin), future);
+                    begun.and(outcome)
+                })
+                .map_err(Error::from),
+        }
+    }
+
+    /// Whether the transaction was opened (a statement was sent).
+    pub fn begun(&self) -> bool {
+        let pending = self.begin.take();
+        self.begin.set(pending);
+        pending.is_none()
     }
 
     fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
