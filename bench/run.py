@@ -13,6 +13,7 @@ imported from the throw-away venv of the reference CSE when available.
 
 import argparse
 import datetime
+import glob
 import http.client
 import json
 import os
@@ -184,6 +185,67 @@ NODES = {  # kind -> (CSE-ID without slash, CSEBase rn, registrar kind)
 }
 
 
+class PgServer:
+    """A throw-away PostgreSQL server on 127.0.0.1 from the distribution's server binaries
+    (run as the `postgres` user when the driver runs as root: the server refuses root), with
+    its default durability (fsync and synchronous commit on). Every CSE start gets a database
+    of its own (`new_database`), so a restart "empty" is a new database, as with SQLite."""
+
+    def __init__(self):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                      key=lambda b: int(b.split("/")[4]) if b.split("/")[4].isdigit() else 0)
+        if not bins:
+            raise BenchError("no PostgreSQL server binaries under /usr/lib/postgresql (apt-get install postgresql)")
+        self.bin = os.path.dirname(bins[-1])
+        self.version = subprocess.run([bins[-1], "--version"], capture_output=True, text=True).stdout.strip()
+        self.dir = tempfile.mkdtemp(prefix="bench-pg.")
+        os.chmod(self.dir, 0o755)
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "postgres:", self.dir], check=True)
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_ports(1)[0]
+        self.count = 0
+        out = subprocess.run(self.as_server_user("initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
+                                                 "-E", "UTF8"), capture_output=True, text=True)
+        if out.returncode != 0:
+            raise BenchError(f"initdb failed: {out.stderr.strip()}")
+        self.proc = PROCS.spawn(self.as_server_user("postgres", "-D", self.data, "-p", str(self.port), "-k", self.dir,
+                                                    "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"),
+                                self.dir, os.path.join(self.dir, "server.log"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((HOST, self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise BenchError(f"postgres did not start (see {self.dir}/server.log)")
+                time.sleep(0.05)
+        log(f"{self.version} on 127.0.0.1:{self.port} ({self.dir})")
+
+    def as_server_user(self, program, *args):
+        cmd = [os.path.join(self.bin, program), *args]
+        if os.geteuid() == 0:
+            return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", *cmd]
+        return cmd
+
+    def new_database(self, tag):
+        self.count += 1
+        name = f"bench_{re.sub(r'[^a-z0-9]', '_', tag.lower())}_{self.count}"
+        out = subprocess.run(self.as_server_user("createdb", "-h", HOST, "-p", str(self.port), "-U", "postgres", name),
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise BenchError(f"createdb {name} failed: {out.stderr.strip()}")
+        return name
+
+    def url(self, name):
+        return f"postgresql://postgres@{HOST}:{self.port}/{name}"
+
+    def stop(self):
+        PROCS.stop(self.proc, signal.SIGINT, 30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Ours:
     name = "ours"
 
@@ -191,8 +253,11 @@ class Ours:
         self.work, self.binary, self.init_dir = work, binary, init_dir
         self.ports, self.procs, self.db = {}, {}, {}
         self.restarts = 0
+        # When set (a PgServer), every IN keeps its data on PostgreSQL, a new database per start.
+        self.pg = None
 
-    def config(self, kind, port, ports, durable, check_interval, allowed):
+    def config(self, kind, port, ports, durable, check_interval, allowed, tag=None, database_url=None,
+               level="warn"):
         csi, rn, registrar = NODES[kind]
         lines = ["[cse]", f'type = "{kind}"', f'cse_id = "/{csi}"', f'resource_name = "{rn}"',
                  f'sp_id = "{SP_ID}"', 'admin_originator = "CAdmin"', "",
@@ -203,21 +268,27 @@ class Ours:
             lines += ["[cse.registrar]", f'address = ["http://{HOST}:{ports[registrar]}"]',
                       f'cse_id = "/{rcsi}"', f'resource_name = "{rrn}"', ""]
         lines += ["[http]", f'listen = "{HOST}:{port}"', "", "[database]"]
-        if durable:
+        if database_url is None and self.pg is not None and kind == "IN":
+            database_url = self.pg.url(self.pg.new_database(f"ours-{tag or kind}"))
+        if database_url is not None:
+            self.db[kind] = database_url
+            lines += [f'url = "{database_url}"']
+        elif durable:
             self.restarts += 1
             path = os.path.join(self.work, f"ours-{kind.lower()}-{self.restarts}.db")
             self.db[kind] = path
             lines += ["in_memory = false", f'path = "{path}"', 'durability = "full"']
         else:
             lines += ["in_memory = true"]
-        lines += ["", "[logging]", 'level = "warn"', ""]
+        lines += ["", "[logging]", f'level = "{level}"', ""]
         return "\n".join(lines)
 
-    def start(self, kind, port, ports, durable=False, check_interval="5s", allowed=(), tag=None):
+    def start(self, kind, port, ports, durable=False, check_interval="5s", allowed=(), tag=None,
+              database_url=None, level="warn"):
         tag = tag or kind.lower()
         path = os.path.join(self.work, f"ours-{tag}.toml")
         with open(path, "w") as f:
-            f.write(self.config(kind, port, ports, durable, check_interval, allowed))
+            f.write(self.config(kind, port, ports, durable, check_interval, allowed, tag, database_url, level))
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
         started = time.monotonic()
@@ -236,12 +307,17 @@ class Reference:
 
     def __init__(self, work, python):
         self.work, self.python = work, python
+        # When set (a PgServer), every IN keeps its data on PostgreSQL, a new database per start.
+        self.pg = None
 
-    def ini(self, kind, port, ports, check_interval):
+    def db_type(self, kind):
+        return "postgresql" if self.pg is not None and kind == "IN" else "memory"
+
+    def ini(self, kind, port, ports, check_interval, tag=None):
         csi, rn, registrar = NODES[kind]
         lines = ["[basic.config]", f"cseType={kind}", f"cseID={csi}", f"cseName={rn}", "adminID=CAdmin",
                  f"serviceProviderID=//{SP_ID}", f"cseHost={HOST}", f"httpPort={port}",
-                 f"networkInterface={HOST}", "databaseType=memory", "logLevel=warn",
+                 f"networkInterface={HOST}", f"databaseType={self.db_type(kind)}", "logLevel=warn",
                  "consoleTheme=dark", "consoleType=simple"]
         if registrar:
             rcsi, rrn, _ = NODES[registrar]
@@ -251,6 +327,11 @@ class Reference:
                   f"checkInterval={check_interval}", "",
                   "[logging]", "enableFileLogging=false", "enableScreenLogging=false", "",
                   "[console]", "headless=true", "", "[textui]", "startWithTUI=false", ""]
+        if self.db_type(kind) == "postgresql":
+            name = self.pg.new_database(f"ref-{tag or kind}")
+            lines += ["[database]", "type=postgresql", "", "[database.postgresql]", f"host={HOST}",
+                      f"port={self.pg.port}", "role=postgres", "password=unused", f"database={name}",
+                      "schema=acmecse", ""]
         return "\n".join(lines)
 
     def start(self, kind, port, ports, check_interval=5, tag=None):
@@ -258,14 +339,14 @@ class Reference:
         d = os.path.join(self.work, f"ref-{tag}")
         os.makedirs(os.path.join(d, "data"), exist_ok=True)
         with open(os.path.join(d, "acme.ini"), "w") as f:
-            f.write(self.ini(kind, port, ports, check_interval))
+            f.write(self.ini(kind, port, ports, check_interval, tag))
         log_path = os.path.join(d, "stdout.log")
         if os.path.exists(log_path):
             os.remove(log_path)
         started = time.monotonic()
         proc = PROCS.spawn([self.python, "-m", "acmecse", "--base-directory", d, "--config", "acme.ini",
                             "--headless", "--http-port", str(port), "--network-interface", HOST,
-                            "--db-type", "memory", "--log-level", "warn"], d, log_path)
+                            "--db-type", self.db_type(kind), "--log-level", "warn"], d, log_path)
         proc.log_path = log_path
         return proc, started
 
@@ -397,6 +478,7 @@ class Bench:
         self.work = tempfile.mkdtemp(prefix="bench.", dir=os.path.join(ROOT, "target"))
         self.results = {"mode": self.mode, "load_seconds": self.duration, "scenarios": {}}
         self.failures = []
+        self.phase = ""  # prefixed to every check (the PostgreSQL pass)
         self.anomalies = []
         self.python = None
         self.t_start = time.monotonic()
@@ -484,6 +566,7 @@ class Bench:
         """A failed check of ours (or of the harness) fails the run; one of the reference is a
         finding about the reference, reported in BENCHMARKS.md, and does not."""
         if not ok:
+            what = self.phase + what
             if "reference" in what:
                 self.anomalies.append(what)
                 log(f"REFERENCE ANOMALY: {what}")
@@ -581,7 +664,7 @@ class Bench:
 
     def load(self, trees, key, label, kind, path, conc, method="GET", body=None, ty=None):
         """Run the same load against each system, interleaved (ours, then the reference)."""
-        out = self.results["scenarios"].setdefault(key, {"label": label, "runs": {}})
+        out = self.sc.setdefault(key, {"label": label, "runs": {}})
         for c in conc:
             for tree in trees:
                 system = tree["system"]
@@ -601,7 +684,7 @@ class Bench:
                 self.check(r["errors"] == 0, f"{label} c={c} {system}: {r['errors']} errors")
 
     def cin_check(self, trees):
-        runs = self.results["scenarios"]["s2_cin_create"]["runs"]
+        runs = self.sc["s2_cin_create"]["runs"]
         for tree in trees:
             system = tree["system"]
             for c in ("1", "32"):
@@ -870,11 +953,40 @@ class Bench:
 
     def run(self):
         self.setup()
-        sc = self.results["scenarios"]
+        self.sc = self.results["scenarios"]
         systems = ["ours"] + (["reference"] if self.with_ref else [])
         if self.args.only == "notifications":
-            sc["s8_notifications"] = {s: self.notifications(s) for s in systems}
+            self.sc["s8_notifications"] = {s: self.notifications(s) for s in systems}
             return self.finish()
+        if self.args.only == "postgresql":
+            self.postgres(systems)
+            return self.finish()
+        self.tree_scenarios(systems)
+        # scenario 7: the local ceiling
+        port = free_ports(1)[0]
+        hello = PROCS.spawn([self.hello, str(port)], self.work, os.path.join(self.work, "hello.log"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+        runs = {}
+        for c in (1, 32):
+            r = wrk(f"http://{HOST}:{port}/", c, self.duration)
+            runs[str(c)] = r
+            log(f"bare axum hello c={c}: {fmt_run(r)}")
+            self.check(r["errors"] == 0, f"hello c={c}: {r['errors']} errors")
+        self.sc["s7_axum_hello"] = {"runs": {"axum": runs}}
+        PROCS.kill(hello)
+        self.sc["s8_notifications"] = {s: self.notifications(s) for s in systems}
+        self.postgres(systems)
+        return self.finish()
+
+    def tree_scenarios(self, systems):
+        """Scenarios 1-6 on the trees of both systems, into `self.sc`."""
+        sc = self.sc
         trees, regs = [], {}
         for system in systems:
             tree, reg = self.start_tree(system)
@@ -905,26 +1017,132 @@ class Bench:
             for p in t["procs"].values():
                 PROCS.stop(p, signal.SIGKILL)
         sc["s6_liveliness"] = {s: self.liveliness(s) for s in systems}
-        # scenario 7: the local ceiling
-        port = free_ports(1)[0]
-        hello = PROCS.spawn([self.hello, str(port)], self.work, os.path.join(self.work, "hello.log"))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+    # ---- scenario 9: PostgreSQL -------------------------------------------------------------
+
+    def postgres(self, systems):
+        """Scenarios 1-6 and 8 again with every IN on PostgreSQL (ours and the reference), then
+        one against two of our instances on one database and the take-over after kill -9."""
+        if not glob.glob("/usr/lib/postgresql/*/bin/postgres"):
+            self.check(self.mode == "smoke", "PostgreSQL server binaries missing (apt-get install postgresql)")
+            log("PostgreSQL scenarios skipped: no server binaries under /usr/lib/postgresql")
+            return
+        pg = PgServer()
+        self.results["postgres"] = {"server": pg.version, "scenarios": {}}
+        self.sc = self.results["postgres"]["scenarios"]
+        self.phase = "PostgreSQL: "
+        self.ours.pg = pg
+        if self.ref:
+            self.ref.pg = pg
+        try:
+            self.tree_scenarios(systems)
+            self.sc["s8_notifications"] = {s: self.notifications(s) for s in systems}
+            self.sc["s10_instances"] = self.instances(pg)
+            if self.mode != "smoke":
+                self.results["postgres"]["calls"] = self.postgres_calls(pg)
+        finally:
+            self.ours.pg = None
+            if self.ref:
+                self.ref.pg = None
+            self.phase = ""
+            self.sc = self.results["scenarios"]
+            pg.stop()
+
+    def postgres_calls(self, pg):
+        """`cargo bench --bench postgres_calls` against the server: what a read transaction
+        costs awaited on a task against as the store runs it (the table it prints)."""
+        url = pg.url(pg.new_database("calls"))
+        out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "postgres_calls"], cwd=ROOT,
+                             capture_output=True, text=True, env=dict(os.environ, ACME_BENCH_POSTGRES_URL=url))
+        self.check(out.returncode == 0, f"cargo bench --bench postgres_calls failed: {out.stderr[-300:]}")
+        table = "\n".join(line for line in out.stdout.splitlines() if line.startswith(("|", "read ", "spawn")))
+        log("postgres_calls:\n" + table)
+        return table
+
+    def instances(self, pg):
+        """Ours only: one IN instance on a PostgreSQL database, then two on it behind no
+        balancer (wrk per instance, half the connections each): CIN CREATE and RETRIEVE at
+        c=32 in all; `cni` exact. Then kill -9 of the lease holder, three times in turn:
+        time until the other one logs that it holds the lease."""
+        url = pg.url(pg.new_database("ours-shared"))
+        pa, pb = free_ports(2)
+        start = lambda port, tag: self.ours.start("IN", port, {"IN": port}, tag=tag, database_url=url,
+                                                   level="info", allowed=["/id-mn*"])[0]
+        a = start(pa, "in-a")
+        self.ours.wait_up("IN", pa, a)
+        for rn in ("one", "two"):
+            status, _, body = request(pa, "POST", "/cse-in", body={"m2m:cnt": {
+                "rn": rn, "mni": 100000000, "mbs": 10000000000}}, ty=3)
+            if status != 201:
+                raise BenchError(f"instances: cannot create container {rn}: {status} {body}")
+        create = lua_script(self.work, "instances-cin", "POST", BODY_CIN, 4)
+        get = lua_script(self.work, "instances-get")
+        runs = {"one": {}, "two": {}}
+        for op, script in (("create", create), ("retrieve", get)):
+            r = wrk(f"http://{HOST}:{pa}/cse-in/one", 32, self.duration, script)
+            runs["one"][op] = {"rps": r["rps"], "errors": r["errors"], "a": r}
+            log(f"one instance, {op} c=32: {fmt_run(r)}")
+        b = start(pb, "in-b")
+        self.ours.wait_up("IN", pb, b)
+        for op, script in (("create", create), ("retrieve", get)):
+            both = [None, None]
+            def go(i, port):
+                both[i] = wrk(f"http://{HOST}:{port}/cse-in/two", 16, self.duration, script)
+            threads = [threading.Thread(target=go, args=(i, port)) for i, port in enumerate((pa, pb))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            rps = sum(r["rps"] or 0 for r in both)
+            runs["two"][op] = {"rps": rps, "errors": sum(r["errors"] for r in both), "a": both[0], "b": both[1]}
+            log(f"two instances, {op} c=16+16: {rps:.0f} req/s ({fmt_run(both[0])} | {fmt_run(both[1])})")
+        for label, run in runs.items():
+            for op, r in run.items():
+                self.check(r["errors"] == 0, f"{label} instance(s), {op}: {r['errors']} errors")
+        for rn, label in (("one", "one"), ("two", "two")):
+            st, _, body = request(pa, "GET", f"/cse-in/{rn}", timeout=30)
+            cni = (body or {}).get("m2m:cnt", {}).get("cni") if st == 200 else None
+            stored = discovered(pb, f"/cse-in/{rn}?fu=1&ty=4")
+            runs[label]["cni"], runs[label]["stored"] = cni, stored
+            self.check(cni is not None and cni == stored, f"{label} instance(s): cni {cni} != stored {stored}")
+        # Take-over after kill -9 of the holder.
+        procs = {"a": [a, pa, "in-a"], "b": [b, pb, "in-b"]}
+        def log_of(tag):
+            return os.path.join(self.work, f"ours-{tag}.log")
+        def holds(tag, since=0):
             try:
-                socket.create_connection((HOST, port), timeout=1).close()
-                break
+                with open(log_of(tag), errors="replace") as fh:
+                    fh.seek(since)
+                    return "holds the lease" in fh.read()
             except OSError:
+                return False
+        holder, other = "a", "b"
+        takeovers = []
+        for n in range(3):
+            deadline = time.monotonic() + 10
+            while not holds(procs[holder][2]) and time.monotonic() < deadline:
                 time.sleep(0.01)
-        runs = {}
-        for c in conc:
-            r = wrk(f"http://{HOST}:{port}/", c, self.duration)
-            runs[str(c)] = r
-            log(f"bare axum hello c={c}: {fmt_run(r)}")
-            self.check(r["errors"] == 0, f"hello c={c}: {r['errors']} errors")
-        sc["s7_axum_hello"] = {"runs": {"axum": runs}}
-        PROCS.kill(hello)
-        sc["s8_notifications"] = {s: self.notifications(s) for s in systems}
-        return self.finish()
+            if not holds(procs[holder][2]):
+                self.check(False, f"take-over {n}: instance {holder} does not hold the lease")
+                break
+            since = os.path.getsize(log_of(procs[other][2]))
+            t0 = time.monotonic()
+            PROCS.kill(procs[holder][0])
+            while not holds(procs[other][2], since) and time.monotonic() < t0 + 30:
+                time.sleep(0.005)
+            took = holds(procs[other][2], since)
+            self.check(took, f"take-over {n}: the other instance did not take the lease within 30 s")
+            if not took:
+                break
+            takeovers.append(round((time.monotonic() - t0) * 1e3, 1))
+            log(f"take-over {n}: {takeovers[-1]} ms after kill -9 of the holder")
+            port, tag = procs[holder][1], f"{procs[holder][2].split('-again')[0]}-again{n}"
+            procs[holder] = [start(port, tag), port, tag]
+            self.ours.wait_up("IN", port, procs[holder][0])
+            holder, other = other, holder
+        for proc, _, _ in procs.values():
+            PROCS.kill(proc)
+        return {"runs": runs, "takeover_ms": takeovers}
 
     def finish(self):
         self.results["elapsed_s"] = round(time.monotonic() - self.t_start, 1)
@@ -1000,6 +1218,107 @@ def hop_rows(res):
             continue
         rows.append((system, d, h1, h2, h1 - d, None if h2 is None else (h2 - d) / 2))
     return rows
+
+
+def postgres_section(res):
+    """Scenario 9 (every scenario again with the INs on PostgreSQL) and 10 (one against two of
+    our instances on one database; take-over after kill -9)."""
+    pg, main = res["postgres"], res["scenarios"]
+    sc = pg["scenarios"]
+    L = ["", "### 9. On PostgreSQL", "",
+         f"The same scenarios in the same run with every IN on PostgreSQL ({pg.get('server')}, a throw-away server "
+         "on 127.0.0.1 started by the driver with its default durability: `fsync` and `synchronous_commit` on; a new "
+         "database per IN start). Ours: `[database] url`, pool of 8; the reference: `[database] type=postgresql`. "
+         "MN and ASN stay in memory on both sides, as above. The first column repeats ours on SQLite from the table "
+         "above. Throughput in requests/s (p50 latency); ratio = ours / reference, both on PostgreSQL.", "",
+         "| scenario | ours, SQLite | ours, PostgreSQL | reference, PostgreSQL | ratio on PostgreSQL |",
+         "| --- | --- | --- | --- | --- |"]
+
+    def run(scen, system, c):
+        try:
+            return scen[system][c]
+        except (KeyError, TypeError):
+            return None
+
+    def cell(r):
+        return f"{f(r['rps'])} ({f(r['p50_ms'], 3)} ms)" if r and r.get("rps") is not None else "—"
+
+    for key in ("s1_retrieve_csebase", "s2_cin_create", "s3_retrieve_direct", "s3_retrieve_1hop", "s3_retrieve_2hop"):
+        here, there = sc.get(key), main.get(key)
+        if not here:
+            continue
+        for c in ("1", "32"):
+            o_sql = run((there or {}).get("runs"), "ours", c)
+            o, r = run(here["runs"], "ours", c), run(here["runs"], "reference", c)
+            unsupported = here.get("unsupported", {}).get("reference")
+            rcell = cell(r) if r else ("not supported" if unsupported else "—")
+            L.append(f"| {here['label']}, c={c} | {cell(o_sql)} | {cell(o)} | {rcell} | "
+                     f"{f(ratio(o and o['rps'], r and r['rps']), 1, '×')} |")
+    s2 = sc.get("s2_cin_create")
+    if s2:
+        checks = [f"{system} c={c}: `cni` {r.get('cni')} / stored {r.get('stored')} {ok_mark(r.get('cni_ok'))}"
+                  for system, runs in s2["runs"].items() for c, r in runs.items()]
+        L += ["", "CIN CREATE on PostgreSQL, `cni` against the stored instances: " + "; ".join(checks) + "."]
+    reg, live, notif, rss = sc.get("s5_registration", {}), sc.get("s6_liveliness", {}), sc.get("s8_notifications", {}), sc.get("s4_rss", {})
+    mreg, mlive, mnotif, mrss = (main.get(k, {}) for k in ("s5_registration", "s6_liveliness", "s8_notifications", "s4_rss"))
+
+    def get(d, system, *keys):
+        x = d.get(system)
+        for k in keys:
+            x = x.get(k) if isinstance(x, dict) else None
+        return x
+
+    rows = [("MN start → its CSR on the IN", (reg, mreg), ("start_to_registered_ms",), 1, " ms"),
+            ("IN restarted empty → the MN's CSR again", (reg, mreg), ("reregistration_ms",), 1, " ms"),
+            ("liveliness sweep over the registrees", (live, mlive), ("sweep_ms",), 1, " ms"),
+            ("registrees gone → CSRs removed", (live, mlive), ("detect_gone_s",), 2, " s"),
+            ("CIN CREATE → notification received, c=1, p50", (notif, mnotif), ("latency_p50_ms",), 3, " ms"),
+            ("notifications/s, c=32, 1 subscriber", (notif, mnotif), ("one", "per_s"), 0, "/s"),
+            ("notifications/s, c=32, 100 subscribers", (notif, mnotif), ("hundred", "per_s"), 0, "/s"),
+            ("RSS of the IN after the load runs", (rss, mrss), ("after_load", "IN"), 1, " MiB")]
+    L += ["", "| measurement | ours, SQLite | ours, PostgreSQL | reference, PostgreSQL | ratio on PostgreSQL |",
+          "| --- | --- | --- | --- | --- |"]
+    for label, (d, m), keys, nd, unit in rows:
+        o, r, o_sql = get(d, "ours", *keys), get(d, "reference", *keys), get(m, "ours", *keys)
+        L.append(f"| {label} | {f(o_sql, nd, unit)} | {f(o, nd, unit)} | {f(r, nd, unit)} | {f(ratio(o, r), 3, '×')} |")
+    calls = pg.get("calls")
+    if calls:
+        L += ["", "What one read transaction costs on PostgreSQL (`cargo bench --bench postgres_calls`, in this run, "
+              "against the same server): the core's transactions are synchronous closures on blocking threads "
+              "(see ARCHITECTURE.md, \"Invariants\"), which the store runs with BEGIN pipelined with the first "
+              "statement and the COMMIT not waited for.", ""]
+        for line in calls.splitlines():
+            # A table stands apart from the lines around it.
+            if L[-1].startswith("|") != line.startswith("|") and L[-1]:
+                L.append("")
+            L.append(line)
+    inst = sc.get("s10_instances")
+    if inst:
+        runs = inst["runs"]
+        L += ["", "### 10. One against two of our instances on one PostgreSQL database", "",
+              "Ours only. One IN on a fresh database, then a second IN on the same database (both durable, the "
+              "first holds the lease). One instance: wrk `-c32` against it. Two instances: one wrk `-c16` against "
+              "each at the same time, the rates added. Each run writes to its own container; `cni` is compared "
+              "with the instances found by discovery through the other instance.", "",
+              "| load, c=32 in all | one instance | two instances | two / one |", "| --- | --- | --- | --- |"]
+        for op, label in (("create", "CIN CREATE (durable)"), ("retrieve", "RETRIEVE container")):
+            a, b = runs["one"].get(op, {}).get("rps"), runs["two"].get(op, {}).get("rps")
+            L.append(f"| {label} | {f(a)}/s | {f(b)}/s | {f(ratio(b, a), 2, '×')} |")
+        L += ["", f"`cni` exact: one instance {runs['one'].get('cni')} = {runs['one'].get('stored')} stored, "
+              f"two instances {runs['two'].get('cni')} = {runs['two'].get('stored')} stored.", ""]
+        took = inst.get("takeover_ms") or []
+        if took:
+            L.append(f"Take-over after `kill -9` of the lease holder, {len(took)} times in turn (the killed one "
+                     f"restarted each time): {', '.join(f(t, 1) + ' ms' for t in took)} (median "
+                     f"{f(statistics.median(took), 1)} ms) from the SIGKILL to the other instance's log line "
+                     "\"holds the lease\". The server ends the killed process's session when its socket closes; "
+                     "the other instance tries the advisory lock once a second, which bounds this at about 1 s.")
+        L += ["", "What bounds two instances on this machine: the two CPUs are shared by the PostgreSQL server, "
+              "both CSE processes and wrk. A second process adds no CPU, so the rate cannot double; on PostgreSQL "
+              "each request costs a round trip to the server (RETRIEVE) or a commit with its WAL flush (CREATE), "
+              "and the server's own CPU grows with the load. Several instances are for availability and for "
+              "machines with more cores than one process uses; on two cores the table shows the cost of sharing."]
+    return L
 
 
 def write_report(res, path_md, path_png):
@@ -1210,6 +1529,8 @@ def write_report(res, path_md, path_png):
                  "instances; RSS read 2 s after the last answer. Ours keeps those notifications pending in the outbox "
                  "(up to `max_pending_per_target`, default 10,000) and delivers them when the target answers again; "
                  "the reference tries each once and drops it.")
+    if res.get("postgres"):
+        L += postgres_section(res)
     inproc = os.path.join(ROOT, "bench", "IN_PROCESS.md")
     if os.path.exists(inproc):
         L.append("")
@@ -1316,7 +1637,7 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the existing binaries")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
-    ap.add_argument("--only", choices=["notifications"], help="run one scenario, write no report "
+    ap.add_argument("--only", choices=["notifications", "postgresql"], help="run one scenario, write no report "
                     "(development)")
     ap.add_argument("--report-only", metavar="JSON", help="only rewrite BENCHMARKS.md from a results file "
                     "(e.g. after editing bench/NOTES.md); runs nothing")
