@@ -462,6 +462,10 @@ async fn two_instances_on_one_database_lose_no_update_of_a_container_both_write_
         assert_eq!(cnt.body["m2m:cnt"]["st"], 384, "{cnt:?}");
         assert_eq!(cse.retrieve("/cse-in/shared?fu=1&ty=4", "CAdmin").await.uril().len(), 384);
     }
+    // A write acknowledged by one instance is read through the other at once.
+    second.create_instance("/cse-in/shared", "CAdmin", json!("after")).await;
+    let latest = first.retrieve("/cse-in/shared/la", "CAdmin").await;
+    assert_eq!(latest.body["m2m:cin"]["con"], "after", "{latest:?}");
     second.shutdown().await;
     first.shutdown().await;
 }
@@ -599,6 +603,39 @@ async fn an_mn_stays_registered_through_either_instance_and_the_other_one_probes
     })
     .await;
     second.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_registration_of_an_mn_served_by_two_instances_is_kept_by_the_other_once_the_first_stops() {
+    let test = "the_registration_of_an_mn_served_by_two_instances_is_kept_by_the_other_once_the_first_stops";
+    let Some(url) = database(test).await else { return };
+    // Arrange: an IN, and an MN served by two instances on one database; the first holds
+    // the lease and registers.
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let mn_settings = || {
+        let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+        settings.cse.registration.unregister_when_stopping = false;
+        on_postgres(&mut settings, &url);
+        settings
+    };
+    let first = TestCse::start(mn_settings()).await;
+    let second = TestCse::start(mn_settings()).await;
+    first.remote.check_now().await.expect("monitor runs");
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000, "registered by the first");
+    // Act: the first stops; the IN loses the MN's CSR.
+    first.shutdown().await;
+    assert_eq!(in_cse.delete("/cse-in/id-mn", "CAdmin").await.rsc, 2002);
+    // Assert: the second instance, holding the lease now, registers the MN again.
+    eventually("the second instance registers the MN again", DEADLINE, || async {
+        second.remote.check_now().await.expect("monitor runs");
+        in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc == 2000
+    })
+    .await;
+    assert!(second.remote.is_registered());
+    let csrs = in_cse.retrieve("/cse-in?fu=1&ty=16", "CAdmin").await.uril();
+    assert_eq!(csrs, ["cse-in/id-mn"], "one CSR for the MN");
+    second.shutdown().await;
+    in_cse.shutdown().await;
 }
 
 #[tokio::test]
