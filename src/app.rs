@@ -148,6 +148,13 @@ impl App {
         );
         let tls = cse.config().http.tls.server.is_some();
         info!(address = %local_addr, tls, authentication = cse.config().http.auth.is_enabled(), "serving HTTP");
+        if exposed_without_credentials(local_addr, cse.config().http.auth.is_enabled()) {
+            warn!(
+                address = %local_addr,
+                "serving beyond this machine with authentication off: whoever reaches the port is served as the \
+                 originator they name; turn on http.security.enable_basic_auth or enable_bearer_auth"
+            );
+        }
         if let Err(error) = remote.start().await {
             // Nothing keeps running when the start fails.
             shutdown.cancel();
@@ -252,4 +259,24 @@ pub fn advertised_poa(http: &HttpConfig, local_addr: SocketAddr) -> Vec<String> 
     };
     let scheme = if http.tls.server.is_some() { "https" } else { "http" };
     vec![format!("{scheme}://{}", SocketAddr::new(ip, local_addr.port()))]
+}
+
+/// Whether the CSE listens where other machines reach it and asks no credentials.
+fn exposed_without_credentials(listening: SocketAddr, authentication: bool) -> bool {
+    !listening.ip().is_loopback() && !authentication
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_beyond_loopback_without_credentials_is_told() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().expect("address");
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().expect("address");
+        assert!(exposed_without_credentials(any, false));
+        assert!(!exposed_without_credentials(any, true));
+        assert!(!exposed_without_credentials(loopback, false));
+        assert!(!exposed_without_credentials("[::1]:8080".parse().expect("address"), false));
+    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use acme_cse::App;
-use acme_cse::config::{CseKind, Overrides, Source};
+use acme_cse::config::{CseKind, LogFormat, Overrides, Source};
 use acme_cse::event::Event;
 use acme_cse::remote::RemoteCseManager;
 use clap::Parser;
@@ -93,9 +93,20 @@ async fn run() -> ExitCode {
     let fixed = from_environment.is_some();
     let (filter, log_filter) =
         reload::Layer::new(from_environment.unwrap_or_else(|| EnvFilter::new(&config.log_level)));
-    // Colours only for a terminal: a log file or a pipe gets plain text.
-    let output = tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal());
-    tracing_subscriber::registry().with(filter).with(output).init();
+    // Colours only for a terminal, and not when NO_COLOR is set (https://no-color.org): a
+    // log file or a pipe gets plain text.
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let (text, json) = match config.log_format {
+        LogFormat::Json => (None, Some(tracing_subscriber::fmt::layer().json().flatten_event(true))),
+        _ => (Some(tracing_subscriber::fmt::layer().with_ansi(colour)), None),
+    };
+    tracing_subscriber::registry().with(filter).with(text).with(json).init();
+    if let Some(notice) = source.missing_file() {
+        tracing::info!("{notice}");
+    }
+    for unread in Source::unread_variables(std::env::vars()) {
+        tracing::warn!("{unread}");
+    }
     raise_open_files_limit(config.http.max_connections);
 
     let app = match App::build_from(config, Some(source), Some(cli.init_dir)).await {

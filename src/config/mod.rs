@@ -82,14 +82,74 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingSettings {
-    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    /// A level (one of [`LOG_LEVELS`]), or directives `target=level` after it, separated by
+    /// commas (`"info,acme_cse::remote=debug"`); `RUST_LOG` wins when set.
     pub level: String,
+    /// How each line is written (applies at start).
+    pub format: LogFormat,
 }
 
 impl Default for LoggingSettings {
     fn default() -> Self {
-        LoggingSettings { level: "info".into() }
+        LoggingSettings { level: "info".into(), format: LogFormat::Text }
     }
+}
+
+/// The keys that take one of a few values, and those values (named when another is given).
+const CHOICES: [(&str, &[&str]); 3] = [
+    ("cse.type", &["IN", "MN", "ASN"]),
+    ("database.durability", &["full", "normal"]),
+    ("logging.format", &["text", "json"]),
+];
+
+/// The levels `logging.level` may name.
+pub const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// How log lines are written (`logging.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One readable line per event (colours only on a terminal, and not with `NO_COLOR`).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message`, the event's
+    /// fields), for log pipelines.
+    Json,
+}
+
+/// Check a `logging.level` value: every comma-separated directive names a level, alone or
+/// after `target=`; returns the filter as the log subscriber takes it (no blanks, levels
+/// in lower case). (A log filter takes a bare word for a target, so a misspelt level,
+/// `warning` say, would silently log nothing.)
+fn check_log_level(filter: &str) -> Result<String, ConfigError> {
+    let refused = |why: String| {
+        Err(ConfigError::invalid(
+            "logging.level",
+            format!(
+                "{why}: use one of {}, or target=level after it (e.g. \"info,acme_cse=debug\")",
+                LOG_LEVELS.join(", ")
+            ),
+        ))
+    };
+    let mut directives = Vec::new();
+    for directive in filter.split(',').map(str::trim) {
+        let (target, level) = directive.rsplit_once('=').unwrap_or(("", directive));
+        let (target, level) = (target.trim(), level.trim());
+        if directive.contains('=') && target.is_empty() {
+            return refused(format!("{directive:?} names no target before '='"));
+        }
+        if !LOG_LEVELS.iter().any(|known| known.eq_ignore_ascii_case(level)) {
+            return refused(format!("{level:?} is not a log level"));
+        }
+        let level = level.to_ascii_lowercase();
+        directives.push(if target.is_empty() { level } else { format!("{target}={level}") });
+    }
+    let filter = directives.join(",");
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(&filter) {
+        return refused(format!("{filter:?} is not a log filter ({error})"));
+    }
+    Ok(filter)
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -141,6 +201,7 @@ pub struct Config {
     /// Registrars in other service providers (IN only), by section name.
     pub sp_registrars: Vec<RegistrarConfig>,
     pub log_level: String,
+    pub log_format: LogFormat,
     pub container: ContainerSettings,
     pub subscription: SubscriptionConfig,
     pub security: AccessSettings,
@@ -212,7 +273,11 @@ impl Settings {
     fn from_layered(layered: config::Config) -> Result<Settings, ConfigError> {
         let mut settings: Settings = serde_path_to_error::deserialize(layered.clone()).map_err(|error| {
             let key = error.path().to_string();
-            ConfigError::invalid(&key, error.into_inner().to_string())
+            let mut reason = error.into_inner().to_string();
+            if let Some((_, values)) = CHOICES.iter().find(|(choice, _)| *choice == key) {
+                reason = format!("{reason}; the valid values are {}", values.join(", "));
+            }
+            ConfigError::invalid(&key, reason)
         })?;
         let tree: serde_json::Value =
             layered.try_deserialize().map_err(|error| ConfigError::invalid(".", error.to_string()))?;
@@ -261,12 +326,7 @@ impl Settings {
         let (registration, registrar, sp_registrars) = cse.validate_registration(&own)?;
         let http = http.validate(&cse.registrar_sections())?;
         let database = database.validate()?;
-        if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
-            return Err(ConfigError::invalid(
-                "logging.level",
-                format!("{:?} is not a log filter (e.g. \"info\", \"acme_cse=debug\")", logging.level),
-            ));
-        }
+        let log_level = check_log_level(&logging.level)?;
         Ok(Config {
             cse: own,
             http,
@@ -274,7 +334,8 @@ impl Settings {
             registration,
             registrar,
             sp_registrars,
-            log_level: logging.level,
+            log_level,
+            log_format: logging.format,
             subscription: resource.sub.validate()?,
             container: resource.cnt,
             security: cse.security.clone(),
@@ -615,5 +676,41 @@ mod tests {
             config.registrar.expect("registrar").credentials,
             Some(Credentials::Basic { username: "mn".into(), password: Secret::new("1e3") })
         );
+    }
+
+    #[test]
+    fn a_log_level_that_names_no_level_is_refused_with_the_accepted_ones() {
+        // `warning` was taken as a target name before, and silenced everything.
+        for level in ["warning", "acme_cse=loud", "info,=debug", "", "info,,debug"] {
+            let error = Settings::from_toml(&format!("[logging]\nlevel = {level:?}\n"))
+                .and_then(Settings::validate)
+                .expect_err(level);
+            assert_eq!(error.key(), Some("logging.level"), "{level}");
+            let text = error.to_string();
+            assert!(text.contains("trace, debug, info, warn, error, off"), "{text}");
+        }
+        for level in ["warn", "INFO", "info,acme_cse::remote=debug", " debug , hyper=off "] {
+            Settings::from_toml(&format!("[logging]\nlevel = {level:?}\n"))
+                .and_then(Settings::validate)
+                .unwrap_or_else(|error| panic!("{level:?}: {error}"));
+        }
+    }
+
+    #[test]
+    fn a_log_format_is_text_or_json_and_another_names_both() {
+        let config = |text: &str| Settings::from_toml(text).and_then(Settings::validate);
+        assert_eq!(Config::defaults().log_format, LogFormat::Text);
+        assert_eq!(config("[logging]\nformat = \"json\"\n").expect("json").log_format, LogFormat::Json);
+        let text = config("[logging]\nformat = \"xml\"\n").expect_err("xml").to_string();
+        assert!(text.contains("logging.format") && text.contains("text") && text.contains("json"), "{text}");
+    }
+
+    #[test]
+    fn an_invalid_choice_names_its_key_and_the_valid_values() {
+        let refused = |text: &str| Settings::from_toml(text).and_then(Settings::validate).expect_err(text).to_string();
+        let text = refused("[cse]\ntype = \"XYZ\"\n");
+        assert!(text.contains("cse.type") && ["IN", "MN", "ASN"].iter().all(|kind| text.contains(kind)), "{text}");
+        let text = refused("[database]\ndurability = \"extra\"\n");
+        assert!(text.contains("database.durability") && text.contains("full") && text.contains("normal"), "{text}");
     }
 }

@@ -47,6 +47,48 @@ impl Source {
         settings.apply(&self.overrides);
         settings.validate()
     }
+
+    /// When the default file is missing: that the built-in defaults are used (a file that
+    /// was named must exist; its absence is an error).
+    pub fn missing_file(&self) -> Option<String> {
+        (!self.required && !self.path.exists()).then(|| {
+            format!(
+                "no configuration file {}: using built-in defaults (and ACME_ variables, command-line flags)",
+                self.path.display()
+            )
+        })
+    }
+
+    /// The variables of `env` that look like configuration but are not read, each with
+    /// why: lower case, or a single `_` between levels (`ACME_HTTP_LISTEN` for
+    /// `ACME_HTTP__LISTEN`). Variables of other tools (`ACME_WORK`) are left alone: only
+    /// names whose first word is a section of `acme.toml` are looked at.
+    pub fn unread_variables(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        env.into_iter().filter_map(|(name, _)| unread_variable(&name)).collect()
+    }
+}
+
+/// The sections of `acme.toml`, as the first word of a variable's name.
+const SECTIONS: [&str; 5] = ["CSE", "HTTP", "DATABASE", "LOGGING", "RESOURCE"];
+
+/// Why `name` is a configuration variable that is not read, if it is one.
+fn unread_variable(name: &str) -> Option<String> {
+    let upper = name.to_ascii_uppercase();
+    let rest = upper.strip_prefix("ACME_")?;
+    if !SECTIONS.contains(&rest.split('_').next()?) {
+        return None;
+    }
+    if name != upper {
+        return Some(format!("{name} is not read: configuration variables are upper case ({upper})"));
+    }
+    if !rest.contains("__") {
+        let meant = format!("ACME_{}", rest.replacen('_', "__", 1));
+        return Some(format!(
+            "{name} is not read: levels are separated by a double underscore ({meant}, say, sets {})",
+            meant["ACME_".len()..].to_ascii_lowercase().replace("__", ".")
+        ));
+    }
+    None
 }
 
 /// A fingerprint of every value the sources set, by dotted key (`cse.registrar.address`).
@@ -200,6 +242,34 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_that_look_like_configuration_but_are_not_read_are_named_with_why() {
+        let env = [
+            ("ACME_HTTP_LISTEN", "127.0.0.1:1"),
+            ("acme_http__listen", "127.0.0.1:1"),
+            ("ACME_HTTP__LISTEN", "127.0.0.1:1"),
+            ("ACME_WORK", "/tmp"),
+            ("ACME_TEST_BACKEND", "postgres"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string()));
+        let unread = Source::unread_variables(env);
+        assert_eq!(unread.len(), 2, "{unread:?}");
+        assert!(unread[0].contains("ACME_HTTP_LISTEN") && unread[0].contains("ACME_HTTP__LISTEN"), "{unread:?}");
+        assert!(unread[0].contains("http.listen"), "{unread:?}");
+        assert!(unread[1].contains("acme_http__listen") && unread[1].contains("upper case"), "{unread:?}");
+    }
+
+    #[test]
+    fn a_missing_default_file_is_told_and_a_named_one_is_not_passed_over() {
+        let missing = std::path::Path::new("/nonexistent/acme.toml");
+        let default = Source::new(missing, false, Overrides::default());
+        assert!(default.missing_file().is_some_and(|text| text.contains("using built-in defaults")));
+        let named = Source::new(missing, true, Overrides::default());
+        assert!(named.missing_file().is_none(), "a named file's absence is an error, not a notice");
+        assert!(named.load_with(Vec::new()).is_err());
+    }
 
     const MN: &str = "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n[cse.registrar]\naddress = [\"http://127.0.0.1:8080\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n";
 

@@ -225,6 +225,38 @@ async fn the_binary_refuses_an_unknown_configuration_key_and_names_it() {
 }
 
 #[tokio::test]
+async fn with_logging_format_json_every_log_line_is_a_json_object() {
+    // Arrange
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nin_memory = true\n\n[logging]\nlevel = \"info\"\nformat = \"json\"\n"
+    );
+    // Act
+    let mut child = start(dir.path(), &config);
+    let log = collect_stdout(&mut child);
+    eventually("the CSE says it serves", Duration::from_secs(20), || async {
+        log.lock().expect("lock").contains("serving HTTP")
+    })
+    .await;
+    signal(&child, "TERM");
+    let (status, stderr) = finish(child).await;
+    // Assert: each line an object with the time, the level, the target and the message.
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    let text = log.lock().expect("lock").clone();
+    let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{text}");
+    for line in lines {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(object.get(field).is_some(), "no {field}: {line}");
+        }
+    }
+    assert!(text.contains(r#""message":"serving HTTP""#), "{text}");
+}
+
+#[tokio::test]
 async fn the_binary_refuses_to_start_on_a_read_only_database_and_names_database_path() {
     // Arrange: a database the binary created, then made read-only. Before the fix the CSE
     // started "ready" and answered every write with 5000.
