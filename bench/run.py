@@ -1018,7 +1018,7 @@ class Bench:
                 PROCS.stop(p, signal.SIGKILL)
         sc["s6_liveliness"] = {s: self.liveliness(s) for s in systems}
 
-    # ---- scenario 9: PostgreSQL -------------------------------------------------------------
+    # ---- scenarios 11 and 12: PostgreSQL ---------------------------------------------------------
 
     def postgres(self, systems):
         """Scenarios 1-6 and 8 again with every IN on PostgreSQL (ours and the reference), then
@@ -1224,11 +1224,11 @@ def hop_rows(res):
 
 
 def postgres_section(res):
-    """Scenario 9 (every scenario again with the INs on PostgreSQL) and 10 (one against two of
+    """Scenario 11 (every scenario again with the INs on PostgreSQL) and 12 (one against two of
     our instances on one database; take-over after kill -9)."""
     pg, main = res["postgres"], res["scenarios"]
     sc = pg["scenarios"]
-    L = ["", "### 9. On PostgreSQL", "",
+    L = ["", "### 11. On PostgreSQL", "",
          f"The same scenarios in the same run with every IN on PostgreSQL ({pg.get('server')}, a throw-away server "
          "on 127.0.0.1 started by the driver with its default durability: `fsync` and `synchronous_commit` on; a new "
          "database per IN start). Ours: `[database] url`, pool of 8; the reference: `[database] type=postgresql`. "
@@ -1298,7 +1298,7 @@ def postgres_section(res):
     inst = sc.get("s10_instances")
     if inst:
         runs = inst["runs"]
-        L += ["", "### 10. One against two of our instances on one PostgreSQL database", "",
+        L += ["", "### 12. One against two of our instances on one PostgreSQL database", "",
               "Ours only. One IN on a fresh database, then a second IN on the same database (both durable, the "
               "first holds the lease). One instance: wrk `-c32` against it. Two instances: one wrk `-c16` against "
               "each at the same time, the rates added; first each instance on a container of its own, then both "
@@ -1544,13 +1544,13 @@ def write_report(res, path_md, path_png):
                  "instances; RSS read 2 s after the last answer. Ours keeps those notifications pending in the outbox "
                  "(up to `max_pending_per_target`, default 10,000) and delivers them when the target answers again; "
                  "the reference tries each once and drops it.")
-    if res.get("postgres"):
-        L += postgres_section(res)
     inproc = os.path.join(ROOT, "bench", "IN_PROCESS.md")
     if os.path.exists(inproc):
         L.append("")
         with open(inproc) as fh:
             L.append(fh.read().rstrip())
+    if res.get("postgres"):
+        L += postgres_section(res)
     if os.path.exists(path_png):
         L.append("")
         L.append("## Throughput per scenario")
