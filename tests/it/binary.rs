@@ -433,6 +433,11 @@ async fn sigterm_exits_within_the_grace_while_the_registrar_is_paused() {
         "[http]\nlisten = \"127.0.0.1:{in_port}\"\n[database]\nin_memory = true\n[cse.registration]\nallowed_csr_originators = [\"/id-mn\"]\n"
     );
     let registrar = start(in_dir.path(), &in_config);
+    // The MN starts once the IN serves: an IN slow to start (a loaded machine) would push
+    // the MN's doubling retries past the deadline below.
+    let client = reqwest::Client::new();
+    let in_base = format!("http://127.0.0.1:{in_port}/cse-in");
+    eventually("the IN serves", Duration::from_secs(20), || cse_base_answers(&client, &in_base)).await;
     let mn_config = format!(
         "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n\
          [cse.registration]\ncheck_interval = \"1h\"\n\
@@ -440,7 +445,6 @@ async fn sigterm_exits_within_the_grace_while_the_registrar_is_paused() {
          [http]\nlisten = \"127.0.0.1:{mn_port}\"\nclient_timeout = \"2s\"\n[database]\nin_memory = true\n"
     );
     let mn = start(mn_dir.path(), &mn_config);
-    let client = reqwest::Client::new();
     let csr = format!("http://127.0.0.1:{in_port}/cse-in/id-mn");
     eventually("the MN is registered at the IN", Duration::from_secs(20), || cse_base_answers(&client, &csr)).await;
 
