@@ -163,7 +163,8 @@ impl Cse {
         while let Some(pending) = rows.next() {
             let claim_too_short = claim_ends.is_some_and(|end| Instant::now() + self.outbound.timeout() > end);
             if token.is_cancelled() || !lease.is_held() || claim_too_short {
-                unsent.push(pending.seq);
+                // Claims are given back below (alone on the database, nothing was claimed).
+                unsent.extend(claim_ends.map(|_| pending.seq));
                 break;
             }
             // A batch due goes as one aggregated notification.

@@ -63,9 +63,7 @@ impl PgTx<'_> {
 
     /// Whether the transaction was opened (a statement was sent).
     pub fn begun(&self) -> bool {
-        let pending = self.begin.take();
-        self.begin.set(pending);
-        pending.is_none()
+        self.begin.get().is_none()
     }
 
     fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
