@@ -69,7 +69,7 @@ async fn cse_base_answers(client: &reqwest::Client, url: &str) -> bool {
     response.is_ok_and(|response| response.headers().get("x-m2m-rsc").is_some_and(|rsc| rsc == "2000"))
 }
 
-/// A oneM2M request to the binary at `base` as `CAdmin`: its RSC and JSON body.
+/// A oneM2M request to the binary (`url`) as `CAdmin`: its RSC and JSON body.
 async fn admin_request(
     client: &reqwest::Client,
     method: reqwest::Method,
@@ -77,9 +77,21 @@ async fn admin_request(
     ty: Option<u16>,
     body: Option<serde_json::Value>,
 ) -> reqwest::Result<(String, serde_json::Value)> {
+    request_as(client, method, url, "CAdmin", ty, body).await
+}
+
+/// A oneM2M request to the binary (`url`) as `origin`: its RSC and JSON body.
+pub(crate) async fn request_as(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    origin: &str,
+    ty: Option<u16>,
+    body: Option<serde_json::Value>,
+) -> reqwest::Result<(String, serde_json::Value)> {
     let mut request = client
         .request(method, url)
-        .header("X-M2M-Origin", "CAdmin")
+        .header("X-M2M-Origin", origin)
         .header("X-M2M-RI", "binary-request")
         .header("X-M2M-RVI", "4");
     if let (Some(ty), Some(body)) = (ty, body) {

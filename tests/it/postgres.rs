@@ -678,27 +678,15 @@ async fn when_the_process_holding_the_lease_is_killed_another_takes_over_the_liv
     let csr = format!("http://127.0.0.1:{port}/cse-in/id-mn");
     let body = json!({"m2m:csr": {"cb": "/id-mn/cse-mn", "rr": true, "srv": ["3"],
         "poa": [format!("http://127.0.0.1:{}", crate::binary::free_port())]}});
-    let created = client
-        .post(format!("http://127.0.0.1:{port}/cse-in"))
-        .header("X-M2M-Origin", "/id-mn")
-        .header("X-M2M-RI", "create-csr")
-        .header("X-M2M-RVI", "4")
-        .header("Content-Type", "application/json;ty=16")
-        .body(body.to_string())
-        .send()
+    let base = format!("http://127.0.0.1:{port}/cse-in");
+    let (rsc, reply) = crate::binary::request_as(&client, reqwest::Method::POST, &base, "/id-mn", Some(16), Some(body))
         .await
         .expect("CREATE");
-    assert_eq!(created.headers()["x-m2m-rsc"], "2001", "{created:?}");
+    assert_eq!(rsc, "2001", "{reply}");
     eventually("the gone registree is removed by the second process", DEADLINE, || async {
-        let reply = client
-            .get(&csr)
-            .header("X-M2M-Origin", "CAdmin")
-            .header("X-M2M-RI", "check")
-            .header("X-M2M-RVI", "4")
-            .send()
-            .await
-            .expect("RETRIEVE");
-        reply.headers()["x-m2m-rsc"] == "4004"
+        let get = reqwest::Method::GET;
+        let (rsc, _) = crate::binary::request_as(&client, get, &csr, "CAdmin", None, None).await.expect("RETRIEVE");
+        rsc == "4004"
     })
     .await;
     second.start_kill().expect("stop the second process");
