@@ -138,6 +138,9 @@ impl Access {
         if !self.config.security.enable_acp_checks || self.is_privileged() {
             return Ok(());
         }
+        if target.ty.is_announced() && self.announced_by_originator(target) {
+            return Ok(());
+        }
         let acpi = target.str_list("acpi");
         let mut allowed = acpi.is_empty() && owner(target) == Some(self.accessor.originator.as_str());
         for ri in &acpi {
@@ -174,6 +177,24 @@ impl Access {
             return Ok(true);
         }
         let originator = self.accessor.originator.as_str();
+        if target.ty.is_announced() && self.announced_by_originator(target) {
+            return Ok(true);
+        }
+        if let Some(created) = created.filter(|created| created.is_announced()) {
+            // A CSE announces below this CSEBase when it may register here, and below its
+            // own CSR.
+            let granted = match target.ty {
+                ResourceType::CseBase => {
+                    crate::id::matches_any(&config.registration.allowed_csr_originators, originator)
+                        && created != ResourceType::CinAnnc
+                }
+                ResourceType::Csr => target.str("csi") == Some(originator),
+                _ => false,
+            };
+            if granted {
+                return Ok(true);
+            }
+        }
         match target.ty {
             ResourceType::CseBase if permission == Permission::Retrieve => {
                 let registrar = config.registrar.iter().any(|registrar| registrar.cse_id == originator)
@@ -185,7 +206,7 @@ impl Access {
                     return Ok(true);
                 }
             }
-            ResourceType::Acp => return Ok(self.self_privileges_grant(target, permission)),
+            ResourceType::Acp | ResourceType::AcpAnnc => return Ok(self.self_privileges_grant(target, permission)),
             ResourceType::Cin => {
                 // A CIN has no acpi of its own: its container decides, for the instance's
                 // attributes.
@@ -230,6 +251,15 @@ impl Access {
             Touches::Whole => target.attributes.keys().all(|name| covered(name)),
             Touches::Attributes(names) => names.iter().all(|name| covered(name)),
         })
+    }
+
+    /// Whether the originator is the CSE that announced `target` (its `lnk` names a
+    /// resource of that CSE): it keeps its copies current, the access rules of this CSE
+    /// aside.
+    fn announced_by_originator(&self, target: &Resource) -> bool {
+        let originator = self.identity.simplify_originator(&self.accessor.originator);
+        let lnk = target.str("lnk").map(|lnk| self.identity.simplify_originator(lnk));
+        originator.starts_with('/') && lnk.as_deref().and_then(crate::id::cse_of) == Some(originator.as_str())
     }
 
     /// The admin (with `full_access_admin`) and this CSE itself may do everything.

@@ -178,3 +178,46 @@ impl Cse {
             .await
     }
 }
+
+impl Cse {
+    /// The announceable resources with an `at` entry (all of them, or those naming the CSE
+    /// `target`), parents before children.
+    pub(crate) async fn announcing(&self, target: Option<String>) -> Result<Vec<Resource>> {
+        let mut found = self
+            .storage
+            .read(move |tx| {
+                let mut found = Vec::new();
+                for ty in [ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Cin] {
+                    found.extend(tx.by_type(ty)?.into_iter().filter(|resource| {
+                        let entries = resource.str_list("at");
+                        match &target {
+                            None => !entries.is_empty(),
+                            Some(csi) => entries.iter().any(|entry| crate::id::cse_of(entry) == Some(csi.as_str())),
+                        }
+                    }));
+                }
+                Ok(found)
+            })
+            .await?;
+        found.sort_by_key(|resource| resource.path.matches('/').count());
+        Ok(found)
+    }
+
+    /// Replace the `at` entry `from` of the resource `ri` with `to` (an announcement made:
+    /// `<CSE-ID>/<announced ri>`; or lost: the bare CSE-ID again). Bookkeeping of this CSE,
+    /// not a change of the resource by anyone: `lt` stays, no notification. Returns whether
+    /// the entry was there (the resource may have changed or gone meanwhile).
+    pub(crate) async fn rewrite_announcement(&self, ri: String, from: String, to: String) -> Result<bool> {
+        self.storage
+            .write(move |tx| {
+                let Some(mut resource) = tx.get(&ri)? else { return Ok(false) };
+                let mut entries = resource.str_list("at");
+                let Some(entry) = entries.iter_mut().find(|entry| **entry == from) else { return Ok(false) };
+                entry.clone_from(&to);
+                resource.set("at", entries);
+                tx.update(&resource)?;
+                Ok(true)
+            })
+            .await
+    }
+}

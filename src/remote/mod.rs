@@ -21,6 +21,7 @@
 //! or panicking callback never holds up the CSE or another callback. A configuration
 //! reload (`reconfigure`) changes the registrars between rounds.
 
+mod announce;
 mod callbacks;
 mod changes;
 mod liveliness;
@@ -154,6 +155,8 @@ struct Running {
     pusher: JoinHandle<()>,
     /// Pushes CSEBase changes down to the registrees; stops with the monitor.
     pusher_down: JoinHandle<()>,
+    /// Announces resources to other CSEs; stops with the monitor.
+    announcer: JoinHandle<()>,
     follower: JoinHandle<()>,
 }
 
@@ -331,6 +334,9 @@ impl RemoteCseManager {
         let descendants = self.inner.cse.registry.descendants_changed();
         let copied = self.inner.copied_now().await;
         let cse_base_changes = self.inner.cse.storage.changes_of(ResourceType::CseBase);
+        let announced_changes = announce::ANNOUNCEABLE.map(|ty| self.inner.cse.storage.changes_of(ty));
+        let registrations = self.inner.cse.events.subscribe();
+        let statuses = self.inner.reports.watch();
         // Connecting before the first round can report anything else.
         for registrar in self.inner.registrars().iter() {
             self.inner.step(registrar, Step::Started);
@@ -347,13 +353,28 @@ impl RemoteCseManager {
                 .push_down(copied, cse_base_changes, monitor_token.clone())
                 .instrument(info_span!("remote_cse_push_down")),
         );
+        let announcer = tokio::spawn(
+            self.inner
+                .clone()
+                .announce(announced_changes, registrations, statuses, monitor_token.clone())
+                .instrument(info_span!("announcements")),
+        );
         let follower = tokio::spawn(
             self.inner
                 .clone()
                 .follow_changes(changes, follower_token.clone())
                 .instrument(info_span!("remote_cse_changes")),
         );
-        *running = Some(Running { monitor_token, follower_token, commands, monitor, pusher, pusher_down, follower });
+        *running = Some(Running {
+            monitor_token,
+            follower_token,
+            commands,
+            monitor,
+            pusher,
+            pusher_down,
+            announcer,
+            follower,
+        });
         Ok(())
     }
 
@@ -369,6 +390,7 @@ impl RemoteCseManager {
         let _ = running.monitor.await;
         let _ = running.pusher.await;
         let _ = running.pusher_down.await;
+        let _ = running.announcer.await;
         if self.inner.cse.config().registration.unregister_when_stopping {
             let grace = self.inner.cse.outbound.timeout() + Duration::from_secs(1);
             if tokio::time::timeout(grace, self.inner.deregister_all()).await.is_err() {
@@ -420,6 +442,7 @@ impl RemoteCseManager {
         let _ = running.monitor.await;
         let _ = running.pusher.await;
         let _ = running.pusher_down.await;
+        let _ = running.announcer.await;
         running.follower_token.cancel();
         let _ = running.follower.await;
     }

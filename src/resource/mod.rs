@@ -22,10 +22,19 @@ pub enum ResourceType {
     CseBase,
     Csr,
     Sub,
+    /// The announced types: copies of an original on another CSE, with a link (`lnk`)
+    /// back to it.
+    AcpAnnc,
+    AeAnnc,
+    CntAnnc,
+    CinAnnc,
+    /// The announced CSEBase of another CSE: the anchor its announced resources hang
+    /// below when it is not registered here.
+    CseBaseAnnc,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 7] = [
+    pub const ALL: [ResourceType; 12] = [
         ResourceType::Acp,
         ResourceType::Ae,
         ResourceType::Cnt,
@@ -33,7 +42,41 @@ impl ResourceType {
         ResourceType::CseBase,
         ResourceType::Csr,
         ResourceType::Sub,
+        ResourceType::AcpAnnc,
+        ResourceType::AeAnnc,
+        ResourceType::CntAnnc,
+        ResourceType::CinAnnc,
+        ResourceType::CseBaseAnnc,
     ];
+
+    /// The announced type of an announceable one (`<container>` → `<containerAnnc>`).
+    pub fn announced(self) -> Option<ResourceType> {
+        Some(match self {
+            ResourceType::Acp => ResourceType::AcpAnnc,
+            ResourceType::Ae => ResourceType::AeAnnc,
+            ResourceType::Cnt => ResourceType::CntAnnc,
+            ResourceType::Cin => ResourceType::CinAnnc,
+            ResourceType::CseBase => ResourceType::CseBaseAnnc,
+            _ => return None,
+        })
+    }
+
+    /// The type an announced type copies (`<containerAnnc>` → `<container>`).
+    pub fn original(self) -> Option<ResourceType> {
+        Some(match self {
+            ResourceType::AcpAnnc => ResourceType::Acp,
+            ResourceType::AeAnnc => ResourceType::Ae,
+            ResourceType::CntAnnc => ResourceType::Cnt,
+            ResourceType::CinAnnc => ResourceType::Cin,
+            ResourceType::CseBaseAnnc => ResourceType::CseBase,
+            _ => return None,
+        })
+    }
+
+    /// Whether it is an announced copy of a resource of another CSE.
+    pub fn is_announced(self) -> bool {
+        self.original().is_some()
+    }
 
     /// The `ty` number.
     pub fn code(self) -> u16 {
@@ -45,6 +88,11 @@ impl ResourceType {
             ResourceType::CseBase => 5,
             ResourceType::Csr => 16,
             ResourceType::Sub => 23,
+            ResourceType::AcpAnnc => 10001,
+            ResourceType::AeAnnc => 10002,
+            ResourceType::CntAnnc => 10003,
+            ResourceType::CinAnnc => 10004,
+            ResourceType::CseBaseAnnc => 10005,
         }
     }
 
@@ -62,6 +110,11 @@ impl ResourceType {
             ResourceType::CseBase => "m2m:cb",
             ResourceType::Csr => "m2m:csr",
             ResourceType::Sub => "m2m:sub",
+            ResourceType::AcpAnnc => "m2m:acpA",
+            ResourceType::AeAnnc => "m2m:aeA",
+            ResourceType::CntAnnc => "m2m:cntA",
+            ResourceType::CinAnnc => "m2m:cinA",
+            ResourceType::CseBaseAnnc => "m2m:cbA",
         }
     }
 
@@ -79,6 +132,11 @@ impl ResourceType {
             ResourceType::CseBase => "cb",
             ResourceType::Csr => "csr",
             ResourceType::Sub => "sub",
+            ResourceType::AcpAnnc => "acpA",
+            ResourceType::AeAnnc => "aeA",
+            ResourceType::CntAnnc => "cntA",
+            ResourceType::CinAnnc => "cinA",
+            ResourceType::CseBaseAnnc => "cbA",
         }
     }
 }
@@ -99,7 +157,7 @@ pub fn known_unsupported_type(code: u64) -> Option<&'static str> {
         30 => "timeSeriesInstance",
         48 => "crossResourceSubscription",
         58 => "flexContainerInstance",
-        10001..=10060 => "announced resource",
+        10009..=10060 => "announced resource",
         _ => return None,
     })
 }

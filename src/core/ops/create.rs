@@ -191,7 +191,8 @@ impl CreatePlan {
 
         let attributes = &mut draft.attributes;
         attributes.insert("rn".into(), Value::String(rn));
-        if let Some(acpi) = attributes.get("acpi") {
+        // An announced copy's acpi names the policies of its original's CSE, as sent.
+        if let Some(acpi) = attributes.get("acpi").filter(|_| !ty.is_announced()) {
             let resolved = resolve_acpi(&*tx, &identity, acpi)?;
             attributes.insert("acpi".into(), resolved);
         }
@@ -205,6 +206,7 @@ impl CreatePlan {
         attributes.insert("ct".into(), draft.now.into());
         attributes.insert("lt".into(), draft.now.into());
         type_rules.complete(&ctx, &parent, &mut draft)?;
+        types::settle_announcement(ty, &mut draft.attributes, None, &identity)?;
         draft.attributes.insert("et".into(), draft.et.into());
 
         let resource = Resource { ty, attributes: draft.attributes, path, creator: Some(draft.originator) };

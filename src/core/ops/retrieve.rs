@@ -6,10 +6,11 @@ use crate::core::Cse;
 use crate::core::access::{Access, Permission, Touches};
 use crate::core::address::LocalTarget;
 use crate::core::represent;
-use crate::core::request::{Request, Response};
+use crate::core::request::{Operation, Request, Response};
 use crate::core::tree::locate;
 use crate::core::types::{edge_instance, rules};
 use crate::error::{Error, Result, Rsc};
+use crate::resource::Resource;
 
 impl Cse {
     pub(in crate::core) async fn retrieve(
@@ -38,16 +39,19 @@ impl Cse {
                 let touches = if atrl.is_empty() { Touches::Whole } else { Touches::Attributes(&atrl) };
                 guard.check(tx, &resource, Permission::Retrieve, None, touches)?;
                 rules(resource.ty).check_read(tx, &resource)?;
-                if rcn == 7 {
+                if rcn == 7 && !resource.ty.is_announced() {
                     return Err(Error::bad_request(format!(
                         "{} is not an announced resource: it has no original (rcn 7)",
                         resource.path
                     )));
                 }
-                let selected = below(tx, &resource, rcn, &filter, &guard, bounds)?;
+                let selected = if rcn == 7 { None } else { below(tx, &resource, rcn, &filter, &guard, bounds)? };
                 Ok((resource, selected))
             })
             .await?;
+        if rcn == 7 {
+            return self.original_of(request, &resource).await;
+        }
         let type_rules = rules(resource.ty);
         if type_rules.writes_on_retrieve(&resource) {
             let ri = resource.ri().to_string();
@@ -62,6 +66,21 @@ impl Cse {
         };
         let mut response = Response::new(request, Rsc::Ok, Some(content));
         response.partial = partial;
+        Ok(response)
+    }
+
+    /// `rcn` 7 on an announced resource: the original, retrieved through its link in the
+    /// requester's name (the original's CSE decides whether it may see it).
+    async fn original_of(&self, request: &Request, announced: &Resource) -> Result<Response> {
+        let lnk = announced
+            .str("lnk")
+            .ok_or_else(|| Error::internal(format!("the announced resource {} has no lnk", announced.path)))?;
+        let mut forwarded = Request::new(Operation::Retrieve, lnk, request.originator.as_deref());
+        forwarded.rvi = request.rvi.clone();
+        forwarded.caller = request.caller.clone();
+        let answer = Box::pin(self.handle(forwarded)).await;
+        let mut response = Response::new(request, answer.rsc, answer.content);
+        response.vsi = request.vsi.clone();
         Ok(response)
     }
 }

@@ -173,7 +173,8 @@ fn apply(
     before: &Resource,
     changes: &Map<String, Value>,
 ) -> Result<()> {
-    if changes.contains_key("acpi") && changes.len() > 1 {
+    let announced = resource.ty.is_announced();
+    if changes.contains_key("acpi") && changes.len() > 1 && !announced {
         return Err(Error::bad_request("acpi must be the only attribute of an update"));
     }
     let max_et: Duration = ctx.config.cse.max_expiration_delta;
@@ -193,9 +194,12 @@ fn apply(
         };
         resource.attributes.insert(name.clone(), value);
     }
-    if let Some(acpi) = changes.get("acpi").filter(|value| !value.is_null()) {
+    if let Some(acpi) = changes.get("acpi").filter(|value| !value.is_null() && !announced) {
         let resolved = resolve_acpi(&*tx, ctx.identity, acpi)?;
         resource.set("acpi", resolved);
+    }
+    if changes.contains_key("at") || changes.contains_key("aa") {
+        types::settle_announcement(resource.ty, &mut resource.attributes, Some(before), ctx.identity)?;
     }
     resource.set("lt", Timestamp::now());
     rules(resource.ty).after_update(tx, ctx, resource, before, changes)?;

@@ -13,7 +13,8 @@ impl TypeRules for CseBase {
     }
 
     fn children(&self) -> &'static [ResourceType] {
-        &[ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Csr, ResourceType::Sub]
+        use ResourceType::*;
+        &[Acp, Ae, Cnt, Csr, Sub, CseBaseAnnc, AeAnnc, AcpAnnc, CntAnnc]
     }
 
     fn refuses(&self, op: Operation) -> Option<&'static str> {

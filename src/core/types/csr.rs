@@ -43,7 +43,8 @@ impl TypeRules for Csr {
     }
 
     fn children(&self) -> &'static [ResourceType] {
-        &[ResourceType::Acp, ResourceType::Cnt, ResourceType::Sub]
+        use ResourceType::*;
+        &[Acp, Cnt, Sub, AcpAnnc, AeAnnc, CntAnnc, CinAnnc]
     }
 
     fn is_registration(&self) -> bool {
@@ -149,6 +150,17 @@ impl TypeRules for Csr {
             cse_base.attributes.insert("ici".into(), ici.clone());
             cse_base.set("lt", Timestamp::now());
             tx.update(&cse_base)?;
+        }
+        Ok(())
+    }
+
+    /// What the departing CSE announced here goes with it: its resources announced below
+    /// its CSR go with the subtree, those below its announced CSEBase (an anchor, made by
+    /// CSEs that place their announcements the reference CSE's way) here.
+    fn on_delete(&self, tx: &mut dyn WriteTx, csr: &Resource) -> Result<()> {
+        let Some(csi) = csr.str("csi") else { return Ok(()) };
+        for anchor in super::announced::anchors_of(&*tx, csr.pi(), csi)? {
+            super::remove(tx, &anchor)?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 
 mod acp;
 mod ae;
+mod announced;
 mod cin;
 mod cnt;
 mod cse_base;
@@ -27,6 +28,7 @@ use crate::resource::{self, AttrKind, Need, Policy, Resource, ResourceType, Time
 use crate::security::HostPattern;
 use crate::storage::{ReadTx, WriteTx};
 
+pub(crate) use announced::{announced_attributes, announced_body};
 pub(crate) use cnt::{edge_instance, enforce_limits};
 pub(crate) use sub::{
     BLOCKING_UPDATE, batch_window, check_child_types as check_subscription_parent, check_target_hosts, events_of,
@@ -186,6 +188,11 @@ pub(crate) fn rules(ty: ResourceType) -> &'static dyn TypeRules {
         ResourceType::CseBase => &cse_base::CseBase,
         ResourceType::Csr => &csr::Csr,
         ResourceType::Sub => &sub::Sub,
+        ResourceType::AcpAnnc => &announced::Announced(ResourceType::AcpAnnc),
+        ResourceType::AeAnnc => &announced::Announced(ResourceType::AeAnnc),
+        ResourceType::CntAnnc => &announced::Announced(ResourceType::CntAnnc),
+        ResourceType::CinAnnc => &announced::Announced(ResourceType::CinAnnc),
+        ResourceType::CseBaseAnnc => &announced::Announced(ResourceType::CseBaseAnnc),
     }
 }
 
@@ -257,6 +264,53 @@ fn access_controlled(name: &str) -> Option<Policy> {
         "loc" => policy(AttrKind::Any, O, O),
         _ => regular(name),
     }
+}
+
+/// The announcement attributes of a resource about to be stored (`before`: as it was, for
+/// an UPDATE): `at` only on announceable types, each entry naming another CSE (the hosting
+/// CSE is refused) — an entry this CSE wrote on announcing (`<CSE-ID>/<announced ri>`)
+/// kept as it is, any other reduced to its CSE-ID, which the announcer then announces to;
+/// `aa` checked and reduced to what can be announced (`announced::announceable_aa`).
+pub(crate) fn settle_announcement(
+    ty: ResourceType,
+    attributes: &mut Map<String, Value>,
+    before: Option<&Resource>,
+    identity: &Identity,
+) -> Result<()> {
+    if let Some(at) = attributes.get("at") {
+        if announced_attributes(ty).is_none() || ty == ResourceType::CseBase {
+            return Err(Error::bad_request(format!("a {} cannot be announced: at is not allowed", ty.wrapper())));
+        }
+        let announced = before.map(|resource| resource.str_list("at")).unwrap_or_default();
+        let mut entries: Vec<String> = Vec::new();
+        for entry in at.as_array().into_iter().flatten() {
+            let text = entry.as_str().unwrap_or_default();
+            let Some(csi) = crate::id::cse_of(text) else {
+                return Err(Error::bad_request(format!("at entry {text:?} does not name a CSE")));
+            };
+            let csi = identity.simplify_originator(csi);
+            if csi == identity.cse_id {
+                return Err(Error::bad_request(format!(
+                    "at entry {text:?} names this CSE: announcing to the hosting CSE is not supported"
+                )));
+            }
+            let kept = if announced.iter().any(|known| known == text) { text } else { csi.as_str() };
+            match entries.iter().position(|existing| crate::id::cse_of(existing) == Some(csi.as_str())) {
+                // One entry per CSE; the announced form wins over a bare repeat.
+                Some(index) if kept.len() > entries[index].len() => entries[index] = kept.to_string(),
+                Some(_) => {}
+                None => entries.push(kept.to_string()),
+            }
+        }
+        attributes.insert("at".into(), Value::from(entries));
+    }
+    if let Some(aa) = attributes.get("aa") {
+        match announced::announceable_aa(ty, aa, attributes)? {
+            Some(kept) => attributes.insert("aa".into(), kept),
+            None => attributes.remove("aa"),
+        };
+    }
+    Ok(())
 }
 
 /// Delete a resource and its subtree, with what its type changes elsewhere (a container's

@@ -1,0 +1,534 @@
+//! The announcer: makes the announced copies of this CSE's resources on the CSEs their
+//! `at` names, keeps them current, and removes them, following what is committed.
+//!
+//! The `at` attribute is the durable state: a bare CSE-ID is an announcement still to
+//! make, `<CSE-ID>/<ri>` one made (the announced copy's `ri` there). So nothing is lost
+//! when the target cannot be reached, when this CSE is not registered yet or restarts:
+//! what is bare is announced once it can be — at start, after every registration, and
+//! every `check_interval` while some is waiting. Nothing of this runs inside a client's
+//! request: a CREATE with `at` answers at once, and its `at` is rewritten when the
+//! announcement is made.
+//!
+//! Placement: a copy goes below the copy of its parent on the same CSE when the parent
+//! is announced there; otherwise below this CSE's `<remoteCSE>` on that CSE (the
+//! registrar), so the registrar removes what a registree announced with its registration.
+//! An instance whose parent is not announced there waits for it.
+//!
+//! Updates send what changed in the announced attributes since the last send (removed
+//! ones as `null`; nothing when nothing announced changed); after a start (nothing sent
+//! yet) and after each registration the whole set is sent once, and a copy found gone
+//! (4004) is made again. Copies of resources deleted, or of `at` entries removed, are
+//! deleted; one that cannot be deleted now is tried again every round.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Inner, RegistrarView, RegistrationStatus, lock};
+use crate::core::request::{Operation, Request, Response};
+use crate::core::types::{announced_attributes, announced_body};
+use crate::error::{Error, Result, Rsc};
+use crate::event::Event;
+use crate::id::cse_of;
+use crate::resource::{Resource, ResourceType};
+use crate::storage::{Change, ChangeSet};
+
+/// The original types this CSE announces.
+pub(super) const ANNOUNCEABLE: [ResourceType; 4] =
+    [ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Cin];
+
+/// What was last sent for one original.
+struct Copies {
+    /// Its structured path (its children's copies may hang below its copies).
+    path: String,
+    /// Per target CSE: the copy's `ri` there and the body last sent.
+    targets: HashMap<String, (String, Map<String, Value>)>,
+}
+
+/// One `at` entry read: the target CSE and, once announced, the copy's `ri` there.
+fn entry_parts(entry: &str) -> Option<(&str, Option<&str>)> {
+    let csi = cse_of(entry)?;
+    let remote = entry.get(csi.len() + 1..).filter(|rest| !rest.is_empty());
+    Some((csi, remote))
+}
+
+struct Announcer {
+    inner: Arc<Inner>,
+    copies: HashMap<String, Copies>,
+    /// Originals to look at, in the order they came (parents before children).
+    queue: VecDeque<String>,
+    queued: HashSet<String>,
+    /// Originals with an entry still to announce.
+    pending: HashSet<String>,
+    /// Copies to delete (`<CSE-ID>/<ri>`) that could not be deleted yet.
+    withdrawals: Vec<String>,
+    /// The announcing originals could not be read: read them all again next round.
+    rescan_failed: bool,
+}
+
+impl Inner {
+    /// Run the announcer until `token` is cancelled, following the commits of the
+    /// announceable types (`receivers`, in the order of [`ANNOUNCEABLE`]), the
+    /// registrations (`events`) and the registrars' states (`statuses`: what waits is
+    /// tried again when one is reached again), all subscribed to before the monitor starts.
+    pub(super) async fn announce(
+        self: Arc<Self>,
+        mut receivers: [broadcast::Receiver<Arc<ChangeSet>>; 4],
+        mut events: broadcast::Receiver<Event>,
+        mut statuses: watch::Receiver<Arc<Vec<RegistrarView>>>,
+        token: CancellationToken,
+    ) {
+        let mut reached = registered_count(&statuses.borrow_and_update());
+        let mut announcer = Announcer {
+            inner: self.clone(),
+            copies: HashMap::new(),
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+            pending: HashSet::new(),
+            withdrawals: Vec::new(),
+            rescan_failed: false,
+        };
+        announcer.rescan(None).await;
+        loop {
+            announcer.work(&token).await;
+            let waiting = !announcer.pending.is_empty() || !announcer.withdrawals.is_empty() || announcer.rescan_failed;
+            let retry = if waiting { self.cse.config().registration.check_interval } else { Duration::from_secs(3600) };
+            let [acp, ae, cnt, cin] = &mut receivers;
+            tokio::select! {
+                () = token.cancelled() => return,
+                changes = acp.recv() => announcer.changed(changes).await,
+                changes = ae.recv() => announcer.changed(changes).await,
+                changes = cnt.recv() => announcer.changed(changes).await,
+                changes = cin.recv() => announcer.changed(changes).await,
+                event = events.recv() => match event {
+                    Ok(Event::RegisteredToRegistrar { registrar_csi, .. }) => {
+                        announcer.rescan(Some(registrar_csi)).await;
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => announcer.rescan(None).await,
+                    Err(RecvError::Closed) => return,
+                },
+                changed = statuses.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let now = registered_count(&statuses.borrow_and_update());
+                    if now > reached {
+                        announcer.retry().await;
+                    }
+                    reached = now;
+                }
+                () = tokio::time::sleep(retry) => announcer.retry().await,
+            }
+        }
+    }
+}
+
+impl Announcer {
+    /// Look at every original announcing (to `target`, or anywhere) again, sending the
+    /// whole announced set once: after a registration the registrar may have lost what
+    /// it had.
+    async fn rescan(&mut self, target: Option<String>) {
+        let originals = match self.inner.cse.announcing(target.clone()).await {
+            Ok(originals) => originals,
+            Err(error) => {
+                warn!(error = %error.detail(), "cannot read the announced resources; trying again later");
+                self.rescan_failed = true;
+                return;
+            }
+        };
+        if let Some(csi) = &target {
+            for copies in self.copies.values_mut() {
+                copies.targets.remove(csi);
+            }
+            debug!(target = %csi, originals = originals.len(), "announcing again after the registration");
+        } else {
+            self.copies.retain(|_, copies| copies.targets.is_empty());
+        }
+        for original in originals {
+            self.enqueue(original.ri());
+        }
+    }
+
+    /// Try again what waits.
+    async fn retry(&mut self) {
+        if std::mem::take(&mut self.rescan_failed) {
+            self.rescan(None).await;
+        }
+        let pending: Vec<String> = self.pending.drain().collect();
+        for ri in pending {
+            self.enqueue(&ri);
+        }
+    }
+
+    fn enqueue(&mut self, ri: &str) {
+        if self.queued.insert(ri.to_string()) {
+            self.queue.push_back(ri.to_string());
+        }
+    }
+
+    /// What a commit changed in announceable resources.
+    async fn changed(&mut self, changes: std::result::Result<Arc<ChangeSet>, RecvError>) {
+        let changes = match changes {
+            Ok(changes) => changes,
+            Err(RecvError::Lagged(_)) => return self.rescan(None).await,
+            Err(RecvError::Closed) => return,
+        };
+        for change in &changes.changes {
+            let resource = change.resource();
+            if !ANNOUNCEABLE.contains(&resource.ty) {
+                continue;
+            }
+            match change {
+                Change::Created(_) | Change::Updated(_) => {
+                    if resource.attributes.contains_key("at") || self.copies.contains_key(resource.ri()) {
+                        self.enqueue(resource.ri());
+                    }
+                }
+                Change::Deleted(_) => self.deleted(resource),
+            }
+        }
+    }
+
+    /// The original (and what was below it) is gone: so go its copies.
+    fn deleted(&mut self, resource: &Resource) {
+        let mut gone: Vec<String> = Vec::new();
+        if resource.ty == ResourceType::Cin {
+            gone.extend(self.copies.contains_key(resource.ri()).then(|| resource.ri().to_string()));
+        } else {
+            let below = format!("{}/", resource.path);
+            gone.extend(
+                self.copies
+                    .iter()
+                    .filter(|(_, copies)| copies.path == resource.path || copies.path.starts_with(&below))
+                    .map(|(ri, _)| ri.clone()),
+            );
+        }
+        let mut withdrawn: HashSet<String> = HashSet::new();
+        for ri in gone {
+            if let Some(copies) = self.copies.remove(&ri) {
+                withdrawn.extend(copies.targets.into_iter().map(|(csi, (remote, _))| format!("{csi}/{remote}")));
+            }
+        }
+        for entry in resource.str_list("at") {
+            if matches!(entry_parts(&entry), Some((_, Some(_)))) {
+                withdrawn.insert(entry);
+            }
+        }
+        self.withdrawals.extend(withdrawn);
+    }
+
+    /// Work through the queue and the withdrawals (by the instance holding the lease);
+    /// what fails waits for the next round.
+    async fn work(&mut self, token: &CancellationToken) {
+        if !self.inner.cse.storage.lease().is_held() {
+            return;
+        }
+        let mut failed = Vec::new();
+        loop {
+            while let Some(ri) = self.queue.pop_front() {
+                self.queued.remove(&ri);
+                if token.is_cancelled() {
+                    return;
+                }
+                if let Err(error) = self.reconcile(&ri).await {
+                    debug!(ri = %ri, error = %error.detail(), "announcement waits");
+                    self.pending.insert(ri);
+                }
+            }
+            let withdrawals = std::mem::take(&mut self.withdrawals);
+            if withdrawals.is_empty() {
+                break;
+            }
+            for copy in withdrawals {
+                if token.is_cancelled() || !self.withdraw(&copy).await {
+                    failed.push(copy);
+                }
+            }
+        }
+        self.withdrawals = failed;
+    }
+
+    /// Bring the copies of one original in line with it.
+    async fn reconcile(&mut self, ri: &str) -> Result<()> {
+        let cse = &self.inner.cse;
+        let owned = ri.to_string();
+        let Some(original) = cse.storage.read(move |tx| tx.get(&owned)).await? else {
+            return Ok(());
+        };
+        let entries = original.str_list("at");
+        let mut waiting = false;
+        // Copies whose entry is gone from `at`.
+        if let Some(copies) = self.copies.get_mut(ri) {
+            let dropped: Vec<String> = copies
+                .targets
+                .iter()
+                .filter(|(csi, (remote, _))| !entries.contains(&format!("{csi}/{remote}")))
+                .map(|(csi, _)| csi.clone())
+                .collect();
+            for csi in dropped {
+                if let Some((remote, _)) = copies.targets.remove(&csi) {
+                    self.withdrawals.push(format!("{csi}/{remote}"));
+                }
+            }
+        }
+        let path = original.path.clone();
+        for entry in entries {
+            let Some((csi, remote)) = entry_parts(&entry) else { continue };
+            let outcome = match remote {
+                Some(remote) => self.refresh(&original, csi, remote).await,
+                None => self.create(&original, csi).await,
+            };
+            if let Err(error) = outcome {
+                debug!(original = %path, target = %csi, error = %error.detail(), "not announced yet");
+                waiting = true;
+            }
+        }
+        if self.copies.get(ri).is_some_and(|copies| copies.targets.is_empty()) {
+            self.copies.remove(ri);
+        }
+        if waiting {
+            return Err(Error::not_reachable(format!("{path}: an announcement waits")));
+        }
+        Ok(())
+    }
+
+    /// Make the copy of `original` on `csi`, and write its `ri` into `at`.
+    async fn create(&mut self, original: &Resource, csi: &str) -> Result<()> {
+        let Some(announced) = original.ty.announced() else { return Ok(()) };
+        let parent = self.placement(original, csi).await?;
+        let identity = &self.inner.cse.identity;
+        let body = self.body(original);
+        let mut request = self.request(Operation::Create, parent.clone());
+        request.ty = Some(u64::from(announced.code()));
+        request.content = Some(json!({ announced.wrapper(): body.clone() }));
+        let response = self.send(request).await?;
+        if response.rsc != Rsc::Created {
+            return Err(refused(&response, &parent));
+        }
+        let remote = response
+            .content
+            .as_ref()
+            .and_then(|content| content.get(announced.wrapper()))
+            .and_then(|copy| copy.get("ri"))
+            .and_then(Value::as_str)
+            .map(|ri| crate::id::last_element(ri).to_string())
+            .ok_or_else(|| Error::internal(format!("{csi} created the announced resource without telling its ri")))?;
+        let announced_entry = format!("{csi}/{remote}");
+        let recorded = self
+            .inner
+            .cse
+            .rewrite_announcement(original.ri().to_string(), csi.to_string(), announced_entry.clone())
+            .await?;
+        if !recorded {
+            // The original changed or went meanwhile: its copy is not wanted.
+            self.withdrawals.push(announced_entry);
+            return Ok(());
+        }
+        info!(original = %original.path, copy = %announced_entry, by = %identity.cse_id, "announced");
+        self.record(original, csi, remote, body);
+        Ok(())
+    }
+
+    /// Send what changed in the announced attributes since the last send (the whole set
+    /// when nothing was sent yet); a copy that is gone is made again.
+    async fn refresh(&mut self, original: &Resource, csi: &str, remote: &str) -> Result<()> {
+        let Some(announced) = original.ty.announced() else { return Ok(()) };
+        let body = self.body(original);
+        let last = self.copies.get(original.ri()).and_then(|copies| copies.targets.get(csi));
+        let mut update: Map<String, Value> = match last {
+            Some((_, sent)) => {
+                let mut changed: Map<String, Value> = body
+                    .iter()
+                    .filter(|(name, value)| sent.get(*name) != Some(value))
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect();
+                for name in sent.keys().filter(|name| !body.contains_key(*name)) {
+                    changed.insert(name.clone(), Value::Null);
+                }
+                changed
+            }
+            None => body.clone(),
+        };
+        // Set once, at creation.
+        update.remove("rn");
+        update.remove("lnk");
+        if update.is_empty() {
+            return Ok(());
+        }
+        let to = format!("{csi}/{remote}");
+        let mut request = self.request(Operation::Update, to.clone());
+        request.content = Some(json!({ announced.wrapper(): update }));
+        let response = self.send(request).await?;
+        match response.rsc {
+            Rsc::Updated | Rsc::Ok => {
+                self.record(original, csi, remote.to_string(), body);
+                Ok(())
+            }
+            Rsc::NotFound => {
+                info!(original = %original.path, copy = %to, "announced copy gone; announcing again");
+                if let Some(copies) = self.copies.get_mut(original.ri()) {
+                    copies.targets.remove(csi);
+                }
+                self.inner.cse.rewrite_announcement(original.ri().to_string(), to, csi.to_string()).await?;
+                Ok(())
+            }
+            _ => Err(refused(&response, &to)),
+        }
+    }
+
+    /// Delete one copy; whether that is done (deleted, or gone already).
+    async fn withdraw(&mut self, copy: &str) -> bool {
+        let request = self.request(Operation::Delete, copy.to_string());
+        match self.send(request).await {
+            Ok(response) if matches!(response.rsc, Rsc::Deleted | Rsc::Ok | Rsc::NotFound) => {
+                info!(copy = %copy, "announcement withdrawn");
+                self.orphaned(copy).await;
+                true
+            }
+            Ok(response) => {
+                debug!(copy = %copy, rsc = response.rsc.code(), "announcement not withdrawn yet");
+                false
+            }
+            Err(error) => {
+                debug!(copy = %copy, error = %error.detail(), "announcement not withdrawn yet");
+                false
+            }
+        }
+    }
+
+    /// The copies that hung below a withdrawn copy went with it: their originals announce
+    /// again (below this CSE's CSR there now).
+    async fn orphaned(&mut self, copy: &str) {
+        let Some((csi, Some(_))) = entry_parts(copy) else { return };
+        let parent = self
+            .copies
+            .iter()
+            .find(|(_, copies)| copies.targets.get(csi).is_some_and(|(remote, _)| copy == format!("{csi}/{remote}")));
+        let Some(parent_path) = parent.map(|(_, copies)| format!("{}/", copies.path)) else { return };
+        let below: Vec<(String, String)> = self
+            .copies
+            .iter_mut()
+            .filter(|(_, copies)| copies.path.starts_with(&parent_path))
+            .filter_map(|(ri, copies)| copies.targets.remove(csi).map(|(remote, _)| (ri.clone(), remote)))
+            .collect();
+        for (ri, remote) in below {
+            let _ = self.inner.cse.rewrite_announcement(ri.clone(), format!("{csi}/{remote}"), csi.to_string()).await;
+            self.enqueue(&ri);
+        }
+    }
+
+    /// Where the copy of `original` goes on `csi`: below its parent's copy there, or
+    /// below this CSE's CSR there. `Err` while that is not possible yet.
+    async fn placement(&self, original: &Resource, csi: &str) -> Result<String> {
+        let cse = &self.inner.cse;
+        let pi = original.pi().to_string();
+        let parent = cse.storage.read(move |tx| tx.get(&pi)).await?;
+        if let Some(parent) = parent.filter(|parent| parent.ty != ResourceType::CseBase) {
+            for entry in parent.str_list("at") {
+                match entry_parts(&entry) {
+                    Some((target, Some(_))) if target == csi => return Ok(entry),
+                    Some((target, None)) if target == csi => {
+                        return Err(Error::not_reachable(format!("the parent {} is not announced yet", parent.path)));
+                    }
+                    _ => {}
+                }
+            }
+            if original.ty == ResourceType::Cin {
+                return Err(Error::bad_request(format!(
+                    "a contentInstance is announced below its container's copy: {} is not announced to {csi}",
+                    parent.path
+                )));
+            }
+        }
+        let registrar = self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned();
+        let Some(registrar) = registrar else {
+            return Err(Error::not_implemented(format!(
+                "{csi} is not a registrar of this CSE: announcing to other CSEs is not supported yet"
+            )));
+        };
+        let registered =
+            matches!(lock(&registrar.state).status, RegistrationStatus::Registered | RegistrationStatus::Unreachable);
+        if !registered {
+            return Err(Error::not_reachable(format!("not registered to {csi} yet")));
+        }
+        Ok(registrar.own_csr_path())
+    }
+
+    /// The announced attributes of `original` as the target is to store them: the link
+    /// and the IDs of this CSE's resources SP-relative.
+    fn body(&self, original: &Resource) -> Map<String, Value> {
+        let identity = &self.inner.cse.identity;
+        let mut body = announced_body(original, &format!("{}/{}", identity.cse_id, original.ri()));
+        if let Some(acpi) = body.get_mut("acpi").and_then(Value::as_array_mut) {
+            for entry in acpi.iter_mut() {
+                if let Some(text) = entry.as_str() {
+                    *entry = Value::String(identity.sp_relative(text));
+                }
+            }
+        }
+        if original.ty == ResourceType::Acp {
+            for set in ["pv", "pvs"] {
+                for rule in body
+                    .get_mut(set)
+                    .and_then(|set| set.get_mut("acr"))
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    for originator in rule.get_mut("acor").and_then(Value::as_array_mut).into_iter().flatten() {
+                        if let Some(text) = originator.as_str().filter(|text| *text != "all") {
+                            *originator = Value::String(identity.sp_relative(text));
+                        }
+                    }
+                }
+            }
+        }
+        debug_assert!(announced_attributes(original.ty).is_some());
+        body
+    }
+
+    fn record(&mut self, original: &Resource, csi: &str, remote: String, body: Map<String, Value>) {
+        let copies = self
+            .copies
+            .entry(original.ri().to_string())
+            .or_insert_with(|| Copies { path: original.path.clone(), targets: HashMap::new() });
+        copies.targets.insert(csi.to_string(), (remote, body));
+    }
+
+    fn request(&self, op: Operation, to: String) -> Request {
+        let cse = &self.inner.cse;
+        let mut request = Request::new(op, to, Some(&cse.identity.cse_id));
+        request.rvi = cse.config().cse.release_version.clone();
+        request
+    }
+
+    /// Send a request the way any request to another CSE goes (routed, bounded by the
+    /// client time-out).
+    async fn send(&self, request: Request) -> Result<Response> {
+        let response = self.inner.cse.handle(request).await;
+        if matches!(response.rsc, Rsc::TargetNotReachable | Rsc::RequestTimeout) {
+            return Err(Error::new(response.rsc, response.dbg().unwrap_or("not reachable").to_string()));
+        }
+        Ok(response)
+    }
+}
+
+/// How many registrars this CSE is registered to and reaches.
+fn registered_count(views: &[RegistrarView]) -> usize {
+    views.iter().filter(|view| view.status == RegistrationStatus::Registered).count()
+}
+
+/// An answer that is not what the step needs, as an error naming where.
+fn refused(response: &Response, to: &str) -> Error {
+    Error::new(
+        response.rsc,
+        format!("{to} answered {}: {}", response.rsc.code(), response.dbg().unwrap_or("no details")),
+    )
+}

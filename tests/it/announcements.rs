@@ -1,0 +1,284 @@
+//! Announcement: an MN's resources announced to its IN, kept current, withdrawn, and
+//! made again whenever they were lost. Real CSEs on loopback.
+
+use std::time::Duration;
+
+use acme_cse::config::CseKind;
+use serde_json::{Value, json};
+
+use crate::harness::{Proxy, TestCse, eventually, on_disk, registrar_settings, registree_settings};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// An IN and an MN registered to it.
+async fn pair() -> (TestCse, TestCse) {
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse))).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    assert!(mn.remote.is_registered());
+    (in_cse, mn)
+}
+
+/// The `at` of the resource at `path` on `cse` once its entry for the IN is announced:
+/// the copy's ID there.
+async fn announced_copy(cse: &TestCse, path: &str) -> String {
+    let entry = || async {
+        let reply = cse.retrieve(path, "CAdmin").await;
+        let resource = reply.body.as_object().and_then(|body| body.values().next()).cloned().unwrap_or_default();
+        resource["at"].as_array().and_then(|at| at.first()).and_then(Value::as_str).map(str::to_string)
+    };
+    eventually(&format!("{path} announced"), DEADLINE, || async {
+        entry().await.is_some_and(|entry| entry.starts_with("/id-in/"))
+    })
+    .await;
+    entry().await.unwrap_or_default()
+}
+
+/// The copy `id` (`/id-in/<ri>`) as the IN holds it, read by the admin.
+async fn copy_at_in(in_cse: &TestCse, id: &str) -> (u16, Value) {
+    let ri = id.trim_start_matches("/id-in/");
+    let reply = in_cse.retrieve(&format!("/{ri}"), "CAdmin").await;
+    let body = reply.body.as_object().and_then(|body| body.values().next()).cloned().unwrap_or_default();
+    (reply.rsc, body)
+}
+
+async fn wait_for_copy(in_cse: &TestCse, id: &str, what: &str, check: impl Fn(u16, &Value) -> bool) {
+    eventually(what, DEADLINE, || {
+        let copy = copy_at_in(in_cse, id);
+        let check = &check;
+        async move {
+            let (rsc, body) = copy.await;
+            check(rsc, &body)
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_mn_announces_to_its_in_keeps_the_copies_current_and_withdraws_them() {
+    let (in_cse, mn) = pair().await;
+
+    // An ACP: pv and pvs copied, IDs made SP-relative. It lets anybody read the AE below.
+    let acp = mn
+        .create(
+            "/cse-mn",
+            "CAdmin",
+            1,
+            json!({"m2m:acp": {"rn": "policy", "at": ["/id-in"],
+                "pv": {"acr": [{"acor": ["Cfriend", "all"], "acop": 2}]},
+                "pvs": {"acr": [{"acor": ["CAdmin"], "acop": 63}]}}}),
+        )
+        .await;
+    assert_eq!(acp.rsc, 2001, "{acp:?}");
+    let acp_copy = announced_copy(&mn, "/cse-mn/policy").await;
+    let (_, copy) = copy_at_in(&in_cse, &acp_copy).await;
+    assert_eq!(copy["ty"], 10001);
+    assert_eq!(copy["pv"]["acr"][0]["acor"], json!(["/id-mn/Cfriend", "all"]));
+    assert_eq!(copy["pvs"]["acr"][0]["acor"], json!(["/id-mn/CAdmin"]));
+
+    let acp_ri = acp.body["m2m:acp"]["ri"].as_str().expect("ri").to_string();
+
+    // An AE announced: MA attributes and the link, below the MN's CSR at the IN.
+    let ae = mn
+        .create(
+            "/cse-mn",
+            "Csensor",
+            2,
+            json!({"m2m:ae": {"rn": "sensor", "api": "Nx", "rr": false, "srv": ["4"], "at": ["/id-in"], "lbl": ["L"],
+                "aa": ["api", "ri"], "acpi": [acp_ri]}}),
+        )
+        .await;
+    assert_eq!(ae.rsc, 2001, "{ae:?}");
+    assert_eq!(ae.body["m2m:ae"]["aa"], json!(["api"]), "unannounceable names are dropped from aa");
+    let ae_ri = ae.body["m2m:ae"]["ri"].as_str().expect("ri").to_string();
+    let ae_copy = announced_copy(&mn, "/cse-mn/sensor").await;
+    let (rsc, copy) = copy_at_in(&in_cse, &ae_copy).await;
+    assert_eq!(rsc, 2000);
+    assert_eq!(copy["ty"], 10002);
+    assert_eq!(copy["lnk"], format!("/id-mn/{ae_ri}"));
+    assert_eq!(copy["lbl"], json!(["L"]));
+    assert_eq!(copy["srv"], json!(["4"]));
+    assert_eq!(copy["api"], "Nx");
+    assert_eq!(copy["pi"], "id-mn", "below the MN's CSR at the IN");
+    assert_eq!(copy["acpi"], json!([format!("/id-mn/{acp_ri}")]));
+    assert!(copy.get("rr").is_none(), "rr is not listed in aa");
+
+    // A container of that AE: below the AE's copy, with its OA attributes from aa.
+    let cnt = mn
+        .create(
+            "/cse-mn/sensor",
+            "CAdmin",
+            3,
+            json!({"m2m:cnt": {"rn": "temp", "mni": 5, "at": ["/id-in"], "aa": ["mni"]}}),
+        )
+        .await;
+    assert_eq!(cnt.rsc, 2001, "{cnt:?}");
+    let cnt_copy = announced_copy(&mn, "/cse-mn/sensor/temp").await;
+    let (_, copy) = copy_at_in(&in_cse, &cnt_copy).await;
+    assert_eq!(copy["ty"], 10003);
+    assert_eq!(copy["mni"], 5);
+    assert_eq!(copy["pi"], ae_copy.trim_start_matches("/id-in/"));
+    assert!(copy.get("cni").is_none() && copy.get("st").is_none());
+
+    // Discovery at the IN finds what the MN announced.
+    let found = in_cse.retrieve("/cse-in?fu=1&ty=10002&drt=2", "CAdmin").await;
+    assert!(found.uril().iter().any(|uri| uri.ends_with(ae_copy.trim_start_matches("/id-in/"))), "{found:?}");
+
+    // rcn=7: the original, through the link, in the requester's name.
+    let original = in_cse.retrieve(&format!("/{}?rcn=7", ae_copy.trim_start_matches("/id-in/")), "CAdmin").await;
+    assert_eq!(original.rsc, 2000, "{original:?}");
+    assert_eq!(original.body["m2m:ae"]["ri"], ae_ri.as_str());
+    assert_eq!(original.body["m2m:ae"]["at"], json!([ae_copy]));
+
+    // Access: the announcing CSE and the admin; nobody else.
+    assert_eq!(in_cse.retrieve(&format!("/{}", ae_copy.trim_start_matches("/id-in/")), "Cother").await.rsc, 4103);
+    let acp_copy_ri = acp_copy.trim_start_matches("/id-in/");
+    assert_eq!(in_cse.retrieve(&format!("/{acp_copy_ri}"), "Cother").await.rsc, 4103, "an ACP's copy: its pvs");
+    // The MN's admin (as /id-mn/CAdmin, through the MN) is named in the copied pvs.
+    let by_mn_admin = mn.retrieve(&format!("/~/id-in/{acp_copy_ri}"), "CAdmin").await;
+    assert_eq!(by_mn_admin.rsc, 2000, "{by_mn_admin:?}");
+    assert_eq!(in_cse.retrieve(&format!("/{}", ae_copy.trim_start_matches("/id-in/")), "/id-mn").await.rsc, 2000);
+    // Nobody but the MN announces for the MN.
+    let forged = in_cse
+        .create("/cse-in/id-mn", "/id-asn", 10002, json!({"m2m:aeA": {"lnk": "/id-mn/Cx", "lbl": ["forged"]}}))
+        .await;
+    assert_eq!(forged.rsc, 4103, "{forged:?}");
+    let no_link = in_cse.create("/cse-in/id-mn", "/id-mn", 10002, json!({"m2m:aeA": {"lbl": ["x"]}})).await;
+    assert_eq!(no_link.rsc, 4000, "lnk is mandatory: {no_link:?}");
+    let unknown =
+        in_cse.create("/cse-in/id-mn", "/id-mn", 10003, json!({"m2m:cntA": {"lnk": "/id-mn/cnt1", "cni": 3}})).await;
+    assert_eq!(unknown.rsc, 4000, "cni is not announced: {unknown:?}");
+
+    // Updates reach the copies: announced attributes only, removed ones removed.
+    assert_eq!(mn.update("/cse-mn/sensor", "CAdmin", json!({"m2m:ae": {"lbl": ["M"]}})).await.rsc, 2004);
+    wait_for_copy(&in_cse, &ae_copy, "the new label at the IN", |_, copy| copy["lbl"] == json!(["M"])).await;
+    assert_eq!(mn.update("/cse-mn/sensor/temp", "CAdmin", json!({"m2m:cnt": {"aa": null}})).await.rsc, 2004);
+    wait_for_copy(&in_cse, &cnt_copy, "mni no longer announced", |_, copy| copy.get("mni").is_none()).await;
+
+    // at removed: the copy goes; at again: a new copy.
+    assert_eq!(mn.update("/cse-mn/sensor/temp", "CAdmin", json!({"m2m:cnt": {"at": null}})).await.rsc, 2004);
+    wait_for_copy(&in_cse, &cnt_copy, "the container's copy withdrawn", |rsc, _| rsc == 4004).await;
+    assert_eq!(mn.update("/cse-mn/sensor/temp", "CAdmin", json!({"m2m:cnt": {"at": ["/id-in"]}})).await.rsc, 2004);
+    let again = announced_copy(&mn, "/cse-mn/sensor/temp").await;
+    assert_ne!(again, cnt_copy);
+
+    // Deleting the AE withdraws its copy (and with it the container's).
+    assert_eq!(mn.delete("/cse-mn/sensor", "CAdmin").await.rsc, 2002);
+    wait_for_copy(&in_cse, &ae_copy, "the AE's copy withdrawn", |rsc, _| rsc == 4004).await;
+    wait_for_copy(&in_cse, &again, "the container's copy gone with it", |rsc, _| rsc == 4004).await;
+
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn announcements_wait_for_an_unreachable_registrar_and_are_made_again_after_it_lost_its_data() {
+    let in_first = TestCse::start(registrar_settings()).await;
+    let proxy = Proxy::start(in_first.addr).await;
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_first));
+    if let Some(registrar) = settings.cse.registrar.as_mut() {
+        registrar.address = vec![proxy.url.clone()];
+    }
+    let mn = TestCse::start(settings).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    assert!(mn.remote.is_registered());
+
+    // The registrar cannot be reached: the AE is created, its announcement waits.
+    proxy.switch(false);
+    let ae = mn
+        .create(
+            "/cse-mn",
+            "Cwaiting",
+            2,
+            json!({"m2m:ae": {"rn": "waiting", "api": "Nx", "rr": false, "srv": ["4"], "at": ["/id-in"]}}),
+        )
+        .await;
+    assert_eq!(ae.rsc, 2001, "{ae:?}");
+    assert_eq!(ae.body["m2m:ae"]["at"], json!(["/id-in"]));
+    mn.remote.check_now().await.expect("monitor runs");
+    assert!(!in_first.retrieve("/cse-in/id-mn?fu=1&ty=10002", "CAdmin").await.uril().iter().any(|_| true));
+
+    // Reached again: announced.
+    proxy.switch(true);
+    mn.remote.check_now().await.expect("monitor runs");
+    let copy = announced_copy(&mn, "/cse-mn/waiting").await;
+    assert_eq!(copy_at_in(&in_first, &copy).await.0, 2000);
+
+    // The IN restarts on an empty database: the MN registers again and announces anew.
+    let address = in_first.addr;
+    in_first.shutdown().await;
+    let mut settings = registrar_settings();
+    settings.http.listen = address.to_string();
+    let in_second = TestCse::start(settings).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    eventually("the AE announced to the new IN", DEADLINE, || {
+        let reply = in_second.retrieve("/cse-in/id-mn?fu=1&ty=10002&drt=2", "CAdmin");
+        async move { reply.await.uril().len() == 1 }
+    })
+    .await;
+    let second = &in_second;
+    eventually("the MN's at names a copy the new IN holds", DEADLINE, || {
+        let reply = mn.retrieve("/cse-mn/waiting", "CAdmin");
+        async move {
+            let at = reply.await.body["m2m:ae"]["at"].clone();
+            match at.as_array().map(Vec::as_slice) {
+                Some([entry]) => copy_at_in(second, entry.as_str().unwrap_or_default()).await.0 == 2000,
+                _ => false,
+            }
+        }
+    })
+    .await;
+
+    mn.shutdown().await;
+    in_second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_mn_keeps_its_copies_without_duplicates_and_a_departed_one_leaves_none() {
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = || {
+        let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+        on_disk(&mut settings, &dir.path().join("mn.db"));
+        settings.cse.registration.unregister_when_stopping = false;
+        settings
+    };
+    let mn = TestCse::start(settings()).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let body = json!({"m2m:ae": {"rn": "kept", "api": "Nx", "rr": false, "srv": ["4"], "at": ["/id-in"]}});
+    assert_eq!(mn.create("/cse-mn", "Ckept", 2, body).await.rsc, 2001);
+    let copy = announced_copy(&mn, "/cse-mn/kept").await;
+    mn.shutdown().await;
+
+    // Restarted on its database: the same copy, current, and no second one.
+    let mn = TestCse::start(settings()).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    assert_eq!(mn.update("/cse-mn/kept", "Ckept", json!({"m2m:ae": {"lbl": ["after"]}})).await.rsc, 2004);
+    wait_for_copy(&in_cse, &copy, "the label after the restart", |_, body| body["lbl"] == json!(["after"])).await;
+    let copies = in_cse.retrieve("/cse-in/id-mn?fu=1&ty=10002&drt=2", "CAdmin").await.uril();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(announced_copy(&mn, "/cse-mn/kept").await, copy);
+
+    // A CSE that announces the reference CSE's way (an announced CSEBase below the IN's
+    // CSEBase) leaves nothing behind when its registration goes.
+    let anchor = in_cse
+        .create(
+            "/cse-in",
+            "/id-mn",
+            10005,
+            json!({"m2m:cbA": {"rn": "id-mn-anchor", "lnk": "/id-mn/cse-mn", "srv": ["4"]}}),
+        )
+        .await;
+    assert_eq!(anchor.rsc, 2001, "{anchor:?}");
+    let twice = in_cse.create("/cse-in", "/id-mn", 10005, json!({"m2m:cbA": {"lnk": "/id-mn/cse-mn"}})).await;
+    assert_eq!(twice.rsc, 4105, "one announced CSEBase per CSE: {twice:?}");
+    let below = in_cse
+        .create("/cse-in/id-mn-anchor", "/id-mn", 10003, json!({"m2m:cntA": {"lnk": "/id-mn/cntX", "mni": 3}}))
+        .await;
+    assert_eq!(below.rsc, 2001, "{below:?}");
+    mn.shutdown().await;
+    assert_eq!(in_cse.delete("/cse-in/id-mn", "CAdmin").await.rsc, 2002);
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn-anchor", "CAdmin").await.rsc, 4004);
+    assert_eq!(copy_at_in(&in_cse, &copy).await.0, 4004);
+    in_cse.shutdown().await;
+}
