@@ -319,6 +319,15 @@ wait_received() {
   done
 }
 
+# wait_received_copy <url> <text> <seconds>: 0 once GET <url> answers a body containing <text>
+wait_received_copy() {
+  local deadline=$(($(date +%s) + $3))
+  until http_get "$1" "$WORK/copy-poll.json" >/dev/null && grep -q "$2" "$WORK/copy-poll.json" 2>/dev/null; do
+    [ "$(date +%s)" -ge "$deadline" ] && return 1
+    sleep 0.2
+  done
+}
+
 # ---- our CSE ----
 
 # our_start <IN|MN> <dir>: writes the config, starts our CSE, sets OUR_PID
@@ -413,6 +422,40 @@ else
       fi
     else
       fail "A: CSR cse-mn/id-in did not appear on our MN within ${WAIT}s"
+    fi
+
+    # announcement: an AE of our MN announced to the reference IN (below our CSR there),
+    # kept current, withdrawn on delete
+    MN_URL="http://$HOST:$MN_PORT"
+    a1=$(post "$MN_URL/cse-mn" Cannc 2 '{"m2m:ae": {"rn": "annc", "api": "Nannc", "rr": false, "srv": ["3"], "at": ["/id-in"], "lbl": ["before"]}}')
+    copy=""
+    deadline=$(($(date +%s) + WAIT))
+    while [ -z "$copy" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+      http_get "$MN_URL/cse-mn/annc" "$WORK/a-annc.json" >/dev/null
+      copy=$("$PY" -c 'import json,sys; at=json.load(open(sys.argv[1]))["m2m:ae"].get("at") or [""]; print(at[0] if at[0].startswith("/id-in/") else "")' "$WORK/a-annc.json" 2>/dev/null)
+      [ -n "$copy" ] || sleep 0.2
+    done
+    ae_ri=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["m2m:ae"]["ri"])' "$WORK/a-annc.json" 2>/dev/null)
+    code=$(http_get "http://$HOST:$IN_PORT/~$copy" "$WORK/a-annc-copy.json")
+    if [ "$a1" = 2001 ] && [ -n "$copy" ] && [ "$code" = 200 ] && "$PY" - "$WORK/a-annc-copy.json" "$ae_ri" <<'PY'
+import json, sys
+copy = json.load(open(sys.argv[1]))["m2m:aeA"]
+assert copy["ty"] == 10002 and copy["lnk"] == "/id-mn/" + sys.argv[2] and copy["lbl"] == ["before"] and copy["pi"] == "id-mn", copy
+PY
+    then
+      u1=$(put "$MN_URL/cse-mn/annc" Cannc '{"m2m:ae": {"lbl": ["after"]}}')
+      if [ "$u1" = 2004 ] && wait_received_copy "http://$HOST:$IN_PORT/~$copy" '"after"' 10; then
+        d1=$(curl -s -m 10 -o /dev/null -D - -X DELETE -H 'X-M2M-Origin: Cannc' -H 'X-M2M-RI: annc-del' -H 'X-M2M-RVI: 4' "$MN_URL/cse-mn/annc" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-m2m-rsc" {print $2}')
+        if [ "$d1" = 2002 ] && wait_code "http://$HOST:$IN_PORT/~$copy" 404 10; then
+          pass "A: our MN announced an AE to the reference IN ($copy below our CSR), updated it and withdrew it"
+        else
+          fail "A: the announced AE on the reference IN was not withdrawn (DELETE $d1, copy HTTP $(http_get "http://$HOST:$IN_PORT/~$copy" /dev/null))"
+        fi
+      else
+        fail "A: the announced AE on the reference IN did not follow the update (UPDATE $u1): $(cat "$WORK/a-annc-copy.json")"
+      fi
+    else
+      fail "A: announcement to the reference IN: CREATE $a1, at entry '$copy', copy HTTP $code: $(head -c 400 "$WORK/a-annc-copy.json" 2>/dev/null)"
     fi
 
     # liveliness: the reference IN probes our CSEBase as /id-in every round; our debug log
@@ -512,6 +555,28 @@ else
       fail "B: fewer than 3 liveliness probes of the reference MN by our IN within $((6 * CHECK_INTERVAL + 10))s"
     fi
 
+    # announcement: the reference MN announces an AE to our IN (below its announced
+    # CSEBase there, the reference's placement); our IN serves the copy and the original
+    # through it (rcn=7), and removes both when the reference MN's CSR goes
+    b1_out="$WORK/b-annc.json"
+    b1=$(curl -s -m 10 -o "$b1_out" -D - -H 'X-M2M-Origin: Crefannc' -H 'X-M2M-RI: b-annc' -H 'X-M2M-RVI: 4' \
+      -H 'Content-Type: application/json;ty=2' -d '{"m2m:ae": {"rn": "refannc", "api": "Nrefannc", "rr": false, "srv": ["3"], "at": ["/id-in"], "lbl": ["ref"]}}' \
+      "http://$HOST:$MN_PORT/cse-mn" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-m2m-rsc" {print $2}')
+    copy=$("$PY" -c 'import json,sys; at=json.load(open(sys.argv[1]))["m2m:ae"].get("at") or [""]; print(at[0])' "$b1_out" 2>/dev/null)
+    code=$(http_get "http://$HOST:$IN_PORT/${copy#/id-in/}" "$WORK/b-annc-copy.json")
+    if [ "$b1" = 2001 ] && [ "$code" = 200 ] && "$PY" - "$WORK/b-annc-copy.json" <<'PY'
+import json, sys
+copy = json.load(open(sys.argv[1]))["m2m:aeA"]
+assert copy["ty"] == 10002 and copy["lnk"].startswith("/id-mn/") and copy["lbl"] == ["ref"], copy
+PY
+    then
+      anchor=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["m2m:aeA"]["pi"])' "$WORK/b-annc-copy.json")
+      pass "B: the reference MN announced an AE to our IN ($copy below its announced CSEBase $anchor)"
+    else
+      fail "B: announcement from the reference MN: CREATE $b1 (at '$copy'), copy on our IN HTTP $code: $(head -c 400 "$WORK/b-annc-copy.json" 2>/dev/null) $(head -c 300 "$b1_out")"
+      anchor=""
+    fi
+
     # notifications both ways while the reference MN is registered to our IN
     if receiver_start "$WORK/receiver"; then
       IN_URL="http://$HOST:$IN_PORT"
@@ -557,6 +622,13 @@ else
     code=$(http_get "$CSR_ON_OURS" /dev/null)
     if [ "$code" = 404 ]; then
       pass "B: the reference MN's CSR is gone from our IN after its graceful stop (404)"
+      if [ -n "$anchor" ]; then
+        if [ "$(http_get "http://$HOST:$IN_PORT/$anchor" /dev/null)" = 404 ] && [ "$(http_get "http://$HOST:$IN_PORT/${copy#/id-in/}" /dev/null)" = 404 ]; then
+          pass "B: what the reference MN announced to our IN went with its registration (anchor and copy 404)"
+        else
+          fail "B: the reference MN's announced CSEBase $anchor or copy $copy is still on our IN after it deregistered"
+        fi
+      fi
     else
       fail "B: the reference MN's CSR is still on our IN after its graceful stop (HTTP $code)"
     fi

@@ -48,7 +48,12 @@ impl Cse {
         if let Some(refusal) = type_rules.refuses(Operation::Create) {
             return Err(Error::not_allowed(refusal));
         }
-        let attributes = unwrap_content(request.content.as_ref(), ty, Rsc::BadRequest)?;
+        let mut attributes = unwrap_content(request.content.as_ref(), ty, Rsc::BadRequest)?;
+        if ty.is_announced() {
+            // What the original lacks may come as null (the reference CSE sends `"et": null`
+            // for an announced CSEBase): not there.
+            attributes.retain(|_, value| !value.is_null());
+        }
         let ctx = Context { config: &guard.config, identity: &self.identity, registry: &self.registry };
         let originator = type_rules.originator(&ctx, originator.as_deref())?;
         let ri = match ty {
