@@ -143,17 +143,77 @@ impl Announcer {
                 return;
             }
         };
-        if let Some(csi) = &target {
-            for copies in self.copies.values_mut() {
-                copies.targets.remove(csi);
+        // What was sent is no longer known to be there: the next send is the whole set.
+        for copies in self.copies.values_mut() {
+            for (csi, (_, sent)) in copies.targets.iter_mut() {
+                if target.as_ref().is_none_or(|target| target == csi) {
+                    sent.clear();
+                }
             }
+        }
+        if let Some(csi) = &target {
             debug!(target = %csi, originals = originals.len(), "announcing again after the registration");
+            if let Err(error) = self.sweep(csi, &originals).await {
+                debug!(target = %csi, error = %error.detail(), "stale copies not swept");
+            }
         } else {
-            self.copies.retain(|_, copies| copies.targets.is_empty());
+            // Originals deleted meanwhile are known by their copies only.
+            let known: Vec<String> = self.copies.keys().cloned().collect();
+            for ri in known {
+                self.enqueue(&ri);
+            }
         }
         for original in originals {
             self.enqueue(original.ri());
         }
+    }
+
+    /// Delete the copies below this CSE's CSR at the registrar `csi` that no original
+    /// names any more (their originals were deleted, or their `at` changed, while this CSE
+    /// could not tell the registrar: it was down, or unreachable).
+    async fn sweep(&mut self, csi: &str, originals: &[Resource]) -> Result<()> {
+        let Some(registrar) = self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned()
+        else {
+            return Ok(());
+        };
+        let named: HashSet<String> = originals
+            .iter()
+            .flat_map(|original| original.str_list("at"))
+            .filter_map(|entry| match entry_parts(&entry) {
+                Some((target, Some(remote))) if target == csi => Some(remote.to_string()),
+                _ => None,
+            })
+            .collect();
+        for ty in ANNOUNCEABLE {
+            let Some(announced) = ty.announced() else { continue };
+            let mut request = self.request(Operation::Retrieve, registrar.own_csr_path());
+            let code = announced.code().to_string();
+            for (name, value) in [("fu", "1"), ("drt", "2"), ("ty", code.as_str())] {
+                request.set_parameter(name, value)?;
+            }
+            // As it goes on the wire to the registrar.
+            request.query = Some(format!("fu=1&drt=2&ty={code}"));
+            let response = self.send(request).await?;
+            if response.rsc != Rsc::Ok {
+                return Err(refused(&response, &registrar.own_csr_path()));
+            }
+            let found: Vec<String> = response
+                .content
+                .as_ref()
+                .and_then(|content| content.get("m2m:uril"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|id| crate::id::last_element(id).to_string())
+                .filter(|ri| !named.contains(ri))
+                .collect();
+            for ri in found {
+                info!(target = %csi, copy = %ri, "copy of an original that no longer names it: withdrawing");
+                self.withdrawals.push(format!("{csi}/{ri}"));
+            }
+        }
+        Ok(())
     }
 
     /// Try again what waits.
@@ -260,6 +320,10 @@ impl Announcer {
         let cse = &self.inner.cse;
         let owned = ri.to_string();
         let Some(original) = cse.storage.read(move |tx| tx.get(&owned)).await? else {
+            // Deleted while its change was not heard (the follower lagged): so go its copies.
+            if let Some(copies) = self.copies.remove(ri) {
+                self.withdrawals.extend(copies.targets.into_iter().map(|(csi, (remote, _))| format!("{csi}/{remote}")));
+            }
             return Ok(());
         };
         let entries = original.str_list("at");

@@ -282,3 +282,49 @@ async fn a_restarted_mn_keeps_its_copies_without_duplicates_and_a_departed_one_l
     assert_eq!(copy_at_in(&in_cse, &copy).await.0, 4004);
     in_cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn copies_the_mn_could_not_withdraw_before_a_restart_are_swept_and_a_dead_mn_leaves_none() {
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let proxy = Proxy::start(in_cse.addr).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = || {
+        let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+        on_disk(&mut settings, &dir.path().join("mn.db"));
+        settings.cse.registration.unregister_when_stopping = false;
+        if let Some(registrar) = settings.cse.registrar.as_mut() {
+            registrar.address = vec![proxy.url.clone()];
+        }
+        settings
+    };
+    let mn = TestCse::start(settings()).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    for rn in ["gone", "stays"] {
+        let body = json!({"m2m:ae": {"rn": rn, "api": "Nx", "rr": false, "srv": ["4"], "at": ["/id-in"]}});
+        assert_eq!(mn.create("/cse-mn", &format!("C{rn}"), 2, body).await.rsc, 2001);
+    }
+    let gone = announced_copy(&mn, "/cse-mn/gone").await;
+    let stays = announced_copy(&mn, "/cse-mn/stays").await;
+
+    // Deleted while the IN cannot be reached, and the MN restarts before it can be: the
+    // withdrawal it owed is found at the next registration.
+    proxy.switch(false);
+    assert_eq!(mn.delete("/cse-mn/gone", "Cgone").await.rsc, 2002);
+    mn.shutdown().await;
+    assert_eq!(copy_at_in(&in_cse, &gone).await.0, 2000, "still there: nobody told the IN");
+    proxy.switch(true);
+    let mn = TestCse::start(settings()).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    wait_for_copy(&in_cse, &gone, "the stale copy swept", |rsc, _| rsc == 4004).await;
+    assert_eq!(copy_at_in(&in_cse, &stays).await.0, 2000);
+
+    // The MN dies (no deregistration): the IN's liveliness rounds remove its CSR and with
+    // it everything it announced.
+    mn.shutdown().await;
+    for _ in 0..3 {
+        in_cse.remote.check_now().await.expect("monitor runs");
+    }
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 4004);
+    assert_eq!(copy_at_in(&in_cse, &stays).await.0, 4004);
+    in_cse.shutdown().await;
+}
