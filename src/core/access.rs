@@ -185,7 +185,8 @@ impl Access {
             // own CSR.
             let granted = match target.ty {
                 ResourceType::CseBase => {
-                    crate::id::matches_any(&config.registration.allowed_csr_originators, originator)
+                    let registrar = config.registrar.iter().any(|registrar| registrar.cse_id == originator);
+                    (registrar || crate::id::matches_any(&config.registration.allowed_csr_originators, originator))
                         && created != ResourceType::CinAnnc
                 }
                 ResourceType::Csr => target.str("csi") == Some(originator),

@@ -22,13 +22,18 @@ async fn pair() -> (TestCse, TestCse) {
 /// The `at` of the resource at `path` on `cse` once its entry for the IN is announced:
 /// the copy's ID there.
 async fn announced_copy(cse: &TestCse, path: &str) -> String {
+    announced_to(cse, path, "/id-in/").await
+}
+
+/// The same for the entry naming the CSE of `prefix` (`/id-mn/`).
+async fn announced_to(cse: &TestCse, path: &str, prefix: &str) -> String {
     let entry = || async {
         let reply = cse.retrieve(path, "CAdmin").await;
         let resource = reply.body.as_object().and_then(|body| body.values().next()).cloned().unwrap_or_default();
         resource["at"].as_array().and_then(|at| at.first()).and_then(Value::as_str).map(str::to_string)
     };
     eventually(&format!("{path} announced"), DEADLINE, || async {
-        entry().await.is_some_and(|entry| entry.starts_with("/id-in/"))
+        entry().await.is_some_and(|entry| entry.starts_with(prefix))
     })
     .await;
     entry().await.unwrap_or_default()
@@ -326,5 +331,61 @@ async fn copies_the_mn_could_not_withdraw_before_a_restart_are_swept_and_a_dead_
     }
     assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 4004);
     assert_eq!(copy_at_in(&in_cse, &stays).await.0, 4004);
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn announcements_reach_csees_that_are_not_the_registrar_below_an_announced_csebase() {
+    // IN ← MN ← ASN.
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let mn = TestCse::start(registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse))).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let asn = TestCse::start(registree_settings(CseKind::Asn, "/id-asn", "cse-asn", Some(&mn))).await;
+    asn.remote.check_now().await.expect("monitor runs");
+    eventually("the IN routes to the ASN", DEADLINE, || {
+        let known = in_cse.remote.csr_for("/id-asn").is_some();
+        async move { known }
+    })
+    .await;
+    let ae = |rn: &str, target: &str| json!({"m2m:ae": {"rn": rn, "api": "Nx", "rr": false, "srv": ["4"], "at": [target], "lbl": [rn]}});
+
+    // The MN announces to its registrar (below its CSR); the ASN to the IN, two hops up
+    // (below its announced CSEBase there); the IN down to the MN (likewise).
+    assert_eq!(mn.create("/cse-mn", "Cmnae", 2, ae("mnae", "/id-in")).await.rsc, 2001);
+    assert_eq!(asn.create("/cse-asn", "Casnae", 2, ae("asnae", "/id-in")).await.rsc, 2001);
+    assert_eq!(in_cse.create("/cse-in", "Cinae", 2, ae("inae", "/id-mn")).await.rsc, 2001);
+    let mn_copy = announced_copy(&mn, "/cse-mn/mnae").await;
+    let asn_copy = announced_copy(&asn, "/cse-asn/asnae").await;
+    let (_, copy) = copy_at_in(&in_cse, &asn_copy).await;
+    assert_eq!(
+        copy["lnk"],
+        format!(
+            "/id-asn/{}",
+            asn.retrieve("/cse-asn/asnae", "CAdmin").await.body["m2m:ae"]["ri"].as_str().unwrap_or_default()
+        )
+    );
+    let anchor = in_cse.retrieve(&format!("/{}", copy["pi"].as_str().unwrap_or_default()), "CAdmin").await;
+    assert_eq!(anchor.body["m2m:cbA"]["lnk"], "/id-asn/id-asn", "its CSEBase, by ri: {anchor:?}");
+    assert_eq!(anchor.body["m2m:cbA"]["ty"], 10005);
+
+    let down = announced_to(&in_cse, "/cse-in/inae", "/id-mn/").await;
+    let copy = mn.retrieve(&format!("/{}", down.trim_start_matches("/id-mn/")), "CAdmin").await;
+    assert_eq!(copy.rsc, 2000, "{copy:?}");
+    assert_eq!(copy.body["m2m:aeA"]["lbl"], json!(["inae"]));
+
+    // Discovery at the IN finds what the whole tree announced to it.
+    let found = in_cse.retrieve("/cse-in?fu=1&ty=10002&drt=2", "CAdmin").await.uril();
+    for copy in [&mn_copy, &asn_copy] {
+        let ri = copy.trim_start_matches("/id-in/");
+        assert!(found.iter().any(|uri| uri.ends_with(ri)), "{ri} not in {found:?}");
+    }
+
+    // The ASN leaves the tree (the MN's dcse at the IN no longer lists it): what it
+    // announced to the IN goes; then the MN's registration, and what it announced.
+    asn.shutdown().await;
+    wait_for_copy(&in_cse, &asn_copy, "the ASN's copy removed", |rsc, _| rsc == 4004).await;
+    assert_eq!(copy_at_in(&in_cse, &mn_copy).await.0, 2000);
+    mn.shutdown().await;
+    assert_eq!(copy_at_in(&in_cse, &mn_copy).await.0, 4004);
     in_cse.shutdown().await;
 }

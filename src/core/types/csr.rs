@@ -124,17 +124,27 @@ impl TypeRules for Csr {
         Ok(())
     }
 
-    /// The registrar pushing down a new `ici` (the IN-CSE at the top of the tree) into
-    /// its CSR here: this CSE takes it into its CSEBase in the same transaction, so the
-    /// change leaves the commit and goes further down to its own registrees.
+    /// A CSE that left the registree's `dcse` has left the tree below it: what it
+    /// announced here goes. The registrar pushing down a new `ici` (the IN-CSE at the top
+    /// of the tree) into its CSR here: this CSE takes it into its CSEBase in the same
+    /// transaction, so the change leaves the commit and goes further down to its own
+    /// registrees.
     fn after_update(
         &self,
         tx: &mut dyn WriteTx,
         ctx: &Context,
         csr: &mut Resource,
-        _before: &Resource,
+        before: &Resource,
         changes: &Map<String, Value>,
     ) -> Result<()> {
+        if changes.contains_key("dcse") {
+            let now = csr.str_list("dcse");
+            for gone in before.str_list("dcse").into_iter().filter(|cse| !now.contains(cse)) {
+                for anchor in super::announced::anchors_of(&*tx, csr.pi(), &gone)? {
+                    super::remove(tx, &anchor)?;
+                }
+            }
+        }
         let Some(ici) = changes.get("ici").filter(|ici| ici.is_string()) else {
             return Ok(());
         };
@@ -158,9 +168,12 @@ impl TypeRules for Csr {
     /// its CSR go with the subtree, those below its announced CSEBase (an anchor, made by
     /// CSEs that place their announcements the reference CSE's way) here.
     fn on_delete(&self, tx: &mut dyn WriteTx, csr: &Resource) -> Result<()> {
+        // Its own, and those of the CSEs below it, which it carried here.
         let Some(csi) = csr.str("csi") else { return Ok(()) };
-        for anchor in super::announced::anchors_of(&*tx, csr.pi(), csi)? {
-            super::remove(tx, &anchor)?;
+        for cse in std::iter::once(csi.to_string()).chain(csr.str_list("dcse")) {
+            for anchor in super::announced::anchors_of(&*tx, csr.pi(), &cse)? {
+                super::remove(tx, &anchor)?;
+            }
         }
         Ok(())
     }

@@ -30,9 +30,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Inner, RegistrarView, RegistrationStatus, lock};
+mod place;
+
+use super::{Inner, RegistrarView, RegistrationStatus};
 use crate::core::request::{Operation, Request, Response};
-use crate::core::types::{announced_attributes, announced_body};
 use crate::error::{Error, Result, Rsc};
 use crate::event::Event;
 use crate::id::cse_of;
@@ -70,6 +71,9 @@ struct Announcer {
     withdrawals: Vec<String>,
     /// The announcing originals could not be read: read them all again next round.
     rescan_failed: bool,
+    /// Per target CSE that is not a registrar: this CSE's announced CSEBase there
+    /// (`<CSE-ID>/<ri>`), the parent of the copies whose parent is not announced there.
+    anchors: HashMap<String, String>,
 }
 
 impl Inner {
@@ -93,6 +97,7 @@ impl Inner {
             pending: HashSet::new(),
             withdrawals: Vec::new(),
             rescan_failed: false,
+            anchors: HashMap::new(),
         };
         announcer.rescan(None).await;
         loop {
@@ -108,7 +113,18 @@ impl Inner {
                 changes = cin.recv() => announcer.changed(changes).await,
                 event = events.recv() => match event {
                     Ok(Event::RegisteredToRegistrar { registrar_csi, .. }) => {
+                        // A new place in the tree: the copies elsewhere, carried by the
+                        // registrations above, may have gone with an old one.
+                        announcer.anchors.clear();
                         announcer.rescan(Some(registrar_csi)).await;
+                        announcer.rescan(None).await;
+                    }
+                    Ok(Event::RemoteCseRegistered { csr }) => {
+                        // A registree that registers anew may have lost what it held.
+                        if let Some(csi) = csr.str("csi") {
+                            announcer.anchors.remove(csi);
+                            announcer.rescan(Some(csi.to_string())).await;
+                        }
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => announcer.rescan(None).await,
@@ -166,54 +182,6 @@ impl Announcer {
         for original in originals {
             self.enqueue(original.ri());
         }
-    }
-
-    /// Delete the copies below this CSE's CSR at the registrar `csi` that no original
-    /// names any more (their originals were deleted, or their `at` changed, while this CSE
-    /// could not tell the registrar: it was down, or unreachable).
-    async fn sweep(&mut self, csi: &str, originals: &[Resource]) -> Result<()> {
-        let Some(registrar) = self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned()
-        else {
-            return Ok(());
-        };
-        let named: HashSet<String> = originals
-            .iter()
-            .flat_map(|original| original.str_list("at"))
-            .filter_map(|entry| match entry_parts(&entry) {
-                Some((target, Some(remote))) if target == csi => Some(remote.to_string()),
-                _ => None,
-            })
-            .collect();
-        for ty in ANNOUNCEABLE {
-            let Some(announced) = ty.announced() else { continue };
-            let mut request = self.request(Operation::Retrieve, registrar.own_csr_path());
-            let code = announced.code().to_string();
-            for (name, value) in [("fu", "1"), ("drt", "2"), ("ty", code.as_str())] {
-                request.set_parameter(name, value)?;
-            }
-            // As it goes on the wire to the registrar.
-            request.query = Some(format!("fu=1&drt=2&ty={code}"));
-            let response = self.send(request).await?;
-            if response.rsc != Rsc::Ok {
-                return Err(refused(&response, &registrar.own_csr_path()));
-            }
-            let found: Vec<String> = response
-                .content
-                .as_ref()
-                .and_then(|content| content.get("m2m:uril"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(|id| crate::id::last_element(id).to_string())
-                .filter(|ri| !named.contains(ri))
-                .collect();
-            for ri in found {
-                info!(target = %csi, copy = %ri, "copy of an original that no longer names it: withdrawing");
-                self.withdrawals.push(format!("{csi}/{ri}"));
-            }
-        }
-        Ok(())
     }
 
     /// Try again what waits.
@@ -374,6 +342,10 @@ impl Announcer {
         request.content = Some(json!({ announced.wrapper(): body.clone() }));
         let response = self.send(request).await?;
         if response.rsc != Rsc::Created {
+            if response.rsc == Rsc::NotFound {
+                // The anchor there is gone: found or made again next time.
+                self.anchors.retain(|_, anchor| *anchor != parent);
+            }
             return Err(refused(&response, &parent));
         }
         let remote = response
@@ -486,76 +458,6 @@ impl Announcer {
             let _ = self.inner.cse.rewrite_announcement(ri.clone(), format!("{csi}/{remote}"), csi.to_string()).await;
             self.enqueue(&ri);
         }
-    }
-
-    /// Where the copy of `original` goes on `csi`: below its parent's copy there, or
-    /// below this CSE's CSR there. `Err` while that is not possible yet.
-    async fn placement(&self, original: &Resource, csi: &str) -> Result<String> {
-        let cse = &self.inner.cse;
-        let pi = original.pi().to_string();
-        let parent = cse.storage.read(move |tx| tx.get(&pi)).await?;
-        if let Some(parent) = parent.filter(|parent| parent.ty != ResourceType::CseBase) {
-            for entry in parent.str_list("at") {
-                match entry_parts(&entry) {
-                    Some((target, Some(_))) if target == csi => return Ok(entry),
-                    Some((target, None)) if target == csi => {
-                        return Err(Error::not_reachable(format!("the parent {} is not announced yet", parent.path)));
-                    }
-                    _ => {}
-                }
-            }
-            if original.ty == ResourceType::Cin {
-                return Err(Error::bad_request(format!(
-                    "a contentInstance is announced below its container's copy: {} is not announced to {csi}",
-                    parent.path
-                )));
-            }
-        }
-        let registrar = self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned();
-        let Some(registrar) = registrar else {
-            return Err(Error::not_implemented(format!(
-                "{csi} is not a registrar of this CSE: announcing to other CSEs is not supported yet"
-            )));
-        };
-        let registered =
-            matches!(lock(&registrar.state).status, RegistrationStatus::Registered | RegistrationStatus::Unreachable);
-        if !registered {
-            return Err(Error::not_reachable(format!("not registered to {csi} yet")));
-        }
-        Ok(registrar.own_csr_path())
-    }
-
-    /// The announced attributes of `original` as the target is to store them: the link
-    /// and the IDs of this CSE's resources SP-relative.
-    fn body(&self, original: &Resource) -> Map<String, Value> {
-        let identity = &self.inner.cse.identity;
-        let mut body = announced_body(original, &format!("{}/{}", identity.cse_id, original.ri()));
-        if let Some(acpi) = body.get_mut("acpi").and_then(Value::as_array_mut) {
-            for entry in acpi.iter_mut() {
-                if let Some(text) = entry.as_str() {
-                    *entry = Value::String(identity.sp_relative(text));
-                }
-            }
-        }
-        if original.ty == ResourceType::Acp {
-            for set in ["pv", "pvs"] {
-                for rule in body
-                    .get_mut(set)
-                    .and_then(|set| set.get_mut("acr"))
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    for originator in rule.get_mut("acor").and_then(Value::as_array_mut).into_iter().flatten() {
-                        if let Some(text) = originator.as_str().filter(|text| *text != "all") {
-                            *originator = Value::String(identity.sp_relative(text));
-                        }
-                    }
-                }
-            }
-        }
-        debug_assert!(announced_attributes(original.ty).is_some());
-        body
     }
 
     fn record(&mut self, original: &Resource, csi: &str, remote: String, body: Map<String, Value>) {

@@ -1,0 +1,198 @@
+//! Where an announced copy goes on a target CSE, what it carries, and which copies there
+//! are stale.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+use tracing::info;
+
+use super::{ANNOUNCEABLE, Announcer, entry_parts, refused};
+use crate::core::request::Operation;
+use crate::core::types::{announced_attributes, announced_body};
+use crate::error::{Error, Result, Rsc};
+use crate::remote::{RegistrationStatus, lock};
+use crate::resource::{Resource, ResourceType};
+
+impl Announcer {
+    /// Delete the copies below this CSE's CSR at the registrar `csi` (or below its anchor
+    /// there, for another CSE) that no original
+    /// names any more (their originals were deleted, or their `at` changed, while this CSE
+    /// could not tell the registrar: it was down, or unreachable).
+    pub(super) async fn sweep(&mut self, csi: &str, originals: &[Resource]) -> Result<()> {
+        let registrar = self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned();
+        let base = match registrar {
+            Some(registrar) => registrar.own_csr_path(),
+            None => match self.anchors.get(csi) {
+                Some(anchor) => anchor.clone(),
+                None => return Ok(()),
+            },
+        };
+        let named: HashSet<String> = originals
+            .iter()
+            .flat_map(|original| original.str_list("at"))
+            .filter_map(|entry| match entry_parts(&entry) {
+                Some((target, Some(remote))) if target == csi => Some(remote.to_string()),
+                _ => None,
+            })
+            .collect();
+        for ty in ANNOUNCEABLE {
+            let Some(announced) = ty.announced() else { continue };
+            let mut request = self.request(Operation::Retrieve, base.clone());
+            let code = announced.code().to_string();
+            for (name, value) in [("fu", "1"), ("drt", "2"), ("ty", code.as_str())] {
+                request.set_parameter(name, value)?;
+            }
+            // As it goes on the wire to the registrar.
+            request.query = Some(format!("fu=1&drt=2&ty={code}"));
+            let response = self.send(request).await?;
+            if response.rsc != Rsc::Ok {
+                return Err(refused(&response, &base));
+            }
+            let found: Vec<String> = response
+                .content
+                .as_ref()
+                .and_then(|content| content.get("m2m:uril"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|id| crate::id::last_element(id).to_string())
+                .filter(|ri| !named.contains(ri))
+                .collect();
+            for ri in found {
+                info!(target = %csi, copy = %ri, "copy of an original that no longer names it: withdrawing");
+                self.withdrawals.push(format!("{csi}/{ri}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the copy of `original` goes on `csi`: below its parent's copy there, or
+    /// below this CSE's CSR there. `Err` while that is not possible yet.
+    pub(super) async fn placement(&mut self, original: &Resource, csi: &str) -> Result<String> {
+        let cse = &self.inner.cse;
+        let pi = original.pi().to_string();
+        let parent = cse.storage.read(move |tx| tx.get(&pi)).await?;
+        if let Some(parent) = parent.filter(|parent| parent.ty != ResourceType::CseBase) {
+            for entry in parent.str_list("at") {
+                match entry_parts(&entry) {
+                    Some((target, Some(_))) if target == csi => return Ok(entry),
+                    Some((target, None)) if target == csi => {
+                        return Err(Error::not_reachable(format!("the parent {} is not announced yet", parent.path)));
+                    }
+                    _ => {}
+                }
+            }
+            if original.ty == ResourceType::Cin {
+                return Err(Error::bad_request(format!(
+                    "a contentInstance is announced below its container's copy: {} is not announced to {csi}",
+                    parent.path
+                )));
+            }
+        }
+        let registrar = self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned();
+        let Some(registrar) = registrar else {
+            return self.anchor(csi).await;
+        };
+        let registered =
+            matches!(lock(&registrar.state).status, RegistrationStatus::Registered | RegistrationStatus::Unreachable);
+        if !registered {
+            return Err(Error::not_reachable(format!("not registered to {csi} yet")));
+        }
+        Ok(registrar.own_csr_path())
+    }
+
+    /// The announced attributes of `original` as the target is to store them: the link
+    /// and the IDs of this CSE's resources SP-relative.
+    pub(super) fn body(&self, original: &Resource) -> Map<String, Value> {
+        let identity = &self.inner.cse.identity;
+        let mut body = announced_body(original, &format!("{}/{}", identity.cse_id, original.ri()));
+        if let Some(acpi) = body.get_mut("acpi").and_then(Value::as_array_mut) {
+            for entry in acpi.iter_mut() {
+                if let Some(text) = entry.as_str() {
+                    *entry = Value::String(identity.sp_relative(text));
+                }
+            }
+        }
+        if original.ty == ResourceType::Acp {
+            for set in ["pv", "pvs"] {
+                for rule in body
+                    .get_mut(set)
+                    .and_then(|set| set.get_mut("acr"))
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    for originator in rule.get_mut("acor").and_then(Value::as_array_mut).into_iter().flatten() {
+                        if let Some(text) = originator.as_str().filter(|text| *text != "all") {
+                            *originator = Value::String(identity.sp_relative(text));
+                        }
+                    }
+                }
+            }
+        }
+        debug_assert!(announced_attributes(original.ty).is_some());
+        body
+    }
+
+    /// The announced CSEBase of this CSE on `csi` (a CSE it is not registered to): the
+    /// parent of its copies there, the way the reference CSE places them. Found by
+    /// discovery (`ty=10005`, `lnk` naming this CSEBase), else created.
+    async fn anchor(&mut self, csi: &str) -> Result<String> {
+        if let Some(anchor) = self.anchors.get(csi) {
+            return Ok(anchor.clone());
+        }
+        let cse = &self.inner.cse;
+        let identity = &cse.identity;
+        let link = format!("{}/{}", identity.cse_id, identity.resource_id);
+        let base = format!("{csi}/-");
+        let mut request = self.request(Operation::Retrieve, base.clone());
+        let code = ResourceType::CseBaseAnnc.code().to_string();
+        for (name, value) in [("fu", "1"), ("drt", "2"), ("ty", code.as_str()), ("lnk", link.as_str())] {
+            request.set_parameter(name, value)?;
+        }
+        request.query = Some(format!("fu=1&drt=2&ty={code}&lnk={link}"));
+        let response = self.send(request).await?;
+        let found = response
+            .content
+            .as_ref()
+            .and_then(|content| content.get("m2m:uril"))
+            .and_then(Value::as_array)
+            .and_then(|uris| uris.first())
+            .and_then(Value::as_str)
+            .map(|id| crate::id::last_element(id).to_string());
+        let ri = match found {
+            Some(ri) if response.rsc == Rsc::Ok => ri,
+            _ => {
+                let cse_base = cse.cse_base().await?;
+                let mut body = Map::new();
+                body.insert("rn".into(), Value::String(format!("{}_{}", identity.sp_id, identity.resource_name)));
+                body.insert("lnk".into(), Value::String(link));
+                if let Some(srv) = cse_base.attributes.get("srv") {
+                    body.insert("srv".into(), srv.clone());
+                }
+                let mut request = self.request(Operation::Create, base.clone());
+                request.ty = Some(u64::from(ResourceType::CseBaseAnnc.code()));
+                request.content = Some(serde_json::json!({ ResourceType::CseBaseAnnc.wrapper(): body }));
+                let response = self.send(request).await?;
+                if response.rsc != Rsc::Created {
+                    return Err(refused(&response, &base));
+                }
+                response
+                    .content
+                    .as_ref()
+                    .and_then(|content| content.get(ResourceType::CseBaseAnnc.wrapper()))
+                    .and_then(|anchor| anchor.get("ri"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        Error::internal(format!("{csi} created the announced CSEBase without telling its ri"))
+                    })?
+            }
+        };
+        let anchor = format!("{csi}/{ri}");
+        info!(target = %csi, anchor = %anchor, "announced CSEBase in place");
+        self.anchors.insert(csi.to_string(), anchor.clone());
+        Ok(anchor)
+    }
+}
