@@ -180,6 +180,10 @@ impl Access {
         if target.ty.is_announced() && self.announced_by_originator(target) {
             return Ok(true);
         }
+        if permission == Permission::Update && self.holds_copy(target) {
+            // A CSE holding a copy synchronised both ways writes changes back.
+            return Ok(true);
+        }
         if let Some(created) = created.filter(|created| created.is_announced()) {
             // A CSE announces below this CSEBase when it may register here, and below its
             // own CSR.
@@ -261,6 +265,16 @@ impl Access {
         let originator = self.identity.simplify_originator(&self.accessor.originator);
         let lnk = target.str("lnk").map(|lnk| self.identity.simplify_originator(lnk));
         originator.starts_with('/') && lnk.as_deref().and_then(crate::id::cse_of) == Some(originator.as_str())
+    }
+
+    /// Whether the originator is a CSE that holds an announced copy of `target` (an `at`
+    /// entry `<its CSE-ID>/<copy>`) kept in step both ways (`ast` 2).
+    fn holds_copy(&self, target: &Resource) -> bool {
+        let originator = self.identity.simplify_originator(&self.accessor.originator);
+        let prefix = format!("{originator}/");
+        target.u64("ast") == Some(2)
+            && originator.starts_with('/')
+            && target.str_list("at").iter().any(|entry| entry.starts_with(&prefix))
     }
 
     /// The admin (with `full_access_admin`) and this CSE itself may do everything.

@@ -389,3 +389,63 @@ async fn announcements_reach_csees_that_are_not_the_registrar_below_an_announced
     assert_eq!(copy_at_in(&in_cse, &mn_copy).await.0, 4004);
     in_cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_resource_announced_to_its_own_cse_gets_a_local_copy_that_follows_it() {
+    let cse = TestCse::start(registrar_settings()).await;
+    let body = json!({"m2m:cnt": {"rn": "here", "at": ["/id-in"], "lbl": ["one"]}});
+    assert_eq!(cse.create("/cse-in", "CAdmin", 3, body).await.rsc, 2001);
+    let copy = announced_copy(&cse, "/cse-in/here").await;
+    let (rsc, body) = copy_at_in(&cse, &copy).await;
+    assert_eq!(rsc, 2000);
+    assert_eq!(body["ty"], 10003);
+    assert_eq!(body["lbl"], json!(["one"]));
+    let anchor = cse.retrieve(&format!("/{}", body["pi"].as_str().unwrap_or_default()), "CAdmin").await;
+    assert_eq!(anchor.body["m2m:cbA"]["lnk"], "/id-in/id-in", "{anchor:?}");
+
+    assert_eq!(cse.update("/cse-in/here", "CAdmin", json!({"m2m:cnt": {"lbl": ["two"]}})).await.rsc, 2004);
+    wait_for_copy(&cse, &copy, "the local copy updated", |_, body| body["lbl"] == json!(["two"])).await;
+    assert_eq!(cse.delete("/cse-in/here", "CAdmin").await.rsc, 2002);
+    wait_for_copy(&cse, &copy, "the local copy withdrawn", |rsc, _| rsc == 4004).await;
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_copy_synchronised_both_ways_writes_its_changes_back_to_the_original() {
+    let (in_cse, mn) = pair().await;
+    let body = json!({"m2m:cnt": {"rn": "both", "at": ["/id-in"], "ast": 2, "mni": 5, "aa": ["mni"]}});
+    assert_eq!(mn.create("/cse-mn", "CAdmin", 3, body).await.rsc, 2001);
+    let copy = announced_copy(&mn, "/cse-mn/both").await;
+    let copy_ri = copy.trim_start_matches("/id-in/");
+    let changed =
+        in_cse.update(&format!("/{copy_ri}"), "CAdmin", json!({"m2m:cntA": {"lbl": ["from the IN"], "mni": 9}})).await;
+    assert_eq!(changed.rsc, 2004, "{changed:?}");
+    eventually("the original follows its copy", DEADLINE, || {
+        let reply = mn.retrieve("/cse-mn/both", "CAdmin");
+        async move {
+            let original = reply.await.body["m2m:cnt"].clone();
+            original["lbl"] == json!(["from the IN"]) && original["mni"] == 9
+        }
+    })
+    .await;
+
+    // One way only (no ast): the original stays as it is.
+    let body = json!({"m2m:cnt": {"rn": "one", "at": ["/id-in"], "lbl": ["mine"]}});
+    assert_eq!(mn.create("/cse-mn", "CAdmin", 3, body).await.rsc, 2001);
+    let copy = announced_copy(&mn, "/cse-mn/one").await;
+    let changed = in_cse
+        .update(&format!("/{}", copy.trim_start_matches("/id-in/")), "CAdmin", json!({"m2m:cntA": {"lbl": ["x"]}}))
+        .await;
+    assert_eq!(changed.rsc, 2004);
+    // The next change the MN makes shows its value again, and nothing came back.
+    assert_eq!(mn.update("/cse-mn/one", "CAdmin", json!({"m2m:cnt": {"lbl": ["still mine"]}})).await.rsc, 2004);
+    wait_for_copy(&in_cse, &copy, "the copy follows the original", |_, body| body["lbl"] == json!(["still mine"]))
+        .await;
+    assert_eq!(mn.retrieve("/cse-mn/one", "CAdmin").await.body["m2m:cnt"]["lbl"], json!(["still mine"]));
+    // The MN may not be written to by the IN without ast 2.
+    let refused = in_cse.update("/~/id-mn/cse-mn/one", "CAdmin", json!({"m2m:cnt": {"lbl": ["y"]}})).await;
+    assert_eq!(refused.rsc, 4103, "{refused:?}");
+
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}

@@ -47,12 +47,42 @@ impl Cse {
                 }
             }
         };
+        self.flow_back(&resource, &changes, &guard);
         let content = match request.rcn.unwrap_or(1) {
             0 => None,
             9 => Some(represent::modified_attributes(&resource, Some(&before), &changes)),
             _ => Some(resource.to_json()),
         };
         Ok(Response::new(request, Rsc::Updated, content))
+    }
+
+    /// An announced resource synchronised both ways (`ast` 2) changed by someone other than
+    /// the CSE it links to: the change goes to the original, in the background (it is
+    /// not the client's business whether that CSE is reachable; a failure is logged).
+    fn flow_back(&self, announced: &Resource, changes: &Map<String, Value>, guard: &Access) {
+        let (Some(original_ty), Some(lnk)) = (announced.ty.original(), announced.str("lnk")) else { return };
+        if announced.u64("ast") != Some(2) || changes.is_empty() {
+            return;
+        }
+        let originator = self.identity.simplify_originator(&guard.accessor.originator);
+        if crate::id::cse_of(lnk) == Some(originator.as_str()) {
+            return;
+        }
+        let mut request = Request::new(Operation::Update, lnk, Some(&self.identity.cse_id));
+        request.rvi = guard.config.cse.release_version.clone();
+        request.content = Some(serde_json::json!({ original_ty.wrapper(): changes }));
+        let (cse, original) = (self.clone(), lnk.to_string());
+        tokio::spawn(async move {
+            let response = cse.handle(request).await;
+            if !response.rsc.is_success() {
+                tracing::warn!(
+                    original = %original,
+                    rsc = response.rsc.code(),
+                    dbg = response.dbg().unwrap_or_default(),
+                    "a change of an announced resource did not reach its original"
+                );
+            }
+        });
     }
 
     /// The UPDATE in one transaction: checked and applied, unless (`asked` false) the target

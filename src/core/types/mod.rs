@@ -267,9 +267,9 @@ fn access_controlled(name: &str) -> Option<Policy> {
 }
 
 /// The announcement attributes of a resource about to be stored (`before`: as it was, for
-/// an UPDATE): `at` only on announceable types, each entry naming another CSE (the hosting
-/// CSE is refused) — an entry this CSE wrote on announcing (`<CSE-ID>/<announced ri>`)
-/// kept as it is, any other reduced to its CSE-ID, which the announcer then announces to;
+/// an UPDATE): `at` only on announceable types, each entry naming a CSE (this one too: the
+/// copy is then made here) — an entry this CSE wrote on announcing (`<CSE-ID>/<announced
+/// ri>`) kept as it is, any other reduced to its CSE-ID, which the announcer then announces to;
 /// `aa` checked and reduced to what can be announced (`announced::announceable_aa`).
 pub(crate) fn settle_announcement(
     ty: ResourceType,
@@ -289,11 +289,6 @@ pub(crate) fn settle_announcement(
                 return Err(Error::bad_request(format!("at entry {text:?} does not name a CSE")));
             };
             let csi = identity.simplify_originator(csi);
-            if csi == identity.cse_id {
-                return Err(Error::bad_request(format!(
-                    "at entry {text:?} names this CSE: announcing to the hosting CSE is not supported"
-                )));
-            }
             let kept = if announced.iter().any(|known| known == text) { text } else { csi.as_str() };
             match entries.iter().position(|existing| crate::id::cse_of(existing) == Some(csi.as_str())) {
                 // One entry per CSE; the announced form wins over a bare repeat.
