@@ -762,3 +762,38 @@ async fn the_cse_base_lists_every_instance_serving_the_database_and_forgets_one_
         .await;
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn what_is_created_through_either_instance_of_an_mn_is_announced_once() {
+    let test = "what_is_created_through_either_instance_of_an_mn_is_announced_once";
+    let Some(url) = database(test).await else { return };
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let mn_settings = || {
+        let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+        settings.cse.registration.unregister_when_stopping = false;
+        on_postgres(&mut settings, &url);
+        settings
+    };
+    let first = TestCse::start(mn_settings()).await;
+    let second = TestCse::start(mn_settings()).await;
+    first.remote.check_now().await.expect("monitor runs");
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000, "registered by the first");
+
+    // One AE through each instance (the second does not hold the lease).
+    for (cse, rn) in [(&first, "one"), (&second, "two")] {
+        let body = json!({"m2m:ae": {"rn": rn, "api": "Nx", "rr": false, "srv": ["4"], "at": ["/id-in"]}});
+        assert_eq!(cse.create("/cse-mn", &format!("C{rn}"), 2, body).await.rsc, 2001);
+    }
+    for rn in ["one", "two"] {
+        eventually(&format!("{rn} announced"), DEADLINE, || async {
+            let at = first.retrieve(&format!("/cse-mn/{rn}"), "CAdmin").await.body["m2m:ae"]["at"].clone();
+            at[0].as_str().is_some_and(|entry| entry.starts_with("/id-in/"))
+        })
+        .await;
+    }
+    let copies = in_cse.retrieve("/cse-in/id-mn?fu=1&ty=10002", "CAdmin").await.uril();
+    assert_eq!(copies.len(), 2, "one copy each: {copies:?}");
+    second.shutdown().await;
+    first.shutdown().await;
+    in_cse.shutdown().await;
+}

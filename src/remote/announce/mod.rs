@@ -252,12 +252,11 @@ impl Announcer {
         self.withdrawals.extend(withdrawn);
     }
 
-    /// Work through the queue and the withdrawals (by the instance holding the lease);
-    /// what fails waits for the next round.
+    /// Work through the queue and the withdrawals; what fails waits for the next round.
+    /// Every instance of a shared database runs an announcer for what is committed
+    /// through it; should two make a copy of one original (rescans), the one whose `ri`
+    /// did not make it into `at` is withdrawn again.
     async fn work(&mut self, token: &CancellationToken) {
-        if !self.inner.cse.storage.lease().is_held() {
-            return;
-        }
         let mut failed = Vec::new();
         loop {
             while let Some(ri) = self.queue.pop_front() {

@@ -10,7 +10,6 @@ use super::{ANNOUNCEABLE, Announcer, entry_parts, refused};
 use crate::core::request::Operation;
 use crate::core::types::{announced_attributes, announced_body};
 use crate::error::{Error, Result, Rsc};
-use crate::remote::{RegistrationStatus, lock};
 use crate::resource::{Resource, ResourceType};
 
 impl Announcer {
@@ -94,9 +93,9 @@ impl Announcer {
         let Some(registrar) = registrar else {
             return self.anchor(csi).await;
         };
-        let registered =
-            matches!(lock(&registrar.state).status, RegistrationStatus::Registered | RegistrationStatus::Unreachable);
-        if !registered {
+        // Registered there: the local CSR of the registrar exists (in a database shared by
+        // instances, whichever instance's monitor registered).
+        if !self.inner.cse.registry.is_registrar(csi) {
             return Err(Error::not_reachable(format!("not registered to {csi} yet")));
         }
         Ok(registrar.own_csr_path())
