@@ -30,12 +30,11 @@ async fn announced_to(cse: &TestCse, path: &str, prefix: &str) -> String {
     let entry = || async {
         let reply = cse.retrieve(path, "CAdmin").await;
         let resource = reply.body.as_object().and_then(|body| body.values().next()).cloned().unwrap_or_default();
-        resource["at"].as_array().and_then(|at| at.first()).and_then(Value::as_str).map(str::to_string)
+        let entries: Vec<String> =
+            resource["at"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+        entries.into_iter().find(|entry| entry.starts_with(prefix))
     };
-    eventually(&format!("{path} announced"), DEADLINE, || async {
-        entry().await.is_some_and(|entry| entry.starts_with(prefix))
-    })
-    .await;
+    eventually(&format!("{path} announced to {prefix}"), DEADLINE, || async { entry().await.is_some() }).await;
     entry().await.unwrap_or_default()
 }
 
@@ -445,6 +444,53 @@ async fn a_copy_synchronised_both_ways_writes_its_changes_back_to_the_original()
     // The MN may not be written to by the IN without ast 2.
     let refused = in_cse.update("/~/id-mn/cse-mn/one", "CAdmin", json!({"m2m:cnt": {"lbl": ["y"]}})).await;
     assert_eq!(refused.rsc, 4103, "{refused:?}");
+
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn instances_announce_below_their_containers_copy_and_copies_can_be_subscribed_to() {
+    let (in_cse, mn) = pair().await;
+    let receiver = crate::harness::Receiver::start().await;
+
+    // A container announced to the IN and to the MN itself; an instance below it.
+    let body = json!({"m2m:cnt": {"rn": "box", "at": ["/id-in", "/id-mn"], "lbl": ["a"]}});
+    assert_eq!(mn.create("/cse-mn", "CAdmin", 3, body).await.rsc, 2001);
+    let box_copy = announced_copy(&mn, "/cse-mn/box").await;
+    let local = announced_to(&mn, "/cse-mn/box", "/id-mn/").await;
+    let body = json!({"m2m:cin": {"rn": "reading", "con": "21.5", "at": ["/id-in"], "aa": ["con"]}});
+    assert_eq!(mn.create("/cse-mn/box", "CAdmin", 4, body).await.rsc, 2001);
+    let cin_copy = announced_copy(&mn, "/cse-mn/box/reading").await;
+    let (_, copy) = copy_at_in(&in_cse, &cin_copy).await;
+    assert_eq!(copy["ty"], 10004);
+    assert_eq!(copy["con"], "21.5");
+    assert_eq!(copy["pi"], box_copy.trim_start_matches("/id-in/"), "below the container's copy");
+
+    // A subscription on the container's copy at the IN hears the original's changes.
+    let box_ri = box_copy.trim_start_matches("/id-in/");
+    let subscription = json!({"m2m:sub": {"rn": "watch", "nu": [receiver.url], "enc": {"net": [1]}}});
+    let created = in_cse.create(&format!("/{box_ri}"), "CAdmin", 23, subscription).await;
+    assert_eq!(created.rsc, 2001, "{created:?}");
+    assert_eq!(mn.update("/cse-mn/box", "CAdmin", json!({"m2m:cnt": {"lbl": ["b"]}})).await.rsc, 2004);
+    eventually("the copy's subscriber notified", DEADLINE, || {
+        let heard = receiver.events().iter().any(|sgn| sgn["nev"]["rep"]["m2m:cntA"]["lbl"] == json!(["b"]));
+        async move { heard }
+    })
+    .await;
+
+    // One entry of two removed from at: that copy goes, the other stays.
+    let at = json!({"m2m:cnt": {"at": [local]}});
+    assert_eq!(mn.update("/cse-mn/box", "CAdmin", at).await.rsc, 2004);
+    wait_for_copy(&in_cse, &box_copy, "the IN's copy withdrawn", |rsc, _| rsc == 4004).await;
+    let local_ri = local.trim_start_matches("/id-mn/");
+    assert_eq!(mn.retrieve(&format!("/{local_ri}"), "CAdmin").await.rsc, 2000, "the local copy stays");
+    // The instance's copy went with the container's; the instance waits for its container.
+    assert_eq!(copy_at_in(&in_cse, &cin_copy).await.0, 4004);
+    eventually("the instance's entry is pending again", DEADLINE, || async {
+        mn.retrieve("/cse-mn/box/reading", "CAdmin").await.body["m2m:cin"]["at"] == json!(["/id-in"])
+    })
+    .await;
 
     mn.shutdown().await;
     in_cse.shutdown().await;

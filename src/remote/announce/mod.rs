@@ -69,6 +69,9 @@ struct Announcer {
     pending: HashSet<String>,
     /// Copies to delete (`<CSE-ID>/<ri>`) that could not be deleted yet.
     withdrawals: Vec<String>,
+    /// Of those, the ones whose original stays (its `at` changed): its path, so that the
+    /// copies below it are looked at once it is gone.
+    withdrawn_from: HashMap<String, String>,
     /// The announcing originals could not be read: read them all again next round.
     rescan_failed: bool,
     /// Per target CSE that is not a registrar: this CSE's announced CSEBase there
@@ -96,6 +99,7 @@ impl Inner {
             queued: HashSet::new(),
             pending: HashSet::new(),
             withdrawals: Vec::new(),
+            withdrawn_from: HashMap::new(),
             rescan_failed: false,
             anchors: HashMap::new(),
         };
@@ -305,7 +309,9 @@ impl Announcer {
                 .collect();
             for csi in dropped {
                 if let Some((remote, _)) = copies.targets.remove(&csi) {
-                    self.withdrawals.push(format!("{csi}/{remote}"));
+                    let copy = format!("{csi}/{remote}");
+                    self.withdrawn_from.insert(copy.clone(), original.path.clone());
+                    self.withdrawals.push(copy);
                 }
             }
         }
@@ -424,7 +430,9 @@ impl Announcer {
         match self.send(request).await {
             Ok(response) if matches!(response.rsc, Rsc::Deleted | Rsc::Ok | Rsc::NotFound) => {
                 info!(copy = %copy, "announcement withdrawn");
-                self.orphaned(copy).await;
+                if let Some(path) = self.withdrawn_from.remove(copy) {
+                    self.orphaned(copy, &path);
+                }
                 true
             }
             Ok(response) => {
@@ -438,23 +446,20 @@ impl Announcer {
         }
     }
 
-    /// The copies that hung below a withdrawn copy went with it: their originals announce
-    /// again (below this CSE's CSR there now).
-    async fn orphaned(&mut self, copy: &str) {
+    /// The copies that hung below a withdrawn copy (of the original at `path`) may have
+    /// gone with it: their originals send the whole set again, and one found gone is made
+    /// again where it belongs now.
+    fn orphaned(&mut self, copy: &str, path: &str) {
         let Some((csi, Some(_))) = entry_parts(copy) else { return };
-        let parent = self
-            .copies
-            .iter()
-            .find(|(_, copies)| copies.targets.get(csi).is_some_and(|(remote, _)| copy == format!("{csi}/{remote}")));
-        let Some(parent_path) = parent.map(|(_, copies)| format!("{}/", copies.path)) else { return };
-        let below: Vec<(String, String)> = self
-            .copies
-            .iter_mut()
-            .filter(|(_, copies)| copies.path.starts_with(&parent_path))
-            .filter_map(|(ri, copies)| copies.targets.remove(csi).map(|(remote, _)| (ri.clone(), remote)))
-            .collect();
-        for (ri, remote) in below {
-            let _ = self.inner.cse.rewrite_announcement(ri.clone(), format!("{csi}/{remote}"), csi.to_string()).await;
+        let below = format!("{path}/");
+        let mut look: Vec<String> = Vec::new();
+        for (ri, copies) in self.copies.iter_mut().filter(|(_, copies)| copies.path.starts_with(&below)) {
+            if let Some((_, sent)) = copies.targets.get_mut(csi) {
+                sent.clear();
+                look.push(ri.clone());
+            }
+        }
+        for ri in look {
             self.enqueue(&ri);
         }
     }
