@@ -220,4 +220,33 @@ impl Cse {
             })
             .await
     }
+
+    /// The copies on the CSE `csi` are gone (this CSE's registration there ended, and
+    /// with it what hung below it): every `at` entry naming a copy there reads the bare
+    /// CSE-ID again, an announcement to make once registered anew. Returns how many
+    /// resources changed.
+    pub(crate) async fn announcements_lost(&self, csi: String) -> Result<usize> {
+        self.storage
+            .write(move |tx| {
+                let prefix = format!("{csi}/");
+                let mut changed = 0;
+                for ty in [ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Cin] {
+                    for mut resource in tx.by_type(ty)? {
+                        let entries = resource.str_list("at");
+                        if !entries.iter().any(|entry| entry.starts_with(&prefix)) {
+                            continue;
+                        }
+                        let bare: Vec<String> = entries
+                            .into_iter()
+                            .map(|entry| if entry.starts_with(&prefix) { csi.clone() } else { entry })
+                            .collect();
+                        resource.set("at", bare);
+                        tx.update(&resource)?;
+                        changed += 1;
+                    }
+                }
+                Ok(changed)
+            })
+            .await
+    }
 }

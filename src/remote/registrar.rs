@@ -200,6 +200,8 @@ impl Inner {
         self.step(registrar, Step::Registering);
         self.refuse_if_twin(registrar).await?;
         self.delete_own_csr(registrar).await?;
+        // Whatever this CSE announced there went with that CSR: to be made anew.
+        self.cse.announcements_lost(registrar.info.cse_id.clone()).await?;
         let content = self.own_csr_content(registrar, false).await?;
         let mut request = self.request(registrar, Operation::Create, registrar.registrar_cb.clone());
         request.ty = Some(16);
@@ -343,8 +345,16 @@ impl Inner {
         let _no_push = registrar.pushing.lock().await;
         let registered = matches!(self.cse.storage.get(&registrar.local_csr_ri).await, Ok(Some(_)));
         if registered {
-            if let Err(error) = self.delete_own_csr(registrar).await {
-                warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the own CSR at the registrar");
+            match self.delete_own_csr(registrar).await {
+                Err(error) => {
+                    warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the own CSR at the registrar");
+                }
+                // What this CSE announced there went with its CSR.
+                Ok(()) => {
+                    if let Err(error) = self.cse.announcements_lost(registrar.info.cse_id.clone()).await {
+                        warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot mark the announcements there as lost");
+                    }
+                }
             }
             if let Err(error) = self.drop_local_registrar_csr(registrar).await {
                 warn!(registrar = %registrar.info.cse_id, error = %error.detail(), "cannot delete the local registrar CSR");

@@ -495,3 +495,39 @@ async fn instances_announce_below_their_containers_copy_and_copies_can_be_subscr
     mn.shutdown().await;
     in_cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn after_deregistering_no_at_entry_names_a_copy_that_went_with_the_registration() {
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let proxy = Proxy::start(in_cse.addr).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = || {
+        let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+        on_disk(&mut settings, &dir.path().join("mn.db"));
+        if let Some(registrar) = settings.cse.registrar.as_mut() {
+            registrar.address = vec![proxy.url.clone()];
+        }
+        settings
+    };
+    let mn = TestCse::start(settings()).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    let body = json!({"m2m:ae": {"rn": "left", "api": "Nx", "rr": false, "srv": ["4"], "at": ["/id-in"]}});
+    assert_eq!(mn.create("/cse-mn", "Cleft", 2, body).await.rsc, 2001);
+    let copy = announced_copy(&mn, "/cse-mn/left").await;
+
+    // A graceful stop deregisters: the copy goes with the CSR, and `at` says so.
+    mn.shutdown().await;
+    assert_eq!(copy_at_in(&in_cse, &copy).await.0, 4004);
+    proxy.switch(false);
+    let mn = TestCse::start(settings()).await;
+    assert_eq!(mn.retrieve("/cse-mn/left", "CAdmin").await.body["m2m:ae"]["at"], json!(["/id-in"]));
+
+    // Registered again: announced anew.
+    proxy.switch(true);
+    mn.remote.check_now().await.expect("monitor runs");
+    let again = announced_copy(&mn, "/cse-mn/left").await;
+    assert_ne!(again, copy);
+    assert_eq!(copy_at_in(&in_cse, &again).await.0, 2000);
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}
