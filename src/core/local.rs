@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::core::Cse;
 use crate::core::notify::events;
 use crate::core::tree::expiration;
-use crate::core::types::remove;
+use crate::core::types::{ANNOUNCEABLE, remove};
 use crate::error::{Error, Result};
 use crate::id::resource_name_of;
 use crate::resource::{Resource, ResourceType, Timestamp};
@@ -187,7 +187,7 @@ impl Cse {
             .storage
             .read(move |tx| {
                 let mut found = Vec::new();
-                for ty in [ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Cin] {
+                for ty in ANNOUNCEABLE {
                     found.extend(tx.by_type(ty)?.into_iter().filter(|resource| {
                         let entries = resource.str_list("at");
                         match &target {
@@ -230,7 +230,7 @@ impl Cse {
             .write(move |tx| {
                 let prefix = format!("{csi}/");
                 let mut changed = 0;
-                for ty in [ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Cin] {
+                for ty in ANNOUNCEABLE {
                     for mut resource in tx.by_type(ty)? {
                         let entries = resource.str_list("at");
                         if !entries.iter().any(|entry| entry.starts_with(&prefix)) {

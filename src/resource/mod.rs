@@ -31,10 +31,11 @@ pub enum ResourceType {
     /// The announced CSEBase of another CSE: the anchor its announced resources hang
     /// below when it is not registered here.
     CseBaseAnnc,
+    CsrAnnc,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 12] = [
+    pub const ALL: [ResourceType; 13] = [
         ResourceType::Acp,
         ResourceType::Ae,
         ResourceType::Cnt,
@@ -47,6 +48,7 @@ impl ResourceType {
         ResourceType::CntAnnc,
         ResourceType::CinAnnc,
         ResourceType::CseBaseAnnc,
+        ResourceType::CsrAnnc,
     ];
 
     /// The announced type of an announceable one (`<container>` → `<containerAnnc>`).
@@ -57,6 +59,7 @@ impl ResourceType {
             ResourceType::Cnt => ResourceType::CntAnnc,
             ResourceType::Cin => ResourceType::CinAnnc,
             ResourceType::CseBase => ResourceType::CseBaseAnnc,
+            ResourceType::Csr => ResourceType::CsrAnnc,
             _ => return None,
         })
     }
@@ -69,6 +72,7 @@ impl ResourceType {
             ResourceType::CntAnnc => ResourceType::Cnt,
             ResourceType::CinAnnc => ResourceType::Cin,
             ResourceType::CseBaseAnnc => ResourceType::CseBase,
+            ResourceType::CsrAnnc => ResourceType::Csr,
             _ => return None,
         })
     }
@@ -93,6 +97,7 @@ impl ResourceType {
             ResourceType::CntAnnc => 10003,
             ResourceType::CinAnnc => 10004,
             ResourceType::CseBaseAnnc => 10005,
+            ResourceType::CsrAnnc => 10016,
         }
     }
 
@@ -115,6 +120,7 @@ impl ResourceType {
             ResourceType::CntAnnc => "m2m:cntA",
             ResourceType::CinAnnc => "m2m:cinA",
             ResourceType::CseBaseAnnc => "m2m:cbA",
+            ResourceType::CsrAnnc => "m2m:csrA",
         }
     }
 
@@ -137,6 +143,7 @@ impl ResourceType {
             ResourceType::CntAnnc => "cntA",
             ResourceType::CinAnnc => "cinA",
             ResourceType::CseBaseAnnc => "cbA",
+            ResourceType::CsrAnnc => "csrA",
         }
     }
 }

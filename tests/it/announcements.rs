@@ -152,6 +152,16 @@ async fn an_mn_announces_to_its_in_keeps_the_copies_current_and_withdraws_them()
     let unknown =
         in_cse.create("/cse-in/id-mn", "/id-mn", 10003, json!({"m2m:cntA": {"lnk": "/id-mn/cnt1", "cni": 3}})).await;
     assert_eq!(unknown.rsc, 4000, "cni is not announced: {unknown:?}");
+    let csr_copy = in_cse
+        .create(
+            "/cse-in/id-mn",
+            "/id-mn",
+            10016,
+            json!({"m2m:csrA": {"lnk": "/id-mn/id-asn", "csi": "/id-asn", "srv": ["4"]}}),
+        )
+        .await;
+    assert_eq!(csr_copy.rsc, 2001, "a remoteCSE's copy: {csr_copy:?}");
+    assert_eq!(csr_copy.body["m2m:csrA"]["ty"], 10016);
 
     // Updates reach the copies: announced attributes only, removed ones removed.
     assert_eq!(mn.update("/cse-mn/sensor", "CAdmin", json!({"m2m:ae": {"lbl": ["M"]}})).await.rsc, 2004);

@@ -23,6 +23,10 @@ use crate::id::cse_of;
 use crate::resource::{AttrKind, Need, Policy, Resource, ResourceType};
 use crate::storage::ReadTx;
 
+/// The types whose resources may carry `at` (announced by `remote::announce`).
+pub(crate) const ANNOUNCEABLE: [ResourceType; 5] =
+    [ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Cin, ResourceType::Csr];
+
 /// The attributes copied whenever present (MA) and those copied when `aa` lists them (OA),
 /// for the originals of `ty`; `None` for a type that is not announceable.
 pub(crate) fn announced_attributes(ty: ResourceType) -> Option<(&'static [&'static str], &'static [&'static str])> {
@@ -39,6 +43,13 @@ pub(crate) fn announced_attributes(ty: ResourceType) -> Option<(&'static [&'stat
         }
         ResourceType::Cin => (&["et", "lbl", "ast"], &["rn", "loc", "cnf", "conr", "con", "or", "dgt"]),
         ResourceType::Acp => (&["et", "lbl", "ast", "pv", "pvs", "adri", "apri", "airi"], &["rn"]),
+        ResourceType::Csr => (
+            &["et", "lbl", "acpi", "ast", "esi", "srv"],
+            &[
+                "rn", "daci", "loc", "cst", "poa", "cb", "csi", "spi", "ici", "tri", "rr", "nl", "csz", "trn", "dcse",
+                "egid", "tren", "ape",
+            ],
+        ),
         ResourceType::CseBase => {
             (&["lbl", "acpi", "esi", "srv"], &["rn", "loc", "csi", "spi", "ici", "cst", "csz", "daci", "poa"])
         }
@@ -125,6 +136,7 @@ impl TypeRules for Announced {
             AeAnnc => &[Acp, AcpAnnc, Cnt, CntAnnc, Sub],
             CntAnnc => &[Cnt, CntAnnc, Cin, CinAnnc, Sub],
             AcpAnnc => &[Sub],
+            CsrAnnc => &[Acp, AcpAnnc, AeAnnc, Cnt, CntAnnc, CinAnnc, CsrAnnc, Sub],
             _ => &[],
         }
     }

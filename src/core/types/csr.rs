@@ -44,7 +44,7 @@ impl TypeRules for Csr {
 
     fn children(&self) -> &'static [ResourceType] {
         use ResourceType::*;
-        &[Acp, Cnt, Sub, AcpAnnc, AeAnnc, CntAnnc, CinAnnc]
+        &[Acp, Cnt, Sub, AcpAnnc, AeAnnc, CntAnnc, CinAnnc, CsrAnnc]
     }
 
     fn is_registration(&self) -> bool {

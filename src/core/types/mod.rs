@@ -28,7 +28,7 @@ use crate::resource::{self, AttrKind, Need, Policy, Resource, ResourceType, Time
 use crate::security::HostPattern;
 use crate::storage::{ReadTx, WriteTx};
 
-pub(crate) use announced::{announced_attributes, announced_body};
+pub(crate) use announced::{ANNOUNCEABLE, announced_attributes, announced_body};
 pub(crate) use cnt::{edge_instance, enforce_limits};
 pub(crate) use sub::{
     BLOCKING_UPDATE, batch_window, check_child_types as check_subscription_parent, check_target_hosts, events_of,
@@ -193,6 +193,7 @@ pub(crate) fn rules(ty: ResourceType) -> &'static dyn TypeRules {
         ResourceType::CntAnnc => &announced::Announced(ResourceType::CntAnnc),
         ResourceType::CinAnnc => &announced::Announced(ResourceType::CinAnnc),
         ResourceType::CseBaseAnnc => &announced::Announced(ResourceType::CseBaseAnnc),
+        ResourceType::CsrAnnc => &announced::Announced(ResourceType::CsrAnnc),
     }
 }
 

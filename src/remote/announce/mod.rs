@@ -41,8 +41,7 @@ use crate::resource::{Resource, ResourceType};
 use crate::storage::{Change, ChangeSet};
 
 /// The original types this CSE announces.
-pub(super) const ANNOUNCEABLE: [ResourceType; 4] =
-    [ResourceType::Acp, ResourceType::Ae, ResourceType::Cnt, ResourceType::Cin];
+use crate::core::types::ANNOUNCEABLE;
 
 /// What was last sent for one original.
 struct Copies {
@@ -86,7 +85,7 @@ impl Inner {
     /// tried again when one is reached again), all subscribed to before the monitor starts.
     pub(super) async fn announce(
         self: Arc<Self>,
-        mut receivers: [broadcast::Receiver<Arc<ChangeSet>>; 4],
+        mut receivers: [broadcast::Receiver<Arc<ChangeSet>>; 5],
         mut events: broadcast::Receiver<Event>,
         mut statuses: watch::Receiver<Arc<Vec<RegistrarView>>>,
         token: CancellationToken,
@@ -108,13 +107,14 @@ impl Inner {
             announcer.work(&token).await;
             let waiting = !announcer.pending.is_empty() || !announcer.withdrawals.is_empty() || announcer.rescan_failed;
             let retry = if waiting { self.cse.config().registration.check_interval } else { Duration::from_secs(3600) };
-            let [acp, ae, cnt, cin] = &mut receivers;
+            let [acp, ae, cnt, cin, csr] = &mut receivers;
             tokio::select! {
                 () = token.cancelled() => return,
                 changes = acp.recv() => announcer.changed(changes).await,
                 changes = ae.recv() => announcer.changed(changes).await,
                 changes = cnt.recv() => announcer.changed(changes).await,
                 changes = cin.recv() => announcer.changed(changes).await,
+                changes = csr.recv() => announcer.changed(changes).await,
                 event = events.recv() => match event {
                     Ok(Event::RegisteredToRegistrar { registrar_csi, .. }) => {
                         // A new place in the tree: the copies elsewhere, carried by the

@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 use tracing::info;
 
-use super::{ANNOUNCEABLE, Announcer, entry_parts, refused};
+use super::{Announcer, entry_parts, refused};
 use crate::core::request::Operation;
-use crate::core::types::{announced_attributes, announced_body};
+use crate::core::types::{ANNOUNCEABLE, announced_attributes, announced_body};
 use crate::error::{Error, Result, Rsc};
 use crate::resource::{Resource, ResourceType};
 
