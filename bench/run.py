@@ -267,7 +267,7 @@ class Ours:
             rcsi, rrn, _ = NODES[registrar]
             lines += ["[cse.registrar]", f'address = ["http://{HOST}:{ports[registrar]}"]',
                       f'cse_id = "/{rcsi}"', f'resource_name = "{rrn}"', ""]
-        lines += ["[http]", f'listen = "{HOST}:{port}"', "", "[database]"]
+        lines += ["[admin]", 'listen = ""', "", "[http]", f'listen = "{HOST}:{port}"', "", "[database]"]
         if database_url is None and self.pg is not None and kind == "IN":
             database_url = self.pg.url(self.pg.new_database(f"ours-{tag or kind}"))
         if database_url is not None:

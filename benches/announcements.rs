@@ -38,6 +38,7 @@ impl Node {
 
 fn registrar_in(listen: &str) -> Settings {
     let mut settings = Settings::default();
+    settings.admin.listen = String::new();
     settings.http.listen = listen.into();
     settings.database.in_memory = true;
     settings.logging.level = "warn".into();

@@ -101,6 +101,7 @@ async fn wait_for(receiver: &Receiver, count: usize, within: Duration) -> anyhow
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::default();
+    settings.admin.listen = String::new();
     settings.http.listen = "127.0.0.1:0".into();
     settings.database.in_memory = true;
     settings.logging.level = "warn".into();

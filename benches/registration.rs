@@ -40,6 +40,7 @@ impl Node {
 
 fn base() -> Settings {
     let mut settings = Settings::default();
+    settings.admin.listen = String::new();
     settings.http.listen = "127.0.0.1:0".into();
     settings.database.in_memory = true;
     settings.logging.level = "warn".into();

@@ -18,6 +18,7 @@ use acme_cse::config::{CseKind, RegistrarSettings, Settings};
 async fn main() -> anyhow::Result<()> {
     // The IN-CSE, accepting /id-mn.
     let mut settings = Settings::default();
+    settings.admin.listen = String::new();
     settings.http.listen = "127.0.0.1:0".into();
     settings.database.in_memory = true;
     settings.cse.registration.allowed_csr_originators = vec!["/id-mn".into()];
@@ -38,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The MN-CSE, registering to the IN.
     let mut settings = Settings::default();
+    settings.admin.listen = String::new();
     settings.cse.kind = CseKind::Mn;
     settings.cse.cse_id = "/id-mn".into();
     settings.cse.resource_name = "cse-mn".into();

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::binding::http::tls::{self, ServerTls};
-use crate::binding::http::{Client, ServeLimits, router, serve};
+use crate::binding::http::{Client, ServeLimits, admin_router, router, serve};
 use crate::bootstrap;
 use crate::config::{Config, HttpConfig, Source};
 use crate::core::Cse;
@@ -32,6 +32,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The admin listener (`[admin] listen`), when on.
+    admin: Option<(TcpListener, SocketAddr)>,
     /// The server's TLS, when `[http.tls]` enables it.
     server_tls: Option<ServerTls>,
     cse: Cse,
@@ -58,6 +60,24 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
         let local_addr = listener.local_addr()?;
+        let admin = match config.admin.listen {
+            Some(address) => match TcpListener::bind(address).await {
+                Ok(admin) => {
+                    let bound = admin.local_addr()?;
+                    Some((admin, bound))
+                }
+                Err(error) if config.admin.default_listen => {
+                    warn!(%address, %error, "no admin listener: its default address is taken (another CSE on this machine?); set admin.listen to another address, or empty to turn it off");
+                    None
+                }
+                Err(error) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot listen on {address} (admin.listen; empty turns it off): {error}"
+                    ));
+                }
+            },
+            None => None,
+        };
         let database = config.database.clone();
         let storage = tokio::task::spawn_blocking(move || Storage::open(&database))
             .await?
@@ -86,6 +106,7 @@ impl App {
         Ok(App {
             listener,
             local_addr,
+            admin,
             server_tls: tls.server,
             cse,
             poa,
@@ -98,6 +119,11 @@ impl App {
     /// The address actually bound (the real port after binding `:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's address, when `[admin] listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, address)| *address)
     }
 
     pub fn cse(&self) -> &Cse {
@@ -129,7 +155,7 @@ impl App {
     /// Start serving and the background work; returns once everything runs. The CSE
     /// stops when the shutdown token is cancelled; [`Running::stopped`] waits for that.
     pub async fn start(self) -> anyhow::Result<Running> {
-        let App { listener, local_addr, server_tls, cse, poa, remote, shutdown, tracker } = self;
+        let App { listener, local_addr, admin, server_tls, cse, poa, remote, shutdown, tracker } = self;
         tracker.spawn(expiry_worker(cse.clone(), shutdown.clone()).instrument(info_span!("expiry")));
         if cse.storage.lease().is_shared() {
             tracker.spawn(heartbeat(cse.clone(), poa, shutdown.clone()).instrument(info_span!("instances")));
@@ -146,6 +172,21 @@ impl App {
             serve(listener, server_tls, router, limits, shutdown.clone(), SHUTDOWN_GRACE)
                 .instrument(info_span!("http")),
         );
+        let admin_server = admin.map(|(admin, address)| {
+            if exposed_without_credentials(address, cse.config().admin.token.is_some()) {
+                warn!(%address, "the admin listener is reachable beyond this machine without a token; set admin.token");
+            }
+            info!(%address, "serving the admin endpoints (health, metrics, registrations)");
+            let router = admin_router(cse.clone(), remote.clone(), local_addr, shutdown.clone());
+            let limits = ServeLimits {
+                max_connections: 64,
+                header_read_timeout: Duration::from_secs(10),
+                max_header_size: 16 * 1024,
+            };
+            tokio::spawn(
+                serve(admin, None, router, limits, shutdown.clone(), SHUTDOWN_GRACE).instrument(info_span!("admin")),
+            )
+        });
         let tls = cse.config().http.tls.server.is_some();
         info!(address = %local_addr, tls, authentication = cse.config().http.auth.is_enabled(), "serving HTTP");
         if exposed_without_credentials(local_addr, cse.config().http.auth.is_enabled()) {
@@ -164,7 +205,7 @@ impl App {
             return Err(anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.detail()));
         }
         cse.events.emit(Event::CseStarted);
-        Ok(Running { remote, server, tracker, cse })
+        Ok(Running { remote, server, admin: admin_server, tracker, cse })
     }
 }
 
@@ -173,6 +214,8 @@ pub struct Running {
     remote: RemoteCseManager,
     /// Serves until shutdown, then drains requests within the grace period.
     server: tokio::task::JoinHandle<()>,
+    /// The admin listener, when on.
+    admin: Option<tokio::task::JoinHandle<()>>,
     tracker: TaskTracker,
     cse: Cse,
 }
@@ -182,10 +225,13 @@ impl Running {
     /// requests drained, this CSE deregistered (bounded by the client time-out),
     /// background tasks finished (bounded by a grace period).
     pub async fn stopped(self) -> anyhow::Result<()> {
-        let Running { remote, server, tracker, cse } = self;
+        let Running { remote, server, admin, tracker, cse } = self;
         // The server stops accepting when the shutdown token is cancelled; requests in
         // flight get the grace period to finish, then their connections are closed.
         server.await.context("HTTP server task failed")?;
+        if let Some(admin) = admin {
+            admin.await.context("admin server task failed")?;
+        }
         remote.stop().await;
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {

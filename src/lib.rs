@@ -27,6 +27,7 @@ pub mod core;
 pub mod error;
 pub mod event;
 pub mod id;
+pub mod metrics;
 pub mod remote;
 pub mod resource;
 pub mod security;

@@ -10,6 +10,7 @@
 //! format: its field names are `acme.toml` keys, a contract) and as checked (`...Config`),
 //! side by side. Nothing here reads files: the TLS module reads the PEM files it names.
 
+mod admin;
 mod cse;
 mod database;
 mod http;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use admin::{AdminConfig, AdminSettings};
 pub use cse::{AccessSettings, CseConfig, CseKind, CseSettings};
 pub use database::{DatabaseConfig, DatabaseSettings, Durability, redacted};
 pub use http::{
@@ -70,6 +72,7 @@ impl ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub cse: CseSettings,
+    pub admin: AdminSettings,
     pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub logging: LoggingSettings,
@@ -193,6 +196,7 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub cse: CseConfig,
+    pub admin: AdminConfig,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub registration: RegistrationConfig,
@@ -235,7 +239,8 @@ impl Settings {
         let mut secrets = Vec::new();
         let mut plain = config::Map::new();
         for (name, value) in env.into_iter().filter(|(name, _)| name.starts_with("ACME_") && name.contains("__")) {
-            if name.to_ascii_uppercase().contains("__SECURITY__") {
+            let upper = name.to_ascii_uppercase();
+            if upper.contains("__SECURITY__") || upper == "ACME_ADMIN__TOKEN" {
                 secrets.push((name, value));
             } else {
                 plain.insert(name, value);
@@ -321,7 +326,7 @@ impl Settings {
 
     /// Check every rule and build the typed [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let Settings { cse, http, database, logging, resource, fingerprints } = self;
+        let Settings { cse, admin, http, database, logging, resource, fingerprints } = self;
         let own = cse.validate()?;
         let (registration, registrar, sp_registrars) = cse.validate_registration(&own)?;
         let http = http.validate(&cse.registrar_sections())?;
@@ -329,6 +334,7 @@ impl Settings {
         let log_level = check_log_level(&logging.level)?;
         Ok(Config {
             cse: own,
+            admin: admin.validate()?,
             http,
             database,
             registration,

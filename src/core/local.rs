@@ -249,4 +249,15 @@ impl Cse {
             })
             .await
     }
+
+    /// Whether the database takes writes now: a write transaction with a statement that
+    /// needs write access and changes nothing (for health checks).
+    pub(crate) async fn probe_writable(&self) -> Result<()> {
+        self.storage.write(|tx| tx.forget_instances("00010101T000000", None)).await
+    }
+
+    /// How many notifications wait in the outbox.
+    pub(crate) async fn notifications_pending(&self) -> Result<usize> {
+        self.storage.read(|tx| tx.outbox_total()).await
+    }
 }

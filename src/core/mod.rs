@@ -77,6 +77,8 @@ pub struct Cse {
     /// The address of each registrar (by CSE-ID) that answered the manager last: requests
     /// forwarded there try it first.
     registrar_addresses: Arc<ArcSwap<HashMap<String, String>>>,
+    /// What is counted for operators (`GET /metrics` on the admin listener).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Cse {
@@ -103,7 +105,13 @@ impl Cse {
             registry,
             outbound,
             registrar_addresses: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The counters of this CSE (requests, forwarding, liveliness, notifications).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The validated configuration in force (a snapshot: a reload replaces it as a whole).
@@ -193,7 +201,14 @@ impl Cse {
     /// Handle one request; every failure becomes an error response.
     #[instrument(name = "request", skip_all, fields(op = request.op.name(), to = %request.to, fr = ?request.originator, rqi = %request.rqi))]
     pub async fn handle(&self, request: Request) -> Response {
-        match self.dispatch(&request).await {
+        let began = std::time::Instant::now();
+        let response = self.answer(&request).await;
+        self.metrics.request(request.op.name(), response.rsc.code(), began.elapsed());
+        response
+    }
+
+    async fn answer(&self, request: &Request) -> Response {
+        match self.dispatch(request).await {
             Ok(response) => {
                 debug!(rsc = response.rsc.code(), "done");
                 response
@@ -207,7 +222,7 @@ impl Cse {
                     }
                     _ => debug!(rsc = failure.rsc.code(), dbg = %failure.dbg, "rejected"),
                 }
-                Response::error(&request, &failure)
+                Response::error(request, &failure)
             }
         }
     }

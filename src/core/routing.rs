@@ -63,6 +63,7 @@ impl Cse {
         // The next address is tried only when this one could not be reached: a request that
         // timed out may have been carried out, and an oversized answer is an answer.
         let mut last_failure = None;
+        self.metrics.forwarded(&hop.cse_id);
         for url in &hop.urls {
             match self.outbound.send(url, &outgoing, timeout, hop.credentials.as_ref()).await {
                 Ok(response) => {

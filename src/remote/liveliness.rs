@@ -163,6 +163,7 @@ impl Inner {
         };
         let config = self.cse.config();
         let registration = &config.registration;
+        self.cse.metrics.liveliness_failure();
         let count = live.failures.entry(csi.clone()).or_insert(0);
         *count += 1;
         warn!(%csi, failures = *count, %reason, "registree did not answer");
@@ -172,6 +173,7 @@ impl Inner {
         live.failures.remove(&csi);
         match self.cse.delete_local_unchanged(&csr).await {
             Ok(true) => {
+                self.cse.metrics.liveliness_removal();
                 info!(%csi, "removed unreachable registree");
                 let now = Instant::now();
                 let again = match live.removed.get(&csi) {

@@ -62,6 +62,8 @@ pub trait ReadTx {
     fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<Pending>, Option<String>)>;
     /// How many notifications wait for `target`.
     fn outbox_count(&self, target: &str) -> Result<usize>;
+    /// How many notifications wait, for every target.
+    fn outbox_total(&self) -> Result<usize>;
     /// The batch of `subscription` for `target` being gathered: how many it holds, and
     /// when it is due.
     fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)>;

@@ -348,6 +348,12 @@ impl ReadTx for SqliteTx<'_> {
         let count: i64 = statement.query_row([target], |row| row.get(0))?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
+
+    fn outbox_total(&self) -> Result<usize> {
+        let mut statement = self.connection.prepare_cached("SELECT COUNT(*) FROM outbox")?;
+        let count: i64 = statement.query_row([], |row| row.get(0))?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
 }
 
 /// An outbox row as a [`Pending`] notification.

@@ -40,6 +40,7 @@ pub fn init_dir() -> PathBuf {
 pub fn test_settings() -> Settings {
     let mut settings = Settings::default();
     settings.http.listen = "127.0.0.1:0".into();
+    settings.admin.listen = "127.0.0.1:0".into();
     settings.database.in_memory = true;
     settings
 }
@@ -84,6 +85,8 @@ pub struct TestCse {
     /// `http://` or, with `[http.tls] enable`, `https://` and the bound address.
     pub url: String,
     pub addr: SocketAddr,
+    /// The admin listener (`http://` and its bound address), when on.
+    pub admin_url: Option<String>,
     pub cse: Cse,
     pub remote: RemoteCseManager,
     /// Trusts `[http.tls] ca_file` of the CSE's settings, if any.
@@ -145,13 +148,14 @@ impl TestCse {
         let app = App::build_from(config, source, Some(init_dir())).await.expect("CSE builds");
         hook(app.remote());
         let addr = app.local_addr();
+        let admin_url = app.admin_addr().map(|admin| format!("http://{admin}"));
         let scheme = if app.cse().config().http.tls.server.is_some() { "https" } else { "http" };
         let cse = app.cse().clone();
         let remote = app.remote().clone();
         let token = app.shutdown_token();
         let running = app.start().await.expect("CSE starts");
         let task = tokio::spawn(running.stopped());
-        TestCse { url: format!("{scheme}://{addr}"), addr, cse, remote, client, auth: None, token, task }
+        TestCse { url: format!("{scheme}://{addr}"), addr, admin_url, cse, remote, client, auth: None, token, task }
     }
 
     /// Send `auth` with every request of the helpers from now on (`None`: no credentials).

@@ -1,6 +1,7 @@
 //! Integration tests: real CSEs on 127.0.0.1:0, talked to over HTTP. One test binary.
 
 mod access;
+mod admin;
 mod announcements;
 mod binary;
 mod conformance;

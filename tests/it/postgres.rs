@@ -797,3 +797,35 @@ async fn what_is_created_through_either_instance_of_an_mn_is_announced_once() {
     first.shutdown().await;
     in_cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn health_is_503_while_the_database_takes_no_writes() {
+    let test = "health_is_503_while_the_database_takes_no_writes";
+    let Some(url) = database(test).await else { return };
+    let cse = on(&url).await;
+    let health = format!("{}/health", cse.admin_url.as_deref().expect("an admin listener"));
+    let answer = reqwest::get(&health).await.expect("health answers");
+    assert_eq!(answer.status().as_u16(), 200);
+
+    // The database turns read-only (as a replica promoted the wrong way round, or a full
+    // disk, would make it): every session from now on, the CSE's too.
+    let name = url.rsplit('/').next().expect("a database name").to_string();
+    let admin = connect(&url).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .expect("make the database read-only");
+    eventually("health reports the database", DEADLINE, || async {
+        let Ok(answer) = reqwest::get(&health).await else { return false };
+        if answer.status().as_u16() != 503 {
+            return false;
+        }
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        body["status"] == "unavailable" && body["database"]["writable"] == false
+    })
+    .await;
+    cse.shutdown().await;
+}

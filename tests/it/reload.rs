@@ -14,17 +14,17 @@ use crate::harness::{TestCse, eventually, registrar_settings};
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// The configuration file of an MN registering to `registrar`, with `extra` appended.
-fn mn_file(registrar: &TestCse, extra: &str) -> String {
+pub(crate) fn mn_file(registrar: &TestCse, extra: &str) -> String {
     let config = registrar.cse.config();
     format!(
         "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n\
          [cse.registrar]\naddress = [\"{}\"]\ncse_id = \"{}\"\nresource_name = \"{}\"\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n[database]\nin_memory = true\n{extra}",
+         [admin]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[database]\nin_memory = true\n{extra}",
         registrar.url, config.cse.cse_id, config.cse.resource_name
     )
 }
 
-fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write the configuration file");
 }
 
@@ -36,13 +36,13 @@ async fn spawn_second_in() -> TestCse {
     TestCse::start(settings).await
 }
 
-struct Mn {
-    cse: TestCse,
-    file: PathBuf,
+pub(crate) struct Mn {
+    pub cse: TestCse,
+    pub file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-async fn spawn_mn(text: &str, hook: impl FnOnce(&acme_cse::remote::RemoteCseManager)) -> Mn {
+pub(crate) async fn spawn_mn(text: &str, hook: impl FnOnce(&acme_cse::remote::RemoteCseManager)) -> Mn {
     let dir = tempfile::tempdir().expect("temporary directory");
     let file = dir.path().join("acme.toml");
     write(&file, text);

@@ -7,10 +7,12 @@
 //! - `serve`: the connections (limits, TLS handshakes, graceful shutdown);
 //! - `auth`: HTTP authentication of incoming requests;
 //! - `tls`: the PEM files and the server's TLS configuration;
-//! - `client`: [`Client`], the core's outbound seam over HTTP(S).
+//! - `client`: [`Client`], the core's outbound seam over HTTP(S);
+//! - `admin`: the admin listener's endpoints (health, metrics, registrations, reload).
 //!
 //! The only place that knows axum, hyper, reqwest and HTTP headers.
 
+mod admin;
 mod auth;
 mod client;
 mod serve;
@@ -18,6 +20,7 @@ mod server;
 pub mod tls;
 pub mod wire;
 
+pub use admin::admin_router;
 pub use client::Client;
 pub use serve::{ServeLimits, serve};
 pub use server::router;

@@ -184,6 +184,10 @@ impl Cse {
             counted.0 += 1 + batch.len() as u64;
             counted.1 += u64::from(matches!(outcome, Outcome::Delivered | Outcome::Refused(_)));
             match outcome {
+                Outcome::Delivered => self.metrics.notifications_sent(1 + batch.len() as u64),
+                _ => self.metrics.notifications_failed(1 + batch.len() as u64),
+            }
+            match outcome {
                 Outcome::Delivered => {
                     debug!(%target, rqi = %pending.rqi, "notification delivered");
                     done.extend(seqs);

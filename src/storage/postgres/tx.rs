@@ -263,6 +263,12 @@ impl ReadTx for PgTx<'_> {
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
+    fn outbox_total(&self) -> Result<usize> {
+        let rows = self.rows("SELECT COUNT(*) FROM outbox", &[])?;
+        let count: Option<i64> = rows.first().map(|row| row.try_get(0)).transpose()?;
+        Ok(usize::try_from(count.unwrap_or(0)).unwrap_or(usize::MAX))
+    }
+
     fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)> {
         let rows = self.rows(
             "SELECT COUNT(*), MIN(due) FROM outbox WHERE target = $1 AND subscription = $2 AND batch",

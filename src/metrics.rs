@@ -1,0 +1,222 @@
+//! What the CSE counts for operators, in the Prometheus text format (`GET /metrics` on the
+//! admin listener): requests by operation and response status code with their latency,
+//! forwarded requests by next hop, liveliness failures and removals, notifications sent
+//! and failed. What is a state rather than a count (registration per registrar,
+//! registrees, descendants, notifications waiting) is read when scraped ([`Snapshot`]).
+//!
+//! Counting is a few atomic additions; nothing here does I/O.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: &'static str,
+    rsc: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HopLabels {
+    next_hop: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistrarLabels {
+    registrar: String,
+    state: &'static str,
+}
+
+/// The registration states reported per registrar (one series each, 1 for the current).
+pub const REGISTRATION_STATES: [&str; 6] =
+    ["disabled", "connecting", "registered", "unreachable", "deregistered", "error"];
+
+/// What is read at scrape time.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Each registrar's CSE-ID and its state (one of [`REGISTRATION_STATES`]).
+    pub registrars: Vec<(String, &'static str)>,
+    pub registrees: usize,
+    pub descendants: usize,
+    pub notifications_pending: usize,
+}
+
+/// The counters of one CSE. Shared by the core, the remote-CSE manager and the sender.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<OperationLabels, Histogram>,
+    forwarded: Family<HopLabels, Counter>,
+    liveliness_failures: Counter,
+    liveliness_removals: Counter,
+    notifications_sent: Counter,
+    notifications_failed: Counter,
+    registration: Family<RegistrarLabels, Gauge>,
+    registrees: Gauge,
+    descendants: Gauge,
+    notifications_pending: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("acme");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests handled, by operation and response status code (RSC)",
+            requests.clone(),
+        );
+        let latency = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
+            // 50 µs to ~3.3 s.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 17))
+        });
+        registry.register("request_duration_seconds", "Time to answer a request, by operation", latency.clone());
+        let forwarded = Family::<HopLabels, Counter>::default();
+        registry.register("forwarded_requests", "Requests forwarded to another CSE, by next hop", forwarded.clone());
+        let liveliness_failures = Counter::default();
+        registry.register(
+            "liveliness_failures",
+            "Liveliness probes of registree CSEs that failed",
+            liveliness_failures.clone(),
+        );
+        let liveliness_removals = Counter::default();
+        registry.register(
+            "liveliness_removals",
+            "Registree CSEs removed after failed liveliness probes",
+            liveliness_removals.clone(),
+        );
+        let notifications_sent = Counter::default();
+        registry.register("notifications_sent", "Notifications delivered", notifications_sent.clone());
+        let notifications_failed = Counter::default();
+        registry.register(
+            "notifications_failed",
+            "Notification attempts that failed (retried or given up)",
+            notifications_failed.clone(),
+        );
+        let registration = Family::<RegistrarLabels, Gauge>::default();
+        registry.register(
+            "registration_state",
+            "Registration to each registrar: 1 for its current state",
+            registration.clone(),
+        );
+        let registrees = Gauge::default();
+        registry.register("registrees", "Registree CSEs registered here", registrees.clone());
+        let descendants = Gauge::default();
+        registry.register("descendants", "CSEs below this one (registrees and theirs)", descendants.clone());
+        let notifications_pending = Gauge::default();
+        registry.register(
+            "notifications_pending",
+            "Notifications waiting in the outbox",
+            notifications_pending.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            forwarded,
+            liveliness_failures,
+            liveliness_removals,
+            notifications_sent,
+            notifications_failed,
+            registration,
+            registrees,
+            descendants,
+            notifications_pending,
+        }
+    }
+
+    /// One request answered.
+    pub fn request(&self, operation: &'static str, rsc: u16, elapsed: Duration) {
+        self.requests.get_or_create(&RequestLabels { operation, rsc }).inc();
+        self.latency.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
+    }
+
+    /// One request sent on to `next_hop` (a CSE-ID).
+    pub fn forwarded(&self, next_hop: &str) {
+        self.forwarded.get_or_create(&HopLabels { next_hop: next_hop.to_string() }).inc();
+    }
+
+    pub fn liveliness_failure(&self) {
+        self.liveliness_failures.inc();
+    }
+
+    pub fn liveliness_removal(&self) {
+        self.liveliness_removals.inc();
+    }
+
+    pub fn notifications_sent(&self, count: u64) {
+        self.notifications_sent.inc_by(count);
+    }
+
+    pub fn notifications_failed(&self, count: u64) {
+        self.notifications_failed.inc_by(count);
+    }
+
+    /// Everything in the Prometheus text format, the states of `snapshot` included.
+    pub fn encode(&self, snapshot: &Snapshot) -> String {
+        self.registration.clear();
+        for (registrar, current) in &snapshot.registrars {
+            for state in REGISTRATION_STATES {
+                let labels = RegistrarLabels { registrar: registrar.clone(), state };
+                self.registration.get_or_create(&labels).set(i64::from(state == *current));
+            }
+        }
+        self.registrees.set(i64::try_from(snapshot.registrees).unwrap_or(i64::MAX));
+        self.descendants.set(i64::try_from(snapshot.descendants).unwrap_or(i64::MAX));
+        self.notifications_pending.set(i64::try_from(snapshot.notifications_pending).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_states_come_out_in_the_text_format() {
+        let metrics = Metrics::new();
+        metrics.request("RETRIEVE", 2000, Duration::from_micros(300));
+        metrics.request("RETRIEVE", 2000, Duration::from_micros(300));
+        metrics.forwarded("/id-in");
+        let snapshot = Snapshot {
+            registrars: vec![("/id-in".into(), "registered")],
+            registrees: 3,
+            descendants: 5,
+            notifications_pending: 7,
+        };
+        let text = metrics.encode(&snapshot);
+        assert!(text.contains(r#"acme_requests_total{operation="RETRIEVE",rsc="2000"} 2"#), "{text}");
+        assert!(text.contains("acme_request_duration_seconds_bucket"), "{text}");
+        assert!(text.contains(r#"acme_forwarded_requests_total{next_hop="/id-in"} 1"#), "{text}");
+        assert!(text.contains(r#"acme_registration_state{registrar="/id-in",state="registered"} 1"#), "{text}");
+        assert!(text.contains(r#"acme_registration_state{registrar="/id-in",state="unreachable"} 0"#), "{text}");
+        assert!(text.contains("acme_registrees 3") && text.contains("acme_descendants 5"), "{text}");
+        assert!(text.contains("acme_notifications_pending 7"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
