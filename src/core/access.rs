@@ -180,8 +180,9 @@ impl Access {
         if target.ty.is_announced() && self.announced_by_originator(target) {
             return Ok(true);
         }
-        if permission == Permission::Update && self.holds_copy(target) {
-            // A CSE holding a copy synchronised both ways writes changes back.
+        if permission == Permission::Update && self.holds_copy(target, touches) {
+            // A CSE holding a copy synchronised both ways writes changes back: of what it
+            // was given, not more.
             return Ok(true);
         }
         if let Some(created) = created.filter(|created| created.is_announced()) {
@@ -268,13 +269,25 @@ impl Access {
     }
 
     /// Whether the originator is a CSE that holds an announced copy of `target` (an `at`
-    /// entry `<its CSE-ID>/<copy>`) kept in step both ways (`ast` 2).
-    fn holds_copy(&self, target: &Resource) -> bool {
+    /// entry `<its CSE-ID>/<copy>`) kept in step both ways (`ast` 2), and the update
+    /// touches only what the copy was given (its mandatory announced attributes and those
+    /// `aa` lists) — never `at`, `aa`, `ast` or `acpi`, and nothing of an ACP.
+    fn holds_copy(&self, target: &Resource, touches: Touches<'_>) -> bool {
         let originator = self.identity.simplify_originator(&self.accessor.originator);
         let prefix = format!("{originator}/");
-        target.u64("ast") == Some(2)
+        let holder = target.u64("ast") == Some(2)
+            && target.ty != ResourceType::Acp
             && originator.starts_with('/')
-            && target.str_list("at").iter().any(|entry| entry.starts_with(&prefix))
+            && target.str_list("at").iter().any(|entry| entry.starts_with(&prefix));
+        let Touches::Attributes(names) = touches else { return false };
+        let Some((mandatory, optional)) = crate::core::types::announced_attributes(target.ty) else { return false };
+        let listed = target.str_list("aa");
+        holder
+            && names.iter().all(|name| {
+                !matches!(name.as_str(), "at" | "aa" | "ast" | "acpi" | "rn")
+                    && (mandatory.contains(&name.as_str())
+                        || (optional.contains(&name.as_str()) && listed.contains(name)))
+            })
     }
 
     /// The admin (with `full_access_admin`) and this CSE itself may do everything.

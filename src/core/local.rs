@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::core::Cse;
 use crate::core::notify::events;
 use crate::core::tree::expiration;
-use crate::core::types::{ANNOUNCEABLE, remove};
+use crate::core::types::{ANNOUNCEABLE, remove, remove_registrar_record};
 use crate::error::{Error, Result};
 use crate::id::resource_name_of;
 use crate::resource::{Resource, ResourceType, Timestamp};
@@ -144,21 +144,15 @@ impl Cse {
             .await
     }
 
-    /// Delete a local resource (and its subtree) as a DELETE request would. Returns the
-    /// deleted resource, `None` if it did not exist.
-    pub(crate) async fn delete_local(&self, ri: &str) -> Result<Option<Resource>> {
+    /// Delete the local CSR that describes a registrar (see `types::remove_registrar_record`).
+    pub(crate) async fn delete_registrar_record(&self, ri: &str) -> Result<()> {
         let ri = ri.to_string();
-        let deleted = self
-            .storage
-            .write(move |tx| {
-                let Some(resource) = tx.get(&ri)? else {
-                    return Ok(None);
-                };
-                remove(tx, &resource)?;
-                Ok(Some(resource))
+        self.storage
+            .write(move |tx| match tx.get(&ri)? {
+                Some(csr) => remove_registrar_record(tx, &csr),
+                None => Ok(()),
             })
-            .await?;
-        Ok(deleted)
+            .await
     }
 
     /// Delete the local resource `expected` (and its subtree) only if it is still stored as

@@ -328,7 +328,7 @@ impl Inner {
     }
 
     async fn drop_local_registrar_csr(&self, registrar: &Registrar) -> Result<()> {
-        self.cse.delete_local(&registrar.local_csr_ri).await?;
+        self.cse.delete_registrar_record(&registrar.local_csr_ri).await?;
         lock(&registrar.state).announced = false;
         Ok(())
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use acme_cse::config::CseKind;
+use acme_cse::core::request::{Operation, Request};
 use serde_json::{Value, json};
 
 use crate::harness::{Proxy, TestCse, eventually, on_disk, registrar_settings, registree_settings};
@@ -389,13 +390,22 @@ async fn announcements_reach_csees_that_are_not_the_registrar_below_an_announced
         assert!(found.iter().any(|uri| uri.ends_with(ri)), "{ri} not in {found:?}");
     }
 
-    // The ASN leaves the tree (the MN's dcse at the IN no longer lists it): what it
-    // announced to the IN goes; then the MN's registration, and what it announced.
+    // The MN registers anew (the IN dropped its CSR): what the IN announced to the MN
+    // stays there (the MN's record of its registrar is replaced, not what hangs on it).
+    assert_eq!(in_cse.delete("/cse-in/id-mn", "CAdmin").await.rsc, 2002);
+    mn.remote.check_now().await.expect("monitor runs");
+    assert_eq!(in_cse.retrieve("/cse-in/id-mn", "CAdmin").await.rsc, 2000, "registered again");
+    let kept = mn.retrieve(&format!("/{}", down.trim_start_matches("/id-mn/")), "CAdmin").await;
+    assert_eq!(kept.rsc, 2000, "{kept:?}");
+    let mn_copy = announced_copy(&mn, "/cse-mn/mnae").await;
+
+    // The MN's registration goes, and what it announced with it; not what the ASN
+    // announced through it (a registree's dcse is its claim, not proof: it must not be
+    // able to remove what another CSE announced).
     asn.shutdown().await;
-    wait_for_copy(&in_cse, &asn_copy, "the ASN's copy removed", |rsc, _| rsc == 4004).await;
-    assert_eq!(copy_at_in(&in_cse, &mn_copy).await.0, 2000);
     mn.shutdown().await;
     assert_eq!(copy_at_in(&in_cse, &mn_copy).await.0, 4004);
+    assert_eq!(copy_at_in(&in_cse, &asn_copy).await.0, 2000);
     in_cse.shutdown().await;
 }
 
@@ -437,6 +447,28 @@ async fn a_copy_synchronised_both_ways_writes_its_changes_back_to_the_original()
         }
     })
     .await;
+
+    // The IN may write back what the copy was given, and nothing more.
+    let cnt_ri =
+        mn.retrieve("/cse-mn/both", "CAdmin").await.body["m2m:cnt"]["ri"].as_str().unwrap_or_default().to_string();
+    let as_the_in = |content: serde_json::Value| {
+        let mut request = Request::new(Operation::Update, format!("/id-mn/{cnt_ri}"), Some("/id-in"));
+        request.content = Some(content);
+        in_cse.cse.handle(request)
+    };
+    assert_eq!(as_the_in(json!({"m2m:cnt": {"mni": 3}})).await.rsc.code(), 2004, "mni is in aa");
+    for beyond in
+        [json!({"m2m:cnt": {"mbs": 5}}), json!({"m2m:cnt": {"at": ["/id-evil"]}}), json!({"m2m:cnt": {"ast": 1}})]
+    {
+        let refused = as_the_in(beyond.clone()).await;
+        assert_eq!(refused.rsc.code(), 4103, "{beyond}: {refused:?}");
+    }
+
+    // at entries must name CSEs.
+    for wrong in [json!(["/"]), json!(["/id in"]), json!(["Cae"])] {
+        let body = json!({"m2m:cnt": {"at": wrong}});
+        assert_eq!(mn.create("/cse-mn", "CAdmin", 3, body).await.rsc, 4000, "{wrong}");
+    }
 
     // One way only (no ast): the original stays as it is.
     let body = json!({"m2m:cnt": {"rn": "one", "at": ["/id-in"], "lbl": ["mine"]}});

@@ -65,7 +65,8 @@ impl Cse {
             return;
         }
         let originator = self.identity.simplify_originator(&guard.accessor.originator);
-        if crate::id::cse_of(lnk) == Some(originator.as_str()) {
+        let linked = self.identity.simplify_originator(lnk);
+        if crate::id::cse_of(&linked) == Some(originator.as_str()) {
             return;
         }
         let mut request = Request::new(Operation::Update, lnk, Some(&self.identity.cse_id));

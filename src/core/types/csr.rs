@@ -124,8 +124,7 @@ impl TypeRules for Csr {
         Ok(())
     }
 
-    /// A CSE that left the registree's `dcse` has left the tree below it: what it
-    /// announced here goes. The registrar pushing down a new `ici` (the IN-CSE at the top
+    /// The registrar pushing down a new `ici` (the IN-CSE at the top
     /// of the tree) into its CSR here: this CSE takes it into its CSEBase in the same
     /// transaction, so the change leaves the commit and goes further down to its own
     /// registrees.
@@ -134,17 +133,9 @@ impl TypeRules for Csr {
         tx: &mut dyn WriteTx,
         ctx: &Context,
         csr: &mut Resource,
-        before: &Resource,
+        _before: &Resource,
         changes: &Map<String, Value>,
     ) -> Result<()> {
-        if changes.contains_key("dcse") {
-            let now = csr.str_list("dcse");
-            for gone in before.str_list("dcse").into_iter().filter(|cse| !now.contains(cse)) {
-                for anchor in super::announced::anchors_of(&*tx, csr.pi(), &gone)? {
-                    super::remove(tx, &anchor)?;
-                }
-            }
-        }
         let Some(ici) = changes.get("ici").filter(|ici| ici.is_string()) else {
             return Ok(());
         };
@@ -164,16 +155,15 @@ impl TypeRules for Csr {
         Ok(())
     }
 
-    /// What the departing CSE announced here goes with it: its resources announced below
-    /// its CSR go with the subtree, those below its announced CSEBase (an anchor, made by
-    /// CSEs that place their announcements the reference CSE's way) here.
+    /// What the departing registree announced here goes with it: its resources announced
+    /// below its CSR go with the subtree, those below its announced CSEBase (an anchor, made
+    /// by CSEs that place their announcements the reference CSE's way) here. Not those of
+    /// the CSEs its `dcse` lists: a registree may claim a CSE it does not carry, and must
+    /// not remove what that one announced.
     fn on_delete(&self, tx: &mut dyn WriteTx, csr: &Resource) -> Result<()> {
-        // Its own, and those of the CSEs below it, which it carried here.
         let Some(csi) = csr.str("csi") else { return Ok(()) };
-        for cse in std::iter::once(csi.to_string()).chain(csr.str_list("dcse")) {
-            for anchor in super::announced::anchors_of(&*tx, csr.pi(), &cse)? {
-                super::remove(tx, &anchor)?;
-            }
+        for anchor in super::announced::anchors_of(&*tx, csr.pi(), csi)? {
+            super::remove(tx, &anchor)?;
         }
         Ok(())
     }

@@ -286,7 +286,7 @@ pub(crate) fn settle_announcement(
         let mut entries: Vec<String> = Vec::new();
         for entry in at.as_array().into_iter().flatten() {
             let text = entry.as_str().unwrap_or_default();
-            let Some(csi) = crate::id::cse_of(text) else {
+            let Some(csi) = crate::id::cse_of(text).filter(|csi| crate::id::is_cse_id(csi)) else {
                 return Err(Error::bad_request(format!("at entry {text:?} does not name a CSE")));
             };
             let csi = identity.simplify_originator(csi);
@@ -315,6 +315,15 @@ pub(crate) fn remove(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> {
     crate::core::notify::events::deleting(tx, resource)?;
     rules(resource.ty).on_delete(tx, resource)?;
     tx.delete_subtree(resource)?;
+    Ok(())
+}
+
+/// As [`remove`], for the local CSR that describes this CSE's registrar (dropped on every
+/// re-registration): what the registrar announced here stays, since a registrar does not
+/// announce again because a registree registered anew.
+pub(crate) fn remove_registrar_record(tx: &mut dyn WriteTx, csr: &Resource) -> Result<()> {
+    crate::core::notify::events::deleting(tx, csr)?;
+    tx.delete_subtree(csr)?;
     Ok(())
 }
 

@@ -52,9 +52,14 @@ struct Copies {
 }
 
 /// One `at` entry read: the target CSE and, once announced, the copy's `ri` there.
+/// An entry whose copy part is more than one ID element was not written by an announcer
+/// (`at` from before this CSE announced was stored as sent): not followed.
 fn entry_parts(entry: &str) -> Option<(&str, Option<&str>)> {
     let csi = cse_of(entry)?;
     let remote = entry.get(csi.len() + 1..).filter(|rest| !rest.is_empty());
+    if remote.is_some_and(|remote| remote.contains('/')) {
+        return None;
+    }
     Some((csi, remote))
 }
 
@@ -66,8 +71,10 @@ struct Announcer {
     queued: HashSet<String>,
     /// Originals with an entry still to announce.
     pending: HashSet<String>,
-    /// Copies to delete (`<CSE-ID>/<ri>`) that could not be deleted yet.
+    /// Copies to delete (`<CSE-ID>/<ri>`).
     withdrawals: Vec<String>,
+    /// Those that could not be deleted yet: tried again when the retry is due.
+    withdrawals_waiting: Vec<String>,
     /// Of those, the ones whose original stays (its `at` changed): its path, so that the
     /// copies below it are looked at once it is gone.
     withdrawn_from: HashMap<String, String>,
@@ -98,17 +105,27 @@ impl Inner {
             queued: HashSet::new(),
             pending: HashSet::new(),
             withdrawals: Vec::new(),
+            withdrawals_waiting: Vec::new(),
             withdrawn_from: HashMap::new(),
             rescan_failed: false,
             anchors: HashMap::new(),
         };
-        announcer.rescan(None).await;
+        announcer.rescan(None, false).await;
+        // When what waits is tried again: set once something waits, not moved by what
+        // happens meanwhile (a busy CSE would otherwise never get there).
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             announcer.work(&token).await;
-            let waiting = !announcer.pending.is_empty() || !announcer.withdrawals.is_empty() || announcer.rescan_failed;
-            let retry = if waiting { self.cse.config().registration.check_interval } else { Duration::from_secs(3600) };
+            let waiting =
+                !announcer.pending.is_empty() || !announcer.withdrawals_waiting.is_empty() || announcer.rescan_failed;
+            if !waiting {
+                retry_at = None;
+            } else if retry_at.is_none() {
+                retry_at = Some(tokio::time::Instant::now() + self.cse.config().registration.check_interval);
+            }
+            let due = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             let [acp, ae, cnt, cin, csr] = &mut receivers;
-            tokio::select! {
+            let open = tokio::select! {
                 () = token.cancelled() => return,
                 changes = acp.recv() => announcer.changed(changes).await,
                 changes = ae.recv() => announcer.changed(changes).await,
@@ -117,34 +134,48 @@ impl Inner {
                 changes = csr.recv() => announcer.changed(changes).await,
                 event = events.recv() => match event {
                     Ok(Event::RegisteredToRegistrar { registrar_csi, .. }) => {
-                        // A new place in the tree: the copies elsewhere, carried by the
-                        // registrations above, may have gone with an old one.
+                        // A new place in the tree: the registrar may have lost what it had,
+                        // and the copies elsewhere, carried by the registrations above, may
+                        // have gone with an old place: every copy is sent whole once.
                         announcer.anchors.clear();
-                        announcer.rescan(Some(registrar_csi)).await;
-                        announcer.rescan(None).await;
+                        announcer.rescan(Some(registrar_csi), true).await;
+                        announcer.rescan(None, true).await;
+                        true
                     }
                     Ok(Event::RemoteCseRegistered { csr }) => {
                         // A registree that registers anew may have lost what it held.
                         if let Some(csi) = csr.str("csi") {
-                            announcer.anchors.remove(csi);
-                            announcer.rescan(Some(csi.to_string())).await;
+                            announcer.rescan(Some(csi.to_string()), true).await;
                         }
+                        true
                     }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => announcer.rescan(None).await,
-                    Err(RecvError::Closed) => return,
+                    Ok(_) => true,
+                    Err(RecvError::Lagged(_)) => {
+                        announcer.rescan(None, false).await;
+                        true
+                    }
+                    Err(RecvError::Closed) => false,
                 },
                 changed = statuses.changed() => {
-                    if changed.is_err() {
-                        return;
+                    if changed.is_ok() {
+                        let now = registered_count(&statuses.borrow_and_update());
+                        if now > reached {
+                            retry_at = None;
+                            announcer.retry().await;
+                        }
+                        reached = now;
                     }
-                    let now = registered_count(&statuses.borrow_and_update());
-                    if now > reached {
-                        announcer.retry().await;
-                    }
-                    reached = now;
+                    changed.is_ok()
                 }
-                () = tokio::time::sleep(retry) => announcer.retry().await,
+                () = tokio::time::sleep_until(due) => {
+                    retry_at = None;
+                    announcer.retry().await;
+                    true
+                }
+            };
+            if !open {
+                // The CSE is going away.
+                return;
             }
         }
     }
@@ -154,7 +185,7 @@ impl Announcer {
     /// Look at every original announcing (to `target`, or anywhere) again, sending the
     /// whole announced set once: after a registration the registrar may have lost what
     /// it had.
-    async fn rescan(&mut self, target: Option<String>) {
+    async fn rescan(&mut self, target: Option<String>, resend: bool) {
         let originals = match self.inner.cse.announcing(target.clone()).await {
             Ok(originals) => originals,
             Err(error) => {
@@ -164,7 +195,7 @@ impl Announcer {
             }
         };
         // What was sent is no longer known to be there: the next send is the whole set.
-        for copies in self.copies.values_mut() {
+        for copies in self.copies.values_mut().filter(|_| resend) {
             for (csi, (_, sent)) in copies.targets.iter_mut() {
                 if target.as_ref().is_none_or(|target| target == csi) {
                     sent.clear();
@@ -191,8 +222,9 @@ impl Announcer {
     /// Try again what waits.
     async fn retry(&mut self) {
         if std::mem::take(&mut self.rescan_failed) {
-            self.rescan(None).await;
+            self.rescan(None, false).await;
         }
+        self.withdrawals.append(&mut self.withdrawals_waiting);
         let pending: Vec<String> = self.pending.drain().collect();
         for ri in pending {
             self.enqueue(&ri);
@@ -205,12 +237,15 @@ impl Announcer {
         }
     }
 
-    /// What a commit changed in announceable resources.
-    async fn changed(&mut self, changes: std::result::Result<Arc<ChangeSet>, RecvError>) {
+    /// What a commit changed in announceable resources; `false` once no commit can come.
+    async fn changed(&mut self, changes: std::result::Result<Arc<ChangeSet>, RecvError>) -> bool {
         let changes = match changes {
             Ok(changes) => changes,
-            Err(RecvError::Lagged(_)) => return self.rescan(None).await,
-            Err(RecvError::Closed) => return,
+            Err(RecvError::Lagged(_)) => {
+                self.rescan(None, false).await;
+                return true;
+            }
+            Err(RecvError::Closed) => return false,
         };
         for change in &changes.changes {
             let resource = change.resource();
@@ -226,6 +261,7 @@ impl Announcer {
                 Change::Deleted(_) => self.deleted(resource),
             }
         }
+        true
     }
 
     /// The original (and what was below it) is gone: so go its copies.
@@ -261,7 +297,6 @@ impl Announcer {
     /// through it; should two make a copy of one original (rescans), the one whose `ri`
     /// did not make it into `at` is withdrawn again.
     async fn work(&mut self, token: &CancellationToken) {
-        let mut failed = Vec::new();
         loop {
             while let Some(ri) = self.queue.pop_front() {
                 self.queued.remove(&ri);
@@ -279,11 +314,10 @@ impl Announcer {
             }
             for copy in withdrawals {
                 if token.is_cancelled() || !self.withdraw(&copy).await {
-                    failed.push(copy);
+                    self.withdrawals_waiting.push(copy);
                 }
             }
         }
-        self.withdrawals = failed;
     }
 
     /// Bring the copies of one original in line with it.
@@ -341,7 +375,7 @@ impl Announcer {
         let Some(announced) = original.ty.announced() else { return Ok(()) };
         let parent = self.placement(original, csi).await?;
         let identity = &self.inner.cse.identity;
-        let body = self.body(original);
+        let body = self.body(original, csi);
         let mut request = self.request(Operation::Create, parent.clone());
         request.ty = Some(u64::from(announced.code()));
         request.content = Some(json!({ announced.wrapper(): body.clone() }));
@@ -381,7 +415,7 @@ impl Announcer {
     /// when nothing was sent yet); a copy that is gone is made again.
     async fn refresh(&mut self, original: &Resource, csi: &str, remote: &str) -> Result<()> {
         let Some(announced) = original.ty.announced() else { return Ok(()) };
-        let body = self.body(original);
+        let body = self.body(original, csi);
         let last = self.copies.get(original.ri()).and_then(|copies| copies.targets.get(csi));
         let mut update: Map<String, Value> = match last {
             Some((_, sent)) => {
@@ -397,35 +431,74 @@ impl Announcer {
             }
             None => body.clone(),
         };
-        // Set once, at creation.
-        update.remove("rn");
-        update.remove("lnk");
+        // Set once, at creation: the link, and what the original's type lets nobody change
+        // (a peer refuses an update that carries it: `api`, `aei`, a CIN's content...).
+        let original_rules = crate::core::types::policy_of;
+        update.retain(|name, _| {
+            name != "lnk"
+                && original_rules(original.ty, name)
+                    .is_some_and(|policy| policy.update != crate::resource::Need::NotPermitted)
+        });
         if update.is_empty() {
+            self.record(original, csi, remote.to_string(), body);
             return Ok(());
         }
         let to = format!("{csi}/{remote}");
-        let mut request = self.request(Operation::Update, to.clone());
-        request.content = Some(json!({ announced.wrapper(): update }));
-        let response = self.send(request).await?;
-        match response.rsc {
-            Rsc::Updated | Rsc::Ok => {
-                self.record(original, csi, remote.to_string(), body);
-                Ok(())
-            }
-            Rsc::NotFound => {
-                info!(original = %original.path, copy = %to, "announced copy gone; announcing again");
-                if let Some(copies) = self.copies.get_mut(original.ri()) {
-                    copies.targets.remove(csi);
-                }
-                self.inner.cse.rewrite_announcement(original.ri().to_string(), to, csi.to_string()).await?;
-                Ok(())
-            }
-            _ => Err(refused(&response, &to)),
+        // `acpi` goes alone: an update that changes it may carry nothing else.
+        let mut parts = Vec::new();
+        if let Some(acpi) = update.remove("acpi") {
+            parts.push(Map::from_iter([("acpi".to_string(), acpi)]));
         }
+        if !update.is_empty() {
+            parts.push(update);
+        }
+        for part in parts {
+            let mut request = self.request(Operation::Update, to.clone());
+            request.content = Some(json!({ announced.wrapper(): part }));
+            let response = self.send(request).await?;
+            match response.rsc {
+                Rsc::Updated | Rsc::Ok => {}
+                Rsc::NotFound => {
+                    info!(original = %original.path, copy = %to, "announced copy gone; announcing again");
+                    if let Some(copies) = self.copies.get_mut(original.ri()) {
+                        copies.targets.remove(csi);
+                    }
+                    self.inner.cse.rewrite_announcement(original.ri().to_string(), to, csi.to_string()).await?;
+                    return Ok(());
+                }
+                rsc if (4000..5000).contains(&rsc.code()) => {
+                    // Refused for good: sending it again changes nothing.
+                    warn!(copy = %to, rsc = rsc.code(), dbg = response.dbg().unwrap_or_default(), "update of an announced copy refused; not sent again");
+                }
+                _ => return Err(refused(&response, &to)),
+            }
+        }
+        self.record(original, csi, remote.to_string(), body);
+        Ok(())
     }
 
-    /// Delete one copy; whether that is done (deleted, or gone already).
+    /// Delete one copy; whether that is done (deleted, gone already, or refused for good:
+    /// given up, logged). A copy on this CSE itself is deleted only if it is one: a copy
+    /// linking to this CSE (this CSE's own requests pass every access rule here).
     async fn withdraw(&mut self, copy: &str) -> bool {
+        let identity = &self.inner.cse.identity;
+        if let Some((csi, Some(ri))) = entry_parts(copy).filter(|(csi, _)| *csi == identity.cse_id.as_str()) {
+            let own = format!("{csi}/");
+            let ri = ri.to_string();
+            let stored = self.inner.cse.storage.read(move |tx| tx.get(&ri)).await;
+            let is_copy = |resource: &Resource| {
+                resource.ty.is_announced() && resource.str("lnk").is_some_and(|lnk| lnk.starts_with(&own))
+            };
+            match stored {
+                Ok(Some(resource)) if !is_copy(&resource) => {
+                    warn!(copy = %copy, "an at entry names a resource here that is not an announced copy; not deleted");
+                    return true;
+                }
+                Ok(None) => return true,
+                Ok(Some(_)) => {}
+                Err(_) => return false,
+            }
+        }
         let request = self.request(Operation::Delete, copy.to_string());
         match self.send(request).await {
             Ok(response) if matches!(response.rsc, Rsc::Deleted | Rsc::Ok | Rsc::NotFound) => {
@@ -433,6 +506,11 @@ impl Announcer {
                 if let Some(path) = self.withdrawn_from.remove(copy) {
                     self.orphaned(copy, &path);
                 }
+                true
+            }
+            Ok(response) if (4000..5000).contains(&response.rsc.code()) => {
+                warn!(copy = %copy, rsc = response.rsc.code(), dbg = response.dbg().unwrap_or_default(), "announced copy not withdrawn: refused; given up");
+                self.withdrawn_from.remove(copy);
                 true
             }
             Ok(response) => {

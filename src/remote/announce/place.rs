@@ -19,6 +19,7 @@ impl Announcer {
     /// could not tell the registrar: it was down, or unreachable).
     pub(super) async fn sweep(&mut self, csi: &str, originals: &[Resource]) -> Result<()> {
         let registrar = self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned();
+        let at_registrar = registrar.is_some();
         let base = match registrar {
             Some(registrar) => registrar.own_csr_path(),
             None => match self.anchors.get(csi) {
@@ -44,6 +45,11 @@ impl Announcer {
             // As it goes on the wire to the registrar.
             request.query = Some(format!("fu=1&drt=2&ty={code}"));
             let response = self.send(request).await?;
+            if response.rsc == Rsc::NotFound && !at_registrar {
+                // The anchor went (the target lost its data): found or made anew next time.
+                self.anchors.remove(csi);
+                return Ok(());
+            }
             if response.rsc != Rsc::Ok {
                 return Err(refused(&response, &base));
             }
@@ -101,15 +107,25 @@ impl Announcer {
         Ok(registrar.own_csr_path())
     }
 
-    /// The announced attributes of `original` as the target is to store them: the link
-    /// and the IDs of this CSE's resources SP-relative.
-    pub(super) fn body(&self, original: &Resource) -> Map<String, Value> {
+    /// The announced attributes of `original` as `csi` is to store them: the link and the
+    /// IDs of this CSE's resources SP-relative, or absolute for a CSE of another service
+    /// provider.
+    pub(super) fn body(&self, original: &Resource, csi: &str) -> Map<String, Value> {
         let identity = &self.inner.cse.identity;
-        let mut body = announced_body(original, &format!("{}/{}", identity.cse_id, original.ri()));
+        let other_sp = csi.starts_with("//");
+        let own = if other_sp { identity.cse_id.absolute(&identity.sp_id) } else { identity.cse_id.to_string() };
+        let id = |text: &str| {
+            let sp_relative = identity.sp_relative(text);
+            match sp_relative.strip_prefix(identity.cse_id.as_str()).filter(|_| other_sp) {
+                Some(rest) => format!("{own}{rest}"),
+                None => sp_relative,
+            }
+        };
+        let mut body = announced_body(original, &format!("{own}/{}", original.ri()));
         if let Some(acpi) = body.get_mut("acpi").and_then(Value::as_array_mut) {
             for entry in acpi.iter_mut() {
                 if let Some(text) = entry.as_str() {
-                    *entry = Value::String(identity.sp_relative(text));
+                    *entry = Value::String(id(text));
                 }
             }
         }
@@ -124,7 +140,7 @@ impl Announcer {
                 {
                     for originator in rule.get_mut("acor").and_then(Value::as_array_mut).into_iter().flatten() {
                         if let Some(text) = originator.as_str().filter(|text| *text != "all") {
-                            *originator = Value::String(identity.sp_relative(text));
+                            *originator = Value::String(id(text));
                         }
                     }
                 }
@@ -172,8 +188,15 @@ impl Announcer {
                 }
                 let mut request = self.request(Operation::Create, base.clone());
                 request.ty = Some(u64::from(ResourceType::CseBaseAnnc.code()));
-                request.content = Some(serde_json::json!({ ResourceType::CseBaseAnnc.wrapper(): body }));
-                let response = self.send(request).await?;
+                request.content = Some(serde_json::json!({ ResourceType::CseBaseAnnc.wrapper(): body.clone() }));
+                let mut response = self.send(request.clone()).await?;
+                if response.rsc == Rsc::Conflict {
+                    // The name is taken (by anyone: it is predictable): let the target name it.
+                    body.remove("rn");
+                    request.rqi = crate::resource::random_id(10);
+                    request.content = Some(serde_json::json!({ ResourceType::CseBaseAnnc.wrapper(): body }));
+                    response = self.send(request).await?;
+                }
                 if response.rsc != Rsc::Created {
                     return Err(refused(&response, &base));
                 }
@@ -183,7 +206,7 @@ impl Announcer {
                     .and_then(|content| content.get(ResourceType::CseBaseAnnc.wrapper()))
                     .and_then(|anchor| anchor.get("ri"))
                     .and_then(Value::as_str)
-                    .map(str::to_string)
+                    .map(|ri| crate::id::last_element(ri).to_string())
                     .ok_or_else(|| {
                         Error::internal(format!("{csi} created the announced CSEBase without telling its ri"))
                     })?
