@@ -573,3 +573,36 @@ async fn after_deregistering_no_at_entry_names_a_copy_that_went_with_the_registr
     mn.shutdown().await;
     in_cse.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_registrar_that_never_answers_does_not_hold_up_the_stop() {
+    let in_cse = TestCse::start(registrar_settings()).await;
+    let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    settings.http.client_timeout = Duration::from_secs(3600);
+    settings.cse.registration.unregister_when_stopping = false;
+    let mn = TestCse::start(settings).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    // The IN goes silent: connections accepted, never answered.
+    let address = in_cse.addr;
+    in_cse.shutdown().await;
+    let silent = tokio::net::TcpListener::bind(address).await.expect("the IN's address again");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            connections.push(connection);
+        }
+    });
+    let body = json!({"m2m:ae": {"rn": "stuck", "api": "Nx", "rr": false, "srv": ["4"], "at": ["/id-in"]}});
+    assert_eq!(mn.create("/cse-mn", "Cstuck", 2, body).await.rsc, 2001);
+    eventually("the announcer is waiting for the silent IN", DEADLINE, || {
+        let count = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        async move { count > 0 }
+    })
+    .await;
+    // The harness fails the test unless the stop ends within 20 s.
+    mn.shutdown().await;
+    held.abort();
+}

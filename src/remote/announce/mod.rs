@@ -65,6 +65,9 @@ fn entry_parts(entry: &str) -> Option<(&str, Option<&str>)> {
 
 struct Announcer {
     inner: Arc<Inner>,
+    /// Cancelled when the manager stops: a request in flight is abandoned (a target that
+    /// never answers must not hold up the stop).
+    token: CancellationToken,
     copies: HashMap<String, Copies>,
     /// Originals to look at, in the order they came (parents before children).
     queue: VecDeque<String>,
@@ -100,6 +103,7 @@ impl Inner {
         let mut reached = registered_count(&statuses.borrow_and_update());
         let mut announcer = Announcer {
             inner: self.clone(),
+            token: token.clone(),
             copies: HashMap::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
@@ -560,7 +564,10 @@ impl Announcer {
     /// Send a request the way any request to another CSE goes (routed, bounded by the
     /// client time-out).
     async fn send(&self, request: Request) -> Result<Response> {
-        let response = self.inner.cse.handle(request).await;
+        let response = tokio::select! {
+            () = self.token.cancelled() => return Err(Error::not_reachable("stopping: request abandoned")),
+            response = self.inner.cse.handle(request) => response,
+        };
         if matches!(response.rsc, Rsc::TargetNotReachable | Rsc::RequestTimeout) {
             return Err(Error::new(response.rsc, response.dbg().unwrap_or("not reachable").to_string()));
         }
