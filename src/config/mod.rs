@@ -90,11 +90,14 @@ pub struct LoggingSettings {
     pub level: String,
     /// How each line is written (applies at start).
     pub format: LogFormat,
+    /// One line per oneM2M request received over HTTP (target `acme_cse::access`, level
+    /// info): method, path, originator, request ID, RSC, duration, client address.
+    pub access_log: bool,
 }
 
 impl Default for LoggingSettings {
     fn default() -> Self {
-        LoggingSettings { level: "info".into(), format: LogFormat::Text }
+        LoggingSettings { level: "info".into(), format: LogFormat::Text, access_log: false }
     }
 }
 
@@ -206,6 +209,8 @@ pub struct Config {
     pub sp_registrars: Vec<RegistrarConfig>,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `logging.access_log`.
+    pub access_log: bool,
     pub container: ContainerSettings,
     pub subscription: SubscriptionConfig,
     pub security: AccessSettings,
@@ -342,6 +347,7 @@ impl Settings {
             sp_registrars,
             log_level,
             log_format: logging.format,
+            access_log: logging.access_log,
             subscription: resource.sub.validate()?,
             container: resource.cnt,
             security: cse.security.clone(),

@@ -238,17 +238,25 @@ async fn the_binary_refuses_an_unknown_configuration_key_and_names_it() {
 
 #[tokio::test]
 async fn with_logging_format_json_every_log_line_is_a_json_object() {
-    // Arrange
+    // Arrange: JSON lines, with the access log.
     let dir = tempfile::tempdir().expect("temporary directory");
     let port = free_port();
     let config = format!(
-        "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nin_memory = true\n\n[logging]\nlevel = \"info\"\nformat = \"json\"\n"
+        "[admin]\nlisten = \"\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nin_memory = true\n\n[logging]\nlevel = \"info\"\nformat = \"json\"\naccess_log = true\n"
     );
     // Act
     let mut child = start(dir.path(), &config);
     let log = collect_stdout(&mut child);
     eventually("the CSE says it serves", Duration::from_secs(20), || async {
         log.lock().expect("lock").contains("serving HTTP")
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/cse-in");
+    let (rsc, _) = request_as(&client, reqwest::Method::GET, &url, "Caccess", None, None).await.expect("answered");
+    assert_eq!(rsc, "4103", "an AE that is not registered may not read the CSEBase");
+    eventually("the access line is written", Duration::from_secs(20), || async {
+        log.lock().expect("lock").contains("acme_cse::access")
     })
     .await;
     signal(&child, "TERM");
@@ -266,6 +274,19 @@ async fn with_logging_format_json_every_log_line_is_a_json_object() {
         }
     }
     assert!(text.contains(r#""message":"serving HTTP""#), "{text}");
+    // The access line: who asked what, and the answer.
+    let access = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|object| object["target"] == "acme_cse::access")
+        .expect("an access line");
+    let fields = &access;
+    assert_eq!(fields["method"], "GET", "{access}");
+    assert_eq!(fields["to"], "/cse-in", "{access}");
+    assert_eq!(fields["fr"], "Caccess", "{access}");
+    assert_eq!(fields["rsc"], 4103, "{access}");
+    assert!(fields["duration_us"].is_u64(), "{access}");
+    assert_eq!(fields["client"], "127.0.0.1", "{access}");
 }
 
 #[tokio::test]

@@ -70,19 +70,36 @@ async fn handle(
     let rvi = header_text(&headers, X_M2M_RVI).ok().flatten().unwrap_or_default().to_string();
     // One time limit for reading the request (a client may stall its body) and answering it.
     let timeout: Duration = cse.config().http.request_timeout;
+    let began = std::time::Instant::now();
+    let access_log = cse.config().access_log;
+    let originator = header_text(&headers, X_M2M_ORIGIN).ok().flatten().unwrap_or_default().to_string();
     let work = async {
         let mut request = parse_request(&cse, &method, &uri, &headers, body).await?;
         request.caller = Caller::Peer { principal, address: client };
         Ok::<Response, Error>(cse.handle(request).await)
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(Ok(response)) => into_http(response),
-        Ok(Err(error)) => into_http(error_response(rqi, rvi, &error)),
+    let response = match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => error_response(rqi, rvi, &error),
         Err(_) => {
             let error = Error::new(Rsc::RequestTimeout, format!("request not completed within {timeout:?}"));
-            into_http(error_response(rqi, rvi, &error))
+            error_response(rqi, rvi, &error)
         }
+    };
+    if access_log {
+        tracing::info!(
+            target: "acme_cse::access",
+            method = %method,
+            to = uri.path(),
+            fr = %originator,
+            rqi = %response.rqi,
+            rsc = response.rsc.code(),
+            duration_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX),
+            client = %client.map(|address| address.to_string()).unwrap_or_default(),
+            "request"
+        );
     }
+    into_http(response)
 }
 
 /// The answer to a request whose handling panicked (the panic itself is logged).
