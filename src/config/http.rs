@@ -47,6 +47,9 @@ pub struct HttpSettings {
     pub security: HttpSecuritySettings,
     /// `[http.tls]`: HTTPS, served and sent.
     pub tls: TlsSettings,
+    /// Serve the upper tester interface (TS-0019) at `POST /__ut__`, for conformance test
+    /// systems. Off by default: it reads configuration values and runs requests as sent.
+    pub enable_upper_tester: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +137,7 @@ impl Default for HttpSettings {
             max_header_size: 64 * 1024,
             security: HttpSecuritySettings::default(),
             tls: TlsSettings::default(),
+            enable_upper_tester: false,
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct HttpConfig {
     /// while; 0: no limit.
     pub max_auth_failures: u32,
     pub tls: TlsConfig,
+    /// `http.enable_upper_tester`.
+    pub upper_tester: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +240,7 @@ impl HttpSettings {
             auth,
             max_auth_failures: http.security.max_auth_failures,
             tls,
+            upper_tester: http.enable_upper_tester,
         })
     }
 }

@@ -132,3 +132,54 @@ async fn a_reload_through_the_admin_listener_reads_the_file_again_and_names_what
     tokio::time::timeout(Duration::from_secs(30), mn.cse.shutdown()).await.expect("stops");
     in_cse.shutdown().await;
 }
+
+async fn upper_tester(cse: &TestCse, command: Option<&str>, body: Option<Value>) -> (u16, Option<String>, String) {
+    let mut request = cse.client.post(format!("{}/__ut__", cse.url));
+    if let Some(command) = command {
+        request = request.header("X-M2M-UTCMD", command);
+    }
+    if let Some(body) = body {
+        request = request.header("Content-Type", "application/json").body(body.to_string());
+    }
+    let response = request.send().await.expect("answered");
+    let status = response.status().as_u16();
+    let result = response.headers().get("x-m2m-utrsp").and_then(|value| value.to_str().ok()).map(str::to_string);
+    (status, result, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn the_upper_tester_answers_status_configuration_and_request_primitives_only_when_enabled() {
+    let off = TestCse::start(registrar_settings()).await;
+    assert_ne!(upper_tester(&off, Some("Status"), None).await.0, 200, "off by default");
+    off.shutdown().await;
+
+    let mut settings = registrar_settings();
+    settings.http.enable_upper_tester = true;
+    let cse = TestCse::start(settings).await;
+    assert_eq!(upper_tester(&cse, Some("Status"), None).await, (200, Some("RUNNING".into()), String::new()));
+    assert_eq!(upper_tester(&cse, Some("GetConfig cse.cse_id"), None).await.1.as_deref(), Some("/id-in"));
+    assert_eq!(upper_tester(&cse, Some("GetConfig cse.cseID"), None).await.1.as_deref(), Some("/id-in"));
+    assert_eq!(upper_tester(&cse, Some("testCaseStart TC_CSE_REG_CRE_001"), None).await.0, 200);
+    assert_eq!(upper_tester(&cse, Some("testCaseEnd TC_CSE_REG_CRE_001"), None).await.0, 200);
+    let (status, reason, _) = upper_tester(&cse, Some("GetConfig no.such.key"), None).await;
+    assert_eq!(status, 400);
+    assert!(reason.is_some_and(|reason| reason.contains("no.such.key")));
+    let (status, reason, _) = upper_tester(&cse, Some("Reboot"), None).await;
+    assert_eq!(status, 400);
+    assert!(reason.is_some_and(|reason| reason.contains("Status")), "names the commands it knows");
+
+    // A request primitive, carried out as if received.
+    let rqp = serde_json::json!({"m2m:rqp": {"op": 1, "to": "/id-in/cse-in", "fr": "CAdmin", "rqi": "ut-1", "rvi": "4",
+        "ty": 3, "pc": {"m2m:cnt": {"rn": "fromUT"}}}});
+    let (status, _, body) = upper_tester(&cse, None, Some(rqp)).await;
+    assert_eq!(status, 200, "{body}");
+    let rsp: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(rsp["m2m:rsp"]["rsc"], 2001, "{rsp}");
+    assert_eq!(rsp["m2m:rsp"]["rqi"], "ut-1");
+    assert_eq!(rsp["m2m:rsp"]["pc"]["m2m:cnt"]["rn"], "fromUT");
+    assert_eq!(cse.retrieve("/cse-in/fromUT", "CAdmin").await.rsc, 2000);
+    let (status, reason, _) = upper_tester(&cse, None, Some(serde_json::json!({"m2m:rqp": {"to": "x"}}))).await;
+    assert_eq!(status, 400);
+    assert!(reason.is_some_and(|reason| reason.contains("op")));
+    cse.shutdown().await;
+}

@@ -8,7 +8,8 @@
 //! - `auth`: HTTP authentication of incoming requests;
 //! - `tls`: the PEM files and the server's TLS configuration;
 //! - `client`: [`Client`], the core's outbound seam over HTTP(S);
-//! - `admin`: the admin listener's endpoints (health, metrics, registrations, reload).
+//! - `admin`: the admin listener's endpoints (health, metrics, registrations, reload);
+//! - `upper_tester`: `POST /__ut__` for conformance test systems (when enabled).
 //!
 //! The only place that knows axum, hyper, reqwest and HTTP headers.
 
@@ -18,6 +19,7 @@ mod client;
 mod serve;
 mod server;
 pub mod tls;
+mod upper_tester;
 pub mod wire;
 
 pub use admin::admin_router;

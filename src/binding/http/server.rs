@@ -66,6 +66,10 @@ async fn handle(
             return gate.refusal();
         }
     };
+    if method == Method::POST && uri.path() == "/__ut__" && cse.config().http.upper_tester {
+        let caller = Caller::Peer { principal, address: client };
+        return super::upper_tester::upper_tester(&cse, caller, &headers, body).await;
+    }
     let rqi = header_text(&headers, X_M2M_RI).ok().flatten().unwrap_or_default().to_string();
     let rvi = header_text(&headers, X_M2M_RVI).ok().flatten().unwrap_or_default().to_string();
     // One time limit for reading the request (a client may stall its body) and answering it.
