@@ -68,7 +68,8 @@ async fn health_metrics_and_the_registration_view_describe_an_in_and_its_mn() {
         assert_eq!(in_cse.retrieve("/cse-in", "CAdmin").await.rsc, 2000);
     }
     let (_, _, after) = admin_get(&in_cse, "/metrics", None).await;
-    assert_eq!(sample(&after, series), Some(counted + 3.0), "{after}");
+    // At least those three (the MN's own requests may come in meanwhile).
+    assert!(sample(&after, series).is_some_and(|now| now >= counted + 3.0), "{after}");
     assert_eq!(sample(&after, "acme_registrees"), Some(1.0), "{after}");
     assert!(after.contains("acme_request_duration_seconds_bucket"), "{after}");
     assert!(after.contains("acme_notifications_pending"), "{after}");
