@@ -23,3 +23,4 @@ mod reload;
 mod results;
 mod security;
 mod subscriptions;
+mod topology;

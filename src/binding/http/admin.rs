@@ -6,9 +6,14 @@
 //! - `GET /metrics`: the counters in the Prometheus (OpenMetrics) text format;
 //! - `GET /registrations`: the registrar relations and the registree CSRs, as JSON;
 //! - `POST /registrations/refresh`: a monitor round now (registration checks, liveliness);
-//! - `POST /reload`: read the configuration file again (as SIGHUP does).
+//! - `POST /reload`: read the configuration file again (as SIGHUP does);
+//! - `GET /topology`: a page showing the registration tree as it is now (this CSE, its
+//!   registrars with state and address, every registree and the CSEs below it), updated
+//!   live from `GET /topology/events` (server-sent events: the view as JSON on connect and
+//!   on every change); no external assets.
 //!
-//! With `[admin] token` every request needs `Authorization: Bearer <token>` (401 without).
+//! With `[admin] token` every request needs `Authorization: Bearer <token>` (401 without),
+//! or `?token=` (what a browser's page and its event stream can send).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -51,6 +57,8 @@ pub fn admin_router(cse: Cse, remote: RemoteCseManager, serving: SocketAddr, sto
         .route("/registrations", get(registrations))
         .route("/registrations/refresh", post(refresh))
         .route("/reload", post(reload))
+        .route("/topology", get(topology))
+        .route("/topology/events", get(topology_events))
         .fallback(|| async { reply(StatusCode::NOT_FOUND, json!({"error": "no such admin endpoint"})) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -63,11 +71,17 @@ async fn authorize(
     next: axum::middleware::Next,
 ) -> Response {
     if let Some(token) = &admin.token {
+        let in_query = request.uri().query().into_iter().flat_map(|query| query.split('&')).find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            (name == "token").then(|| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+        });
         let sent = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::to_string)
+            .or(in_query)
             .unwrap_or_default();
         if !bool::from(token.expose().as_bytes().ct_eq(sent.as_bytes())) {
             let mut headers = HeaderMap::new();
@@ -159,6 +173,12 @@ async fn metrics(State(admin): State<Admin>) -> Response {
 }
 
 async fn registrations(State(admin): State<Admin>) -> Response {
+    reply(StatusCode::OK, view(&admin))
+}
+
+/// The registration tree as it is now: this CSE, its registrars, its registrees and the
+/// CSEs below each.
+fn view(admin: &Admin) -> Value {
     let registrees: Vec<Value> = admin
         .remote
         .csrs()
@@ -176,14 +196,58 @@ async fn registrations(State(admin): State<Admin>) -> Response {
             })
         })
         .collect();
-    reply(
-        StatusCode::OK,
-        json!({
-            "cse_id": admin.cse.config().cse.cse_id.to_string(),
-            "registrars": registrar_states(&admin.remote),
-            "registrees": registrees,
-        }),
-    )
+    let config = admin.cse.config();
+    json!({
+        "cse_id": config.cse.cse_id.to_string(),
+        "kind": match config.cse.kind {
+            crate::config::CseKind::In => "IN",
+            crate::config::CseKind::Mn => "MN",
+            crate::config::CseKind::Asn => "ASN",
+        },
+        "registrars": registrar_states(&admin.remote),
+        "registrees": registrees,
+    })
+}
+
+/// The page: one file, nothing fetched from elsewhere.
+const TOPOLOGY_PAGE: &str = include_str!("topology.html");
+
+async fn topology() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], TOPOLOGY_PAGE).into_response()
+}
+
+/// The view on connect, then again whenever it changes (a registrar's state or address,
+/// a registree or a descendant come or gone, checked at least every 2 s for the rest);
+/// ends when the CSE stops.
+async fn topology_events(
+    State(admin): State<Admin>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let views = admin.remote.watch_registrars();
+    let descendants = admin.remote.registry().descendants_changed();
+    let stream = futures_util::stream::unfold(
+        (admin, views, descendants, None::<String>),
+        |(admin, mut views, mut descendants, last)| async move {
+            loop {
+                if last.is_some() {
+                    let open = tokio::select! {
+                        changed = views.changed() => changed.is_ok(),
+                        changed = descendants.changed() => changed.is_ok(),
+                        () = tokio::time::sleep(Duration::from_secs(2)) => true,
+                        () = admin.stopping.cancelled() => false,
+                    };
+                    if !open {
+                        return None;
+                    }
+                }
+                let text = view(&admin).to_string();
+                if last.as_deref() != Some(text.as_str()) {
+                    let event = Event::default().event("topology").data(text.clone());
+                    return Some((Ok(event), (admin, views, descendants, Some(text))));
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 async fn refresh(State(admin): State<Admin>) -> Response {
