@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::Inner;
+use super::{Inner, RegistreeProbe, lock};
 use crate::core::Cse;
 use crate::core::request::{Operation, Request};
 use crate::resource::Resource;
@@ -94,6 +94,7 @@ impl Inner {
         let csrs = self.cse.registry.registree_csrs();
         let present: HashSet<&str> = csrs.iter().filter_map(|csr| csr.str("csi")).collect();
         live.failures.retain(|csi, _| present.contains(csi.as_str()));
+        lock(&self.probes).retain(|csi, _| present.contains(csi.as_str()));
         live.slow.retain(|csi| present.contains(csi.as_str()));
         live.removed.retain(|_, (_, last)| last.elapsed() <= flapping_window(registration));
         while live.tasks.try_join_next().is_some() {}
@@ -157,8 +158,10 @@ impl Inner {
         } else {
             live.slow.remove(&csi);
         }
+        let probed = crate::resource::Timestamp::now().to_string();
         let Some(reason) = failure else {
             live.failures.remove(&csi);
+            lock(&self.probes).insert(csi, RegistreeProbe { last_probe: probed, failures: 0, last_error: None });
             return;
         };
         let config = self.cse.config();
@@ -166,6 +169,10 @@ impl Inner {
         self.cse.metrics.liveliness_failure();
         let count = live.failures.entry(csi.clone()).or_insert(0);
         *count += 1;
+        lock(&self.probes).insert(
+            csi.clone(),
+            RegistreeProbe { last_probe: probed, failures: *count, last_error: Some(reason.clone()) },
+        );
         warn!(%csi, failures = *count, %reason, "registree did not answer");
         if *count < registration.liveliness_failures {
             return;

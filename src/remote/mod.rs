@@ -103,6 +103,17 @@ impl RegistrarInfo {
     }
 }
 
+/// The last liveliness probe of a registree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistreeProbe {
+    /// When it ended (oneM2M timestamp form).
+    pub last_probe: String,
+    /// Failed probes in a row (0: it answered).
+    pub failures: u32,
+    /// Why the last probe failed, if it did.
+    pub last_error: Option<String>,
+}
+
 /// A local `<remoteCSE>`, as handed to callbacks.
 #[derive(Debug, Clone)]
 pub struct CsrRecord {
@@ -141,6 +152,8 @@ struct Inner {
     rounds: tokio::sync::Mutex<()>,
     /// Snapshot, change stream and callbacks.
     reports: Arc<Reports>,
+    /// The last liveliness probe of each registree, by CSE-ID.
+    probes: Mutex<std::collections::HashMap<String, RegistreeProbe>>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -175,6 +188,7 @@ impl RemoteCseManager {
                 registrars: ArcSwap::from_pointee(registrars),
                 rounds: tokio::sync::Mutex::new(()),
                 reports: Arc::new(Reports::default()),
+                probes: Mutex::default(),
                 running: tokio::sync::Mutex::new(None),
             }),
         };
@@ -231,6 +245,12 @@ impl RemoteCseManager {
         for csr in registry.registree_csrs() {
             callback(&CsrRecord::new(csr, false));
         }
+    }
+
+    /// The last liveliness probe of each registree, by CSE-ID (registrees not probed yet
+    /// are absent).
+    pub fn probes(&self) -> std::collections::HashMap<String, RegistreeProbe> {
+        lock(&self.inner.probes).clone()
     }
 
     /// The registrars, their current status and the address in use.

@@ -84,10 +84,15 @@ async fn health_metrics_and_the_registration_view_describe_an_in_and_its_mn() {
     let (_, _, mn_metrics) = admin_get(&mn, "/metrics", None).await;
     assert!(sample(&mn_metrics, r#"acme_forwarded_requests_total{next_hop="/id-in"}"#).is_some_and(|n| n >= 1.0));
 
-    // A refresh runs a monitor round: the IN probes the MN (a liveliness check).
+    // A refresh runs a monitor round: the IN probes the MN (a liveliness check), which
+    // the registration view then shows.
     let (status, answer) = admin_post(&in_cse, "/registrations/refresh").await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["done"], true);
+    let (_, _, body) = admin_get(&in_cse, "/registrations", None).await;
+    let view: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(view["registrees"][0]["last_probe"].is_string(), "{view}");
+    assert_eq!(view["registrees"][0]["failures"], 0, "{view}");
     // Reload: this CSE was handed its configuration, not a file.
     let (status, answer) = admin_post(&in_cse, "/reload").await;
     assert_eq!(status, 422, "{answer}");

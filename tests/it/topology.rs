@@ -140,6 +140,17 @@ async fn the_topology_page_shows_the_tree_and_follows_it_live_in_a_real_browser(
     assert!(shown.contains("/id-in") && shown.contains("/id-mn"), "{shown}");
     assert!(shown.contains("live"), "{shown}");
     let loaded_at = browser.evaluate("performance.timeOrigin").await;
+    // A liveliness round: the page shows the probe.
+    in_cse.remote.check_now().await.expect("monitor runs");
+    let mut probed = false;
+    for _ in 0..200 {
+        if browser.text().await.contains("last probe") {
+            probed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(probed, "{}", browser.text().await);
 
     // An ASN registers at the MN: the page shows it below the MN, without a reload.
     let asn = TestCse::start(registree_settings(CseKind::Asn, "/id-asn", "cse-asn", Some(&mn))).await;

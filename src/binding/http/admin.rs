@@ -179,6 +179,7 @@ async fn registrations(State(admin): State<Admin>) -> Response {
 /// The registration tree as it is now: this CSE, its registrars, its registrees and the
 /// CSEs below each.
 fn view(admin: &Admin) -> Value {
+    let probes = admin.remote.probes();
     let registrees: Vec<Value> = admin
         .remote
         .csrs()
@@ -193,6 +194,9 @@ fn view(admin: &Admin) -> Value {
                 "descendants": record.dcse,
                 "registered": record.resource.ct(),
                 "changed": record.resource.str("lt"),
+                "last_probe": probes.get(&record.csi).map(|probe| probe.last_probe.clone()),
+                "failures": probes.get(&record.csi).map_or(0, |probe| probe.failures),
+                "last_error": probes.get(&record.csi).and_then(|probe| probe.last_error.clone()),
             })
         })
         .collect();
