@@ -65,6 +65,8 @@ pub struct Metrics {
     registrees: Gauge,
     descendants: Gauge,
     notifications_pending: Gauge,
+    commit_duration: Histogram,
+    commit_batch: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +133,19 @@ impl Metrics {
             "Notifications waiting in the outbox",
             notifications_pending.clone(),
         );
+        let commit_duration =
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 17));
+        registry.register(
+            "database_commit_duration_seconds",
+            "Time of one write transaction (a batch of writes), commit included",
+            commit_duration.clone(),
+        );
+        let commit_batch = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "database_commit_batch_size",
+            "Writes committed together in one transaction",
+            commit_batch.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -144,7 +159,15 @@ impl Metrics {
             registrees,
             descendants,
             notifications_pending,
+            commit_duration,
+            commit_batch,
         }
+    }
+
+    /// One write transaction: `writes` jobs committed together in `elapsed`.
+    pub fn commit(&self, writes: usize, elapsed: Duration) {
+        self.commit_duration.observe(elapsed.as_secs_f64());
+        self.commit_batch.observe(writes as f64);
     }
 
     /// One request answered.

@@ -93,6 +93,9 @@ impl Cse {
         let registry = Registry::new(&identity.cse_id, registrar_ids(&config));
         storage.observe(Arc::new(registry.clone()));
         let config = Arc::new(ArcSwap::from_pointee(config));
+        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let counted = metrics.clone();
+        storage.on_commit(Arc::new(move |writes, elapsed| counted.commit(writes, elapsed)));
         let instance = Arc::from(crate::resource::random_id(16));
         Cse {
             config,
@@ -105,7 +108,7 @@ impl Cse {
             registry,
             outbound,
             registrar_addresses: Arc::default(),
-            metrics: Arc::default(),
+            metrics,
         }
     }
 

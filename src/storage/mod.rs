@@ -21,6 +21,8 @@ mod postgres;
 mod sqlite;
 mod writer;
 
+pub use writer::CommitHook;
+
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -273,6 +275,8 @@ pub trait Store: Send + Sync + 'static {
     fn foreign_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ChangeSet>> {
         None
     }
+    /// Tell `hook` the size and duration of every write batch (metrics).
+    fn on_commit(&self, _hook: CommitHook) {}
 }
 
 /// The shared handle to the store. Cloning is cheap.
@@ -319,6 +323,11 @@ impl Storage {
             });
         }
         Storage { store, fanout }
+    }
+
+    /// Tell `hook` the size and duration of every write batch from now on.
+    pub fn on_commit(&self, hook: CommitHook) {
+        self.store.on_commit(hook);
     }
 
     /// Let `observer` hear every change set committed from now on, before the writer's

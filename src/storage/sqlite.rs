@@ -179,6 +179,10 @@ impl Store for SqliteStore {
     fn write(&self, job: WriteJob) {
         self.jobs.send(job);
     }
+
+    fn on_commit(&self, hook: super::CommitHook) {
+        self.jobs.on_commit(hook);
+    }
 }
 
 /// A transaction, or a savepoint inside one; a write one records what it changes.

@@ -4,7 +4,8 @@
 //! concurrent writers share the cost of durability, nobody hears "done" before the data is
 //! committed, and change sets are published in commit order.
 
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use super::{Change, ChangeSet, WriteJob, WriteWork};
 use crate::error::{Error, Result};
@@ -12,8 +13,11 @@ use crate::error::{Error, Result};
 /// Most write jobs committed together.
 pub(crate) const MAX_BATCH: usize = 512;
 
+/// Told every batch's size and how long its transaction took, commit included.
+pub type CommitHook = Arc<dyn Fn(usize, Duration) + Send + Sync>;
+
 /// The queue of the writer thread; the thread ends when this is dropped.
-pub(crate) struct Queue(Mutex<mpsc::Sender<WriteJob>>);
+pub(crate) struct Queue(Mutex<mpsc::Sender<WriteJob>>, Arc<OnceLock<CommitHook>>);
 
 impl Queue {
     /// Start the writer thread. `commit` runs a batch in one transaction (again, if it must)
@@ -23,6 +27,8 @@ impl Queue {
         mut commit: impl FnMut(&mut [WriteWork]) -> Result<Vec<Result<ChangeSet>>> + Send + 'static,
     ) -> Result<Queue> {
         let (jobs, queue) = mpsc::channel::<WriteJob>();
+        let hook: Arc<OnceLock<CommitHook>> = Arc::default();
+        let told = hook.clone();
         std::thread::Builder::new()
             .name("acme-db-writer".into())
             .spawn(move || {
@@ -36,7 +42,12 @@ impl Queue {
                     }
                     let (mut works, dones): (Vec<_>, Vec<_>) =
                         batch.into_iter().map(|job| (job.work, job.done)).unzip();
-                    match commit(&mut works) {
+                    let began = Instant::now();
+                    let committed = commit(&mut works);
+                    if let Some(hook) = told.get() {
+                        hook(works.len(), began.elapsed());
+                    }
+                    match committed {
                         Ok(outcomes) => {
                             for (done, outcome) in dones.into_iter().zip(outcomes) {
                                 done(outcome);
@@ -51,7 +62,12 @@ impl Queue {
                 }
             })
             .map_err(|error| Error::internal(format!("cannot start the database writer: {error}")))?;
-        Ok(Queue(Mutex::new(jobs)))
+        Ok(Queue(Mutex::new(jobs), hook))
+    }
+
+    /// Tell `hook` about every batch from now on (the first hook set stays).
+    pub(crate) fn on_commit(&self, hook: CommitHook) {
+        let _ = self.1.set(hook);
     }
 
     pub(crate) fn send(&self, job: WriteJob) {

@@ -73,6 +73,9 @@ async fn health_metrics_and_the_registration_view_describe_an_in_and_its_mn() {
     assert_eq!(sample(&after, "acme_registrees"), Some(1.0), "{after}");
     assert!(after.contains("acme_request_duration_seconds_bucket"), "{after}");
     assert!(after.contains("acme_notifications_pending"), "{after}");
+    // The registration committed writes: the database's commits are measured.
+    assert!(sample(&after, "acme_database_commit_duration_seconds_count").is_some_and(|n| n >= 1.0), "{after}");
+    assert!(sample(&after, "acme_database_commit_batch_size_count").is_some_and(|n| n >= 1.0), "{after}");
     let (_, _, mn_metrics) = admin_get(&mn, "/metrics", None).await;
     assert_eq!(
         sample(&mn_metrics, r#"acme_registration_state{registrar="/id-in",state="registered"}"#),

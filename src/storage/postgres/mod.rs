@@ -312,6 +312,10 @@ impl Store for PostgresStore {
         self.jobs.send(job);
     }
 
+    fn on_commit(&self, hook: super::CommitHook) {
+        self.jobs.on_commit(hook);
+    }
+
     fn lease(&self) -> Lease {
         self.lease.clone()
     }
