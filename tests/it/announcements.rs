@@ -606,3 +606,54 @@ async fn a_registrar_that_never_answers_does_not_hold_up_the_stop() {
     mn.shutdown().await;
     held.abort();
 }
+
+#[tokio::test]
+async fn a_withdrawal_owed_to_a_cse_that_is_not_the_registrar_is_made_after_a_restart() {
+    // The IN announces down to its MN, reaching it through a proxy it can lose.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let in_settings = |listen: &str| {
+        let mut settings = registrar_settings();
+        on_disk(&mut settings, &dir.path().join("in.db"));
+        settings.http.listen = listen.into();
+        settings
+    };
+    let in_cse = TestCse::start(in_settings("127.0.0.1:0")).await;
+    let address = in_cse.addr.to_string();
+    // The MN advertises the proxy as its address.
+    let mn_address: std::net::SocketAddr =
+        format!("127.0.0.1:{}", crate::binary::free_port()).parse().expect("an address");
+    let proxy = Proxy::start(mn_address).await;
+    let mut mn_settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", Some(&in_cse));
+    mn_settings.cse.registration.unregister_when_stopping = false;
+    mn_settings.http.listen = mn_address.to_string();
+    mn_settings.http.public_url = Some(proxy.url.clone());
+    let mn = TestCse::start(mn_settings).await;
+    mn.remote.check_now().await.expect("monitor runs");
+    for rn in ["down", "kept"] {
+        let body = json!({"m2m:ae": {"rn": rn, "api": "Nx", "rr": false, "srv": ["4"], "at": ["/id-mn"]}});
+        assert_eq!(in_cse.create("/cse-in", &format!("C{rn}"), 2, body).await.rsc, 2001);
+    }
+    let copy = announced_to(&in_cse, "/cse-in/down", "/id-mn/").await;
+    let kept = announced_to(&in_cse, "/cse-in/kept", "/id-mn/").await;
+    let copy_path = format!("/{}", copy.trim_start_matches("/id-mn/"));
+    assert_eq!(mn.retrieve(&copy_path, "CAdmin").await.rsc, 2000);
+
+    // Deleted while the MN cannot be reached; the IN stops before it can be.
+    proxy.switch(false);
+    assert_eq!(in_cse.delete("/cse-in/down", "Cdown").await.rsc, 2002);
+    in_cse.shutdown().await;
+    assert_eq!(mn.retrieve(&copy_path, "CAdmin").await.rsc, 2000, "nobody told the MN");
+
+    // Back on its database: the copy no original names is swept from the MN (which
+    // another original still names, so the IN looks there).
+    proxy.switch(true);
+    let in_cse = TestCse::start(in_settings(&address)).await;
+    eventually("the stale copy swept from the MN", DEADLINE, || {
+        let reply = mn.retrieve(&copy_path, "CAdmin");
+        async move { reply.await.rsc == 4004 }
+    })
+    .await;
+    assert_eq!(mn.retrieve(&format!("/{}", kept.trim_start_matches("/id-mn/")), "CAdmin").await.rsc, 2000);
+    mn.shutdown().await;
+    in_cse.shutdown().await;
+}

@@ -22,8 +22,8 @@ impl Announcer {
         let at_registrar = registrar.is_some();
         let base = match registrar {
             Some(registrar) => registrar.own_csr_path(),
-            None => match self.anchors.get(csi) {
-                Some(anchor) => anchor.clone(),
+            None => match self.find_anchor(csi).await? {
+                Some(anchor) => anchor,
                 None => return Ok(()),
             },
         };
@@ -154,12 +154,62 @@ impl Announcer {
     /// parent of its copies there, the way the reference CSE places them. Found by
     /// discovery (`ty=10005`, `lnk` naming this CSEBase), else created.
     async fn anchor(&mut self, csi: &str) -> Result<String> {
-        if let Some(anchor) = self.anchors.get(csi) {
-            return Ok(anchor.clone());
+        if let Some(anchor) = self.find_anchor(csi).await? {
+            return Ok(anchor);
         }
         let cse = &self.inner.cse;
         let identity = &cse.identity;
-        let link = format!("{}/{}", identity.cse_id, identity.resource_id);
+        let link = self.own_link(csi);
+        let base = format!("{csi}/-");
+        let cse_base = cse.cse_base().await?;
+        let mut body = Map::new();
+        body.insert("rn".into(), Value::String(format!("{}_{}", identity.sp_id, identity.resource_name)));
+        body.insert("lnk".into(), Value::String(link));
+        if let Some(srv) = cse_base.attributes.get("srv") {
+            body.insert("srv".into(), srv.clone());
+        }
+        let mut request = self.request(Operation::Create, base.clone());
+        request.ty = Some(u64::from(ResourceType::CseBaseAnnc.code()));
+        request.content = Some(serde_json::json!({ ResourceType::CseBaseAnnc.wrapper(): body.clone() }));
+        let mut response = self.send(request.clone()).await?;
+        if response.rsc == Rsc::Conflict {
+            // The name is taken (by anyone: it is predictable): let the target name it.
+            body.remove("rn");
+            request.rqi = crate::resource::random_id(10);
+            request.content = Some(serde_json::json!({ ResourceType::CseBaseAnnc.wrapper(): body }));
+            response = self.send(request).await?;
+        }
+        if response.rsc != Rsc::Created {
+            return Err(refused(&response, &base));
+        }
+        let ri = response
+            .content
+            .as_ref()
+            .and_then(|content| content.get(ResourceType::CseBaseAnnc.wrapper()))
+            .and_then(|anchor| anchor.get("ri"))
+            .and_then(Value::as_str)
+            .map(|ri| crate::id::last_element(ri).to_string())
+            .ok_or_else(|| Error::internal(format!("{csi} created the announced CSEBase without telling its ri")))?;
+        let anchor = format!("{csi}/{ri}");
+        info!(target = %csi, anchor = %anchor, "announced CSEBase made");
+        self.anchors.insert(csi.to_string(), anchor.clone());
+        Ok(anchor)
+    }
+
+    /// This CSE's CSEBase as `csi` is to link to it (absolute for another SP).
+    fn own_link(&self, csi: &str) -> String {
+        let identity = &self.inner.cse.identity;
+        let own =
+            if csi.starts_with("//") { identity.cse_id.absolute(&identity.sp_id) } else { identity.cse_id.to_string() };
+        format!("{own}/{}", identity.resource_id)
+    }
+
+    /// This CSE's announced CSEBase on `csi`, if there is one (by discovery of its `lnk`).
+    async fn find_anchor(&mut self, csi: &str) -> Result<Option<String>> {
+        if let Some(anchor) = self.anchors.get(csi) {
+            return Ok(Some(anchor.clone()));
+        }
+        let link = self.own_link(csi);
         let base = format!("{csi}/-");
         let mut request = self.request(Operation::Retrieve, base.clone());
         let code = ResourceType::CseBaseAnnc.code().to_string();
@@ -176,45 +226,9 @@ impl Announcer {
             .and_then(|uris| uris.first())
             .and_then(Value::as_str)
             .map(|id| crate::id::last_element(id).to_string());
-        let ri = match found {
-            Some(ri) if response.rsc == Rsc::Ok => ri,
-            _ => {
-                let cse_base = cse.cse_base().await?;
-                let mut body = Map::new();
-                body.insert("rn".into(), Value::String(format!("{}_{}", identity.sp_id, identity.resource_name)));
-                body.insert("lnk".into(), Value::String(link));
-                if let Some(srv) = cse_base.attributes.get("srv") {
-                    body.insert("srv".into(), srv.clone());
-                }
-                let mut request = self.request(Operation::Create, base.clone());
-                request.ty = Some(u64::from(ResourceType::CseBaseAnnc.code()));
-                request.content = Some(serde_json::json!({ ResourceType::CseBaseAnnc.wrapper(): body.clone() }));
-                let mut response = self.send(request.clone()).await?;
-                if response.rsc == Rsc::Conflict {
-                    // The name is taken (by anyone: it is predictable): let the target name it.
-                    body.remove("rn");
-                    request.rqi = crate::resource::random_id(10);
-                    request.content = Some(serde_json::json!({ ResourceType::CseBaseAnnc.wrapper(): body }));
-                    response = self.send(request).await?;
-                }
-                if response.rsc != Rsc::Created {
-                    return Err(refused(&response, &base));
-                }
-                response
-                    .content
-                    .as_ref()
-                    .and_then(|content| content.get(ResourceType::CseBaseAnnc.wrapper()))
-                    .and_then(|anchor| anchor.get("ri"))
-                    .and_then(Value::as_str)
-                    .map(|ri| crate::id::last_element(ri).to_string())
-                    .ok_or_else(|| {
-                        Error::internal(format!("{csi} created the announced CSEBase without telling its ri"))
-                    })?
-            }
-        };
+        let Some(ri) = found.filter(|_| response.rsc == Rsc::Ok) else { return Ok(None) };
         let anchor = format!("{csi}/{ri}");
-        info!(target = %csi, anchor = %anchor, "announced CSEBase in place");
         self.anchors.insert(csi.to_string(), anchor.clone());
-        Ok(anchor)
+        Ok(Some(anchor))
     }
 }
