@@ -200,6 +200,9 @@ impl App {
             // Nothing keeps running when the start fails.
             shutdown.cancel();
             let _ = server.await;
+            if let Some(admin) = admin_server {
+                let _ = admin.await;
+            }
             tracker.close();
             tracker.wait().await;
             return Err(anyhow::anyhow!("cannot start the remote-CSE manager: {}", error.detail()));

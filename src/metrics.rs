@@ -1,5 +1,6 @@
 //! What the CSE counts for operators, in the Prometheus text format (`GET /metrics` on the
-//! admin listener): requests by operation and response status code with their latency,
+//! admin listener): requests received by operation and response status code with their
+//! latency (counted by the binding: what came in, not what the CSE sends itself),
 //! forwarded requests by next hop, liveliness failures and removals, notifications sent
 //! and failed. What is a state rather than a count (registration per registrar,
 //! registrees, descendants, notifications waiting) is read when scraped ([`Snapshot`]).
@@ -67,6 +68,8 @@ pub struct Metrics {
     notifications_pending: Gauge,
     commit_duration: Histogram,
     commit_batch: Histogram,
+    /// One scrape at a time (the state families are set, then written).
+    scraping: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -161,6 +164,7 @@ impl Metrics {
             notifications_pending,
             commit_duration,
             commit_batch,
+            scraping: std::sync::Mutex::new(()),
         }
     }
 
@@ -199,6 +203,7 @@ impl Metrics {
 
     /// Everything in the Prometheus text format, the states of `snapshot` included.
     pub fn encode(&self, snapshot: &Snapshot) -> String {
+        let _one_at_a_time = self.scraping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.registration.clear();
         for (registrar, current) in &snapshot.registrars {
             for state in REGISTRATION_STATES {

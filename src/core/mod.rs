@@ -204,13 +204,7 @@ impl Cse {
     /// Handle one request; every failure becomes an error response.
     #[instrument(name = "request", skip_all, fields(op = request.op.name(), to = %request.to, fr = ?request.originator, rqi = %request.rqi))]
     pub async fn handle(&self, request: Request) -> Response {
-        let began = std::time::Instant::now();
-        let response = self.answer(&request).await;
-        self.metrics.request(request.op.name(), response.rsc.code(), began.elapsed());
-        response
-    }
-
-    async fn answer(&self, request: &Request) -> Response {
+        let request = &request;
         match self.dispatch(request).await {
             Ok(response) => {
                 debug!(rsc = response.rsc.code(), "done");

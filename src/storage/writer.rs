@@ -45,7 +45,9 @@ impl Queue {
                     let began = Instant::now();
                     let committed = commit(&mut works);
                     if let Some(hook) = told.get() {
-                        hook(works.len(), began.elapsed());
+                        // A hook that panics costs its report, never the writer.
+                        let report = || hook(works.len(), began.elapsed());
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(report));
                     }
                     match committed {
                         Ok(outcomes) => {

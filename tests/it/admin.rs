@@ -92,10 +92,16 @@ async fn health_metrics_and_the_registration_view_describe_an_in_and_its_mn() {
     let (status, answer) = admin_post(&in_cse, "/registrations/refresh").await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["done"], true);
-    let (_, _, body) = admin_get(&in_cse, "/registrations", None).await;
-    let view: Value = serde_json::from_str(&body).expect("JSON");
-    assert!(view["registrees"][0]["last_probe"].is_string(), "{view}");
-    assert_eq!(view["registrees"][0]["failures"], 0, "{view}");
+    crate::harness::eventually("the probe shows in the registration view", Duration::from_secs(10), || async {
+        let (_, _, body) = admin_get(&in_cse, "/registrations", None).await;
+        let view: Value = serde_json::from_str(&body).unwrap_or_default();
+        view["registrees"][0]["last_probe"].is_string() && view["registrees"][0]["failures"] == 0
+    })
+    .await;
+    // A second refresh right away is refused: a burst of liveliness rounds would remove a
+    // registree that is merely restarting.
+    let (status, answer) = admin_post(&in_cse, "/registrations/refresh").await;
+    assert_eq!(status, 429, "{answer}");
     // Reload: this CSE was handed its configuration, not a file.
     let (status, answer) = admin_post(&in_cse, "/reload").await;
     assert_eq!(status, 422, "{answer}");
@@ -122,6 +128,25 @@ async fn with_a_token_the_admin_endpoints_answer_only_those_who_carry_it() {
     assert_eq!(admin_get(&cse, "/metrics", Some("wrong")).await.0, 401);
     assert_eq!(admin_get(&cse, "/health", Some("s3cret-admin")).await.0, 200);
     assert_eq!(admin_get(&cse, "/metrics", Some("s3cret-admin")).await.0, 200);
+    // In the query (what a browser page can send) for a GET, not for a POST.
+    assert_eq!(admin_get(&cse, "/registrations?token=s3cret-admin", None).await.0, 200);
+    assert_eq!(admin_post(&cse, "/reload?token=s3cret-admin").await.0, 401);
+    cse.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_admin_endpoints_refuse_what_a_web_page_could_make_a_browser_send() {
+    let cse = TestCse::start(registrar_settings()).await;
+    let base = cse.admin_url.clone().expect("an admin listener");
+    let client = reqwest::Client::new();
+    // DNS rebinding: a name that resolved to 127.0.0.1 for a page of another site.
+    let rebound = client.get(format!("{base}/registrations")).header("Host", "evil.example:9080").send().await;
+    assert_eq!(rebound.expect("answered").status().as_u16(), 403);
+    let local = client.get(format!("{base}/health")).header("Host", "localhost:9080").send().await;
+    assert_eq!(local.expect("answered").status().as_u16(), 200);
+    // A POST from a page of another origin.
+    let forged = client.post(format!("{base}/reload")).header("Origin", "https://evil.example").send().await;
+    assert_eq!(forged.expect("answered").status().as_u16(), 403);
     cse.shutdown().await;
 }
 
@@ -159,7 +184,8 @@ async fn upper_tester(cse: &TestCse, command: Option<&str>, body: Option<Value>)
 #[tokio::test]
 async fn the_upper_tester_answers_status_configuration_and_request_primitives_only_when_enabled() {
     let off = TestCse::start(registrar_settings()).await;
-    assert_ne!(upper_tester(&off, Some("Status"), None).await.0, 200, "off by default");
+    let (status, result, _) = upper_tester(&off, Some("Status"), None).await;
+    assert!(result.is_none() && status != 200, "off by default: a plain oneM2M request to /__ut__ ({status})");
     off.shutdown().await;
 
     let mut settings = registrar_settings();

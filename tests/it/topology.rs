@@ -96,14 +96,17 @@ impl Browser {
         self.next_id += 1;
         let call = json!({"id": id, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": true}});
         self.page.send(Message::Text(call.to_string().into())).await.expect("DevTools call");
-        while let Some(message) = self.page.next().await {
-            let Ok(Message::Text(text)) = message else { continue };
-            let answer: Value = serde_json::from_str(&text).unwrap_or_default();
-            if answer["id"] == id {
-                return answer["result"]["result"]["value"].clone();
+        let answer = tokio::time::timeout(DEADLINE, async {
+            while let Some(message) = self.page.next().await {
+                let Ok(Message::Text(text)) = message else { continue };
+                let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+                if answer["id"] == id {
+                    return answer["result"]["result"]["value"].clone();
+                }
             }
-        }
-        Value::Null
+            Value::Null
+        });
+        answer.await.expect("Chromium answers within the deadline")
     }
 
     async fn text(&mut self) -> String {

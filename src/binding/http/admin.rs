@@ -16,6 +16,8 @@
 //! or `?token=` (what a browser's page and its event stream can send).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -43,14 +45,25 @@ struct Admin {
     token: Option<Secret>,
     /// The oneM2M listener's address.
     serving: SocketAddr,
-    /// Cancelled when the CSE stops: health turns 503 at once.
+    /// Cancelled when the CSE stops: event streams end.
     stopping: CancellationToken,
+    /// Event streams open now (at most [`MAX_STREAMS`], so that they never take the
+    /// connections `/health` needs).
+    streams: Arc<AtomicUsize>,
+    /// When the last refresh ran (refreshes are rate-limited: each is a liveliness round,
+    /// and a burst of rounds would remove a registree that is merely restarting).
+    last_refresh: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// Most event streams open at once.
+const MAX_STREAMS: usize = 16;
+/// Least time between two refreshes.
+const REFRESH_SPACING: Duration = Duration::from_secs(10);
 
 /// The admin endpoints of `cse`.
 pub fn admin_router(cse: Cse, remote: RemoteCseManager, serving: SocketAddr, stopping: CancellationToken) -> Router {
     let token = cse.config().admin.token.clone();
-    let state = Admin { cse, remote, token, serving, stopping };
+    let state = Admin { cse, remote, token, serving, stopping, streams: Arc::default(), last_refresh: Arc::default() };
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -64,25 +77,45 @@ pub fn admin_router(cse: Cse, remote: RemoteCseManager, serving: SocketAddr, sto
         .with_state(state)
 }
 
-/// With a token configured, only requests that carry it.
+/// Requests a web page could make the operator's browser send are refused: a `Host` that
+/// is a name other than `localhost` (DNS rebinding), a POST from a page of another origin.
+/// With a token configured, only requests that carry it (in `Authorization: Bearer`, or as
+/// `?token=` on a GET, which is what a browser's page and its event stream can send).
 async fn authorize(
     State(admin): State<Admin>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let host_name =
+        host.rsplit_once(':').map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host });
+    let host_name = host_name.trim_start_matches('[').trim_end_matches(']');
+    if !host.is_empty() && host_name != "localhost" && host_name.parse::<std::net::IpAddr>().is_err() {
+        return reply(
+            StatusCode::FORBIDDEN,
+            json!({"error": "the admin endpoints answer requests addressed to an IP address or localhost"}),
+        );
+    }
+    let post = request.method() == axum::http::Method::POST;
+    if post {
+        let origin = request.headers().get(header::ORIGIN).and_then(|value| value.to_str().ok());
+        if origin.is_some_and(|origin| origin.split_once("://").map(|(_, rest)| rest) != Some(host)) {
+            return reply(StatusCode::FORBIDDEN, json!({"error": "a POST from a page of another origin"}));
+        }
+    }
     if let Some(token) = &admin.token {
         let in_query = request.uri().query().into_iter().flat_map(|query| query.split('&')).find_map(|pair| {
             let (name, value) = pair.split_once('=')?;
             (name == "token").then(|| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
         });
-        let sent = request
+        let bearer = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::to_string)
-            .or(in_query)
-            .unwrap_or_default();
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().to_string());
+        let sent = bearer.or(in_query.filter(|_| !post)).unwrap_or_default();
         if !bool::from(token.expose().as_bytes().ct_eq(sent.as_bytes())) {
             let mut headers = HeaderMap::new();
             headers.insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -223,14 +256,20 @@ async fn topology() -> Response {
 /// The view on connect, then again whenever it changes (a registrar's state or address,
 /// a registree or a descendant come or gone, checked at least every 2 s for the rest);
 /// ends when the CSE stops.
-async fn topology_events(
-    State(admin): State<Admin>,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+async fn topology_events(State(admin): State<Admin>) -> Response {
+    if admin.streams.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
+        admin.streams.fetch_sub(1, Ordering::SeqCst);
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("at most {MAX_STREAMS} event streams at once")}),
+        );
+    }
+    let open = StreamSlot(admin.streams.clone());
     let views = admin.remote.watch_registrars();
     let descendants = admin.remote.registry().descendants_changed();
     let stream = futures_util::stream::unfold(
-        (admin, views, descendants, None::<String>),
-        |(admin, mut views, mut descendants, last)| async move {
+        (admin, views, descendants, None::<String>, open),
+        |(admin, mut views, mut descendants, last, open)| async move {
             loop {
                 if last.is_some() {
                     let open = tokio::select! {
@@ -246,15 +285,41 @@ async fn topology_events(
                 let text = view(&admin).to_string();
                 if last.as_deref() != Some(text.as_str()) {
                     let event = Event::default().event("topology").data(text.clone());
-                    return Some((Ok(event), (admin, views, descendants, Some(text))));
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (admin, views, descendants, Some(text), open),
+                    ));
                 }
             }
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// One open event stream, counted while it lives.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn refresh(State(admin): State<Admin>) -> Response {
+    {
+        let mut last = admin.last_refresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(wait) = last.and_then(|at| REFRESH_SPACING.checked_sub(at.elapsed())) {
+            let mut refusal = reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"done": false, "error": format!("a refresh ran less than {REFRESH_SPACING:?} ago")}),
+            );
+            if let Ok(value) = header::HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
+                refusal.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return refusal;
+        }
+        *last = Some(std::time::Instant::now());
+    }
     match admin.remote.check_now().await {
         Ok(()) => reply(StatusCode::OK, json!({"done": true, "registrars": registrar_states(&admin.remote)})),
         Err(error) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"done": false, "error": error.detail()})),
@@ -267,10 +332,15 @@ async fn reload(State(admin): State<Admin>) -> Response {
             StatusCode::OK,
             json!({"reloaded": true, "applied": reload.applied, "restart_needed": reload.restart_needed}),
         ),
-        Err(error) => reply(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"reloaded": false, "error": error.to_string(), "key": error.key()}),
-        ),
+        // An invalid key is named with the reason; a file that cannot be read or parsed is
+        // not quoted (its text could hold a password): the log says more.
+        Err(error) => {
+            let reason = match error.key() {
+                Some(_) => error.to_string(),
+                None => "the configuration file cannot be read or parsed; nothing changed (see the log)".to_string(),
+            };
+            reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"reloaded": false, "error": reason, "key": error.key()}))
+        }
     }
 }
 

@@ -68,7 +68,12 @@ async fn handle(
     };
     if method == Method::POST && uri.path() == "/__ut__" && cse.config().http.upper_tester {
         let caller = Caller::Peer { principal, address: client };
-        return super::upper_tester::upper_tester(&cse, caller, &headers, body).await;
+        let timeout: Duration = cse.config().http.request_timeout;
+        let work = super::upper_tester::upper_tester(&cse, caller, &headers, body);
+        return match tokio::time::timeout(timeout, work).await {
+            Ok(response) => response,
+            Err(_) => axum::response::IntoResponse::into_response(axum::http::StatusCode::REQUEST_TIMEOUT),
+        };
     }
     let rqi = header_text(&headers, X_M2M_RI).ok().flatten().unwrap_or_default().to_string();
     let rvi = header_text(&headers, X_M2M_RVI).ok().flatten().unwrap_or_default().to_string();
@@ -90,6 +95,7 @@ async fn handle(
             error_response(rqi, rvi, &error)
         }
     };
+    cse.metrics().request(response_operation(&method, &headers), response.rsc.code(), began.elapsed());
     if access_log {
         tracing::info!(
             target: "acme_cse::access",
@@ -104,6 +110,19 @@ async fn handle(
         );
     }
     into_http(response)
+}
+
+/// The operation a request was, for the metrics (from the method; `ty` tells a CREATE).
+fn response_operation(method: &Method, headers: &HeaderMap) -> &'static str {
+    let created = content_type(headers).ok().is_some_and(|(_, ty)| ty.is_some());
+    match *method {
+        Method::GET => "RETRIEVE",
+        Method::PUT => "UPDATE",
+        Method::DELETE => "DELETE",
+        Method::POST if created => "CREATE",
+        Method::POST => "NOTIFY",
+        _ => "OTHER",
+    }
 }
 
 /// The answer to a request whose handling panicked (the panic itself is logged).
