@@ -29,6 +29,7 @@ use crate::storage::Storage;
 /// How long shutdown waits for in-flight work and background tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// A CSE built and bound, not yet serving ([`App::start`], [`App::run`]).
 pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -126,6 +127,7 @@ impl App {
         self.admin.as_ref().map(|(_, address)| *address)
     }
 
+    /// The CSE (requests, configuration, stored resources, events).
     pub fn cse(&self) -> &Cse {
         &self.cse
     }

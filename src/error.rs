@@ -11,33 +11,61 @@ use std::fmt;
 #[repr(u16)]
 #[non_exhaustive]
 pub enum Rsc {
+    /// 1000 ACCEPTED.
     Accepted = 1000,
+    /// 2000 OK.
     Ok = 2000,
+    /// 2001 CREATED.
     Created = 2001,
+    /// 2002 DELETED.
     Deleted = 2002,
+    /// 2004 UPDATED.
     Updated = 2004,
+    /// 4000 BAD_REQUEST.
     BadRequest = 4000,
+    /// 4001 RELEASE_VERSION_NOT_SUPPORTED.
     ReleaseVersionNotSupported = 4001,
+    /// 4004 NOT_FOUND.
     NotFound = 4004,
+    /// 4005 OPERATION_NOT_ALLOWED.
     OperationNotAllowed = 4005,
+    /// 4008 REQUEST_TIMEOUT.
     RequestTimeout = 4008,
+    /// 4015 UNSUPPORTED_MEDIA_TYPE.
     UnsupportedMediaType = 4015,
+    /// 4102 CONTENTS_UNACCEPTABLE.
     ContentsUnacceptable = 4102,
+    /// 4103 ORIGINATOR_HAS_NO_PRIVILEGE.
     OriginatorHasNoPrivilege = 4103,
+    /// 4105 CONFLICT.
     Conflict = 4105,
+    /// 4107 SECURITY_ASSOCIATION_REQUIRED.
     SecurityAssociationRequired = 4107,
+    /// 4108 INVALID_CHILD_RESOURCE_TYPE.
     InvalidChildResourceType = 4108,
+    /// 4117 ORIGINATOR_HAS_ALREADY_REGISTERED.
     OriginatorHasAlreadyRegistered = 4117,
+    /// 4126 APP_RULE_VALIDATION_FAILED.
     AppRuleValidationFailed = 4126,
+    /// 4127 OPERATION_DENIED_BY_REMOTE_ENTITY.
     OperationDeniedByRemoteEntity = 4127,
+    /// 5000 INTERNAL_SERVER_ERROR.
     InternalServerError = 5000,
+    /// 5001 NOT_IMPLEMENTED.
     NotImplemented = 5001,
+    /// 5103 TARGET_NOT_REACHABLE.
     TargetNotReachable = 5103,
+    /// 5105 RECEIVER_HAS_NO_PRIVILEGES.
     ReceiverHasNoPrivileges = 5105,
+    /// 5106 ALREADY_EXISTS.
     AlreadyExists = 5106,
+    /// 5107 REMOTE_ENTITY_NOT_REACHABLE.
     RemoteEntityNotReachable = 5107,
+    /// 5203 TARGET_NOT_SUBSCRIBABLE.
     TargetNotSubscribable = 5203,
+    /// 5204 SUBSCRIPTION_VERIFICATION_INITIATION_FAILED.
     SubscriptionVerificationInitiationFailed = 5204,
+    /// 5207 NOT_ACCEPTABLE.
     NotAcceptable = 5207,
 }
 
@@ -136,6 +164,7 @@ impl fmt::Display for Rsc {
 #[derive(Debug, thiserror::Error)]
 #[error("{rsc} {dbg}")]
 pub struct Error {
+    /// The response status code.
     pub rsc: Rsc,
     /// What the peer is told (`m2m:dbg`).
     pub dbg: String,
@@ -148,12 +177,14 @@ pub struct Error {
 #[error("{0}")]
 pub struct Detail(pub String);
 
+/// A result whose failure is an [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a peer is told of an internal failure.
 const INTERNAL: &str = "internal server error";
 
 impl Error {
+    /// A failure with `rsc`, telling the peer `dbg`.
     pub fn new(rsc: Rsc, dbg: impl Into<String>) -> Error {
         Error { rsc, dbg: dbg.into(), source: None }
     }
@@ -164,24 +195,31 @@ impl Error {
         self
     }
 
+    /// A 4000 failure telling the peer `dbg`.
     pub fn bad_request(dbg: impl Into<String>) -> Error {
         Error::new(Rsc::BadRequest, dbg)
     }
+    /// A 4004 failure telling the peer `dbg`.
     pub fn not_found(dbg: impl Into<String>) -> Error {
         Error::new(Rsc::NotFound, dbg)
     }
+    /// A 4005 (operation not allowed) failure telling the peer `dbg`.
     pub fn not_allowed(dbg: impl Into<String>) -> Error {
         Error::new(Rsc::OperationNotAllowed, dbg)
     }
+    /// A 4105 failure telling the peer `dbg`.
     pub fn conflict(dbg: impl Into<String>) -> Error {
         Error::new(Rsc::Conflict, dbg)
     }
+    /// A 4103 failure telling the peer `dbg`.
     pub fn no_privilege(dbg: impl Into<String>) -> Error {
         Error::new(Rsc::OriginatorHasNoPrivilege, dbg)
     }
+    /// A 5103 failure telling the peer `dbg`.
     pub fn not_reachable(dbg: impl Into<String>) -> Error {
         Error::new(Rsc::TargetNotReachable, dbg)
     }
+    /// A 5001 failure telling the peer `dbg`.
     pub fn not_implemented(dbg: impl Into<String>) -> Error {
         Error::new(Rsc::NotImplemented, dbg)
     }

@@ -17,17 +17,37 @@ pub enum Event {
     /// The CSE is serving requests.
     CseStarted,
     /// This CSE registered to a registrar (the local CSR describing the registrar).
-    RegisteredToRegistrar { registrar_csi: String, csr: Arc<Resource> },
+    RegisteredToRegistrar {
+        /// The registrar's CSE-ID.
+        registrar_csi: String,
+        /// The local CSR describing the registrar.
+        csr: Arc<Resource>,
+    },
     /// This CSE lost or gave up its registration to a registrar.
-    DeregisteredFromRegistrar { registrar_csi: String },
+    DeregisteredFromRegistrar {
+        /// The registrar's CSE-ID.
+        registrar_csi: String,
+    },
     /// A registree CSE created its CSR here.
-    RemoteCseRegistered { csr: Arc<Resource> },
+    RemoteCseRegistered {
+        /// Its CSR.
+        csr: Arc<Resource>,
+    },
     /// A registree's CSR here was deleted (request, liveliness, expiry).
-    RemoteCseDeregistered { csr: Arc<Resource> },
+    RemoteCseDeregistered {
+        /// Its CSR as it was.
+        csr: Arc<Resource>,
+    },
     /// A CSR here was updated (the CSR as it is now).
-    CsrUpdated { csr: Arc<Resource> },
+    CsrUpdated {
+        /// The CSR as it is now.
+        csr: Arc<Resource>,
+    },
     /// A configuration reload applied changes: the `acme.toml` keys that changed.
-    ConfigUpdated { keys: Vec<String> },
+    ConfigUpdated {
+        /// The keys that changed.
+        keys: Vec<String>,
+    },
 }
 
 /// The shared event channel. Cloning is cheap.
@@ -43,6 +63,7 @@ impl Default for EventBus {
 }
 
 impl EventBus {
+    /// A bus that keeps up to `capacity` events for a subscriber that falls behind.
     pub fn new(capacity: usize) -> EventBus {
         let (sender, _) = broadcast::channel(capacity);
         EventBus { sender }
@@ -54,6 +75,7 @@ impl EventBus {
         let _ = self.sender.send(event);
     }
 
+    /// Every event from now on (a subscriber that falls behind hears `Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
     }

@@ -21,6 +21,7 @@ impl SpId {
         (!bare.is_empty() && is_unreserved(bare)).then(|| SpId(bare.to_string()))
     }
 
+    /// The SP-ID without its leading `//`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -48,6 +49,7 @@ impl CseId {
         CseId::parse(&format!("/{stem}"))
     }
 
+    /// The CSE-ID as written (`/id-in`).
     pub fn as_str(&self) -> &str {
         &self.0
     }

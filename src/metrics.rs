@@ -47,8 +47,11 @@ pub const REGISTRATION_STATES: [&str; 6] =
 pub struct Snapshot {
     /// Each registrar's CSE-ID and its state (one of [`REGISTRATION_STATES`]).
     pub registrars: Vec<(String, &'static str)>,
+    /// Registree CSEs registered here.
     pub registrees: usize,
+    /// CSEs below this one.
     pub descendants: usize,
+    /// Notifications waiting in the outbox.
     pub notifications_pending: usize,
 }
 
@@ -85,6 +88,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every counter at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("acme");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -185,18 +189,22 @@ impl Metrics {
         self.forwarded.get_or_create(&HopLabels { next_hop: next_hop.to_string() }).inc();
     }
 
+    /// One liveliness probe of a registree failed.
     pub fn liveliness_failure(&self) {
         self.liveliness_failures.inc();
     }
 
+    /// One registree removed after failed probes.
     pub fn liveliness_removal(&self) {
         self.liveliness_removals.inc();
     }
 
+    /// `count` notifications delivered.
     pub fn notifications_sent(&self, count: u64) {
         self.notifications_sent.inc_by(count);
     }
 
+    /// `count` notification attempts failed.
     pub fn notifications_failed(&self, count: u64) {
         self.notifications_failed.inc_by(count);
     }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::{ConfigError, check_token};
 use crate::security::Secret;
 
+/// `[admin]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
@@ -35,6 +36,7 @@ pub struct AdminConfig {
     /// (another CSE on this machine) starts without it, saying so; a configured address
     /// that cannot be bound stops the start.
     pub default_listen: bool,
+    /// The bearer token every admin request must carry, if any.
     pub token: Option<Secret>,
 }
 

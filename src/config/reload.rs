@@ -32,6 +32,7 @@ impl Source {
         Source { path: path.into(), required, overrides }
     }
 
+    /// The configuration file.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -42,6 +42,7 @@ pub enum Route {
 }
 
 impl Route {
+    /// The CSR the route goes through.
     pub fn csr(&self) -> &Arc<Resource> {
         match self {
             Route::Registree(csr) | Route::Registrar(csr) => csr,
@@ -166,14 +167,17 @@ impl Registry {
         table.registrees.get(via).map(|csr| Route::Registree(csr.clone()))
     }
 
+    /// The local CSR of the registrar `csi`, while this CSE is registered there.
     pub fn registrar(&self, csi: &str) -> Option<Arc<Resource>> {
         self.inner.table.load().registrars.get(csi).cloned()
     }
 
+    /// Whether this CSE is registered to the registrar `csi` (its local CSR exists).
     pub fn is_registrar(&self, csi: &str) -> bool {
         self.inner.table.load().registrars.contains_key(csi)
     }
 
+    /// The CSE `csi` below this one, and the registree it is reached through.
     pub fn descendant(&self, csi: &str) -> Option<Descendant> {
         self.inner.table.load().descendant(&self.inner.own_csi, csi)
     }

@@ -17,14 +17,20 @@ pub const SUPPORTED_MEDIA_TYPES: [&str; 2] = ["application/json", "application/v
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Operation {
+    /// CREATE (1).
     Create,
+    /// RETRIEVE (2).
     Retrieve,
+    /// UPDATE (3).
     Update,
+    /// DELETE (4).
     Delete,
+    /// NOTIFY (5).
     Notify,
 }
 
 impl Operation {
+    /// The `op` number.
     pub fn code(self) -> u8 {
         match self {
             Operation::Create => 1,
@@ -35,6 +41,7 @@ impl Operation {
         }
     }
 
+    /// The operation's name in capitals (`RETRIEVE`).
     pub fn name(self) -> &'static str {
         match self {
             Operation::Create => "CREATE",
@@ -50,7 +57,9 @@ impl Operation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IdForm {
     #[default]
+    /// Structured (`drt` 1): paths of resource names.
     Structured,
+    /// Unstructured (`drt` 2): resource IDs.
     Unstructured,
 }
 
@@ -61,11 +70,14 @@ pub enum Caller {
     /// This CSE itself (start-up, the remote-CSE manager, an embedder): trusted.
     #[default]
     Internal,
-    /// A client or another CSE, through a protocol binding. `principal`: whose credentials
-    /// the request carried, when the binding authenticates (HTTP Basic or Bearer); ACP
-    /// rules with `acaf` apply only to such requests. `address`: where the request came
-    /// from, when the binding knows it (ACP rules with `acip`).
-    Peer { principal: Option<Principal>, address: Option<IpAddr> },
+    /// A client or another CSE, through a protocol binding.
+    Peer {
+        /// Whose credentials the request carried, when the binding authenticates (HTTP
+        /// Basic or Bearer); ACP rules with `acaf` apply only to such requests.
+        principal: Option<Principal>,
+        /// Where the request came from, when the binding knows it (ACP rules with `acip`).
+        address: Option<IpAddr>,
+    },
 }
 
 impl Caller {
@@ -86,24 +98,31 @@ impl Caller {
 /// A request primitive.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The operation.
     pub op: Operation,
     /// `to`, as received (`cse-in/ae1`, `/id-in/cnt1`, `//sp/id-in/...`).
     pub to: String,
     /// `fr`, as received; `None` when absent or empty.
     pub originator: Option<String>,
+    /// The request identifier (`X-M2M-RI`).
     pub rqi: String,
+    /// The release version indicator (`X-M2M-RVI`).
     pub rvi: String,
     /// `ty` of a CREATE.
     pub ty: Option<u64>,
     /// `pc`
     pub content: Option<Value>,
+    /// `rcn`: what the answer carries.
     pub rcn: Option<u8>,
+    /// `drt`: how IDs in results are written.
     pub drt: IdForm,
+    /// The filter criteria (discovery and result selection).
     pub filter: FilterCriteria,
     /// `atrl`: a partial RETRIEVE of these attributes only.
     pub atrl: Vec<String>,
     /// `rqet`: the request expiration time.
     pub rqet: Option<Timestamp>,
+    /// `vsi`: the vendor information, echoed.
     pub vsi: Option<String>,
     /// `ec`: the event category (`X-M2M-EC`), set by this CSE on a latest-notify batch.
     pub ec: Option<u8>,
@@ -117,6 +136,7 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request of `op` to `to` from `originator`, with a fresh `rqi` and release version 4.
     pub fn new(op: Operation, to: impl Into<String>, originator: Option<&str>) -> Request {
         Request {
             op,
@@ -196,10 +216,15 @@ fn invalid_parameter(name: &str, value: &str) -> Error {
 /// A response primitive.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// The response status code.
     pub rsc: Rsc,
+    /// The request identifier it answers.
     pub rqi: String,
+    /// The release version indicator.
     pub rvi: String,
+    /// The vendor information, echoed.
     pub vsi: Option<String>,
+    /// The primitive content, if any.
     pub content: Option<Value>,
     /// For CREATE: the address of the new resource.
     pub content_location: Option<String>,
@@ -209,6 +234,7 @@ pub struct Response {
 }
 
 impl Response {
+    /// The answer to `request`.
     pub fn new(request: &Request, rsc: Rsc, content: Option<Value>) -> Response {
         Response {
             rsc,
@@ -221,6 +247,7 @@ impl Response {
         }
     }
 
+    /// The answer to `request` that failed with `error` (its `m2m:dbg`).
     pub fn error(request: &Request, error: &Error) -> Response {
         let mut dbg = serde_json::Map::new();
         dbg.insert("m2m:dbg".into(), Value::String(error.dbg.clone()));

@@ -25,7 +25,9 @@ use crate::resource::Resource;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RegistrarView {
+    /// The registrar.
     pub registrar: RegistrarInfo,
+    /// The relation's state.
     pub status: RegistrationStatus,
     /// The address group in use (`default` for `address`), once an address answered.
     pub group: Option<String>,
@@ -40,7 +42,12 @@ pub enum RemoteChange {
     /// A registrar relation changed status or address.
     Registrar(RegistrarView),
     /// A local CSR was added (`added`) or removed.
-    Csr { record: CsrRecord, added: bool },
+    Csr {
+        /// The CSR.
+        record: CsrRecord,
+        /// Added (`true`) or removed.
+        added: bool,
+    },
 }
 
 /// The manager's reports from the moment of subscribing, in order.

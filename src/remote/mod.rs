@@ -119,13 +119,17 @@ pub struct RegistreeProbe {
 pub struct CsrRecord {
     /// The CSE it describes.
     pub csi: String,
+    /// The CSR's `ri` here.
     pub ri: String,
     /// That CSE's CSEBase address.
     pub cb: String,
+    /// Where that CSE is reached.
     pub poa: Vec<String>,
+    /// The CSEs below it, as it claims them.
     pub dcse: Vec<String>,
     /// True for the CSR of a registrar, false for a registree's.
     pub registrar: bool,
+    /// The CSR itself.
     pub resource: Arc<Resource>,
 }
 
@@ -180,6 +184,7 @@ pub struct RemoteCseManager {
 }
 
 impl RemoteCseManager {
+    /// The manager of `cse`, with the registrars of its configuration (not started).
     pub fn new(cse: Cse) -> RemoteCseManager {
         let registrars = Registrar::all(&cse.config()).into_iter().map(Arc::new).collect();
         let manager = RemoteCseManager {

@@ -15,26 +15,38 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ResourceType {
+    /// accessControlPolicy (1).
     Acp,
+    /// AE (2).
     Ae,
+    /// container (3).
     Cnt,
+    /// contentInstance (4).
     Cin,
+    /// CSEBase (5).
     CseBase,
+    /// remoteCSE (16).
     Csr,
+    /// subscription (23).
     Sub,
     /// The announced types: copies of an original on another CSE, with a link (`lnk`)
     /// back to it.
     AcpAnnc,
+    /// AEAnnc (10002).
     AeAnnc,
+    /// containerAnnc (10003).
     CntAnnc,
+    /// contentInstanceAnnc (10004).
     CinAnnc,
     /// The announced CSEBase of another CSE: the anchor its announced resources hang
     /// below when it is not registered here.
     CseBaseAnnc,
+    /// remoteCSEAnnc (10016).
     CsrAnnc,
 }
 
 impl ResourceType {
+    /// Every type this CSE hosts.
     pub const ALL: [ResourceType; 13] = [
         ResourceType::Acp,
         ResourceType::Ae,
@@ -101,6 +113,7 @@ impl ResourceType {
         }
     }
 
+    /// The type of a `ty` number, if this CSE hosts it.
     pub fn from_code(code: u64) -> Option<ResourceType> {
         ResourceType::ALL.into_iter().find(|ty| u64::from(ty.code()) == code)
     }
@@ -124,6 +137,7 @@ impl ResourceType {
         }
     }
 
+    /// The type of a JSON wrapper key (`m2m:cnt`), if this CSE hosts it.
     pub fn from_wrapper(wrapper: &str) -> Option<ResourceType> {
         ResourceType::ALL.into_iter().find(|ty| ty.wrapper() == wrapper)
     }
@@ -173,6 +187,7 @@ pub fn known_unsupported_type(code: u64) -> Option<&'static str> {
 /// about it internally (never shown to peers).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
+    /// Its type.
     pub ty: ResourceType,
     /// All wire attributes, `ri`, `rn`, `pi`, `ct`, ... included.
     pub attributes: Map<String, Value>,
@@ -183,28 +198,36 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// `ri` (empty if missing).
     pub fn ri(&self) -> &str {
         self.str("ri").unwrap_or_default()
     }
+    /// `rn` (empty if missing).
     pub fn rn(&self) -> &str {
         self.str("rn").unwrap_or_default()
     }
+    /// `pi` (empty if missing).
     pub fn pi(&self) -> &str {
         self.str("pi").unwrap_or_default()
     }
+    /// `ct` (empty if missing).
     pub fn ct(&self) -> &str {
         self.str("ct").unwrap_or_default()
     }
+    /// `et`, if set.
     pub fn et(&self) -> Option<&str> {
         self.str("et")
     }
 
+    /// A text attribute.
     pub fn str(&self, name: &str) -> Option<&str> {
         self.attributes.get(name).and_then(Value::as_str)
     }
+    /// A non-negative integer attribute.
     pub fn u64(&self, name: &str) -> Option<u64> {
         self.attributes.get(name).and_then(Value::as_u64)
     }
+    /// A boolean attribute.
     pub fn bool(&self, name: &str) -> Option<bool> {
         self.attributes.get(name).and_then(Value::as_bool)
     }
@@ -216,6 +239,7 @@ impl Resource {
         }
     }
 
+    /// Set an attribute.
     pub fn set(&mut self, name: &str, value: impl Into<Value>) {
         self.attributes.insert(name.to_string(), value.into());
     }
