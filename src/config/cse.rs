@@ -11,10 +11,13 @@ use crate::id::{CseId, SpId};
 /// The CSE type (`cst`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum CseKind {
+    /// Infrastructure node.
     #[serde(rename = "IN", alias = "in")]
     In,
+    /// Middle node.
     #[serde(rename = "MN", alias = "mn")]
     Mn,
+    /// Application service node.
     #[serde(rename = "ASN", alias = "asn")]
     Asn,
 }
@@ -29,6 +32,7 @@ impl CseKind {
         }
     }
 
+    /// `IN`, `MN` or `ASN` (any case).
     pub fn parse(text: &str) -> Option<CseKind> {
         match text.to_ascii_uppercase().as_str() {
             "IN" => Some(CseKind::In),
@@ -39,31 +43,44 @@ impl CseKind {
     }
 }
 
+/// `[cse]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CseSettings {
+    /// `type`: the CSE type.
     #[serde(rename = "type")]
     pub kind: CseKind,
+    /// The CSE-ID (`/id-in`).
     pub cse_id: String,
     /// CSEBase `ri`; default: the CSE-ID without its slash.
     pub resource_id: Option<String>,
+    /// CSEBase `rn`.
     pub resource_name: String,
+    /// The service provider's ID (`acme.example.com`).
     pub sp_id: String,
+    /// The originator with every right (with `[cse.security] full_access_admin`).
     pub admin_originator: String,
+    /// The release versions accepted in `X-M2M-RVI` (and advertised in `srv`).
     pub release_versions: Vec<String>,
     /// `X-M2M-RVI` of requests this CSE sends to a configured URL.
     pub release_version: String,
+    /// Longest lifetime a resource may be given (`et`).
     #[serde(with = "humantime_serde")]
     pub max_expiration_delta: Duration,
+    /// How often expired resources are removed.
     #[serde(with = "humantime_serde")]
     pub expiration_check_interval: Duration,
     /// Most resources in one answer (discovery, `rcn` 4, 5, 6, 8).
     pub max_results: usize,
     /// Largest answer of that kind, in bytes (the stored size of the resources it carries).
     pub max_result_size: usize,
+    /// `[cse.registration]`.
     pub registration: RegistrationSettings,
+    /// `[cse.registrar]`: the same-SP registrar of an MN or ASN.
     pub registrar: Option<RegistrarSettings>,
+    /// `[cse.sp.registrar.NAME]`: registrars in other service providers (IN only).
     pub sp: SpSettings,
+    /// `[cse.security]`.
     pub security: AccessSettings,
 }
 
@@ -106,8 +123,10 @@ impl Default for CseSettings {
     }
 }
 
+/// `[cse]`, checked.
 #[derive(Debug, Clone)]
 pub struct CseConfig {
+    /// The CSE type.
     pub kind: CseKind,
     /// `/id-in`
     pub cse_id: CseId,
@@ -117,12 +136,19 @@ pub struct CseConfig {
     pub resource_name: String,
     /// SP-ID without the leading slashes: `acme.example.com`.
     pub sp_id: SpId,
+    /// `admin_originator`.
     pub admin_originator: String,
+    /// `release_versions`.
     pub release_versions: Vec<String>,
+    /// `release_version`.
     pub release_version: String,
+    /// `max_expiration_delta`.
     pub max_expiration_delta: Duration,
+    /// `expiration_check_interval`.
     pub expiration_check_interval: Duration,
+    /// `max_results`.
     pub max_results: usize,
+    /// `max_result_size`.
     pub max_result_size: usize,
 }
 

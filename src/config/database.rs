@@ -19,11 +19,15 @@ pub enum Durability {
     Normal,
 }
 
+/// `[database]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
+    /// The SQLite database file (created with its directory).
     pub path: PathBuf,
+    /// Keep everything in memory: nothing survives a restart.
     pub in_memory: bool,
+    /// SQLite: what an acknowledged write survives.
     pub durability: Durability,
     /// `postgresql://user:password@host:port/database`: PostgreSQL instead of SQLite. A
     /// secret (it may hold the password): never logged or printed whole.
@@ -48,14 +52,18 @@ impl Default for DatabaseSettings {
     }
 }
 
+/// `[database]`, checked.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// `None`: a throw-away in-memory store (unless `url` is set).
     pub path: Option<PathBuf>,
+    /// `durability`.
     pub durability: Durability,
     /// A PostgreSQL server: when set, `path` and `durability` do not apply.
     pub url: Option<Secret>,
+    /// `pool_size`.
     pub pool_size: usize,
+    /// `ca_file`.
     pub ca_file: Option<PathBuf>,
 }
 

@@ -44,10 +44,22 @@ use reload::Fingerprints;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The configuration file cannot be read or parsed.
     #[error("cannot read configuration file {path}: {reason}")]
-    File { path: PathBuf, reason: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// A key has a value it cannot have.
     #[error("invalid configuration key `{key}`: {reason}")]
-    Invalid { key: String, reason: String },
+    Invalid {
+        /// The key (`cse.cse_id`).
+        key: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -68,20 +80,28 @@ impl ConfigError {
 // The file format. Field names are the `acme.toml` keys (a contract: extend, never rename).
 // ---------------------------------------------------------------------------------------
 
+/// The whole `acme.toml`, as written (check it with [`Settings::validate`]).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
+    /// `[cse]` and its sub-sections (registration, registrar, service providers).
     pub cse: CseSettings,
+    /// `[admin]`.
     pub admin: AdminSettings,
+    /// `[http]`.
     pub http: HttpSettings,
+    /// `[database]`.
     pub database: DatabaseSettings,
+    /// `[logging]`.
     pub logging: LoggingSettings,
+    /// `[resource.*]`.
     pub resource: ResourceSettings,
     /// What the layered sources set, by key (to tell a reload what changed).
     #[serde(skip)]
     pub(crate) fingerprints: Fingerprints,
 }
 
+/// `[logging]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingSettings {
@@ -158,19 +178,25 @@ fn check_log_level(filter: &str) -> Result<String, ConfigError> {
     Ok(filter)
 }
 
+/// `[resource.*]`: settings of resource types.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourceSettings {
+    /// `[resource.cnt]`.
     pub cnt: ContainerSettings,
+    /// `[resource.sub]`.
     pub sub: SubscriptionSettings,
 }
 
+/// `[resource.cnt]`: default limits of containers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContainerSettings {
     /// Give containers without limits the default `mni`/`mbs` below.
     pub enable_limits: bool,
+    /// Default maximum number of instances.
     pub mni: u64,
+    /// Default maximum total size of the instances, in bytes.
     pub mbs: u64,
 }
 
@@ -183,11 +209,17 @@ impl Default for ContainerSettings {
 /// The command-line flags that override the file and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// `--http-port`: the port of `http.listen`.
     pub http_port: Option<u16>,
+    /// `--cse-id`: `cse.cse_id`.
     pub cse_id: Option<String>,
+    /// `--cse-type`: `cse.type`.
     pub cse_type: Option<CseKind>,
+    /// `--db-path`: `database.path`.
     pub db_path: Option<PathBuf>,
+    /// `--in-memory`: `database.in_memory`.
     pub in_memory: bool,
+    /// `--log-level`: `logging.level`.
     pub log_level: Option<String>,
 }
 
@@ -198,21 +230,31 @@ pub struct Overrides {
 /// A valid configuration. Built only by [`Settings::validate`].
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `[cse]`.
     pub cse: CseConfig,
+    /// `[admin]`.
     pub admin: AdminConfig,
+    /// `[http]`.
     pub http: HttpConfig,
+    /// `[database]`.
     pub database: DatabaseConfig,
+    /// `[cse.registration]`.
     pub registration: RegistrationConfig,
     /// The same-SP registrar (MN/ASN only).
     pub registrar: Option<RegistrarConfig>,
     /// Registrars in other service providers (IN only), by section name.
     pub sp_registrars: Vec<RegistrarConfig>,
+    /// `logging.level`, as the log filter takes it.
     pub log_level: String,
+    /// `logging.format`.
     pub log_format: LogFormat,
     /// `logging.access_log`.
     pub access_log: bool,
+    /// `[resource.cnt]`.
     pub container: ContainerSettings,
+    /// `[resource.sub]`.
     pub subscription: SubscriptionConfig,
+    /// `[cse.security]`.
     pub security: AccessSettings,
     /// What the sources set, by key; compared by [`Config::reload`].
     pub(crate) fingerprints: Fingerprints,
@@ -304,6 +346,7 @@ impl Settings {
         Settings::from_layered(layered)
     }
 
+    /// Take the command-line flags over the file and the environment.
     pub fn apply(&mut self, overrides: &Overrides) {
         if let Some(port) = overrides.http_port {
             let host = match self.http.listen.rsplit_once(':') {

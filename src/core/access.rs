@@ -34,15 +34,22 @@ use crate::storage::ReadTx;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Permission {
+    /// CREATE (1).
     Create,
+    /// RETRIEVE (2).
     Retrieve,
+    /// UPDATE (4).
     Update,
+    /// DELETE (8).
     Delete,
+    /// NOTIFY (16).
     Notify,
+    /// DISCOVERY (32).
     Discovery,
 }
 
 impl Permission {
+    /// Its bit in `acop`.
     pub fn bit(self) -> u64 {
         match self {
             Permission::Create => 1,
@@ -54,6 +61,7 @@ impl Permission {
         }
     }
 
+    /// Its name in capitals, for messages.
     pub fn name(self) -> &'static str {
         match self {
             Permission::Create => "CREATE",
@@ -69,6 +77,7 @@ impl Permission {
 /// Who asks, in the simplified (reception) form.
 #[derive(Debug, Clone)]
 pub struct Accessor {
+    /// The originator, in reception form.
     pub originator: String,
     /// Passed HTTP authentication (for rules with `acaf`).
     pub authenticated: bool,
@@ -79,8 +88,11 @@ pub struct Accessor {
 /// The access decisions of one request: who asks, and the rules that apply.
 #[derive(Clone)]
 pub struct Access {
+    /// Who asks.
     pub accessor: Accessor,
+    /// The configuration in force for this request.
     pub config: Arc<Config>,
+    /// This CSE.
     pub identity: Arc<Identity>,
 }
 

@@ -17,16 +17,36 @@ use crate::security::Credentials;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
+    /// No connection, or it broke before an answer.
     #[error("{address} is not reachable: {reason}")]
-    Unreachable { address: String, reason: String },
+    Unreachable {
+        /// Where the request went.
+        address: String,
+        /// Why it did not get there.
+        reason: String,
+    },
+    /// No answer in time (the request may have been carried out).
     #[error("{address} did not answer within {timeout:?}")]
-    Timeout { address: String, timeout: Duration },
+    Timeout {
+        /// Where the request went.
+        address: String,
+        /// How long it waited.
+        timeout: Duration,
+    },
     /// The peer wants other (or any) credentials from this CSE.
     #[error("{address} refused this CSE's credentials")]
-    Unauthorized { address: String },
+    Unauthorized {
+        /// Where the request went.
+        address: String,
+    },
     /// The answer is larger than this CSE reads.
     #[error("{address} answered with a body larger than {limit} bytes")]
-    TooLarge { address: String, limit: usize },
+    TooLarge {
+        /// Where the request went.
+        address: String,
+        /// The most this CSE reads of an answer, in bytes.
+        limit: usize,
+    },
 }
 
 impl TransportError {

@@ -8,12 +8,19 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// The originator header, `X-M2M-Origin` (its name in lower case, as the `http` crate keeps names).
 pub const X_M2M_ORIGIN: &str = "x-m2m-origin";
+/// The request identifier header, `X-M2M-RI` (its name in lower case, as the `http` crate keeps names).
 pub const X_M2M_RI: &str = "x-m2m-ri";
+/// The release version indicator header, `X-M2M-RVI` (its name in lower case, as the `http` crate keeps names).
 pub const X_M2M_RVI: &str = "x-m2m-rvi";
+/// The response status code header, `X-M2M-RSC` (its name in lower case, as the `http` crate keeps names).
 pub const X_M2M_RSC: &str = "x-m2m-rsc";
+/// The originating timestamp header, `X-M2M-OT` (its name in lower case, as the `http` crate keeps names).
 pub const X_M2M_OT: &str = "x-m2m-ot";
+/// The request expiration timestamp header, `X-M2M-RET` (its name in lower case, as the `http` crate keeps names).
 pub const X_M2M_RET: &str = "x-m2m-ret";
+/// The vendor information header, `X-M2M-VSI` (its name in lower case, as the `http` crate keeps names).
 pub const X_M2M_VSI: &str = "x-m2m-vsi";
 /// Event category (`ec`).
 pub const X_M2M_EC: &str = "x-m2m-ec";
