@@ -82,9 +82,12 @@ async fn handle(
     let began = std::time::Instant::now();
     let access_log = cse.config().access_log;
     let originator = header_text(&headers, X_M2M_ORIGIN).ok().flatten().unwrap_or_default().to_string();
+    // The operation, once the request is read (for the metrics).
+    let mut operation = None;
     let work = async {
         let mut request = parse_request(&cse, &method, &uri, &headers, body).await?;
         request.caller = Caller::Peer { principal, address: client };
+        operation = Some(request.op);
         Ok::<Response, Error>(cse.handle(request).await)
     };
     let response = match tokio::time::timeout(timeout, work).await {
@@ -95,7 +98,11 @@ async fn handle(
             error_response(rqi, rvi, &error)
         }
     };
-    cse.metrics().request(response_operation(&method, &headers), response.rsc.code(), began.elapsed());
+    // A request refused before it was read counts under the operation its method and
+    // content type name (the content type is parsed again only then).
+    let operation = operation.or_else(|| operation_of(&method, content_type(&headers).ok().and_then(|(_, ty)| ty)));
+    let name = operation.map_or("OTHER", Operation::name);
+    cse.metrics().request(name, response.rsc.code(), began.elapsed());
     if access_log {
         tracing::info!(
             target: "acme_cse::access",
@@ -112,17 +119,17 @@ async fn handle(
     into_http(response)
 }
 
-/// The operation a request was, for the metrics (from the method; `ty` tells a CREATE).
-fn response_operation(method: &Method, headers: &HeaderMap) -> &'static str {
-    let created = content_type(headers).ok().is_some_and(|(_, ty)| ty.is_some());
-    match *method {
-        Method::GET => "RETRIEVE",
-        Method::PUT => "UPDATE",
-        Method::DELETE => "DELETE",
-        Method::POST if created => "CREATE",
-        Method::POST => "NOTIFY",
-        _ => "OTHER",
-    }
+/// The oneM2M operation of an HTTP method (a POST with a resource type `ty` is a CREATE,
+/// without one a NOTIFY); `None` for other methods.
+fn operation_of(method: &Method, ty: Option<u64>) -> Option<Operation> {
+    Some(match *method {
+        Method::GET => Operation::Retrieve,
+        Method::PUT => Operation::Update,
+        Method::DELETE => Operation::Delete,
+        Method::POST if ty.is_some() => Operation::Create,
+        Method::POST => Operation::Notify,
+        _ => return None,
+    })
 }
 
 /// The answer to a request whose handling panicked (the panic itself is logged).
@@ -150,15 +157,8 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
         .ok_or_else(|| Error::new(Rsc::ReleaseVersionNotSupported, "missing release version indicator (X-M2M-RVI)"))?;
     let originator = header_text(headers, X_M2M_ORIGIN)?;
     let (media_type, ty) = content_type(headers)?;
-    let op = match *method {
-        Method::GET => Operation::Retrieve,
-        Method::PUT => Operation::Update,
-        Method::DELETE => Operation::Delete,
-        Method::POST if ty.is_some() => Operation::Create,
-        Method::POST => Operation::Notify,
-        _ => {
-            return Err(Error::not_allowed(format!("HTTP method {method} is not a oneM2M operation")));
-        }
+    let Some(op) = operation_of(method, ty) else {
+        return Err(Error::not_allowed(format!("HTTP method {method} is not a oneM2M operation")));
     };
     // Only an AE registration may come without an originator (the core holds the same
     // rule; here the binding names its header).
