@@ -71,14 +71,7 @@ impl Inner {
             ) {}
             let Ok(cse_base) = self.cse.cse_base().await else { continue };
             let now = copied(&cse_base);
-            let mut changed: Map<String, Value> = now
-                .iter()
-                .filter(|(name, value)| pushed.get(*name) != Some(value))
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect();
-            for name in pushed.keys().filter(|name| !now.contains_key(*name)) {
-                changed.insert(name.clone(), Value::Null);
-            }
+            let changed = crate::resource::attribute_changes(&pushed, &now);
             pushed = now;
             if changed.is_empty() {
                 continue;

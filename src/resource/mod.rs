@@ -267,6 +267,20 @@ pub fn content_size(content: Option<&Value>) -> u64 {
     }
 }
 
+/// What an UPDATE must send to turn attributes `before` into `now`: those new or changed,
+/// and `null` for those gone.
+pub fn attribute_changes(before: &Map<String, Value>, now: &Map<String, Value>) -> Map<String, Value> {
+    let mut changed: Map<String, Value> = now
+        .iter()
+        .filter(|(name, value)| before.get(*name) != Some(value))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    for name in before.keys().filter(|name| !now.contains_key(*name)) {
+        changed.insert(name.clone(), Value::Null);
+    }
+    changed
+}
+
 /// `len` random characters from `A-Z a-z 0-9`.
 pub fn random_id(len: usize) -> String {
     use rand::Rng;
@@ -288,6 +302,20 @@ mod tests {
         assert_eq!(ResourceType::from_code(23), Some(ResourceType::Sub));
         assert_eq!(ResourceType::from_code(9), None);
         assert_eq!(known_unsupported_type(9), Some("group"));
+    }
+
+    #[test]
+    fn attribute_changes_are_the_new_the_changed_and_the_gone_as_null() {
+        let before = match json!({"a": 1, "b": 2, "c": 3}) {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        let now = match json!({"a": 1, "b": 5, "d": 4}) {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        assert_eq!(Value::Object(attribute_changes(&before, &now)), json!({"b": 5, "d": 4, "c": null}));
+        assert!(attribute_changes(&now, &now).is_empty());
     }
 
     #[test]

@@ -58,17 +58,7 @@ impl Announcer {
         let body = self.body(original, csi);
         let last = self.copies.get(original.ri()).and_then(|copies| copies.targets.get(csi));
         let mut update: Map<String, Value> = match last {
-            Some((_, sent)) => {
-                let mut changed: Map<String, Value> = body
-                    .iter()
-                    .filter(|(name, value)| sent.get(*name) != Some(value))
-                    .map(|(n, v)| (n.clone(), v.clone()))
-                    .collect();
-                for name in sent.keys().filter(|name| !body.contains_key(*name)) {
-                    changed.insert(name.clone(), Value::Null);
-                }
-                changed
-            }
+            Some((_, sent)) => crate::resource::attribute_changes(sent, &body),
             None => body.clone(),
         };
         // Set once, at creation: the link, and what the original's type lets nobody change
