@@ -32,6 +32,15 @@ impl CseKind {
         }
     }
 
+    /// `IN`, `MN` or `ASN`, as `cse.type` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CseKind::In => "IN",
+            CseKind::Mn => "MN",
+            CseKind::Asn => "ASN",
+        }
+    }
+
     /// `IN`, `MN` or `ASN` (any case).
     pub fn parse(text: &str) -> Option<CseKind> {
         match text.to_ascii_uppercase().as_str() {

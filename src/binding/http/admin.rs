@@ -236,11 +236,7 @@ fn view(admin: &Admin) -> Value {
     let config = admin.cse.config();
     json!({
         "cse_id": config.cse.cse_id.to_string(),
-        "kind": match config.cse.kind {
-            crate::config::CseKind::In => "IN",
-            crate::config::CseKind::Mn => "MN",
-            crate::config::CseKind::Asn => "ASN",
-        },
+        "kind": config.cse.kind.name(),
         "registrars": registrar_states(&admin.remote),
         "registrees": registrees,
     })

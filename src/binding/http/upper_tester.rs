@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::config::{Config, CseKind};
+use crate::config::Config;
 use crate::core::Cse;
 use crate::core::request::{Caller, Operation, Request};
 
@@ -113,12 +113,7 @@ fn config_value(config: &Config, key: &str) -> Option<String> {
         "cse.resource_name" | "cse.resourceName" => cse.resource_name.clone(),
         "cse.resource_id" | "cse.resourceID" => cse.resource_id.clone(),
         "cse.sp_id" | "cse.spID" => cse.sp_id.to_string(),
-        "cse.type" => match cse.kind {
-            CseKind::In => "IN",
-            CseKind::Mn => "MN",
-            CseKind::Asn => "ASN",
-        }
-        .to_string(),
+        "cse.type" => cse.kind.name().to_string(),
         "cse.admin_originator" | "cse.originator" => cse.admin_originator.clone(),
         "cse.release_version" | "cse.releaseVersion" => cse.release_version.clone(),
         "cse.release_versions" | "cse.supportedReleaseVersions" => cse.release_versions.join(","),
