@@ -177,22 +177,7 @@ impl Cse {
     /// The announceable resources with an `at` entry (all of them, or those naming the CSE
     /// `target`), parents before children.
     pub(crate) async fn announcing(&self, target: Option<String>) -> Result<Vec<Resource>> {
-        let mut found = self
-            .storage
-            .read(move |tx| {
-                let mut found = Vec::new();
-                for ty in ANNOUNCEABLE {
-                    found.extend(tx.by_type(ty)?.into_iter().filter(|resource| {
-                        let entries = resource.str_list("at");
-                        match &target {
-                            None => !entries.is_empty(),
-                            Some(csi) => entries.iter().any(|entry| crate::id::cse_of(entry) == Some(csi.as_str())),
-                        }
-                    }));
-                }
-                Ok(found)
-            })
-            .await?;
+        let mut found = self.storage.read(move |tx| announcing_in(tx, target.as_deref())).await?;
         found.sort_by_key(|resource| resource.path.matches('/').count());
         Ok(found)
     }
@@ -217,29 +202,24 @@ impl Cse {
 
     /// The copies on the CSE `csi` are gone (this CSE's registration there ended, and
     /// with it what hung below it): every `at` entry naming a copy there reads the bare
-    /// CSE-ID again, an announcement to make once registered anew. Returns how many
-    /// resources changed.
-    pub(crate) async fn announcements_lost(&self, csi: String) -> Result<usize> {
+    /// CSE-ID again, an announcement to make once registered anew.
+    pub(crate) async fn announcements_lost(&self, csi: String) -> Result<()> {
         self.storage
             .write(move |tx| {
                 let prefix = format!("{csi}/");
-                let mut changed = 0;
-                for ty in ANNOUNCEABLE {
-                    for mut resource in tx.by_type(ty)? {
-                        let entries = resource.str_list("at");
-                        if !entries.iter().any(|entry| entry.starts_with(&prefix)) {
-                            continue;
-                        }
-                        let bare: Vec<String> = entries
-                            .into_iter()
-                            .map(|entry| if entry.starts_with(&prefix) { csi.clone() } else { entry })
-                            .collect();
-                        resource.set("at", bare);
-                        tx.update(&resource)?;
-                        changed += 1;
+                for mut resource in announcing_in(&*tx, Some(&csi))? {
+                    let entries = resource.str_list("at");
+                    if !entries.iter().any(|entry| entry.starts_with(&prefix)) {
+                        continue;
                     }
+                    let bare: Vec<String> = entries
+                        .into_iter()
+                        .map(|entry| if entry.starts_with(&prefix) { csi.clone() } else { entry })
+                        .collect();
+                    resource.set("at", bare);
+                    tx.update(&resource)?;
                 }
-                Ok(changed)
+                Ok(())
             })
             .await
     }
@@ -254,4 +234,19 @@ impl Cse {
     pub(crate) async fn notifications_pending(&self) -> Result<usize> {
         self.storage.read(|tx| tx.outbox_total()).await
     }
+}
+
+/// The announceable resources with an `at` entry (naming the CSE `target`, when given).
+fn announcing_in(tx: &dyn crate::storage::ReadTx, target: Option<&str>) -> Result<Vec<Resource>> {
+    let mut found = Vec::new();
+    for ty in ANNOUNCEABLE {
+        found.extend(tx.by_type(ty)?.into_iter().filter(|resource| {
+            let entries = resource.str_list("at");
+            match target {
+                None => !entries.is_empty(),
+                Some(csi) => entries.iter().any(|entry| crate::id::cse_of(entry) == Some(csi)),
+            }
+        }));
+    }
+    Ok(found)
 }

@@ -227,7 +227,7 @@ impl Announcer {
                     .iter()
                     .flat_map(|original| original.str_list("at"))
                     .filter_map(|entry| entry_parts(&entry).map(|(csi, _)| csi.to_string()))
-                    .filter(|csi| !self.inner.registrars().iter().any(|registrar| registrar.info.cse_id == *csi))
+                    .filter(|csi| self.registrar(csi).is_none())
                     .collect();
                 targets.sort();
                 targets.dedup();
@@ -400,8 +400,12 @@ impl Announcer {
 
     /// Whether `csi` is a registrar of this CSE that it is not registered to now.
     fn unregistered_registrar(&self, csi: &str) -> bool {
-        self.inner.registrars().iter().any(|registrar| registrar.info.cse_id == csi)
-            && !self.inner.cse.registry.is_registrar(csi)
+        self.registrar(csi).is_some() && !self.inner.cse.registry.is_registrar(csi)
+    }
+
+    /// The configured registrar `csi`, if it is one.
+    fn registrar(&self, csi: &str) -> Option<Arc<super::Registrar>> {
+        self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned()
     }
 
     fn record(&mut self, original: &Resource, csi: &str, remote: String, body: Map<String, Value>) {

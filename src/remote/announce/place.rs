@@ -18,7 +18,7 @@ impl Announcer {
     /// names any more (their originals were deleted, or their `at` changed, while this CSE
     /// could not tell the registrar: it was down, or unreachable).
     pub(super) async fn sweep(&mut self, csi: &str, originals: &[Resource]) -> Result<()> {
-        let registrar = self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned();
+        let registrar = self.registrar(csi);
         let at_registrar = registrar.is_some();
         let base = match registrar {
             Some(registrar) => registrar.own_csr_path(),
@@ -95,7 +95,7 @@ impl Announcer {
                 )));
             }
         }
-        let registrar = self.inner.registrars().iter().find(|registrar| registrar.info.cse_id == csi).cloned();
+        let registrar = self.registrar(csi);
         let Some(registrar) = registrar else {
             return self.anchor(csi).await;
         };
