@@ -112,6 +112,19 @@ impl Browser {
     async fn text(&mut self) -> String {
         self.evaluate("document.body.innerText").await.as_str().unwrap_or_default().to_string()
     }
+
+    /// Wait until the page's `condition` (a JavaScript expression) holds; fail naming
+    /// `what` and showing the page when it does not within the deadline.
+    async fn until(&mut self, what: &str, condition: &str) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while tokio::time::Instant::now() < deadline {
+            if self.evaluate(condition).await == json!(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page never showed {what}: {}", self.text().await);
+    }
 }
 
 #[tokio::test]
@@ -131,70 +144,29 @@ async fn the_topology_page_shows_the_tree_and_follows_it_live_in_a_real_browser(
     let page = format!("{}/topology", in_cse.admin_url.as_deref().expect("an admin listener"));
     let mut browser = Browser::open(&binary, &page).await;
 
-    // The page shows the IN and the MN.
-    let mut shown = String::new();
-    for _ in 0..200 {
-        shown = browser.text().await;
-        if shown.contains("/id-in") && shown.contains("/id-mn") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(shown.contains("/id-in") && shown.contains("/id-mn"), "{shown}");
-    assert!(shown.contains("live"), "{shown}");
+    // The page shows the IN and the MN, live.
+    let text = |needle: &str| format!("document.body.innerText.includes({needle:?})");
+    browser.until("the IN and the MN", &format!("{} && {}", text("/id-in"), text("/id-mn"))).await;
+    browser.until("that it is live", &text("live")).await;
     let loaded_at = browser.evaluate("performance.timeOrigin").await;
     // A liveliness round: the page shows the probe.
     in_cse.remote.check_now().await.expect("monitor runs");
-    let mut probed = false;
-    for _ in 0..200 {
-        if browser.text().await.contains("last probe") {
-            probed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(probed, "{}", browser.text().await);
+    browser.until("the probe", &text("last probe")).await;
 
     // An ASN registers at the MN: the page shows it below the MN, without a reload.
     let asn = TestCse::start(registree_settings(CseKind::Asn, "/id-asn", "cse-asn", Some(&mn))).await;
     asn.remote.check_now().await.expect("monitor runs");
-    let mut seen = false;
-    for _ in 0..200 {
-        let below = browser
-            .evaluate(r#"!!document.querySelector('#registrees li[data-cse="/id-mn"] li[data-cse="/id-asn"]')"#)
-            .await;
-        if below == json!(true) {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(seen, "the ASN below the MN: {}", browser.text().await);
+    let below = r#"!!document.querySelector('#registrees li[data-cse="/id-mn"] li[data-cse="/id-asn"]')"#;
+    browser.until("the ASN below the MN", below).await;
 
     // The ASN goes: the page drops it.
     asn.shutdown().await;
-    let mut gone = false;
-    for _ in 0..200 {
-        if !browser.text().await.contains("/id-asn") {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "{}", browser.text().await);
+    browser.until("the ASN gone", &format!("!{}", text("/id-asn"))).await;
     assert_eq!(browser.evaluate("performance.timeOrigin").await, loaded_at, "the same page: no reload");
 
     // The MN goes too.
     mn.shutdown().await;
-    let mut dropped = false;
-    for _ in 0..200 {
-        if !browser.text().await.contains("/id-mn") {
-            dropped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(dropped, "{}", browser.text().await);
+    browser.until("the MN gone", &format!("!{}", text("/id-mn"))).await;
     let _ = browser.child.kill().await;
     in_cse.shutdown().await;
 }
