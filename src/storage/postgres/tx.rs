@@ -102,10 +102,12 @@ impl PgTx<'_> {
         self.rows(sql, params)?.first().map(|row| self.resource(row)).transpose()
     }
 
-    /// The resource of a row of [`COLUMNS`]; in a write transaction, its version noted.
+    /// The resource of a row of [`COLUMNS`]; in a write transaction, its version noted. The
+    /// first version read stays noted: a job that read a row again after another instance
+    /// changed it may still hold the first copy, so its UPDATE must fail and the job run again.
     fn resource(&self, row: &Row) -> Result<Resource> {
         if self.changes.is_some() {
-            self.versions.borrow_mut().insert(row.try_get(5)?, row.try_get(4)?);
+            self.versions.borrow_mut().entry(row.try_get(5)?).or_insert(row.try_get(4)?);
         }
         resource_of(row)
     }
