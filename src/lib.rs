@@ -55,6 +55,8 @@
 //! `security`, `event`, `metrics`, `config`, `storage`, `core`, then `remote` and `binding`,
 //! then `bootstrap` and `app`.
 
+// Every public item says what it is (CI turns the warning into an error).
+#![warn(missing_docs)]
 // The library logs through `tracing`; only the binary, examples and benches print.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 // Futures the server holds per request stay small (tests may hold big buffers).

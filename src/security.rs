@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret holding `text`.
     pub fn new(text: impl Into<String>) -> Secret {
         Secret(text.into())
     }
@@ -30,6 +31,7 @@ impl Secret {
         &self.0
     }
 
+    /// Whether the secret is the empty text (configured as unset).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -45,15 +47,27 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Credentials {
-    Basic { username: String, password: Secret },
-    Bearer { token: Secret },
+    /// HTTP Basic: `Authorization: Basic base64(username:password)`.
+    Basic {
+        /// The user name.
+        username: String,
+        /// Its password.
+        password: Secret,
+    },
+    /// HTTP Bearer: `Authorization: Bearer token`.
+    Bearer {
+        /// The token.
+        token: Secret,
+    },
 }
 
 /// A password this CSE accepts: plain text, or an argon2 hash in PHC form
 /// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
 #[derive(Debug, Clone)]
 pub enum StoredPassword {
+    /// The password itself, compared in constant time.
     Plain(Secret),
+    /// An argon2 PHC string, verified with the parameters it carries.
     Hashed(Secret),
 }
 
@@ -105,6 +119,7 @@ pub enum Originators {
 pub struct Principal {
     /// The Basic username, or `bearer token #N` (its place in the configuration).
     pub name: String,
+    /// The originators these credentials may act as.
     pub originators: Originators,
 }
 
@@ -122,15 +137,20 @@ impl Principal {
 /// A user accepted by HTTP Basic authentication.
 #[derive(Debug, Clone)]
 pub struct BasicUser {
+    /// The user name.
     pub username: String,
+    /// Its password, plain or hashed.
     pub password: StoredPassword,
+    /// The originators this user may act as.
     pub originators: Originators,
 }
 
 /// A token accepted by HTTP Bearer authentication.
 #[derive(Debug, Clone)]
 pub struct BearerToken {
+    /// The token.
     pub token: Secret,
+    /// The originators its holder may act as.
     pub originators: Originators,
 }
 
@@ -145,6 +165,8 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// Basic authentication with `basic`'s users when `Some`, Bearer with `bearer`'s
+    /// tokens when `Some`; neither: every request is let through.
     pub fn new(basic: Option<Vec<BasicUser>>, bearer: Option<Vec<BearerToken>>) -> Authenticator {
         Authenticator { basic, bearer }
     }
@@ -154,10 +176,12 @@ impl Authenticator {
         self.basic.is_some() || self.bearer.is_some()
     }
 
+    /// True when HTTP Basic credentials are accepted.
     pub fn accepts_basic(&self) -> bool {
         self.basic.is_some()
     }
 
+    /// True when HTTP Bearer tokens are accepted.
     pub fn accepts_bearer(&self) -> bool {
         self.bearer.is_some()
     }
@@ -216,7 +240,9 @@ impl Authenticator {
 /// character), matched without regard to case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
+    /// An address block (a single address is a block of one).
     Network(ipnet::IpNet),
+    /// A host name pattern, in lower case.
     Name(String),
 }
 

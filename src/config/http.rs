@@ -12,9 +12,11 @@ use super::registration::{RegistrarSettings, credentials};
 use super::{ConfigError, check_token, check_url, check_username, positive};
 use crate::security::{Authenticator, BasicUser, BearerToken, Credentials, Originators, Secret, StoredPassword};
 
+/// `[http]` as written. Checked into [`HttpConfig`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
+    /// Socket address to listen on (`0.0.0.0:8080` by default).
     pub listen: String,
     /// The URL other CSEs reach this one at, when the listen address is not it.
     pub public_url: Option<String>,
@@ -52,6 +54,7 @@ pub struct HttpSettings {
     pub enable_upper_tester: bool,
 }
 
+/// `[http.security]` as written: authentication of incoming requests.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSecuritySettings {
@@ -59,7 +62,9 @@ pub struct HttpSecuritySettings {
     pub enable_basic_auth: bool,
     /// Require a Bearer token (one of `bearer_tokens`, or a registrar's self token).
     pub enable_bearer_auth: bool,
+    /// Users accepted by Basic authentication.
     pub basic_users: Vec<BasicUserSettings>,
+    /// Tokens accepted by Bearer authentication.
     pub bearer_tokens: Vec<BearerTokenSettings>,
     /// Failed authentications a client address may make per minute before it is refused
     /// without verification for a minute; 0: no limit.
@@ -78,9 +83,11 @@ impl Default for HttpSecuritySettings {
     }
 }
 
+/// One entry of `http.security.basic_users`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicUserSettings {
+    /// The user name (no `:`).
     pub username: String,
     /// Plain text, or an argon2 PHC string (`$argon2id$...`).
     pub password: Secret,
@@ -95,10 +102,18 @@ pub struct BasicUserSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum BearerTokenSettings {
+    /// `"token"`: any originator except the admin.
     Plain(Secret),
-    Bound { token: Secret, originators: Vec<String> },
+    /// `{ token = "...", originators = [...] }`: only the originators listed (wildcards).
+    Bound {
+        /// The token.
+        token: Secret,
+        /// The originators it may act as.
+        originators: Vec<String>,
+    },
 }
 
+/// `[http.tls]` as written: HTTPS served and sent.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
@@ -142,30 +157,45 @@ impl Default for HttpSettings {
     }
 }
 
+/// `[http]`, checked: see [`HttpSettings`] for each key.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
+    /// The socket address the oneM2M listener binds.
     pub listen: SocketAddr,
+    /// The URL other CSEs reach this one at (an `http(s)://` URL), when set.
     pub public_url: Option<String>,
+    /// The explicit `poa` list (URLs); empty: derived from `public_url` or `listen`.
     pub poa: Vec<String>,
+    /// Largest accepted request body, in bytes; positive.
     pub max_body_size: usize,
+    /// Longest time one incoming request may take; positive.
     pub request_timeout: Duration,
+    /// Time-out of requests this CSE sends; positive.
     pub client_timeout: Duration,
+    /// Time-out of establishing a connection to another CSE; positive.
     pub client_connect_timeout: Duration,
+    /// Largest answer body read from another CSE, in bytes; positive.
     pub client_max_body_size: usize,
+    /// Most incoming requests served at once; positive.
     pub max_concurrent_requests: usize,
+    /// Most connections open at once; positive.
     pub max_connections: usize,
+    /// Longest time to receive a request's headers (and to keep an idle connection).
     pub header_read_timeout: Duration,
+    /// Largest request head, in bytes; at least 8 KiB.
     pub max_header_size: usize,
     /// Who may call this CSE (`[http.security]` and the registrars' self credentials).
     pub auth: Authenticator,
     /// Failed authentications per minute per client address before it is refused for a
     /// while; 0: no limit.
     pub max_auth_failures: u32,
+    /// HTTPS served and trusted.
     pub tls: TlsConfig,
     /// `http.enable_upper_tester`.
     pub upper_tester: bool,
 }
 
+/// `[http.tls]`, checked.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// `Some`: serve HTTPS with this certificate chain and key.
@@ -179,7 +209,9 @@ pub struct TlsConfig {
 /// The PEM files of the server's certificate chain (leaf first) and its private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
     pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate.
     pub key_file: PathBuf,
 }
 

@@ -11,14 +11,21 @@ use super::{ConfigError, check_name, check_token, check_url, check_username, pos
 use crate::id::{CseId, SpId};
 use crate::security::{Credentials, HostPattern, Secret};
 
+/// `[cse.registration]` as written: who may register here, and how the connection
+/// monitor runs. Checked into [`RegistrationConfig`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationSettings {
+    /// Period of the connection monitor (registrar checks, registree probes).
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
+    /// Probe registree CSEs every round and remove the ones that stay unreachable.
     pub check_liveliness: bool,
+    /// On shutdown, delete this CSE's CSR on its registrar and the local registrar CSR.
     pub unregister_when_stopping: bool,
+    /// Originators allowed to register a CSE here (CSR CREATE): CSE-IDs with `*` and `?`.
     pub allowed_csr_originators: Vec<String>,
+    /// Originators allowed to register an AE here, with the same wildcards.
     pub allowed_ae_originators: Vec<String>,
     /// Hosts that AEs and registree CSEs may advertise in their `poa` (address blocks and
     /// host name patterns); empty: any host.
@@ -61,11 +68,16 @@ impl Default for RegistrationSettings {
 pub struct RegistreeSecuritySettings {
     /// The registree's CSE-ID as stored here (`/id-mn`, or `//sp/id-in` for an SP peer).
     pub cse_id: String,
+    /// HTTP Basic user name presented to the registree (with `password`).
     pub username: Option<String>,
+    /// HTTP Basic password presented to the registree (with `username`).
     pub password: Option<Secret>,
+    /// HTTP Bearer token presented to the registree (not with `username`).
     pub token: Option<Secret>,
 }
 
+/// `[cse.registrar]` or `[cse.sp.registrar.NAME]` as written: a registrar this CSE
+/// registers to. Checked into [`RegistrarConfig`].
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrarSettings {
@@ -75,12 +87,19 @@ pub struct RegistrarSettings {
     /// `[[cse.registrar.groups]]`: further groups of addresses of the same registrar (a
     /// second site, a backup), in order of preference after `address`.
     pub groups: Vec<AddressGroupSettings>,
+    /// Path prefix of the registrar's oneM2M HTTP binding (empty for none).
     pub root: String,
+    /// The registrar's CSE-ID (required).
     pub cse_id: String,
+    /// The registrar's CSEBase resource name (required).
     pub resource_name: String,
+    /// The registrar's SP-ID: this CSE's own by default; another one for an SP peer.
     pub sp_id: Option<String>,
+    /// Body format of registration traffic; `json` is the one supported.
     pub serialization: Option<String>,
+    /// Attributes never sent in this CSE's CSR to this registrar (not `rn`, `rr`, `poa`).
     pub exclude_csr_attributes: Vec<String>,
+    /// Originator of registration requests; this CSE's CSE-ID by default.
     pub originator: Option<String>,
     /// `[cse.registrar.security]`, `[cse.sp.registrar.NAME.security]`.
     pub security: RegistrarSecuritySettings,
@@ -103,16 +122,19 @@ pub struct AddressGroupSettings {
 pub struct RegistrarSecuritySettings {
     /// HTTP Basic credentials for every request to the registrar (both or neither).
     pub username: Option<String>,
+    /// The password of `username`.
     pub password: Option<Secret>,
     /// HTTP Bearer token for every request to the registrar (not with `username`).
     pub token: Option<Secret>,
     /// Basic credentials the registrar uses to call this CSE: added to the accepted users.
     pub self_username: Option<String>,
+    /// The password of `self_username` (plain or an argon2 hash).
     pub self_password: Option<Secret>,
     /// Bearer token the registrar uses to call this CSE: added to the accepted tokens.
     pub self_token: Option<Secret>,
 }
 
+/// `[cse.sp]`: relations with other service providers.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpSettings {
@@ -120,23 +142,34 @@ pub struct SpSettings {
     pub registrar: BTreeMap<String, RegistrarSettings>,
 }
 
+/// `[cse.registration]`, checked: see [`RegistrationSettings`] for each key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistrationConfig {
+    /// Period of the connection monitor; positive.
     pub check_interval: Duration,
+    /// Whether registrees are probed and removed when they stay unreachable.
     pub check_liveliness: bool,
+    /// Whether a stop deregisters (remote CSR and local registrar CSR deleted).
     pub unregister_when_stopping: bool,
+    /// Patterns of the originators that may register a CSE here.
     pub allowed_csr_originators: Vec<String>,
+    /// Patterns of the originators that may register an AE here.
     pub allowed_ae_originators: Vec<String>,
-    /// Empty: any host.
+    /// Hosts a `poa` may name; empty: any host.
     pub allowed_poa_hosts: Vec<HostPattern>,
+    /// Most CSEs a registree may list in `dcse`.
     pub max_descendants: usize,
+    /// Consecutive failed probes after which a registree is removed; at least 1.
     pub liveliness_failures: u32,
+    /// Time-out of one registree probe.
     pub liveliness_timeout: Duration,
+    /// Most registree probes in flight at once; at least 1.
     pub liveliness_parallelism: usize,
     /// Credentials for calling a registree, by its CSE-ID as stored here.
     pub registree_credentials: BTreeMap<String, Credentials>,
 }
 
+/// A registrar relation, checked: where and as whom this CSE registers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistrarConfig {
     /// The config section this came from (`cse.registrar` or `cse.sp.registrar.NAME`).
@@ -146,12 +179,17 @@ pub struct RegistrarConfig {
     /// The address groups in order of preference (`address` first, as `default`); their
     /// addresses, in order, are `addresses`.
     pub groups: Vec<AddressGroup>,
+    /// Path prefix of the registrar's HTTP binding (empty, or starting with `/`).
     pub root: String,
-    /// SP-relative.
+    /// The registrar's CSE-ID, SP-relative.
     pub cse_id: CseId,
+    /// The registrar's CSEBase resource name.
     pub resource_name: String,
+    /// The registrar's service provider.
     pub sp_id: SpId,
+    /// Attributes left out of the CSR this CSE creates there.
     pub exclude_csr_attributes: Vec<String>,
+    /// Originator of the registration requests.
     pub originator: String,
     /// Presented on every request to this registrar (registration and forwarding).
     pub credentials: Option<Credentials>,
@@ -160,7 +198,9 @@ pub struct RegistrarConfig {
 /// Addresses of one registrar that are reached together, with a name for reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressGroup {
+    /// `default` for `address`, else the group's configured name.
     pub name: String,
+    /// Base URLs without a trailing slash, equally preferred.
     pub addresses: Vec<String>,
 }
 

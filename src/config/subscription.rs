@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::{ConfigError, positive};
 use crate::security::HostPattern;
 
+/// `[resource.sub]` as written. Checked into [`SubscriptionConfig`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubscriptionSettings {
@@ -47,16 +48,22 @@ impl Default for SubscriptionSettings {
     }
 }
 
-/// `[resource.sub]`, checked.
+/// `[resource.sub]`, checked: see [`SubscriptionSettings`] for each key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionConfig {
+    /// Whether new notification targets are verified before a subscription is stored.
     pub verify: bool,
+    /// Age at which an undelivered notification is given up; positive.
     pub max_age: Duration,
+    /// Failed attempts after which a notification is given up; 0: no limit.
     pub max_attempts: u32,
+    /// Most notifications waiting for one target; positive.
     pub max_pending_per_target: usize,
+    /// Longest wait between two attempts at one target; positive.
     pub max_retry_delay: Duration,
+    /// How long a batch without its own `dur` gathers; at least a second.
     pub batch_duration: Duration,
-    /// Empty: any host.
+    /// Hosts URL notification targets may name; empty: any host.
     pub allowed_target_hosts: Vec<HostPattern>,
 }
 

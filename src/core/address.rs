@@ -30,13 +30,16 @@ pub enum Target {
     Remote(RemoteTarget),
 }
 
+/// A target hosted here: a resource, and perhaps a virtual child below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalTarget {
+    /// The resource addressed (or the parent of the virtual child).
     pub id: LocalId,
     /// A virtual child (`la`, `ol`) addressed below the resource.
     pub virtual_child: Option<VirtualChild>,
 }
 
+/// How a local resource is named in a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocalId {
     /// A structured path starting with the CSEBase `rn`: `cse-in/ae1/cnt1`.
@@ -45,12 +48,16 @@ pub enum LocalId {
     Unstructured(String),
 }
 
+/// A virtual child of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VirtualChild {
+    /// `la`: the newest content instance.
     Latest,
+    /// `ol`: the oldest content instance.
     Oldest,
 }
 
+/// A target hosted by another CSE, reached by forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteTarget {
     /// The target CSE: `/id-mn`.

@@ -27,8 +27,10 @@ pub enum FilterUsage {
 /// `cty`) always mean "any of them".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FilterOperation {
+    /// `fo=1`: every criterion holds (the default).
     #[default]
     And,
+    /// `fo=2`: at least one criterion holds.
     Or,
     /// An odd number of the criteria holds (for two: exactly one).
     Xor,
@@ -37,7 +39,9 @@ pub enum FilterOperation {
 /// The filter criteria of a request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FilterCriteria {
+    /// `fu`: discovery or conditional retrieval; absent: conditional retrieval.
     pub fu: Option<FilterUsage>,
+    /// `fo`: how the criteria combine.
     pub fo: FilterOperation,
     /// `ty`: any of these resource types.
     pub ty: Vec<u64>,
@@ -45,20 +49,25 @@ pub struct FilterCriteria {
     pub lbl: Vec<String>,
     /// `cty`: any of these content types (`cnf` of an instance, whole or its media type).
     pub cty: Vec<String>,
-    /// `crb`, `cra`: created before, after.
+    /// `crb`: created before.
     pub created_before: Option<Timestamp>,
+    /// `cra`: created after.
     pub created_after: Option<Timestamp>,
-    /// `ms`, `us`: modified since, unmodified since.
+    /// `ms`: modified since.
     pub modified_since: Option<Timestamp>,
+    /// `us`: unmodified since.
     pub unmodified_since: Option<Timestamp>,
-    /// `exb`, `exa`: expires before, after.
+    /// `exb`: expires before.
     pub expire_before: Option<Timestamp>,
+    /// `exa`: expires after.
     pub expire_after: Option<Timestamp>,
-    /// `sts`, `stb`: state tag smaller, bigger than.
+    /// `sts`: state tag smaller than.
     pub state_tag_smaller: Option<u64>,
+    /// `stb`: state tag bigger than.
     pub state_tag_bigger: Option<u64>,
-    /// `sza`, `szb`: content size at least, below.
+    /// `sza`: content size at least.
     pub size_above: Option<u64>,
+    /// `szb`: content size below.
     pub size_below: Option<u64>,
     /// Attribute criteria (`rn=temp*`): the attribute equals the value, or matches it as a
     /// wildcard pattern when the value has `*` or `?`.
@@ -77,6 +86,7 @@ pub struct FilterCriteria {
 const UNSUPPORTED: [&str; 8] = ["lbq", "smf", "aq", "gmty", "geom", "gsf", "catr", "patr"];
 
 impl FilterCriteria {
+    /// Whether the request is a discovery (`fu=1`).
     pub fn is_discovery(&self) -> bool {
         self.fu == Some(FilterUsage::Discovery)
     }

@@ -15,8 +15,11 @@ pub const MAX_NAME_LENGTH: usize = 255;
 /// Whether a request may carry an attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
+    /// Must be sent (a CREATE without it is 4000).
     Mandatory,
+    /// May be sent.
     Optional,
+    /// Must not be sent (set by the CSE, or fixed once created).
     NotPermitted,
 }
 
@@ -24,14 +27,21 @@ pub enum Need {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AttrKind {
+    /// Any JSON value (checked by the type's own rules, if at all).
     Any,
+    /// A string.
     Str,
+    /// `true` or `false`.
     Bool,
+    /// An integer ≥ 0.
     NonNegInt,
+    /// An integer ≥ 1.
     PosInt,
     /// A duration in seconds that fits the calendar (at most [`MAX_SPAN_SECONDS`]).
     Seconds,
+    /// A oneM2M time: `YYYYMMDDTHHMMSS`, optionally with a fraction and `Z`.
     Timestamp,
+    /// A list of strings.
     StrList,
     /// A list that must not be empty when present (`lbl`, `acpi`, ...).
     NonEmptyStrList,
@@ -40,6 +50,7 @@ pub enum AttrKind {
     /// `poa`: a non-empty list of absolute `http://` or `https://` URLs with a host and
     /// without credentials (the schemes this CSE can reach).
     PoaList,
+    /// A JSON object.
     Object,
     /// `cst`: 1, 2 or 3.
     CseType,
@@ -49,10 +60,14 @@ pub enum AttrKind {
     ContentInfo,
 }
 
+/// One attribute's policy: its value's shape and what CREATE and UPDATE may do with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
+    /// The shape its value must have.
     pub kind: AttrKind,
+    /// Whether a CREATE must, may or must not send it.
     pub create: Need,
+    /// Whether an UPDATE must, may or must not send it.
     pub update: Need,
 }
 
