@@ -13,6 +13,7 @@ use std::fmt;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// A password or a token. `Debug` prints `***`; [`Secret::expose`] is the one way to read it.
@@ -31,10 +32,22 @@ impl Secret {
         &self.0
     }
 
+    /// Whether `candidate` is this secret, in a time that tells nothing about the secret,
+    /// its length included: their SHA-256 digests are compared in constant time.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        same_digest(self.0.as_bytes(), candidate)
+    }
+
     /// Whether the secret is the empty text (configured as unset).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// `a == b` by their SHA-256 digests, compared in constant time: the time depends on the
+/// lengths hashed, never on where the two differ or on whether their lengths do.
+fn same_digest(a: &[u8], b: &[u8]) -> bool {
+    Sha256::digest(a).as_slice().ct_eq(Sha256::digest(b).as_slice()).into()
 }
 
 impl fmt::Debug for Secret {
@@ -97,7 +110,7 @@ impl StoredPassword {
     /// verified with the parameters it carries (slow by design: milliseconds).
     fn verify(&self, candidate: &[u8]) -> bool {
         match self {
-            StoredPassword::Plain(password) => password.expose().as_bytes().ct_eq(candidate).into(),
+            StoredPassword::Plain(password) => password.matches(candidate),
             StoredPassword::Hashed(phc) => PasswordHash::new(phc.expose())
                 .is_ok_and(|hash| argon2::Argon2::default().verify_password(candidate, &hash).is_ok()),
         }
@@ -200,7 +213,7 @@ impl Authenticator {
         let mut accepted = None;
         let mut known = false;
         for user in users {
-            if bool::from(user.username.as_bytes().ct_eq(username.as_bytes())) {
+            if same_digest(user.username.as_bytes(), username.as_bytes()) {
                 known = true;
                 // No short cut: the same username may be configured twice (a user and a
                 // registrar's self credentials), and either password passes.
@@ -225,7 +238,7 @@ impl Authenticator {
         let tokens = self.bearer.as_ref()?;
         let mut accepted = None;
         for (index, known) in tokens.iter().enumerate() {
-            if bool::from(known.token.expose().as_bytes().ct_eq(token.as_bytes())) && accepted.is_none() {
+            if known.token.matches(token.as_bytes()) && accepted.is_none() {
                 accepted =
                     Some(Principal { name: format!("bearer token #{index}"), originators: known.originators.clone() });
             }
@@ -288,6 +301,16 @@ mod tests {
     use argon2::password_hash::{PasswordHasher, SaltString};
 
     use super::*;
+
+    #[test]
+    fn a_secret_matches_itself_only() {
+        let secret = Secret::new("s3cret-token");
+        assert!(secret.matches(b"s3cret-token"));
+        for other in ["", "s3cret", "s3cret-token ", "s3cret-tokeN", "s3cret-token-and-more"] {
+            assert!(!secret.matches(other.as_bytes()), "{other:?}");
+        }
+        assert!(Secret::new("").matches(b""));
+    }
 
     fn user(username: &str, password: &str) -> BasicUser {
         BasicUser {

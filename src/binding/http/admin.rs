@@ -27,7 +27,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::Cse;
@@ -116,7 +115,7 @@ async fn authorize(
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim().to_string());
         let sent = bearer.or(in_query.filter(|_| !post)).unwrap_or_default();
-        if !bool::from(token.expose().as_bytes().ct_eq(sent.as_bytes())) {
+        if !token.matches(sent.as_bytes()) {
             let mut headers = HeaderMap::new();
             headers.insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             let mut refusal =
