@@ -91,10 +91,8 @@ impl App {
             .map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
         cse.advertise(Some(poa.clone())).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
         cse.load_registry().await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
-        if new_database {
-            if let Some(dir) = init_dir {
-                bootstrap::import_init_dir(&cse, &dir).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
-            }
+        if new_database && let Some(dir) = init_dir {
+            bootstrap::import_init_dir(&cse, &dir).await.map_err(|error| anyhow::anyhow!("{}", error.detail()))?;
         }
         info!(
             address = %local_addr,

@@ -156,11 +156,11 @@ impl Access {
         let acpi = target.str_list("acpi");
         let mut allowed = acpi.is_empty() && owner(target) == Some(self.accessor.originator.as_str());
         for ri in &acpi {
-            if let Some(acp) = tx.get(ri)? {
-                if self.self_privileges_grant(&acp, Permission::Update) {
-                    allowed = true;
-                    break;
-                }
+            if let Some(acp) = tx.get(ri)?
+                && self.self_privileges_grant(&acp, Permission::Update)
+            {
+                allowed = true;
+                break;
             }
         }
         if allowed {

@@ -275,10 +275,10 @@ impl Cse {
         if request.originator.is_none() && !is_ae_create {
             return Err(Error::bad_request("missing originator (fr): only an AE may register without one"));
         }
-        if let Some(rqet) = &request.rqet {
-            if *rqet < Timestamp::now() {
-                return Err(Error::new(Rsc::RequestTimeout, "request expiration time has passed"));
-            }
+        if let Some(rqet) = &request.rqet
+            && *rqet < Timestamp::now()
+        {
+            return Err(Error::new(Rsc::RequestTimeout, "request expiration time has passed"));
         }
         if let Some(rcn) = request.rcn {
             let allowed: &[u8] = match (request.op, request.filter.is_discovery()) {

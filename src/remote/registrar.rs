@@ -502,12 +502,12 @@ impl Inner {
         let better = (0..registrar.info.addresses.len())
             .take_while(|index| registrar.info.group_of(*index).is_some_and(|(group, _)| group < current));
         for index in better {
-            if let Ok(response) = self.send_via(registrar, index, &request).await {
-                if response.rsc.code() < 5000 {
-                    info!(registrar = %registrar.info.cse_id, "a more preferred registrar address group answers again; going back");
-                    self.use_address(registrar, index);
-                    return;
-                }
+            if let Ok(response) = self.send_via(registrar, index, &request).await
+                && response.rsc.code() < 5000
+            {
+                info!(registrar = %registrar.info.cse_id, "a more preferred registrar address group answers again; going back");
+                self.use_address(registrar, index);
+                return;
             }
         }
         debug!(registrar = %registrar.info.cse_id, "the more preferred registrar address groups still do not answer");

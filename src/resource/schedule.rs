@@ -66,7 +66,7 @@ impl TimeWindow {
         self.fields.iter().zip(values).enumerate().all(|(index, (field, value))| match field {
             Field::Any => true,
             Field::Items(items) => items.iter().any(|&(first, last, step)| {
-                let hit = |value: u32| value >= first && value <= last && (value - first) % step == 0;
+                let hit = |value: u32| value >= first && value <= last && (value - first).is_multiple_of(step);
                 // Day of week 7 is Sunday as well.
                 hit(value) || (index == 5 && value == 0 && hit(7))
             }),

@@ -70,17 +70,17 @@ impl Gate {
         if !self.authenticator.is_enabled() {
             return Ok(None);
         }
-        if let (Some(throttle), Some(client)) = (&self.throttle, client) {
-            if throttle.is_blocked(client) {
-                debug!(%client, "refused without verification: too many failed authentications");
-                return Err(Refused);
-            }
+        if let (Some(throttle), Some(client)) = (&self.throttle, client)
+            && throttle.is_blocked(client)
+        {
+            debug!(%client, "refused without verification: too many failed authentications");
+            return Err(Refused);
         }
         let principal = self.verify(headers).await;
-        if principal.is_none() {
-            if let (Some(throttle), Some(client)) = (&self.throttle, client) {
-                throttle.failed(client);
-            }
+        if principal.is_none()
+            && let (Some(throttle), Some(client)) = (&self.throttle, client)
+        {
+            throttle.failed(client);
         }
         principal.map(Some).ok_or(Refused)
     }

@@ -133,13 +133,13 @@ pub fn content_type(headers: &HeaderMap) -> Result<(Option<String>, Option<u64>)
     let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
     let mut ty = None;
     for parameter in parts {
-        if let Some((name, value)) = parameter.split_once('=') {
-            if name.trim().eq_ignore_ascii_case("ty") {
-                let value = value.trim();
-                ty = Some(value.parse::<u64>().map_err(|_| {
-                    Error::bad_request(format!("resource type ty={value:?} in Content-Type is not a number"))
-                })?);
-            }
+        if let Some((name, value)) = parameter.split_once('=')
+            && name.trim().eq_ignore_ascii_case("ty")
+        {
+            let value = value.trim();
+            ty = Some(value.parse::<u64>().map_err(|_| {
+                Error::bad_request(format!("resource type ty={value:?} in Content-Type is not a number"))
+            })?);
         }
     }
     Ok(((!media.is_empty()).then_some(media), ty))

@@ -69,11 +69,10 @@ pub(crate) fn deleting(tx: &mut dyn WriteTx, resource: &Resource) -> Result<()> 
         if with_its_resource
             && live(subscription, &now)
             && events_of(subscription.attributes.get("enc")).contains(&DELETE)
+            && let Some(subject) = tx.get(subscription.pi())?
         {
-            if let Some(subject) = tx.get(subscription.pi())? {
-                let event = Event { net: DELETE, subject: &subject, modified: None, originator: None, skip: None };
-                send(tx, subscription.clone(), &event)?;
-            }
+            let event = Event { net: DELETE, subject: &subject, modified: None, originator: None, skip: None };
+            send(tx, subscription.clone(), &event)?;
         }
         // What its batches hold goes out now, before its deletion notification.
         tx.release_batch(subscription.ri(), None, &now)?;

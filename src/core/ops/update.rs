@@ -118,10 +118,8 @@ impl Cse {
                 }
                 types::validate_update(resource.ty, &changes)?;
                 type_rules.check_update(&*tx, &ctx, &resource, &changes)?;
-                if !asked {
-                    if let Some(blocking) = blocking_subscription(&*tx, &resource)? {
-                        return Ok(Applied::Ask(blocking));
-                    }
+                if !asked && let Some(blocking) = blocking_subscription(&*tx, &resource)? {
+                    return Ok(Applied::Ask(blocking));
                 }
                 let before = resource.clone();
                 apply(tx, &ctx, &mut resource, &before, &changes)?;

@@ -37,13 +37,13 @@ impl TypeRules for Cin {
 
     fn check_create(&self, _tx: &dyn ReadTx, _ctx: &Context, container: &Resource, draft: &Draft) -> Result<()> {
         let size = content_size(draft.attributes.get("con"));
-        if let Some(mbs) = container.u64("mbs") {
-            if size > mbs {
-                return Err(Error::new(
-                    Rsc::NotAcceptable,
-                    format!("content size {size} exceeds the container's mbs {mbs}"),
-                ));
-            }
+        if let Some(mbs) = container.u64("mbs")
+            && size > mbs
+        {
+            return Err(Error::new(
+                Rsc::NotAcceptable,
+                format!("content size {size} exceeds the container's mbs {mbs}"),
+            ));
         }
         Ok(())
     }

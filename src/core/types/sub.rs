@@ -75,10 +75,10 @@ impl TypeRules for Sub {
                 }
             }
         }
-        if let Some(entries) = attributes.get("nu").and_then(Value::as_array) {
-            if entries.iter().any(|entry| entry.as_str().is_none_or(|entry| entry.trim_end_matches('/').is_empty())) {
-                return Err(Error::bad_request("nu entries must be non-empty URLs or IDs"));
-            }
+        if let Some(entries) = attributes.get("nu").and_then(Value::as_array)
+            && entries.iter().any(|entry| entry.as_str().is_none_or(|entry| entry.trim_end_matches('/').is_empty()))
+        {
+            return Err(Error::bad_request("nu entries must be non-empty URLs or IDs"));
         }
         if let Some(enc) = attributes.get("enc").filter(|enc| !enc.is_null()) {
             check_enc(enc)?;
@@ -107,10 +107,8 @@ impl TypeRules for Sub {
             }
             check_blocking(attributes, &events)?;
         }
-        if create {
-            if let Some(nct) = attributes.get("nct").and_then(Value::as_u64) {
-                check_grid(nct, &events)?;
-            }
+        if create && let Some(nct) = attributes.get("nct").and_then(Value::as_u64) {
+            check_grid(nct, &events)?;
         }
         Ok(())
     }
