@@ -79,3 +79,4 @@ pub(crate) mod storage;
 pub use crate::core::Cse;
 pub use app::{App, Running};
 pub use error::{Error, Rsc};
+pub use storage::CacheStats;

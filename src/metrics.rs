@@ -33,6 +33,11 @@ struct HopLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RegistrarLabels {
     registrar: String,
     state: &'static str,
@@ -53,6 +58,12 @@ pub struct Snapshot {
     pub descendants: usize,
     /// Notifications waiting in the outbox.
     pub notifications_pending: usize,
+    /// Resources held in memory for reads.
+    pub cached_resources: usize,
+    /// Reads answered from memory alone, and reads that needed the database, so far.
+    pub cache_hits: u64,
+    /// See `cache_hits`.
+    pub cache_misses: u64,
 }
 
 /// The counters of one CSE. Shared by the core, the remote-CSE manager and the sender.
@@ -69,6 +80,8 @@ pub struct Metrics {
     registrees: Gauge,
     descendants: Gauge,
     notifications_pending: Gauge,
+    cached_resources: Gauge,
+    cache_reads: Family<CacheLabels, Counter>,
     commit_duration: Histogram,
     commit_batch: Histogram,
     /// One scrape at a time (the state families are set, then written).
@@ -140,6 +153,14 @@ impl Metrics {
             "Notifications waiting in the outbox",
             notifications_pending.clone(),
         );
+        let cached_resources = Gauge::default();
+        registry.register("cached_resources", "Resources held in memory for reads", cached_resources.clone());
+        let cache_reads = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_reads",
+            "Reads by name answered from memory (hit) or from the database (miss)",
+            cache_reads.clone(),
+        );
         let commit_duration =
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 17));
         registry.register(
@@ -166,6 +187,8 @@ impl Metrics {
             registrees,
             descendants,
             notifications_pending,
+            cached_resources,
+            cache_reads,
             commit_duration,
             commit_batch,
             scraping: std::sync::Mutex::new(()),
@@ -222,6 +245,12 @@ impl Metrics {
         self.registrees.set(i64::try_from(snapshot.registrees).unwrap_or(i64::MAX));
         self.descendants.set(i64::try_from(snapshot.descendants).unwrap_or(i64::MAX));
         self.notifications_pending.set(i64::try_from(snapshot.notifications_pending).unwrap_or(i64::MAX));
+        self.cached_resources.set(i64::try_from(snapshot.cached_resources).unwrap_or(i64::MAX));
+        for (outcome, total) in [("hit", snapshot.cache_hits), ("miss", snapshot.cache_misses)] {
+            // Totals kept by the store; a counter only moves up to them.
+            let counter = self.cache_reads.get_or_create(&CacheLabels { outcome });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -244,6 +273,9 @@ mod tests {
             registrees: 3,
             descendants: 5,
             notifications_pending: 7,
+            cached_resources: 3,
+            cache_hits: 40,
+            cache_misses: 2,
         };
         let text = metrics.encode(&snapshot);
         assert!(text.contains(r#"acme_requests_total{operation="RETRIEVE",rsc="2000"} 2"#), "{text}");
@@ -253,6 +285,9 @@ mod tests {
         assert!(text.contains(r#"acme_registration_state{registrar="/id-in",state="unreachable"} 0"#), "{text}");
         assert!(text.contains("acme_registrees 3") && text.contains("acme_descendants 5"), "{text}");
         assert!(text.contains("acme_notifications_pending 7"), "{text}");
+        assert!(text.contains("acme_cached_resources 3"), "{text}");
+        assert!(text.contains(r#"acme_cache_reads_total{outcome="hit"} 40"#), "{text}");
+        assert!(text.contains(r#"acme_cache_reads_total{outcome="miss"} 2"#), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

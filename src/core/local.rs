@@ -234,6 +234,11 @@ impl Cse {
     pub(crate) async fn notifications_pending(&self) -> Result<usize> {
         self.storage.read(|tx| tx.outbox_total()).await
     }
+
+    /// What the resource cache holds and how often it answered (for `/metrics`).
+    pub fn cache_stats(&self) -> crate::storage::CacheStats {
+        self.storage.cache_stats()
+    }
 }
 
 /// The announceable resources with an `at` entry (naming the CSE `target`, when given).

@@ -16,12 +16,16 @@
 //! store). So nothing that happened is lost because a request's future was dropped after
 //! the commit.
 
+mod cache;
 mod migrations;
+mod outbox;
 mod postgres;
 mod sqlite;
 mod writer;
 
 pub use writer::CommitHook;
+
+pub(crate) use outbox::{StoredPending, select_due};
 
 use std::sync::Arc;
 
@@ -285,6 +289,9 @@ pub struct Storage {
     store: Arc<dyn Store>,
     /// Who hears committed changes, and how.
     fanout: Arc<Fanout>,
+    /// Resources read by name, for [`Storage::read_cached`]; only for a store this process
+    /// alone writes (see `cache.rs`).
+    cache: Option<Arc<cache::Cache>>,
 }
 
 /// Where committed change sets go.
@@ -295,6 +302,17 @@ struct Fanout {
     by_type: std::sync::RwLock<Vec<(ResourceType, broadcast::Sender<Arc<ChangeSet>>)>>,
     /// Woken by every commit that put notifications in the outbox.
     outbox: tokio::sync::Notify,
+}
+
+/// The resource cache in numbers (see [`Storage::read_cached`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Resources held.
+    pub held: usize,
+    /// Reads answered from memory alone.
+    pub hits: u64,
+    /// Reads that needed a database transaction.
+    pub misses: u64,
 }
 
 /// Change sets a slow subscriber may fall behind by before it sees `Lagged`.
@@ -322,7 +340,23 @@ impl Storage {
                 }
             });
         }
-        Storage { store, fanout }
+        // Another instance's commits reach this one after they are acknowledged, so a cache
+        // could not be kept true by them: a shared database is read every time.
+        let cache = (!store.lease().is_shared()).then(|| Arc::new(cache::Cache::new(cache::CAPACITY)));
+        if let (Some(cache), Ok(mut observers)) = (&cache, fanout.observers.write()) {
+            // First, so that no observer reads what a commit replaced.
+            observers.push(cache.clone());
+        }
+        Storage { store, fanout, cache }
+    }
+
+    /// What [`Storage::read_cached`] held and did so far (zeros without a cache).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.as_ref().map_or_else(CacheStats::default, |cache| CacheStats {
+            held: cache.len(),
+            hits: cache.hits.load(std::sync::atomic::Ordering::Relaxed),
+            misses: cache.misses.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     /// Tell `hook` the size and duration of every write batch from now on.
@@ -378,6 +412,33 @@ impl Storage {
     {
         let storage = self.clone();
         blocking(move || storage.read_blocking(work)).await
+    }
+
+    /// [`Storage::read`] for work that mostly reads resources by name (`get`,
+    /// `get_by_path`): first on the calling thread over the resources held in memory; only
+    /// when it needs anything else, in a read transaction on a blocking thread, whose
+    /// `get`s then fill the cache. `work` must only read: it may run twice.
+    pub async fn read_cached<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn ReadTx) -> Result<T> + Send + 'static,
+    {
+        let Some(cache) = &self.cache else {
+            return self.read(work).await;
+        };
+        match work(&cache::CachedTx(cache)) {
+            Err(error) if cache::is_miss(&error) => {
+                cache.misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            answered => {
+                cache.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return answered;
+            }
+        }
+        let cache = cache.clone();
+        // Taken before the transaction begins: see `Cache::fill`.
+        let generation = cache.generation();
+        self.read(move |tx| work(&cache::FillingTx { tx, cache: &cache, generation })).await
     }
 
     /// Run `work` in a write transaction (on the store's writer) and wait until it is
@@ -482,76 +543,6 @@ pub(crate) fn stored_resource(ty: i64, path: String, creator: Option<String>, bo
     let attributes: serde_json::Map<String, Value> = serde_json::from_str(body)
         .map_err(|error| Error::internal(format!("stored resource {path} is not valid JSON: {error}")))?;
     Ok(Resource { ty, attributes, path, creator })
-}
-
-/// An outbox row; `content` is the stored JSON.
-pub(crate) struct StoredPending {
-    pub seq: i64,
-    pub target: String,
-    pub subscription: String,
-    pub rqi: String,
-    pub content: String,
-    pub created: String,
-    pub due: String,
-    pub attempts: i64,
-    pub batch: bool,
-}
-
-impl TryFrom<StoredPending> for Pending {
-    type Error = Error;
-
-    fn try_from(row: StoredPending) -> Result<Pending> {
-        let content = serde_json::from_str(&row.content)
-            .map_err(|error| Error::internal(format!("outbox entry {} is not valid JSON: {error}", row.seq)))?;
-        Ok(Pending {
-            seq: row.seq,
-            target: row.target,
-            subscription: row.subscription,
-            rqi: row.rqi,
-            content,
-            created: row.created,
-            due: row.due,
-            attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
-            batch: row.batch,
-        })
-    }
-}
-
-/// Hears the notifications of one target in order; says whether it wants more.
-pub(crate) type Visit<'a> = dyn FnMut(Pending) -> bool + 'a;
-
-/// [`ReadTx::outbox_due`] over a backend's two queries: the first target after `after` in
-/// byte order (`""`: the first of all), and the queue of one target in order, handed to a
-/// visitor that says whether it wants more. Target by target along the outbox's
-/// (target, seq) index, so the cost follows what is taken, not how much waits.
-pub(crate) fn select_due(
-    now: &str,
-    per_target: usize,
-    limit: usize,
-    next_target: &mut dyn FnMut(&str) -> Result<Option<String>>,
-    queue_of: &mut dyn FnMut(&str, &mut Visit<'_>) -> Result<()>,
-) -> Result<(Vec<Pending>, Option<String>)> {
-    let mut due: Vec<Pending> = Vec::new();
-    let mut next: Option<String> = None;
-    let mut after = String::new();
-    while due.len() < limit {
-        let Some(target) = next_target(&after)? else { break };
-        let mut taken = 0;
-        queue_of(&target, &mut |pending| {
-            if pending.due.as_str() > now {
-                if next.as_deref().is_none_or(|known| pending.due.as_str() < known) {
-                    next = Some(pending.due.clone());
-                }
-                // A batch still gathering is passed over; a retry waiting holds the rest.
-                return pending.batch;
-            }
-            due.push(pending);
-            taken += 1;
-            taken < per_target && due.len() < limit
-        })?;
-        after = target;
-    }
-    Ok((due, next))
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -32,6 +32,9 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     /// The writer thread's queue.
     jobs: Queue,
+    /// An exclusive lock on `<database>.lock` while the file is open: this process alone
+    /// writes the database (what `Lease::always` and the resource cache rely on).
+    _owner: Option<std::fs::File>,
 }
 
 impl SqliteStore {
@@ -51,6 +54,7 @@ impl SqliteStore {
         let unusable = |error: rusqlite::Error| {
             Error::internal(format!("the database {} (database.path) cannot be written: {error}", path.display()))
         };
+        let owner = own(path)?;
         let mut writer = Connection::open(path).map_err(unusable)?;
         writer
             .execute_batch(&format!(
@@ -71,23 +75,67 @@ impl SqliteStore {
             reader.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
             readers.push(Mutex::new(reader));
         }
-        SqliteStore::start(writer, readers)
+        SqliteStore::start(writer, readers, Some(owner))
     }
 
+    /// A database in memory, gone with the store.
     pub fn in_memory() -> Result<SqliteStore> {
         let mut writer = Connection::open_in_memory()?;
         migrate(&mut writer, "the in-memory database")?;
-        SqliteStore::start(writer, Vec::new())
+        SqliteStore::start(writer, Vec::new(), None)
     }
 
-    fn start(writer: Connection, readers: Vec<Mutex<Connection>>) -> Result<SqliteStore> {
+    fn start(writer: Connection, readers: Vec<Mutex<Connection>>, owner: Option<std::fs::File>) -> Result<SqliteStore> {
         let writer = Arc::new(Mutex::new(writer));
         let connection = writer.clone();
         let jobs = Queue::start(move |works| match connection.lock() {
             Ok(mut connection) => run_batch(&mut connection, works),
             Err(_) => Err(Error::internal("database lock poisoned")),
         })?;
-        Ok(SqliteStore { writer, readers, next_reader: AtomicUsize::new(0), jobs })
+        Ok(SqliteStore { writer, readers, next_reader: AtomicUsize::new(0), jobs, _owner: owner })
+    }
+}
+
+/// How long an open waits for another store of the same file to let it go (a store of
+/// this process being dropped, a process ending).
+const OWNER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Take the lock that says this process alone uses the database at `path`; an error naming
+/// the lock file when another process (or another open store) holds it.
+fn own(path: &Path) -> Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(|error| {
+        Error::internal(format!(
+            "the database {} (database.path) cannot be locked: {}: {error}",
+            path.display(),
+            lock.display()
+        ))
+    })?;
+    let deadline = std::time::Instant::now() + OWNER_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::internal(format!(
+                    "the database {} (database.path) is in use by another CSE process (it holds {}); \
+                     one process per database file",
+                    path.display(),
+                    lock.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(Error::internal(format!(
+                    "the database {} (database.path) cannot be locked: {}: {error}",
+                    path.display(),
+                    lock.display()
+                )));
+            }
+        }
     }
 }
 

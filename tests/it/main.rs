@@ -4,6 +4,7 @@ mod access;
 mod admin;
 mod announcements;
 mod binary;
+mod cache;
 mod conformance;
 mod expiry;
 mod failover;

@@ -189,6 +189,7 @@ async fn health(State(admin): State<Admin>) -> Response {
 
 async fn metrics(State(admin): State<Admin>) -> Response {
     let registry = admin.remote.registry();
+    let cache = admin.cse.cache_stats();
     let snapshot = Snapshot {
         registrars: admin
             .remote
@@ -199,6 +200,9 @@ async fn metrics(State(admin): State<Admin>) -> Response {
         registrees: registry.registree_csrs().len(),
         descendants: registry.descendant_ids().len(),
         notifications_pending: admin.cse.notifications_pending().await.unwrap_or(0),
+        cached_resources: cache.held,
+        cache_hits: cache.hits,
+        cache_misses: cache.misses,
     };
     let text = admin.cse.metrics().encode(&snapshot);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()

@@ -29,9 +29,11 @@ impl Cse {
         let filter = request.filter.clone();
         let atrl = request.atrl.clone();
         let bounds = self.bounds();
+        // Mostly reads by name (the target, its policies, a container): answered from
+        // memory when they are held.
         let (mut resource, selected) = self
             .storage
-            .read(move |tx| {
+            .read_cached(move |tx| {
                 let resource = match target.virtual_child {
                     Some(which) => edge_instance(tx, &target.id, which)?,
                     None => locate(tx, &target.id)?,

@@ -1,0 +1,342 @@
+//! Resources kept in memory for reads that name them (`get`, `get_by_path`), so that a
+//! RETRIEVE answered from here neither crosses to a blocking thread nor opens a database
+//! transaction.
+//!
+//! Only for a store this process alone writes (SQLite): what it holds is kept true by the
+//! commits themselves. Every committed change set reaches [`Cache::committed`] (an
+//! [`Observer`](super::Observer)) before the writer's caller hears "done": an updated
+//! resource that is held is replaced by its committed form, a deleted one is dropped (a
+//! deleted subtree empties the cache: what was below it is not indexed). So once a write
+//! is acknowledged, no read sees what it replaced.
+//!
+//! Filling races with writing: a read transaction may have read a row just before a
+//! commit replaced it, and offer it after the commit's change set went by. Each fill
+//! therefore carries the commit generation seen before its transaction began, and is
+//! refused if any commit has been published since (checked and inserted under the lock the
+//! commits take), so a stale row never enters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use dashmap::DashMap;
+
+use super::{Change, ChangeSet, ReadTx};
+use crate::error::{Error, Result};
+use crate::resource::{Resource, ResourceType};
+
+/// Most resources held; when full, the cache starts afresh (what is hot comes back at
+/// once, what was read once goes).
+pub(crate) const CAPACITY: usize = 4096;
+
+pub(crate) struct Cache {
+    by_ri: DashMap<String, Arc<Resource>>,
+    /// Structured path to `ri`, for what `by_ri` holds.
+    by_path: DashMap<String, String>,
+    /// Commits published so far.
+    generation: AtomicU64,
+    /// Held by a commit's invalidation and by a fill's check-and-insert.
+    commits: Mutex<()>,
+    capacity: usize,
+    /// Reads answered from memory, and those that needed a transaction.
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+}
+
+impl Cache {
+    pub(crate) fn new(capacity: usize) -> Cache {
+        Cache {
+            by_ri: DashMap::new(),
+            by_path: DashMap::new(),
+            generation: AtomicU64::new(0),
+            commits: Mutex::new(()),
+            capacity,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The generation to give [`Cache::fill`] for rows read by a transaction that begins
+    /// after this call.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn by_ri(&self, ri: &str) -> Option<Resource> {
+        self.by_ri.get(ri).map(|held| Resource::clone(&held))
+    }
+
+    fn by_path(&self, path: &str) -> Option<Resource> {
+        let ri = self.by_path.get(path)?.clone();
+        self.by_ri(&ri).filter(|resource| resource.path == path)
+    }
+
+    /// Hold `resource`, read by a transaction that began at `generation`, unless a commit
+    /// was published since.
+    pub(crate) fn fill(&self, generation: u64, resource: &Resource) {
+        let _commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.generation.load(Ordering::Acquire) != generation || resource.ri().is_empty() {
+            return;
+        }
+        if self.by_ri.len() >= self.capacity {
+            self.by_ri.clear();
+            self.by_path.clear();
+        }
+        self.by_path.insert(resource.path.clone(), resource.ri().to_string());
+        self.by_ri.insert(resource.ri().to_string(), Arc::new(resource.clone()));
+    }
+
+    /// A committed change set: what it changed is replaced or dropped.
+    pub(crate) fn committed(&self, changes: &ChangeSet) {
+        let _commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for change in &changes.changes {
+            let resource = change.resource();
+            match change {
+                // Nothing held names it (no absence is held), unless a path was reused.
+                Change::Created(_) => {
+                    self.by_path.remove(&resource.path);
+                }
+                Change::Updated(_) => {
+                    if let Some(mut held) = self.by_ri.get_mut(resource.ri()) {
+                        *held = resource.clone();
+                    }
+                }
+                Change::Deleted(_) if is_leaf(resource.ty) => {
+                    self.by_ri.remove(resource.ri());
+                    self.by_path.remove(&resource.path);
+                }
+                Change::Deleted(_) => {
+                    self.by_ri.clear();
+                    self.by_path.clear();
+                }
+            }
+        }
+    }
+
+    /// How many resources are held.
+    pub(crate) fn len(&self) -> usize {
+        self.by_ri.len()
+    }
+}
+
+impl super::Observer for Cache {
+    fn committed(&self, changes: &ChangeSet) {
+        Cache::committed(self, changes);
+    }
+}
+
+/// Types that never have children: deleting one deletes it alone.
+fn is_leaf(ty: ResourceType) -> bool {
+    matches!(ty, ResourceType::Cin | ResourceType::Sub | ResourceType::CinAnnc)
+}
+
+/// What a read from the cache alone could not answer: the work runs again in a
+/// transaction.
+#[derive(Debug, thiserror::Error)]
+#[error("not in the cache")]
+pub(crate) struct Miss;
+
+fn miss<T>() -> Result<T> {
+    Err(Error::internal_from(Miss))
+}
+
+pub(crate) fn is_miss(error: &Error) -> bool {
+    std::error::Error::source(error).is_some_and(|source| source.downcast_ref::<Miss>().is_some())
+}
+
+/// A read "transaction" over the cache alone: what it holds, or [`Miss`].
+pub(crate) struct CachedTx<'a>(pub &'a Cache);
+
+impl ReadTx for CachedTx<'_> {
+    fn get(&self, ri: &str) -> Result<Option<Resource>> {
+        self.0.by_ri(ri).map(Some).map_or_else(miss, Ok)
+    }
+
+    fn get_by_path(&self, path: &str) -> Result<Option<Resource>> {
+        self.0.by_path(path).map(Some).map_or_else(miss, Ok)
+    }
+
+    fn children(&self, _: &str, _: Option<ResourceType>) -> Result<Vec<Resource>> {
+        miss()
+    }
+
+    fn edge_child(&self, _: &str, _: ResourceType, _: bool) -> Result<Option<Resource>> {
+        miss()
+    }
+
+    fn walk_below(&self, _: &str, _: Option<usize>, _: &mut dyn FnMut(Resource, usize) -> Result<bool>) -> Result<()> {
+        miss()
+    }
+
+    fn by_type(&self, _: ResourceType) -> Result<Vec<Resource>> {
+        miss()
+    }
+
+    fn expired(&self, _: &str, _: usize) -> Result<Vec<Resource>> {
+        miss()
+    }
+
+    fn of_type_below(&self, _: &str, _: ResourceType) -> Result<Vec<Resource>> {
+        miss()
+    }
+
+    fn outbox_due(&self, _: &str, _: usize, _: usize) -> Result<(Vec<super::Pending>, Option<String>)> {
+        miss()
+    }
+
+    fn outbox_count(&self, _: &str) -> Result<usize> {
+        miss()
+    }
+
+    fn outbox_total(&self) -> Result<usize> {
+        miss()
+    }
+
+    fn outbox_batch(&self, _: &str, _: &str) -> Result<(usize, Option<String>)> {
+        miss()
+    }
+
+    fn instance_addresses(&self) -> Result<Vec<String>> {
+        miss()
+    }
+}
+
+/// A read transaction that offers the cache what `get` and `get_by_path` find.
+pub(crate) struct FillingTx<'a> {
+    pub tx: &'a dyn ReadTx,
+    pub cache: &'a Cache,
+    /// [`Cache::generation`] before the transaction began.
+    pub generation: u64,
+}
+
+impl FillingTx<'_> {
+    fn offer(&self, found: Result<Option<Resource>>) -> Result<Option<Resource>> {
+        if let Ok(Some(resource)) = &found {
+            self.cache.fill(self.generation, resource);
+        }
+        found
+    }
+}
+
+impl ReadTx for FillingTx<'_> {
+    fn get(&self, ri: &str) -> Result<Option<Resource>> {
+        self.offer(self.tx.get(ri))
+    }
+
+    fn get_by_path(&self, path: &str) -> Result<Option<Resource>> {
+        self.offer(self.tx.get_by_path(path))
+    }
+
+    fn children(&self, pi: &str, ty: Option<ResourceType>) -> Result<Vec<Resource>> {
+        self.tx.children(pi, ty)
+    }
+
+    fn edge_child(&self, pi: &str, ty: ResourceType, newest: bool) -> Result<Option<Resource>> {
+        self.tx.edge_child(pi, ty, newest)
+    }
+
+    fn walk_below(
+        &self,
+        path: &str,
+        max_depth: Option<usize>,
+        visit: &mut dyn FnMut(Resource, usize) -> Result<bool>,
+    ) -> Result<()> {
+        self.tx.walk_below(path, max_depth, visit)
+    }
+
+    fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>> {
+        self.tx.by_type(ty)
+    }
+
+    fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {
+        self.tx.expired(now, limit)
+    }
+
+    fn of_type_below(&self, path: &str, ty: ResourceType) -> Result<Vec<Resource>> {
+        self.tx.of_type_below(path, ty)
+    }
+
+    fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<super::Pending>, Option<String>)> {
+        self.tx.outbox_due(now, per_target, limit)
+    }
+
+    fn outbox_count(&self, target: &str) -> Result<usize> {
+        self.tx.outbox_count(target)
+    }
+
+    fn outbox_total(&self) -> Result<usize> {
+        self.tx.outbox_total()
+    }
+
+    fn outbox_batch(&self, target: &str, subscription: &str) -> Result<(usize, Option<String>)> {
+        self.tx.outbox_batch(target, subscription)
+    }
+
+    fn instance_addresses(&self) -> Result<Vec<String>> {
+        self.tx.instance_addresses()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, json};
+
+    use super::*;
+
+    fn resource(ty: ResourceType, ri: &str, path: &str, version: u64) -> Resource {
+        let mut attributes = Map::new();
+        attributes.insert("ri".into(), json!(ri));
+        attributes.insert("st".into(), json!(version));
+        Resource { ty, attributes, path: path.into(), creator: None }
+    }
+
+    fn commit(cache: &Cache, change: Change) {
+        cache.committed(&ChangeSet { changes: vec![change], enqueued: 0 });
+    }
+
+    fn version(found: Result<Option<Resource>>) -> Option<u64> {
+        found.expect("held").and_then(|resource| resource.u64("st"))
+    }
+
+    #[test]
+    fn a_row_read_before_a_commit_is_not_taken_after_it() {
+        let cache = Cache::new(16);
+        let generation = cache.generation();
+        // A transaction began, read version 1; then a commit replaced it with version 2.
+        let stale = resource(ResourceType::Cnt, "cnt1", "cse-in/cnt", 1);
+        commit(&cache, Change::Updated(Arc::new(resource(ResourceType::Cnt, "cnt1", "cse-in/cnt", 2))));
+        cache.fill(generation, &stale);
+        assert!(is_miss(&CachedTx(&cache).get("cnt1").expect_err("not held")));
+        // A transaction that began after the commit fills it.
+        cache.fill(cache.generation(), &resource(ResourceType::Cnt, "cnt1", "cse-in/cnt", 2));
+        assert_eq!(version(CachedTx(&cache).get_by_path("cse-in/cnt")), Some(2));
+    }
+
+    #[test]
+    fn commits_replace_what_is_held_and_drop_what_went() {
+        let cache = Cache::new(16);
+        for (ri, path) in [("cnt1", "cse-in/cnt"), ("cin1", "cse-in/cnt/cin"), ("ae1", "cse-in/ae")] {
+            let ty = if ri.starts_with("cin") { ResourceType::Cin } else { ResourceType::Cnt };
+            cache.fill(cache.generation(), &resource(ty, ri, path, 1));
+        }
+        commit(&cache, Change::Updated(Arc::new(resource(ResourceType::Cnt, "cnt1", "cse-in/cnt", 2))));
+        assert_eq!(version(CachedTx(&cache).get("cnt1")), Some(2), "updated in place");
+        commit(&cache, Change::Deleted(Arc::new(resource(ResourceType::Cin, "cin1", "cse-in/cnt/cin", 1))));
+        assert!(CachedTx(&cache).get_by_path("cse-in/cnt/cin").is_err(), "a deleted instance goes");
+        assert_eq!(cache.len(), 2, "alone");
+        // A deleted subtree: what was below it is not indexed, so everything goes.
+        commit(&cache, Change::Deleted(Arc::new(resource(ResourceType::Ae, "ae1", "cse-in/ae", 1))));
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn a_full_cache_starts_afresh() {
+        let cache = Cache::new(2);
+        for n in 0..3 {
+            cache
+                .fill(cache.generation(), &resource(ResourceType::Cnt, &format!("cnt{n}"), &format!("cse-in/c{n}"), 1));
+        }
+        assert_eq!(cache.len(), 1);
+        assert_eq!(version(CachedTx(&cache).get("cnt2")), Some(1));
+    }
+}
