@@ -52,10 +52,22 @@ pub(crate) use local::INSTANCE_HEARTBEAT;
 pub(crate) use tree::resolve_acpi;
 
 /// The CSE: configuration, identity, storage, events, the registry of remote CSEs and
-/// the outbound seam, shared by every caller. Cloning is cheap: every field is a handle.
-/// Embedders read through the accessors; only the crate writes.
+/// the outbound seam, shared by every caller. Cloning is cheap (one reference count: a
+/// request clones it several times). Embedders read through the accessors; only the crate
+/// writes.
 #[derive(Clone)]
-pub struct Cse {
+pub struct Cse(Arc<Shared>);
+
+impl std::ops::Deref for Cse {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What a [`Cse`] holds; reached through it.
+pub struct Shared {
     /// The configuration in force; replaced as a whole when a reload applies changes.
     config: Arc<ArcSwap<Config>>,
     /// Where the configuration was read from, to read it again (none for embedders that
@@ -97,7 +109,7 @@ impl Cse {
         let counted = metrics.clone();
         storage.on_commit(Arc::new(move |writes, elapsed| counted.commit(writes, elapsed)));
         let instance = Arc::from(crate::resource::random_id(16));
-        Cse {
+        Cse(Arc::new(Shared {
             config,
             source: source.map(Arc::new),
             identity,
@@ -109,7 +121,7 @@ impl Cse {
             outbound,
             registrar_addresses: Arc::default(),
             metrics,
-        }
+        }))
     }
 
     /// The counters of this CSE (requests, forwarding, liveliness, notifications).

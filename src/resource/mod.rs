@@ -250,6 +250,13 @@ impl Resource {
         wrapped.insert(self.ty.wrapper().to_string(), Value::Object(self.attributes.clone()));
         Value::Object(wrapped)
     }
+
+    /// [`Resource::to_json`] without a copy of the attributes.
+    pub fn into_json(self) -> Value {
+        let mut wrapped = Map::with_capacity(1);
+        wrapped.insert(self.ty.wrapper().to_string(), Value::Object(self.attributes));
+        Value::Object(wrapped)
+    }
 }
 
 /// The content size (`cs`) of a CIN's `con`, counted the way the reference CSE counts it:

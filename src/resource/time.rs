@@ -87,7 +87,20 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     /// The fixed-width oneM2M form `YYYYMMDDTHHMMSS,ffffff`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.format("%Y%m%dT%H%M%S,%6f"))
+        // Field by field: written on every answer (`X-M2M-OT`) and every write, where a
+        // strftime pattern is parsed again each time.
+        let (date, time) = (self.0.date_naive(), self.0.time());
+        write!(
+            f,
+            "{:04}{:02}{:02}T{:02}{:02}{:02},{:06}",
+            date.year(),
+            date.month(),
+            date.day(),
+            time.hour(),
+            time.minute(),
+            time.second(),
+            time.nanosecond() / 1000 % 1_000_000
+        )
     }
 }
 
@@ -116,6 +129,14 @@ mod tests {
             Some("20300101T000000,500000")
         );
         assert_eq!(Timestamp::max().to_string(), "99991231T235959,999999");
+    }
+
+    #[test]
+    fn the_text_form_is_chronos_fixed_pattern() {
+        for text in ["00010101T000000", "20261201T093005,000001", "99991231T235959,999999", "20240229T120000,5"] {
+            let timestamp = Timestamp::parse(text).expect("valid");
+            assert_eq!(timestamp.to_string(), timestamp.0.format("%Y%m%dT%H%M%S,%6f").to_string(), "{text}");
+        }
     }
 
     #[test]

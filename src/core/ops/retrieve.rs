@@ -64,7 +64,7 @@ impl Cse {
         let content = match selected {
             Some(selected) => self.with_below(request, &resource, rcn, selected),
             None if !request.atrl.is_empty() => represent::partial(&resource, &request.atrl)?,
-            None => resource.to_json(),
+            None => resource.into_json(),
         };
         let mut response = Response::new(request, Rsc::Ok, Some(content));
         response.partial = partial;
