@@ -148,6 +148,14 @@ def settled(read, limit=30.0):
     return value
 
 
+def flushed(port):
+    """Once the writes a load generator left in flight are committed: a CREATE sent now is
+    answered after them (our CSE commits its writes in the order they reach its writer), so
+    readings that follow its answer see them. Best effort on any system: a failure is ignored."""
+    request(port, "POST", "/cse-in", ty=3, body={"m2m:cnt": {"rn": "benchFlush"}}, timeout=60)
+    request(port, "POST", "/cse-in/benchFlush", ty=4, body={"m2m:cin": {"con": "flush"}}, timeout=60)
+
+
 def discovered(port, path):
     """How many resources a discovery finds, following partial answers (X-M2M-CTS: 1 with the
     next offset in X-M2M-CTO, as our CSE pages large results); None when it fails."""
@@ -508,7 +516,7 @@ class Bench:
             if shutil.which("wrk") is None:
                 raise BenchError("wrk is not installed and apt-get install wrk failed")
         cargo = ["cargo", "build", "--quiet", "--bin", "acme-cse", "--example", "bench_hello",
-                 "--example", "registree_sim"]
+                 "--example", "bench_commit", "--example", "registree_sim"]
         if self.profile == "release":
             cargo.insert(2, "--release")
         if not self.args.no_build:
@@ -517,8 +525,9 @@ class Bench:
         tdir = os.path.join(ROOT, "target", self.profile)
         self.binary = os.path.join(tdir, "acme-cse")
         self.hello = os.path.join(tdir, "examples", "bench_hello")
+        self.commit = os.path.join(tdir, "examples", "bench_commit")
         self.sim = os.path.join(tdir, "examples", "registree_sim")
-        for b in (self.binary, self.hello, self.sim):
+        for b in (self.binary, self.hello, self.commit, self.sim):
             if not os.access(b, os.X_OK):
                 raise BenchError(f"missing binary {b}")
         self.build_cmd = " ".join(cargo)
@@ -664,7 +673,14 @@ class Bench:
         # the forwarded targets answer before the load starts
         tree["unsupported"] = {}
         for kind, key in (("MN", "s3_retrieve_1hop"), ("ASN", "s3_retrieve_2hop")):
-            status, headers, body = request(tree["ports"][kind], "GET", "/~/id-in/cse-in/benchCnt")
+            # Right after the IN's restart an MN may have made its CSR there and not yet
+            # finished its registration (its own copy of the IN's CSR): a few rounds' time.
+            deadline = time.monotonic() + 10
+            while True:
+                status, headers, body = request(tree["ports"][kind], "GET", "/~/id-in/cse-in/benchCnt")
+                if status == 200 or tree["system"] == "reference" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             if status != 200 and tree["system"] == "reference":
                 # not a failure of the benchmark: the reference cannot do it; reported as such
                 why = f"answers HTTP {status}, RSC {headers.get('x-m2m-rsc')}: {(body or {}).get('m2m:dbg', body)}"
@@ -707,12 +723,34 @@ class Bench:
                     st, _, body = request(port, "GET", f"/cse-in/{rn}", timeout=30)
                     return ((body or {}).get("m2m:cnt", {}).get("cni") if st == 200 else None,
                             discovered(port, f"/cse-in/{rn}?fu=1&ty=4"))
+                flushed(tree["ports"]["IN"])
                 cni, stored = settled(counts)
                 ok_2xx = r["requests"] - r["non2xx"]
                 ok = cni is not None and cni == stored and ok_2xx <= cni <= ok_2xx + int(c)
                 r["cni"], r["stored"], r["cni_ok"] = cni, stored, ok
                 log(f"CIN c={c} {system}: cni={cni}, stored (discovery) {stored}, 2xx answers counted by wrk {ok_2xx}")
                 self.check(ok, f"{system}: cni {cni} != stored {stored} (or outside [{ok_2xx}, {ok_2xx + int(c)}])")
+
+    # ---- scenario 13: the disk's commit ceiling -------------------------------------------
+
+    def commit_ceiling(self):
+        """Raw fsync'd single-row commits per second (`examples/bench_commit.rs`: SQLite, WAL,
+        `synchronous = FULL`, one row per transaction) into a file in the work directory, where
+        our IN's database is, for one load run's length: the bound of a durable CIN CREATE at c=1."""
+        db = os.path.join(self.work, "commit-ceiling.db")
+        cmd = [self.commit, db, str(self.duration)]
+        out = subprocess.run(cmd, cwd=self.work, capture_output=True, text=True, timeout=self.duration + 60)
+        m = re.search(r"^commits/s ([\d.]+)$", out.stdout, re.M)
+        rate = float(m.group(1)) if m else None
+        self.check(out.returncode == 0 and rate is not None,
+                   f"bench_commit failed ({out.returncode}): {(out.stderr or out.stdout).strip()[-300:]}")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db + suffix):
+                os.remove(db + suffix)
+        log(f"commit ceiling (bench_commit, SQLite WAL, synchronous = FULL, one row per commit, in {self.work}): "
+            f"{f(rate, 1)} commits/s over {self.duration} s")
+        return {"commits_per_s": rate, "seconds": self.duration,
+                "command": f"target/{self.profile}/examples/bench_commit <work dir>/commit-ceiling.db {self.duration}"}
 
     # ---- scenario 6: liveliness at scale --------------------------------------------------
 
@@ -915,6 +953,7 @@ class Bench:
             r = wrk_until(f"http://{HOST}:{in_port}/cse-in/{rn}", 32, script, lambda: (cni(rn) or 0) >= creates)
             # what was stored, counted by discovery (`cni` can be wrong: the reference loses
             # updates) once the CREATEs still in flight when wrk stopped are done
+            flushed(in_port)
             created = settled(lambda: discovered(in_port, f"/cse-in/{rn}?fu=1&ty=4") or 0)
             counted = cni(rn)
             self.check(counted == created, f"{system}: cni {counted} of {rn} but {created} instances stored")
@@ -1011,6 +1050,8 @@ class Bench:
         self.load(trees, "s2_cin_create", "CREATE contentInstance", "IN", lambda c: f"/cse-in/cin{c}", conc,
                   method="POST", body=BODY_CIN, ty=4)
         self.cin_check(trees)
+        if self.ours.pg is None:  # the ceiling of our IN's SQLite file; not of the PostgreSQL pass
+            sc["s13_commit_ceiling"] = self.commit_ceiling()
         self.load(trees, "s3_retrieve_direct", "RETRIEVE container on the IN (direct)", "IN",
                   "/cse-in/benchCnt", conc)
         self.load(trees, "s3_retrieve_1hop", "RETRIEVE via MN -> IN (1 hop)", "MN", "/~/id-in/cse-in/benchCnt", conc)
@@ -1114,6 +1155,8 @@ class Bench:
                         discovered(pb, f"/cse-in/{rn}?fu=1&ty=4"))
             # Read once the CREATEs in flight when wrk stopped are committed (each
             # instance's writer may still hold a batch).
+            flushed(pa)
+            flushed(pb)
             cni, stored = settled(counts)
             runs[label].setdefault("counts", {})[rn] = {"cni": cni, "stored": stored}
             self.check(cni is not None and cni == stored, f"container {rn}: cni {cni} != stored {stored}")
@@ -1183,13 +1226,63 @@ def ok_mark(cond):
     return "—" if cond is None else ("yes" if cond else "**no**")
 
 
+def at_least(x, bound):
+    return None if x is None or bound is None else x >= bound
+
+
+def below(x, bound):
+    return None if x is None or bound is None else x < bound
+
+
+def all_met(conds):
+    """True when every condition holds, False when one fails, None when one is unknown (and none fails)."""
+    if False in conds:
+        return False
+    return None if not conds or None in conds else True
+
+
+def pct(x):
+    return f(None if x is None else 100 * x, 0, " %")
+
+
+def run_of(sc, key, system, c):
+    """The wrk run of `system` at concurrency `c` in scenario `key`, or None."""
+    try:
+        return sc[key]["runs"][system][str(c)]
+    except (KeyError, TypeError):
+        return None
+
+
+def rps_of(sc, key, system, c):
+    r = run_of(sc, key, system, c)
+    return r.get("rps") if r else None
+
+
+def commit_rate(sc):
+    """The disk's fsync'd single-row commits per second measured in the run (scenario 13), or None."""
+    return (sc.get("s13_commit_ceiling") or {}).get("commits_per_s")
+
+
+def hop_limit(sc):
+    """Issue 16's bound on the latency one forwarding hop adds: 2× the bare loopback round trip,
+    taken as the bare axum hello's p50 at c=1."""
+    h = run_of(sc, "s7_axum_hello", "axum", 1)
+    return 2 * h["p50_ms"] if h and h.get("p50_ms") is not None else None
+
+
+def hop_met(a1, a2, limit):
+    """The latency added by 1 hop and the per-hop share of 2 hops (when measured) both within `limit`."""
+    return all_met([at_least(limit, a1)] + ([] if a2 is None else [at_least(limit, a2)]))
+
+
 def summary_rows(res):
     """(scenario, metric, ours, reference, ratio ours/ref, target, met) rows for the main table."""
     sc = res["scenarios"]
     rows = []
-    hello = sc.get("s7_axum_hello", {}).get("runs", {}).get("axum", {})
-    for key, tgt_ratio in (("s1_retrieve_csebase", 50), ("s2_cin_create", 50), ("s3_retrieve_direct", None),
-                           ("s3_retrieve_1hop", 20), ("s3_retrieve_2hop", None)):
+    rate = commit_rate(sc)
+    for key, tgt_ratio in (("s1_retrieve_csebase", {"1": 50, "32": 50}), ("s2_cin_create", {"32": 100}),
+                           ("s3_retrieve_direct", {}), ("s3_retrieve_1hop", {"1": 20, "32": 20}),
+                           ("s3_retrieve_2hop", {})):
         s = sc.get(key)
         if not s:
             continue
@@ -1198,37 +1291,97 @@ def summary_rows(res):
             r = s["runs"].get("reference", {}).get(c)
             orps, rrps = o and o["rps"], r and r["rps"]
             rt = ratio(orps, rrps)
-            target, met = "", None
-            if tgt_ratio:
-                target = f"≥ {tgt_ratio}×"
-                met = rt is not None and rt >= tgt_ratio
-            if key == "s1_retrieve_csebase" and hello.get(c):
-                h = hello[c]["rps"]
-                target += f"; ≥ ½ axum ({f(h / 2)})"
-                met = (met if met is not None else True) and orps is not None and orps >= h / 2
+            targets, mets = [], []
+            if tgt_ratio.get(c):
+                targets.append(f"≥ {tgt_ratio[c]}×")
+                mets.append(at_least(rt, tgt_ratio[c]))
+            if key == "s2_cin_create" and c == "32":
+                targets[-1] += " reference, `cni` exact"
+                mets.append(o.get("cni_ok") if o else None)
+            if key == "s2_cin_create" and c == "1":
+                targets.append(f"≥ 80 % of the disk's commit rate ({f(rate)}/s)" if rate is not None
+                               else "≥ 80 % of the disk's commit rate (not measured)")
+                mets.append(at_least(orps, rate and 0.8 * rate))
+            h = rps_of(sc, "s7_axum_hello", "axum", c)
+            if key in ("s1_retrieve_csebase", "s3_retrieve_direct") and h is not None:
+                targets.append(f"≥ ½ axum ({f(h / 2)})")
+                mets.append(at_least(orps, h / 2))
             unsupported = s.get("unsupported", {}).get("reference")
             rcell = (f"{f(rrps)} (p50 {f(r and r['p50_ms'], 3)} / p99 {f(r and r['p99_ms'], 3)} ms, {r and r['errors']} err)"
                      if r else f"not supported: {unsupported}" if unsupported else "—")
             rows.append((f"{s['label']}, c={c}", "req/s",
                          f"{f(orps)} (p50 {f(o and o['p50_ms'], 3)} / p99 {f(o and o['p99_ms'], 3)} ms, {o and o['errors']} err)" if o else "—",
                          rcell,
-                         f(rt, 1, "×"), target or "—", ok_mark(met)))
+                         f(rt, 1, "×"), "; ".join(targets) or "—", ok_mark(all_met(mets))))
     return rows
 
 
 def hop_rows(res):
+    """(system, direct p50, 1-hop p50, 2-hop p50, added by 1 hop, added per hop over 2 hops,
+    1-hop / direct throughput at c=32) per system; latencies at c=1, in ms."""
     sc = res["scenarios"]
     rows = []
     for system in ("ours", "reference"):
         def p50(key):
-            try:
-                return sc[key]["runs"][system]["1"]["p50_ms"]
-            except (KeyError, TypeError):
-                return None
+            r = run_of(sc, key, system, 1)
+            return r.get("p50_ms") if r else None
         d, h1, h2 = p50("s3_retrieve_direct"), p50("s3_retrieve_1hop"), p50("s3_retrieve_2hop")
         if d is None or h1 is None:
             continue
-        rows.append((system, d, h1, h2, h1 - d, None if h2 is None else (h2 - d) / 2))
+        tput = ratio(rps_of(sc, "s3_retrieve_1hop", system, 32), rps_of(sc, "s3_retrieve_direct", system, 32))
+        rows.append((system, d, h1, h2, h1 - d, None if h2 is None else (h2 - d) / 2, tput))
+    return rows
+
+
+def issue16_rows(res):
+    """(target, measured, met?) per target of issue 16, from the numbers of this run (ours, the
+    SQLite IN); "—" and "not measured" where a number is missing."""
+    sc = res["scenarios"]
+    rows = []
+
+    def row(target, measured, met):
+        rows.append((target, measured if measured is not None else "—", "not measured" if met is None else ok_mark(met)))
+
+    for key, what in (("s1_retrieve_csebase", "RETRIEVE CSEBase"), ("s3_retrieve_direct", "RETRIEVE container (direct)")):
+        for c in ("1", "32"):
+            o, h = rps_of(sc, key, "ours", c), rps_of(sc, "s7_axum_hello", "axum", c)
+            row(f"{what}, c={c}: ≥ 50 % of bare axum (same c)",
+                o is not None and f"{f(o)} req/s = {pct(ratio(o, h))} of axum ({f(h)} req/s)" or None,
+                at_least(o, h and h / 2))
+    hops = {x[0]: x for x in hop_rows(res)}.get("ours")
+    limit = hop_limit(sc)
+    a1, a2, tput = (hops[4], hops[5], hops[6]) if hops else (None, None, None)
+    row("Forwarded RETRIEVE: added latency per hop (c=1 p50; 1 hop, and 2 hops / 2) ≤ 2× the loopback round "
+        "trip (bare axum p50, c=1)",
+        hops and f"{f(a1, 3, ' ms')} (1 hop), {f(a2, 3, ' ms')} (2 hops, per hop); limit {f(limit, 3, ' ms')}" or None,
+        hop_met(a1, a2, limit))
+    d32, h32 = rps_of(sc, "s3_retrieve_direct", "ours", 32), rps_of(sc, "s3_retrieve_1hop", "ours", 32)
+    row("Forwarded RETRIEVE, 1 hop, c=32: ≥ 50 % of the direct RETRIEVE's throughput",
+        h32 is not None and f"{f(h32)} req/s = {pct(ratio(h32, d32))} of direct ({f(d32)} req/s)" or None,
+        at_least(ratio(h32, d32), 0.5))
+    cin1, rate = rps_of(sc, "s2_cin_create", "ours", 1), commit_rate(sc)
+    row("Durable CIN CREATE, c=1: ≥ 80 % of the disk's raw fsync'd single-row commit rate (same run, same disk)",
+        cin1 is not None and (f"{f(cin1)}/s = {pct(ratio(cin1, rate))} of {f(rate)} commits/s" if rate is not None
+                              else f"— (CIN CREATE {f(cin1)}/s; commit rate not measured)") or None,
+        at_least(cin1, rate and 0.8 * rate))
+    o32, r32 = run_of(sc, "s2_cin_create", "ours", 32), rps_of(sc, "s2_cin_create", "reference", 32)
+    rt = ratio(o32 and o32.get("rps"), r32)
+    row("Durable CIN CREATE, c=32: ≥ 100× the reference, `cni` exact",
+        o32 and (f"{f(o32.get('rps'))}/s = {f(rt, 1, '×')} reference ({f(r32)}/s); `cni` {o32.get('cni')} / "
+                 f"stored {o32.get('stored')}") or None,
+        all_met([at_least(rt, 100), o32.get("cni_ok") if o32 else None]))
+    rss = (sc.get("s4_rss") or {}).get("ours", {})
+    for when, label, bound in (("idle", "idle", 15), ("after_load", "after the load runs", 32)):
+        x = rss.get(when, {}).get("IN")
+        row(f"RSS of the IN {label} < {bound} MiB", x is not None and f(x, 1, " MiB") or None, below(x, bound))
+    notif = (sc.get("s8_notifications") or {}).get("ours", {})
+    p50 = notif.get("latency_p50_ms")
+    row("CIN CREATE → notification received, c=1, p50 < 1 ms", p50 is not None and f(p50, 3, " ms") or None,
+        below(p50, 1.0))
+    hundred, one = (notif.get("hundred") or {}).get("per_s"), (notif.get("one") or {}).get("per_s")
+    row("Notifications, c=32: ≥ 10,000/s (100 subscribers on one container)",
+        hundred is not None and f"{f(hundred)}/s (1 subscriber: {f(one)}/s, bounded by the CREATE rate)" or None,
+        at_least(hundred, 10000))
     return rows
 
 
@@ -1366,6 +1519,17 @@ def write_report(res, path_md, path_png):
         L.append("**Anomalies of the reference seen in this run** (reported, not counted as driver failures): "
                  + "; ".join(anomalies) + ".")
     L.append("")
+    L.append("## Issue 16 targets")
+    L.append("")
+    L.append("The targets of the performance issue (issue 16) against the numbers of this run (ours, the IN on "
+             "SQLite; every comparison within this run: the bare axum ceiling of scenario 7, the disk's commit rate "
+             "of scenario 13, the reference of the same scenario). The sections below give the details.")
+    L.append("")
+    L.append("| target | measured | met? |")
+    L.append("| --- | --- | --- |")
+    for target, measured, met in issue16_rows(res):
+        L.append(f"| {target} | {measured} | {met} |")
+    L.append("")
     L.append("## Machine and versions")
     L.append("")
     L.append(f"- CPU: {meta['cpu']}, {meta['nproc']} CPUs (`nproc`), {meta['memory_mib']} MiB RAM, Linux {meta['kernel']}; "
@@ -1410,13 +1574,23 @@ def write_report(res, path_md, path_png):
     hops = hop_rows(res)
     if hops:
         L.append("")
-        L.append("### 3. Forwarding: added latency per hop (c=1, p50)")
+        L.append("### 3. Forwarding: added latency per hop (c=1, p50) and throughput (c=32)")
         L.append("")
-        L.append("| system | direct on the IN | via MN (1 hop) | via ASN→MN (2 hops) | added by 1 hop | added per hop (2 hops) | target < 1 ms met? |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- |")
-        for system, d, h1, h2, a1, a2 in hops:
-            met = ok_mark(a1 < 1 and (a2 is None or a2 < 1)) if system == "ours" else "—"
-            L.append(f"| {system} | {f(d, 3, ' ms')} | {f(h1, 3, ' ms')} | {f(h2, 3, ' ms')} | {f(a1, 3, ' ms')} | {f(a2, 3, ' ms')} | {met} |")
+        limit = hop_limit(sc)
+        L.append("| system | direct on the IN | via MN (1 hop) | via ASN→MN (2 hops) | added by 1 hop | added per hop (2 hops) | "
+                 f"target ≤ 2× loopback round trip ({f(limit, 3, ' ms')}) met? | throughput 1 hop / direct, c=32 | "
+                 "target ≥ 50 % met? |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for system, d, h1, h2, a1, a2, tput in hops:
+            lat_met = ok_mark(hop_met(a1, a2, limit)) if system == "ours" else "—"
+            tput_met = ok_mark(at_least(tput, 0.5)) if system == "ours" else "—"
+            L.append(f"| {system} | {f(d, 3, ' ms')} | {f(h1, 3, ' ms')} | {f(h2, 3, ' ms')} | {f(a1, 3, ' ms')} | "
+                     f"{f(a2, 3, ' ms')} | {lat_met} | {pct(tput)} | {tput_met} |")
+        L.append("")
+        L.append("Targets (issue 16): a hop adds at most 2× the bare loopback round trip, taken as the bare axum "
+                 "hello's p50 at c=1 (scenario 7, this run); added by 1 hop = 1-hop p50 − direct p50, per hop over 2 "
+                 "hops = (2-hop p50 − direct p50) / 2; and the 1-hop RETRIEVE at c=32 keeps ≥ 50 % of the direct "
+                 "RETRIEVE's requests/s at c=32.")
         by = {row[0]: row for row in hops}
         if "ours" in by and "reference" in by:
             L.append("")
@@ -1434,19 +1608,36 @@ def write_report(res, path_md, path_png):
                 L.append(f"| {system} | {c} | {r['requests'] - r['non2xx']} | {r.get('cni')} | {r.get('stored')} | {ok_mark(r.get('cni_ok'))} |")
         L.append("")
         L.append("`cni` may exceed wrk's count by at most c: requests in flight when wrk stops are served but not counted.")
+        ceiling, cin1 = sc.get("s13_commit_ceiling") or {}, rps_of(sc, "s2_cin_create", "ours", 1)
+        L.append("")
+        if ceiling.get("commits_per_s") is not None:
+            rate = ceiling["commits_per_s"]
+            L.append(f"The disk's commit ceiling (scenario 13, right after these runs, same disk): "
+                     f"`examples/bench_commit.rs` committed {f(rate)} single-row transactions per second for "
+                     f"{ceiling.get('seconds')} s (SQLite, WAL, `synchronous = FULL`: one fsync per commit, one after "
+                     f"the other, into a file in the directory of our IN's database). A durable CIN CREATE at c=1 "
+                     f"makes the same kind of commit plus the request and more rows; ours reached {f(cin1)}/s = "
+                     f"{pct(ratio(cin1, rate))} of it (target ≥ 80 %: {ok_mark(at_least(cin1, 0.8 * rate))}). At "
+                     "c=32 the target is ≥ 100× the reference with `cni` exact (table above).")
+        else:
+            L.append("The disk's commit ceiling (scenario 13, `examples/bench_commit.rs`) was not measured in this "
+                     "run, so the c=1 target (≥ 80 % of it) is not evaluated.")
     # RSS
     rss = sc.get("s4_rss")
     if rss:
         L.append("")
         L.append("### 4. Resident memory (VmRSS, MiB)")
         L.append("")
-        L.append("| process | ours idle | ours after load | reference idle | reference after load | ratio idle | target (ours idle < 15 MiB) met? |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        L.append("| process | ours idle | ours after load | reference idle | reference after load | ratio idle | "
+                 "target (ours idle < 15 MiB) met? | target (ours after load < 32 MiB, IN) met? |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for k in ("IN", "MN", "ASN"):
             o, r = rss.get("ours", {}), rss.get("reference", {})
             oi, oa = o.get("idle", {}).get(k), o.get("after_load", {}).get(k)
             ri, ra = r.get("idle", {}).get(k), r.get("after_load", {}).get(k)
-            L.append(f"| {k} | {f(oi, 1)} | {f(oa, 1)} | {f(ri, 1)} | {f(ra, 1)} | {f(ratio(oi, ri), 2, '×')} | {ok_mark(oi is not None and oi < 15) if oi is not None else '—'} |")
+            after = ok_mark(below(oa, 32)) if k == "IN" else "—"
+            L.append(f"| {k} | {f(oi, 1)} | {f(oa, 1)} | {f(ri, 1)} | {f(ra, 1)} | {f(ratio(oi, ri), 2, '×')} | "
+                     f"{ok_mark(below(oi, 15))} | {after} |")
         L.append("")
         L.append("\"Idle\" is after start, registration, the re-registration test and the set-up of the test resources; "
                  "\"after load\" after the last load run of scenarios 1–3 (the IN then holds all the content instances).")
@@ -1515,7 +1706,7 @@ def write_report(res, path_md, path_png):
         L.append("| --- | --- | --- | --- | --- | --- |")
         a, b = o.get("latency_p50_ms"), r.get("latency_p50_ms")
         L.append(f"| CIN CREATE sent → notification received, c=1, p50 ({o.get('latency_measured')} runs) | "
-                 f"{f(a, 3, ' ms')} | {f(b, 3, ' ms')} | {f(ratio(a, b), 3, '×')} | < 1 ms | {ok_mark(a < 1.0) if a is not None else '—'} |")
+                 f"{f(a, 3, ' ms')} | {f(b, 3, ' ms')} | {f(ratio(a, b), 3, '×')} | < 1 ms | {ok_mark(below(a, 1.0))} |")
         a, b = o.get("latency_p99_ms"), r.get("latency_p99_ms")
         L.append(f"| the same, p99 | {f(a, 3, ' ms')} | {f(b, 3, ' ms')} | {f(ratio(a, b), 3, '×')} | — | — |")
         for key, label in (("one", "1 subscriber"), ("hundred", "100 subscribers (100 targets)")):
@@ -1526,8 +1717,8 @@ def write_report(res, path_md, path_png):
                 return (f"{f(z.get('per_s'))}/s ({z.get('received')} of {z.get('expected')} in "
                         f"{f(z.get('seconds'), 2)} s; CREATE {f(z.get('create_rps'))}/s)")
             a, b = x.get("per_s"), y.get("per_s")
-            target = "≥ 10,000/s" if key == "one" else "—"
-            met = ok_mark(a >= 10000) if key == "one" and a is not None else "—"
+            target = "≥ 10,000/s" if key == "hundred" else "— (bounded by the CREATE rate)"
+            met = ok_mark(at_least(a, 10000)) if key == "hundred" else "—"
             L.append(f"| notifications per second, c=32, {label} on one container | {cell(x)} | {cell(y)} | "
                      f"{f(ratio(a, b), 1, '×')} | {target} | {met} |")
         def rss_cell(z):
@@ -1583,6 +1774,8 @@ def write_report(res, path_md, path_png):
                 if cmd not in seen:
                     seen.add(cmd)
                     L.append(cmd)
+    if (sc.get("s13_commit_ceiling") or {}).get("command"):
+        L.append(sc["s13_commit_ceiling"]["command"])
     L.append("```")
     L.append("")
     L.append("The Lua scripts are written by `bench/run.py` (`lua_script`); the configurations of both systems are generated "
