@@ -39,6 +39,8 @@ pub(crate) enum Measure {
 /// The selected resources, in path order.
 #[derive(Debug, Default)]
 pub(crate) struct Selected {
+    /// Whole for [`Measure::Attributes`]; for [`Measure::Reference`] with `ri` and `rn`
+    /// only.
     pub resources: Vec<Resource>,
     /// `Some(ofst)` when more resources matched than the answer holds: where the rest begins.
     pub partial: Option<usize>,
@@ -113,11 +115,22 @@ pub(crate) fn select(
             return Ok(false);
         }
         size += cost;
-        selected.resources.push(resource);
+        selected.resources.push(match measure {
+            Measure::Attributes => resource,
+            Measure::Reference => reference_to(resource),
+        });
         Ok(true)
     })?;
     selected.partial = next;
     Ok(selected)
+}
+
+/// What a reference needs of a resource (its name, type and address): a discovery of a
+/// hundred thousand instances holds their names, not their contents.
+fn reference_to(mut resource: Resource) -> Resource {
+    resource.attributes.retain(|name, _| matches!(name.as_str(), "ri" | "rn"));
+    resource.creator = None;
+    resource
 }
 
 /// The resource at `arp` below `resource` (`la`/`ol` as the last element: the newest or

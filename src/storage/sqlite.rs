@@ -70,9 +70,13 @@ impl SqliteStore {
             )
             .map_err(unusable)?;
         let mut readers = Vec::with_capacity(READERS);
+        // Readers keep 512 KiB of pages each (SQLite's default is 2 MiB): the hot reads are
+        // answered from the resource cache, and a walk over a large subtree would otherwise
+        // leave ~10 MiB resident across the readers (measured after a discovery of 70,000
+        // instances: 50 MiB RSS with the default, 39 MiB with this).
         for _ in 0..READERS {
             let reader = Connection::open(path)?;
-            reader.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+            reader.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON; PRAGMA cache_size = -512;")?;
             readers.push(Mutex::new(reader));
         }
         SqliteStore::start(writer, readers, Some(owner))
