@@ -28,28 +28,36 @@ use crate::resource::{Resource, ResourceType};
 /// once, what was read once goes).
 pub(crate) const CAPACITY: usize = 4096;
 
+/// Most memory the held resources may take, as estimated by [`weight`]; a resource heavier
+/// than an eighth of it is never held (a large content instance is read each time).
+pub(crate) const BUDGET: usize = 8 * 1024 * 1024;
+
 pub(crate) struct Cache {
-    by_ri: DashMap<String, Arc<Resource>>,
+    /// Each held resource with its [`weight`].
+    by_ri: DashMap<String, (Arc<Resource>, usize)>,
     /// Structured path to `ri`, for what `by_ri` holds.
     by_path: DashMap<String, String>,
     /// Commits published so far.
     generation: AtomicU64,
-    /// Held by a commit's invalidation and by a fill's check-and-insert.
-    commits: Mutex<()>,
+    /// Held by a commit's invalidation and by a fill's check-and-insert; what it guards is
+    /// the weight of everything held.
+    commits: Mutex<usize>,
     capacity: usize,
+    budget: usize,
     /// Reads answered from memory, and those that needed a transaction.
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
 }
 
 impl Cache {
-    pub(crate) fn new(capacity: usize) -> Cache {
+    pub(crate) fn new(capacity: usize, budget: usize) -> Cache {
         Cache {
             by_ri: DashMap::new(),
             by_path: DashMap::new(),
             generation: AtomicU64::new(0),
-            commits: Mutex::new(()),
+            commits: Mutex::new(0),
             capacity,
+            budget,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -62,7 +70,7 @@ impl Cache {
     }
 
     fn by_ri(&self, ri: &str) -> Option<Resource> {
-        self.by_ri.get(ri).map(|held| Resource::clone(&held))
+        self.by_ri.get(ri).map(|held| Resource::clone(&held.0))
     }
 
     fn by_path(&self, path: &str) -> Option<Resource> {
@@ -73,21 +81,31 @@ impl Cache {
     /// Hold `resource`, read by a transaction that began at `generation`, unless a commit
     /// was published since.
     pub(crate) fn fill(&self, generation: u64, resource: &Resource) {
-        let _commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
         if self.generation.load(Ordering::Acquire) != generation || resource.ri().is_empty() {
             return;
         }
-        if self.by_ri.len() >= self.capacity {
-            self.by_ri.clear();
-            self.by_path.clear();
+        let weight = weight(resource);
+        if weight > self.budget / 8 {
+            return;
         }
+        if self.by_ri.len() >= self.capacity || *held + weight > self.budget {
+            self.clear(&mut held);
+        }
+        let replaced = self.by_ri.insert(resource.ri().to_string(), (Arc::new(resource.clone()), weight));
+        *held = held.saturating_add(weight).saturating_sub(replaced.map_or(0, |(_, weight)| weight));
         self.by_path.insert(resource.path.clone(), resource.ri().to_string());
-        self.by_ri.insert(resource.ri().to_string(), Arc::new(resource.clone()));
+    }
+
+    fn clear(&self, held: &mut usize) {
+        self.by_ri.clear();
+        self.by_path.clear();
+        *held = 0;
     }
 
     /// A committed change set: what it changed is replaced or dropped.
     pub(crate) fn committed(&self, changes: &ChangeSet) {
-        let _commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
         self.generation.fetch_add(1, Ordering::AcqRel);
         for change in &changes.changes {
             let resource = change.resource();
@@ -97,18 +115,22 @@ impl Cache {
                     self.by_path.remove(&resource.path);
                 }
                 Change::Updated(_) => {
-                    if let Some(mut held) = self.by_ri.get_mut(resource.ri()) {
-                        *held = resource.clone();
+                    let weight = weight(resource);
+                    if let Some(mut entry) = self.by_ri.get_mut(resource.ri()) {
+                        *held = held.saturating_add(weight).saturating_sub(entry.1);
+                        *entry = (resource.clone(), weight);
+                    }
+                    if *held > self.budget {
+                        self.clear(&mut held);
                     }
                 }
                 Change::Deleted(_) if is_leaf(resource.ty) => {
-                    self.by_ri.remove(resource.ri());
+                    if let Some((_, (_, weight))) = self.by_ri.remove(resource.ri()) {
+                        *held = held.saturating_sub(weight);
+                    }
                     self.by_path.remove(&resource.path);
                 }
-                Change::Deleted(_) => {
-                    self.by_ri.clear();
-                    self.by_path.clear();
-                }
+                Change::Deleted(_) => self.clear(&mut held),
             }
         }
     }
@@ -123,6 +145,22 @@ impl super::Observer for Cache {
     fn committed(&self, changes: &ChangeSet) {
         Cache::committed(self, changes);
     }
+}
+
+/// About the memory `resource` takes: its JSON text twice over (strings, and the maps and
+/// values around them), plus its path.
+fn weight(resource: &Resource) -> usize {
+    fn of(value: &serde_json::Value) -> usize {
+        use serde_json::Value;
+        match value {
+            Value::String(text) => text.len() + 24,
+            Value::Array(items) => items.iter().map(of).sum::<usize>() + 24,
+            Value::Object(map) => map.iter().map(|(name, value)| name.len() + 48 + of(value)).sum::<usize>() + 24,
+            _ => 16,
+        }
+    }
+    let attributes: usize = resource.attributes.iter().map(|(name, value)| name.len() + 48 + of(value)).sum();
+    2 * attributes + resource.path.len() + 64
 }
 
 /// Types that never have children: deleting one deletes it alone.
@@ -300,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_row_read_before_a_commit_is_not_taken_after_it() {
-        let cache = Cache::new(16);
+        let cache = Cache::new(16, BUDGET);
         let generation = cache.generation();
         // A transaction began, read version 1; then a commit replaced it with version 2.
         let stale = resource(ResourceType::Cnt, "cnt1", "cse-in/cnt", 1);
@@ -314,7 +352,7 @@ mod tests {
 
     #[test]
     fn commits_replace_what_is_held_and_drop_what_went() {
-        let cache = Cache::new(16);
+        let cache = Cache::new(16, BUDGET);
         for (ri, path) in [("cnt1", "cse-in/cnt"), ("cin1", "cse-in/cnt/cin"), ("ae1", "cse-in/ae")] {
             let ty = if ri.starts_with("cin") { ResourceType::Cin } else { ResourceType::Cnt };
             cache.fill(cache.generation(), &resource(ty, ri, path, 1));
@@ -330,8 +368,28 @@ mod tests {
     }
 
     #[test]
+    fn what_is_held_stays_within_its_memory_budget() {
+        let budget = 64 * 1024;
+        let cache = Cache::new(1000, budget);
+        let mut big = resource(ResourceType::Cin, "cin1", "cse-in/cnt/cin1", 1);
+        big.attributes.insert("con".into(), json!("x".repeat(budget / 8)));
+        cache.fill(cache.generation(), &big);
+        assert_eq!(cache.len(), 0, "heavier than an eighth of the budget: read each time");
+        let mut most = 0;
+        for n in 0..200 {
+            let mut small = resource(ResourceType::Cnt, &format!("cnt{n}"), &format!("cse-in/c{n}"), 1);
+            small.attributes.insert("lbl".into(), json!(["x".repeat(400)]));
+            cache.fill(cache.generation(), &small);
+            let held = *cache.commits.lock().expect("lock");
+            assert!(held <= budget, "{held} held after {n}");
+            most = most.max(cache.len());
+        }
+        assert!(most > 10, "at most {most} held: the budget holds dozens of these");
+    }
+
+    #[test]
     fn a_full_cache_starts_afresh() {
-        let cache = Cache::new(2);
+        let cache = Cache::new(2, BUDGET);
         for n in 0..3 {
             cache
                 .fill(cache.generation(), &resource(ResourceType::Cnt, &format!("cnt{n}"), &format!("cse-in/c{n}"), 1));

@@ -342,7 +342,7 @@ impl Storage {
         }
         // Another instance's commits reach this one after they are acknowledged, so a cache
         // could not be kept true by them: a shared database is read every time.
-        let cache = (!store.lease().is_shared()).then(|| Arc::new(cache::Cache::new(cache::CAPACITY)));
+        let cache = (!store.lease().is_shared()).then(|| Arc::new(cache::Cache::new(cache::CAPACITY, cache::BUDGET)));
         if let (Some(cache), Ok(mut observers)) = (&cache, fanout.observers.write()) {
             // First, so that no observer reads what a commit replaced.
             observers.push(cache.clone());
