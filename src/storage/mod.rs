@@ -304,7 +304,8 @@ struct Fanout {
     outbox: tokio::sync::Notify,
 }
 
-/// The resource cache in numbers (see [`Storage::read_cached`]).
+/// The resource cache in numbers: resources held in memory for RETRIEVE, and how often a
+/// read was answered from them ([`crate::Cse::cache_stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// Resources held.
