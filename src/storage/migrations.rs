@@ -156,6 +156,23 @@ ALTER TABLE outbox ADD COLUMN claimed_until TEXT;
 ALTER TABLE outbox ADD COLUMN claimant TEXT, ADD COLUMN claimed_until TEXT COLLATE "C";
 "#,
     },
+    Migration {
+        version: 5,
+        what: "content instances left out of the index by type",
+        // Every CIN CREATE wrote a page of this index, which only the rare reads of all
+        // resources of a type use (the CSRs at start, the announceable types after a
+        // registration): a copy of the schema with 20,000 instances wrote 7.9 WAL frames per
+        // CIN commit with it and 6.8 without. Those reads name `ty <> 4` so that the planner
+        // may use the partial index; the content instances are read in table order.
+        sqlite: "
+DROP INDEX resources_by_type;
+CREATE INDEX resources_by_type ON resources(ty) WHERE ty <> 4;
+",
+        postgres: "
+DROP INDEX resources_by_type;
+CREATE INDEX resources_by_type ON resources(ty, ord) WHERE ty <> 4;
+",
+    },
 ];
 
 /// The version this build writes.

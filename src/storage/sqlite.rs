@@ -335,7 +335,10 @@ impl ReadTx for SqliteTx<'_> {
     }
 
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>> {
-        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1 ORDER BY ord"), [ty.code()])
+        self.many(
+            &format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1{} ORDER BY ord", super::by_type_index(ty)),
+            [ty.code()],
+        )
     }
 
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {
@@ -657,6 +660,32 @@ mod tests {
         let again = SqliteStore::open(&path, Durability::Full).expect("open again");
         drop(again);
         assert_eq!(recorded_version(&path), Some(migrations::latest().to_string()));
+    }
+
+    #[test]
+    fn reads_of_a_type_use_the_index_by_type_and_content_instances_stay_out_of_it() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        migrate(&mut connection, "the test database").expect("schema");
+        let plan = |ty: ResourceType| -> String {
+            let sql = format!(
+                "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM resources WHERE ty = ?1{} ORDER BY ord",
+                crate::storage::by_type_index(ty)
+            );
+            let mut statement = connection.prepare(&sql).expect("prepare");
+            let rows = statement.query_map([ty.code()], |row| row.get::<_, String>(3)).expect("plan");
+            rows.collect::<rusqlite::Result<Vec<_>>>().expect("plan rows").join("; ")
+        };
+        assert_eq!(ResourceType::Cin.code(), 4, "the index's condition names the content instance's code");
+        assert!(plan(ResourceType::Csr).contains("resources_by_type"), "{}", plan(ResourceType::Csr));
+        assert!(!plan(ResourceType::Cin).contains("resources_by_type"), "{}", plan(ResourceType::Cin));
+        let indexed: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'resources_by_type' AND sql LIKE '%WHERE ty <> 4%'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("index");
+        assert_eq!(indexed, 1);
     }
 
     #[test]

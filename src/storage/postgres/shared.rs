@@ -131,7 +131,8 @@ pub(super) async fn listen(
 /// Every `<remoteCSE>` as it is now, as updates.
 async fn current(pool: &Pool) -> Result<ChangeSet> {
     let client = connection(pool).await?;
-    let sql = format!("SELECT {COLUMNS} FROM resources WHERE ty = $1");
+    let sql =
+        format!("SELECT {COLUMNS} FROM resources WHERE ty = $1{}", crate::storage::by_type_index(ResourceType::Csr));
     let rows = client.query(&sql, &[&i32::from(ResourceType::Csr.code())]).await?;
     let changes = rows.iter().map(|row| Ok(Change::Updated(Arc::new(resource_of(row)?)))).collect::<Result<_>>()?;
     Ok(ChangeSet { changes, enqueued: 0 })

@@ -212,7 +212,8 @@ impl ReadTx for PgTx<'_> {
     }
 
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>> {
-        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE ty = $1 ORDER BY ord"), &[&code(ty)])
+        let index = crate::storage::by_type_index(ty);
+        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE ty = $1{index} ORDER BY ord"), &[&code(ty)])
     }
 
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {
