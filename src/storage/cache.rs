@@ -115,8 +115,8 @@ impl Cache {
                     self.by_path.remove(&resource.path);
                 }
                 Change::Updated(_) => {
-                    let weight = weight(resource);
                     if let Some(mut entry) = self.by_ri.get_mut(resource.ri()) {
+                        let weight = weight(resource);
                         *held = held.saturating_add(weight).saturating_sub(entry.1);
                         *entry = (resource.clone(), weight);
                     }
