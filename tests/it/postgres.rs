@@ -665,7 +665,12 @@ async fn when_the_process_holding_the_lease_is_killed_another_takes_over_the_liv
     .await;
     // Serving means its first try failed; an absence again: give it another try (1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!holds(&second_log), "one holder at a time:\n{}", second_log.lock().expect("log"));
+    assert!(
+        !holds(&second_log),
+        "one holder at a time:\nfirst:\n{}\nsecond:\n{}",
+        first_log.lock().expect("log"),
+        second_log.lock().expect("log")
+    );
     // Act: kill -9 (no goodbye to the server: it notices the closed connection).
     let killed = Instant::now();
     first.start_kill().expect("SIGKILL");
