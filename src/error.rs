@@ -233,6 +233,11 @@ impl Error {
         Error::new(Rsc::InternalServerError, INTERNAL).with_source(source)
     }
 
+    /// The direct cause, if it is a `T` (a marker a backend attached, a driver's error).
+    pub fn cause<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.source.as_deref().and_then(|source| source.downcast_ref::<T>())
+    }
+
     /// Everything known about the failure, for the log: the peer's text (unless it is the
     /// generic one of an internal failure) and the chain of causes.
     pub fn detail(&self) -> String {

@@ -179,7 +179,7 @@ fn miss<T>() -> Result<T> {
 }
 
 pub(crate) fn is_miss(error: &Error) -> bool {
-    std::error::Error::source(error).is_some_and(|source| source.downcast_ref::<Miss>().is_some())
+    error.cause::<Miss>().is_some()
 }
 
 /// A read "transaction" over the cache alone: what it holds, or [`Miss`].

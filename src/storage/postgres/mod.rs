@@ -254,12 +254,12 @@ const JOB_ATTEMPTS: u32 = 16;
 pub(super) struct ChangedMeanwhile(pub String);
 
 fn changed_meanwhile(error: &Error) -> bool {
-    std::error::Error::source(error).is_some_and(|source| source.downcast_ref::<ChangedMeanwhile>().is_some())
+    error.cause::<ChangedMeanwhile>().is_some()
 }
 
 fn is_deadlock_or_serialization(error: &Error) -> bool {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<tokio_postgres::Error>())
+    error
+        .cause::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::code)
         .is_some_and(|code| *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
 }

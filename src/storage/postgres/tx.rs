@@ -448,8 +448,8 @@ impl WriteTx for PgTx<'_> {
 }
 
 fn is_unique_violation(error: &Error) -> bool {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<tokio_postgres::Error>())
+    error
+        .cause::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::code)
         .is_some_and(|code| *code == SqlState::UNIQUE_VIOLATION)
 }
