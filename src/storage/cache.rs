@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
 
-use super::{Change, ChangeSet, ReadTx};
+use super::{Busy, Change, ChangeSet, Due, ReadTx};
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
 
@@ -218,7 +218,7 @@ impl ReadTx for CachedTx<'_> {
         miss()
     }
 
-    fn outbox_due(&self, _: &str, _: usize, _: usize) -> Result<(Vec<super::Pending>, Option<String>)> {
+    fn outbox_due(&self, _: &str, _: usize, _: usize, _: &Busy) -> Result<Due> {
         miss()
     }
 
@@ -294,8 +294,8 @@ impl ReadTx for FillingTx<'_> {
         self.tx.of_type_below(path, ty)
     }
 
-    fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<super::Pending>, Option<String>)> {
-        self.tx.outbox_due(now, per_target, limit)
+    fn outbox_due(&self, now: &str, per_target: usize, limit: usize, busy: &Busy) -> Result<Due> {
+        self.tx.outbox_due(now, per_target, limit, busy)
     }
 
     fn outbox_count(&self, target: &str) -> Result<usize> {

@@ -25,7 +25,7 @@ mod writer;
 
 pub use writer::CommitHook;
 
-pub(crate) use outbox::{StoredPending, select_due};
+pub(crate) use outbox::{Busy, Due, StoredPending, select_due};
 
 use std::sync::Arc;
 
@@ -64,8 +64,9 @@ pub trait ReadTx {
     fn of_type_below(&self, path: &str, ty: ResourceType) -> Result<Vec<Resource>>;
     /// What may be sent at `now`: for every target, its notifications in order up to the
     /// first that is not due (a retry waiting), at most `per_target` of them, `limit` in
-    /// all; batches still gathering are passed over. Also when the next of the rest is due.
-    fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<Pending>, Option<String>)>;
+    /// all; batches still gathering and the targets in `busy` (a sender is still at them)
+    /// are passed over. Also when the next of the rest is due.
+    fn outbox_due(&self, now: &str, per_target: usize, limit: usize, busy: &Busy) -> Result<Due>;
     /// How many notifications wait for `target`.
     fn outbox_count(&self, target: &str) -> Result<usize>;
     /// How many notifications wait, for every target.
@@ -130,10 +131,11 @@ pub trait WriteTx: ReadTx {
         now: &str,
         per_target: usize,
         limit: usize,
+        busy: &Busy,
         claimant: &str,
         until: &str,
-    ) -> Result<(Vec<Pending>, Option<String>)> {
-        let (due, next) = self.outbox_due(now, per_target, limit)?;
+    ) -> Result<Due> {
+        let (due, next) = self.outbox_due(now, per_target, limit, busy)?;
         let seqs: Vec<i64> = due.iter().map(|pending| pending.seq).collect();
         let free: std::collections::HashSet<i64> = self.claimable(&seqs, claimant, now)?.into_iter().collect();
         let mut held_elsewhere: Option<String> = None;
@@ -611,22 +613,29 @@ mod tests {
             .await
             .expect("commit");
         const LATER: &str = "20990101T000000,000000";
-        let (next, _) = storage.read(|tx| tx.outbox_due(LATER, 2, 10)).await.expect("read");
+        let (next, _) = storage.read(|tx| tx.outbox_due(LATER, 2, 10, &Busy::new())).await.expect("read");
         let names: Vec<(String, String)> = next.iter().map(|row| (row.target.clone(), row.rqi.clone())).collect();
         let expected = [("http://a", "rqi0"), ("http://a", "rqi1"), ("http://b", "rqi9")];
         assert_eq!(names, expected.map(|(target, rqi)| (target.to_string(), rqi.to_string())));
+        // A target a sender is still at is passed over whole.
+        let busy = Busy::from(["http://a".to_string()]);
+        let (free, _) = storage.read(move |tx| tx.outbox_due(LATER, 2, 10, &busy)).await.expect("read");
+        let targets: Vec<&str> = free.iter().map(|row| row.target.as_str()).collect();
+        assert_eq!(targets, ["http://b"], "a is busy");
         let dropped = storage.write(|tx| tx.trim_outbox("http://a", 2)).await.expect("trim");
         assert_eq!(dropped, 2);
-        let (heads, _) = storage.read(|tx| tx.outbox_due(LATER, 1, 10)).await.expect("read");
+        let (heads, _) = storage.read(|tx| tx.outbox_due(LATER, 1, 10, &Busy::new())).await.expect("read");
         assert!(heads.iter().any(|head| head.rqi == "rqi2"), "the newest two of a are left: {heads:?}");
         let seq = heads.iter().find(|head| head.rqi == "rqi2").map(|head| head.seq).expect("seq");
         storage.write(move |tx| tx.dequeue(seq)).await.expect("dequeue");
         assert_eq!(storage.read(|tx| tx.outbox_count("http://a")).await.expect("count"), 1);
         // A target whose next notification waits for a retry holds back only itself.
-        let (waiting, _) = storage.read(|tx| tx.outbox_due("20250601T000000,000000", 10, 10)).await.expect("read");
+        let (waiting, _) =
+            storage.read(|tx| tx.outbox_due("20250601T000000,000000", 10, 10, &Busy::new())).await.expect("read");
         let targets: Vec<&str> = waiting.iter().map(|row| row.target.as_str()).collect();
         assert_eq!(targets, ["http://b"], "a's head is due in 2026 only");
-        let (_, next) = storage.read(|tx| tx.outbox_due("20250601T000000,000000", 10, 10)).await.expect("read");
+        let (_, next) =
+            storage.read(|tx| tx.outbox_due("20250601T000000,000000", 10, 10, &Busy::new())).await.expect("read");
         assert_eq!(next.as_deref(), Some("20260101T000000,000000"));
     }
 
@@ -648,8 +657,10 @@ mod tests {
         let claim = |claimant: &'static str, now: &'static str| {
             let storage = storage.clone();
             async move {
-                let (taken, _) =
-                    storage.write(move |tx| tx.claim_due(now, 10, 10, claimant, CLAIMED_UNTIL)).await.expect("claim");
+                let (taken, _) = storage
+                    .write(move |tx| tx.claim_due(now, 10, 10, &Busy::new(), claimant, CLAIMED_UNTIL))
+                    .await
+                    .expect("claim");
                 taken.into_iter().map(|row| row.rqi).collect::<Vec<_>>()
             }
         };
@@ -658,7 +669,7 @@ mod tests {
         assert_eq!(claim("x", NOW).await, ["rqi1", "rqi2", "rqi3"], "x may take its own again");
         // x gives back a's second only: y may still not take it before a's first (order).
         let (first, second) = storage
-            .read(|tx| tx.outbox_due(NOW, 10, 10))
+            .read(|tx| tx.outbox_due(NOW, 10, 10, &Busy::new()))
             .await
             .map(|(rows, _)| (rows[0].seq, rows[1].seq))
             .expect("read");

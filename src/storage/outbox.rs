@@ -1,6 +1,8 @@
 //! The outbox's rows as both backends read them, and the choice of what is due (shared by
 //! both backends' `outbox_due`).
 
+use std::collections::HashSet;
+
 use super::Pending;
 use crate::error::{Error, Result};
 
@@ -37,6 +39,14 @@ impl TryFrom<StoredPending> for Pending {
     }
 }
 
+/// What is due: the notifications to send now, and when the next of the rest is due (in
+/// stored timestamp form; `None`: nothing waits).
+pub(crate) type Due = (Vec<Pending>, Option<String>);
+
+/// Targets a sender is still at: their queues are passed over (their next notifications
+/// must wait until what is being sent to them was).
+pub(crate) type Busy = HashSet<String>;
+
 /// Hears the notifications of one target in order; says whether it wants more.
 pub(crate) type Visit<'a> = dyn FnMut(Pending) -> bool + 'a;
 
@@ -48,14 +58,19 @@ pub(crate) fn select_due(
     now: &str,
     per_target: usize,
     limit: usize,
+    busy: &Busy,
     next_target: &mut dyn FnMut(&str) -> Result<Option<String>>,
     queue_of: &mut dyn FnMut(&str, &mut Visit<'_>) -> Result<()>,
-) -> Result<(Vec<Pending>, Option<String>)> {
+) -> Result<Due> {
     let mut due: Vec<Pending> = Vec::new();
     let mut next: Option<String> = None;
     let mut after = String::new();
     while due.len() < limit {
         let Some(target) = next_target(&after)? else { break };
+        if busy.contains(&target) {
+            after = target;
+            continue;
+        }
         let mut taken = 0;
         queue_of(&target, &mut |pending| {
             if pending.due.as_str() > now {

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::migrations;
 use super::writer::{self, Queue};
-use super::{Change, ChangeSet, Pending, ReadTx, Store, StoredPending, WriteJob, WriteTx, WriteWork};
+use super::{Busy, Change, ChangeSet, Due, Pending, ReadTx, Store, StoredPending, WriteJob, WriteTx, WriteWork};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
@@ -359,11 +359,12 @@ impl ReadTx for SqliteTx<'_> {
         )
     }
 
-    fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<Pending>, Option<String>)> {
+    fn outbox_due(&self, now: &str, per_target: usize, limit: usize, busy: &Busy) -> Result<Due> {
         super::select_due(
             now,
             per_target,
             limit,
+            busy,
             &mut |after| {
                 // The next target in index order: one index seek each, however long its queue.
                 Ok(self

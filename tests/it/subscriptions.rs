@@ -580,7 +580,55 @@ async fn a_dead_target_holds_up_no_other_target() {
     for n in 0..20 {
         cse.create_instance("/cse-in/ae/box", "Cae", json!(n.to_string())).await;
     }
-    eventually("the live target has all 20", DEADLINE, || async { live.events().len() == 20 }).await;
+    eventually("the live target has all 20", DEADLINE, || async { contents(&live).len() == 20 }).await;
+}
+
+#[tokio::test]
+async fn a_target_that_never_answers_holds_up_no_other_target() {
+    // The silent target takes connections and never answers: each send to it lasts the
+    // whole client time-out, far longer than the test waits.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("address"));
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let live = Receiver::start().await;
+    let cse = in_with_container(|settings| {
+        settings.resource.sub.verify = false;
+        settings.http.client_timeout = Duration::from_secs(600);
+    })
+    .await;
+    for (rn, target) in [("silent", &silent_url), ("live", &live.url)] {
+        let reply = subscribe(&cse, "/cse-in/ae/box", json!({"rn": rn, "nu": [target], "enc": {"net": [3]}})).await;
+        assert_eq!(reply.rsc, 2001, "{reply:?}");
+    }
+
+    for n in 0..20 {
+        cse.create_instance("/cse-in/ae/box", "Cae", json!(n.to_string())).await;
+    }
+
+    eventually("the live target has all 20 while the silent one still holds its first", DEADLINE, || async {
+        contents(&live).len() == 20
+    })
+    .await;
+    let heard: Vec<String> = live.events().iter().filter_map(content_of).collect();
+    let expected: Vec<String> = (0..20).map(|n| n.to_string()).collect();
+    assert_eq!(heard, expected, "in order, once each");
+    hold.abort();
+}
+
+/// The content of the instance a notification carries.
+fn content_of(sgn: &Value) -> Option<String> {
+    sgn["nev"]["rep"]["m2m:cin"]["con"].as_str().map(str::to_string)
+}
+
+/// The contents of the instances `receiver` heard of, each once (delivery is at least
+/// once: a notification whose answer came too late for the sender is sent again).
+fn contents(receiver: &Receiver) -> std::collections::BTreeSet<String> {
+    receiver.events().iter().filter_map(content_of).collect()
 }
 
 #[tokio::test]

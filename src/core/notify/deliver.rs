@@ -1,8 +1,9 @@
 //! Delivery: the sender drains the outbox, and NOTIFY requests are sent and received.
 //!
-//! The sender takes the oldest notification of every target (so each target gets its
-//! notifications in order, and a dead one holds up nobody else), sends them concurrently,
-//! deletes what was delivered and tries the rest again later: after a second, doubling
+//! The sender takes the oldest notifications of every target and sends them in one run
+//! per target, concurrently: each target gets its notifications in order, and a dead or
+//! slow one holds up nobody else (a new run starts for any target no run is at, without
+//! waiting for the others). It deletes what was delivered and tries the rest again later: after a second, doubling
 //! with jitter up to `resource.sub.max_retry_delay`. It gives a notification up only when
 //! the target refused it (a 4xxx answer), after `max_attempts` or `max_age`; a target
 //! with more than `max_pending_per_target` waiting loses its oldest. Each of these is
@@ -28,7 +29,7 @@ use crate::core::request::{Operation, Request, Response};
 use crate::core::types::BLOCKING_UPDATE;
 use crate::error::{Error, Result, Rsc};
 use crate::resource::{Resource, ResourceType, Timestamp};
-use crate::storage::Pending;
+use crate::storage::{Busy, Pending};
 
 /// Notifications taken from the outbox at once, and at most per target.
 const BATCH: usize = 4096;
@@ -37,6 +38,27 @@ const RUN: usize = 256;
 /// How much longer than one send a claim on notifications lasts (see
 /// [`Cse::deliver_due`]).
 const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+
+/// The runs of sends under way, one per target at most, and the target of each.
+#[derive(Default)]
+struct Sends {
+    runs: JoinSet<Result<()>>,
+    targets: HashMap<tokio::task::Id, String>,
+}
+
+impl Sends {
+    /// A run ended: its target is free for the next.
+    fn ended(&mut self, ended: std::result::Result<(tokio::task::Id, Result<()>), tokio::task::JoinError>) {
+        let (id, outcome) = match ended {
+            Ok((id, outcome)) => (id, outcome),
+            Err(failure) => (failure.id(), Err(Error::internal(format!("a notification run failed: {failure}")))),
+        };
+        self.targets.remove(&id);
+        if let Err(error) = outcome {
+            warn!(error = %error.detail(), "cannot update the notification outbox");
+        }
+    }
+}
 
 /// The first retry of a notification.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -60,19 +82,21 @@ impl Cse {
     /// (one sender per database).
     pub(crate) async fn deliver_notifications(self, token: CancellationToken) {
         let lease = self.storage.lease();
+        let mut sends = Sends::default();
         loop {
             if !lease.is_held() {
                 tokio::select! {
-                    () = token.cancelled() => return,
+                    () = token.cancelled() => break,
                     () = lease.acquired() => {}
+                    Some(ended) = sends.runs.join_next_with_id(), if !sends.runs.is_empty() => {
+                        sends.ended(ended);
+                        continue;
+                    }
                 }
             }
-            // Not cancelled midway: a stop lets the sends in flight end and records them
-            // (each run stops before its next send), so the instance that takes over does
-            // not repeat what was delivered.
-            let next = self.deliver_due(&token).await;
+            let next = self.deliver_due(&token, &mut sends).await;
             if token.is_cancelled() {
-                return;
+                break;
             }
             let wait = match next {
                 Ok(Some(wait)) => wait,
@@ -87,39 +111,49 @@ impl Cse {
             }
             let wait = if lease.is_shared() { wait.min(SHARED_POLL) } else { wait };
             tokio::select! {
-                () = token.cancelled() => return,
+                () = token.cancelled() => break,
                 () = self.storage.outbox_filled() => {}
                 () = tokio::time::sleep(wait) => {}
+                // A target's run ended: what waits for it may go now.
+                Some(ended) = sends.runs.join_next_with_id(), if !sends.runs.is_empty() => sends.ended(ended),
             }
+        }
+        // Not cancelled midway: a stop lets the sends in flight end and records them (each
+        // run stops before its next send), so the instance that takes over does not repeat
+        // what was delivered.
+        while let Some(ended) = sends.runs.join_next_with_id().await {
+            sends.ended(ended);
         }
     }
 
-    /// Send what is due now: for every target, its notifications in order up to the first
-    /// that waits for a retry, one after the other until one fails. Returns how long until
-    /// the next one is due (`None`: nothing waits).
+    /// Start sending what is due now to every target no run is at already: per target, its
+    /// notifications in order up to the first that waits for a retry, one after the other
+    /// until one fails, in a run of its own, so that a slow target holds up no other.
+    /// Returns how long until the next one is due (`None`: nothing waits; zero: look again
+    /// at once, more was due than one reading takes).
     ///
     /// On a database shared by instances the notifications are first claimed for this
     /// instance (for the send time-out and [`CLAIM_MARGIN`]), skipping what another
     /// instance holds; a run sends only while its claim outlasts one more send, so that a
     /// sender that lost the lease finishes before the one that took it over may send the
     /// same notification.
-    async fn deliver_due(&self, token: &CancellationToken) -> Result<Option<Duration>> {
+    async fn deliver_due(&self, token: &CancellationToken, sends: &mut Sends) -> Result<Option<Duration>> {
         let now = Timestamp::now();
+        let busy: Busy = sends.targets.values().cloned().collect();
         let (rows, next, claim_ends) = if self.storage.lease().is_shared() {
             let claim = self.outbound.timeout() + CLAIM_MARGIN;
             let claim_ends = Instant::now() + claim;
             let (now, until) = (now.to_string(), now.saturating_add(claim).to_string());
             let claimant = self.instance().to_string();
-            let (rows, next) = self.storage.write(move |tx| tx.claim_due(&now, RUN, BATCH, &claimant, &until)).await?;
+            let (rows, next) =
+                self.storage.write(move |tx| tx.claim_due(&now, RUN, BATCH, &busy, &claimant, &until)).await?;
             (rows, next, Some(claim_ends))
         } else {
             let now = now.to_string();
-            let (rows, next) = self.storage.read(move |tx| tx.outbox_due(&now, RUN, BATCH)).await?;
+            let (rows, next) = self.storage.read(move |tx| tx.outbox_due(&now, RUN, BATCH, &busy)).await?;
             (rows, next, None)
         };
-        if rows.is_empty() {
-            return Ok(next.as_deref().map(until));
-        }
+        let full = rows.len() >= BATCH;
         let mut runs: Vec<Vec<Pending>> = Vec::new();
         for row in rows {
             match runs.last_mut() {
@@ -127,17 +161,13 @@ impl Cse {
                 _ => runs.push(vec![row]),
             }
         }
-        let mut deliveries = JoinSet::new();
         for run in runs {
+            let target = run[0].target.clone();
             let (cse, token) = (self.clone(), token.clone());
-            deliveries.spawn(async move { cse.deliver_run(run, &token, claim_ends).await });
+            let started = sends.runs.spawn(async move { cse.deliver_run(run, &token, claim_ends).await });
+            sends.targets.insert(started.id(), target);
         }
-        while let Some(settled) = deliveries.join_next().await {
-            if let Ok(Err(error)) = settled {
-                warn!(error = %error.detail(), "cannot update the notification outbox");
-            }
-        }
-        Ok(Some(Duration::ZERO))
+        Ok(if full { Some(Duration::ZERO) } else { next.as_deref().map(until) })
     }
 
     /// Send the notifications of one target in order, until one is not delivered, the

@@ -16,7 +16,7 @@ use tokio_postgres::types::ToSql;
 use super::ChangedMeanwhile;
 use crate::error::{Error, Result};
 use crate::resource::{Resource, ResourceType};
-use crate::storage::{Change, Pending, ReadTx, StoredPending, WriteTx};
+use crate::storage::{Busy, Change, Due, Pending, ReadTx, StoredPending, WriteTx};
 
 /// A resource's columns, then its row version (`xmin`) and `ri`.
 pub(super) const COLUMNS: &str = "ty, path, creator, body, xmin::TEXT, ri";
@@ -233,11 +233,12 @@ impl ReadTx for PgTx<'_> {
         )
     }
 
-    fn outbox_due(&self, now: &str, per_target: usize, limit: usize) -> Result<(Vec<Pending>, Option<String>)> {
+    fn outbox_due(&self, now: &str, per_target: usize, limit: usize, busy: &Busy) -> Result<Due> {
         crate::storage::select_due(
             now,
             per_target,
             limit,
+            busy,
             &mut |after| {
                 let rows = self.rows("SELECT MIN(target) FROM outbox WHERE target > $1", &[&after])?;
                 let next: Option<Option<String>> = rows.first().map(|row| row.try_get(0)).transpose()?;
