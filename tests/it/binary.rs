@@ -110,9 +110,8 @@ pub(crate) async fn request_as(
 pub(crate) async fn acknowledged_writes_survive_a_kill_9(database: &str) {
     // Arrange
     let dir = tempfile::tempdir().expect("temporary directory");
-    let config = |port: u16| format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\n{database}\n");
-    let port = free_port();
-    let mut child = start(dir.path(), &config(port));
+    let config = format!("[http]\nlisten = \"127.0.0.1:0\"\n\n[database]\n{database}\n");
+    let (mut child, _, port) = start_serving(dir.path(), &config).await;
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/cse-in");
     eventually("the CSE serves", Duration::from_secs(20), || cse_base_answers(&client, &base)).await;
@@ -148,8 +147,7 @@ pub(crate) async fn acknowledged_writes_survive_a_kill_9(database: &str) {
     for writer in writers {
         writer.await.expect("a writer ends when the process is gone");
     }
-    let port = free_port();
-    let _restarted = start(dir.path(), &config(port));
+    let (_restarted, _, port) = start_serving(dir.path(), &config).await;
     let base = format!("http://127.0.0.1:{port}/cse-in");
     eventually("the CSE serves again", Duration::from_secs(20), || cse_base_answers(&client, &base)).await;
     // Assert
@@ -298,11 +296,7 @@ async fn the_binary_refuses_to_start_on_a_read_only_database_and_names_database_
     let config = |port: u16| {
         format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\npath = {:?}\n", database.display().to_string())
     };
-    let port = free_port();
-    let mut first = start(dir.path(), &config(port));
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/cse-in");
-    eventually("the first run serves", Duration::from_secs(20), || cse_base_answers(&client, &url)).await;
+    let (mut first, _, _) = start_serving(dir.path(), &config(0)).await;
     first.start_kill().expect("stop the first run");
     first.wait().await.expect("the first run ends");
     // Read-only for the process: the files, and a user that is not root (root writes anyway).
@@ -339,6 +333,42 @@ async fn the_binary_refuses_to_start_on_a_read_only_database_and_names_database_
     assert!(!text.contains("CSE ready"), "output:\n{text}");
 }
 
+/// The HTTP port of a process started with `listen = "127.0.0.1:0"` and logging at info,
+/// once it serves: the system picks a free port when the process binds, so no other test
+/// can take it between choosing and binding (as it can with [`free_port`]). Fails with the
+/// log if the process ends first or does not serve within 20 s.
+pub(crate) async fn serving_port(child: &mut Child, log: &Mutex<String>) -> u16 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let port = {
+            let log = log.lock().expect("log");
+            let line = log.lines().find(|line| line.contains("serving HTTP"));
+            line.and_then(|line| line.split_whitespace().find_map(|field| field.strip_prefix("address=")))
+                .and_then(|address| address.rsplit(':').next())
+                .and_then(|port| port.parse().ok())
+        };
+        if let Some(port) = port {
+            return port;
+        }
+        let ended = child.try_wait().expect("the process's status");
+        assert!(
+            ended.is_none() && tokio::time::Instant::now() < deadline,
+            "the process does not serve (ended: {ended:?}); its log:\n{}",
+            log.lock().expect("log")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`start`] with `config` (listening on port 0, logging at info), then [`serving_port`]:
+/// the process, its log and its HTTP port.
+pub(crate) async fn start_serving(dir: &Path, config: &str) -> (Child, Arc<Mutex<String>>, u16) {
+    let mut child = start(dir, config);
+    let log = collect_stdout(&mut child);
+    let port = serving_port(&mut child, &log).await;
+    (child, log, port)
+}
+
 /// Everything the process writes to stdout (its log), collected as it comes.
 pub(crate) fn collect_stdout(child: &mut Child) -> Arc<Mutex<String>> {
     let mut stdout = child.stdout.take().expect("stdout is piped");
@@ -363,10 +393,8 @@ fn signal(child: &Child, name: &str) {
 async fn sighup_applies_a_valid_file_and_leaves_an_invalid_one_unapplied() {
     // Arrange: a CSE logging at info.
     let dir = tempfile::tempdir().expect("temporary directory");
-    let port = free_port();
-    let base = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n[database]\nin_memory = true\n");
-    let mut child = start(dir.path(), &format!("{base}[logging]\nlevel = \"info\"\n"));
-    let log = collect_stdout(&mut child);
+    let base = "[http]\nlisten = \"127.0.0.1:0\"\n\n[database]\nin_memory = true\n";
+    let (child, log, port) = start_serving(dir.path(), &format!("{base}[logging]\nlevel = \"info\"\n")).await;
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/cse-in");
     eventually("the CSEBase answers 2000", Duration::from_secs(20), || cse_base_answers(&client, &url)).await;
@@ -461,21 +489,16 @@ async fn sigterm_exits_within_the_grace_while_the_registrar_is_paused() {
     // Arrange: an IN and an MN registered to it, both processes; the MN's client time-out
     // (which bounds its deregistration) is 2 s.
     let (in_dir, mn_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
-    let (in_port, mn_port) = (free_port(), free_port());
-    let in_config = format!(
-        "[http]\nlisten = \"127.0.0.1:{in_port}\"\n[database]\nin_memory = true\n[cse.registration]\nallowed_csr_originators = [\"/id-mn\"]\n"
-    );
-    let registrar = start(in_dir.path(), &in_config);
+    let in_config = "[http]\nlisten = \"127.0.0.1:0\"\n[database]\nin_memory = true\n[cse.registration]\nallowed_csr_originators = [\"/id-mn\"]\n";
     // The MN starts once the IN serves: an IN slow to start (a loaded machine) would push
     // the MN's doubling retries past the deadline below.
+    let (registrar, _, in_port) = start_serving(in_dir.path(), in_config).await;
     let client = reqwest::Client::new();
-    let in_base = format!("http://127.0.0.1:{in_port}/cse-in");
-    eventually("the IN serves", Duration::from_secs(20), || cse_base_answers(&client, &in_base)).await;
     let mn_config = format!(
         "[cse]\ntype = \"MN\"\ncse_id = \"/id-mn\"\nresource_name = \"cse-mn\"\n\
          [cse.registration]\ncheck_interval = \"1h\"\n\
          [cse.registrar]\naddress = [\"http://127.0.0.1:{in_port}\"]\ncse_id = \"/id-in\"\nresource_name = \"cse-in\"\n\
-         [http]\nlisten = \"127.0.0.1:{mn_port}\"\nclient_timeout = \"2s\"\n[database]\nin_memory = true\n"
+         [http]\nlisten = \"127.0.0.1:0\"\nclient_timeout = \"2s\"\n[database]\nin_memory = true\n"
     );
     let mn = start(mn_dir.path(), &mn_config);
     let csr = format!("http://127.0.0.1:{in_port}/cse-in/id-mn");
@@ -499,18 +522,15 @@ async fn sigterm_exits_within_the_grace_while_the_registrar_is_paused() {
 async fn notifications_pending_at_a_kill_9_are_delivered_after_the_restart() {
     // Arrange: an IN process on a database file, a receiver behind a proxy (off).
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
     let config = format!(
-        "[http]\nlisten = \"127.0.0.1:{port}\"\n[database]\npath = \"{}\"\n[resource.sub]\nmax_retry_delay = \"1s\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[database]\npath = \"{}\"\n[resource.sub]\nmax_retry_delay = \"1s\"\n",
         dir.path().join("in.db").display()
     );
     let receiver = Receiver::start().await;
     let proxy = Proxy::start(receiver.addr).await;
-    let mut child = start(dir.path(), &config);
+    let (mut child, _, port) = start_serving(dir.path(), &config).await;
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}");
-    let cse_base = format!("{url}/cse-in");
-    eventually("the CSEBase answers 2000", Duration::from_secs(20), || cse_base_answers(&client, &cse_base)).await;
     let post = |path: &str, ty: u16, body: serde_json::Value| {
         client
             .post(format!("{url}{path}"))
@@ -536,7 +556,8 @@ async fn notifications_pending_at_a_kill_9_are_delivered_after_the_restart() {
     // Act: killed (no shutdown at all), started again on the same database.
     child.start_kill().expect("kill -9");
     let _ = child.wait().await;
-    let restarted = start(dir.path(), &config);
+    let (restarted, _, port) = start_serving(dir.path(), &config).await;
+    let cse_base = format!("http://127.0.0.1:{port}/cse-in");
     eventually("the CSEBase answers again", Duration::from_secs(20), || cse_base_answers(&client, &cse_base)).await;
     proxy.switch(true);
 

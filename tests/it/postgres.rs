@@ -652,17 +652,13 @@ async fn when_the_process_holding_the_lease_is_killed_another_takes_over_the_liv
         )
     };
     let (one, two) = (tempfile::tempdir().expect("directory"), tempfile::tempdir().expect("directory"));
-    let mut first = crate::binary::start(one.path(), &config(crate::binary::free_port()));
+    let mut first = crate::binary::start(one.path(), &config(0));
     let first_log = crate::binary::collect_stdout(&mut first);
     let holds = |log: &std::sync::Arc<std::sync::Mutex<String>>| log.lock().expect("log").contains("holds the lease");
     eventually("the first process holds the lease", DEADLINE, || async { holds(&first_log) }).await;
-    let port = crate::binary::free_port();
-    let mut second = crate::binary::start(two.path(), &config(port));
+    let mut second = crate::binary::start(two.path(), &config(0));
     let second_log = crate::binary::collect_stdout(&mut second);
-    eventually("the second process serves", DEADLINE, || async {
-        second_log.lock().expect("log").contains("serving HTTP")
-    })
-    .await;
+    let port = crate::binary::serving_port(&mut second, &second_log).await;
     // Serving means its first try failed; an absence again: give it another try (1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
