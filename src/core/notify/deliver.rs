@@ -114,8 +114,14 @@ impl Cse {
                 () = token.cancelled() => break,
                 () = self.storage.outbox_filled() => {}
                 () = tokio::time::sleep(wait) => {}
-                // A target's run ended: what waits for it may go now.
-                Some(ended) = sends.runs.join_next_with_id(), if !sends.runs.is_empty() => sends.ended(ended),
+                // A target's run ended: what waits for it may go now (with what waits for
+                // any other run that ended meanwhile: one reading for all of them).
+                Some(ended) = sends.runs.join_next_with_id(), if !sends.runs.is_empty() => {
+                    sends.ended(ended);
+                    while let Some(ended) = sends.runs.try_join_next_with_id() {
+                        sends.ended(ended);
+                    }
+                }
             }
         }
         // Not cancelled midway: a stop lets the sends in flight end and records them (each
