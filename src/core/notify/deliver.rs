@@ -3,11 +3,11 @@
 //! The sender takes the oldest notifications of every target and sends them in one run
 //! per target, concurrently: each target gets its notifications in order, and a dead or
 //! slow one holds up nobody else (a new run starts for any target no run is at, without
-//! waiting for the others). It deletes what was delivered and tries the rest again later: after a second, doubling
-//! with jitter up to `resource.sub.max_retry_delay`. It gives a notification up only when
-//! the target refused it (a 4xxx answer), after `max_attempts` or `max_age`; a target
-//! with more than `max_pending_per_target` waiting loses its oldest. Each of these is
-//! logged. Every attempt at one notification carries the same request ID, so that a
+//! waiting for the others). It deletes what was delivered and tries the rest again
+//! later: after a second, doubling with jitter up to `resource.sub.max_retry_delay`. It
+//! gives a notification up only when the target refused it (a 4xxx answer), after
+//! `max_attempts` or `max_age`; a target with more than `max_pending_per_target` waiting
+//! loses its oldest. Each of these is logged. Every attempt at one notification carries the same request ID, so that a
 //! receiver can drop a repeat (delivery is at least once).
 //!
 //! Targets: a URL gets the NOTIFY as is; an ID (an AE-ID, a resource, a CSE or a resource
@@ -39,6 +39,14 @@ const RUN: usize = 256;
 /// [`Cse::deliver_due`]).
 const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 
+/// The first retry of a notification.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// How often the outbox is read at least when other instances share the database: their
+/// commits wake this sender through the database's announcements, and this catches what a
+/// lost announcement would have told.
+const SHARED_POLL: Duration = Duration::from_secs(1);
+
 /// The runs of sends under way, one per target at most, and the target of each.
 #[derive(Default)]
 struct Sends {
@@ -59,14 +67,6 @@ impl Sends {
         }
     }
 }
-
-/// The first retry of a notification.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-
-/// How often the outbox is read at least when other instances share the database: their
-/// commits wake this sender through the database's announcements, and this catches what a
-/// lost announcement would have told.
-const SHARED_POLL: Duration = Duration::from_secs(1);
 
 /// How a delivery attempt ended.
 enum Outcome {
