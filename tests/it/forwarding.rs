@@ -6,7 +6,7 @@ use std::time::Duration;
 use acme_cse::config::{CseKind, RegistrarSettings};
 use serde_json::json;
 
-use crate::harness::{TestCse, eventually, registrar_settings, registree_settings};
+use crate::harness::{TestCse, black_hole, eventually, registrar_settings, registree_settings};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -167,14 +167,7 @@ async fn an_unreachable_or_unknown_target_is_answered_5103_and_the_cse_stays_hea
 #[tokio::test]
 async fn a_next_hop_that_never_answers_is_a_timeout_not_a_hang() {
     // A registree whose poa accepts connections and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let silent_addr = silent.local_addr().expect("address");
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let (silent_url, hold) = black_hole().await;
     let mut settings = registrar_settings();
     settings.http.client_timeout = Duration::from_millis(300);
     let in_cse = TestCse::start(settings).await;
@@ -183,7 +176,7 @@ async fn a_next_hop_that_never_answers_is_a_timeout_not_a_hang() {
             "/cse-in",
             "/id-mn",
             16,
-            json!({"m2m:csr": {"csi": "/id-mn", "cb": "/id-mn/cse-mn", "rr": true, "srv": ["3"], "poa": [format!("http://{silent_addr}")]}}),
+            json!({"m2m:csr": {"csi": "/id-mn", "cb": "/id-mn/cse-mn", "rr": true, "srv": ["3"], "poa": [silent_url]}}),
         )
         .await;
     assert_eq!(reply.rsc, 2001);

@@ -5,22 +5,8 @@ use std::time::Duration;
 
 use acme_cse::config::CseKind;
 use serde_json::json;
-use tokio::task::JoinHandle;
 
-use crate::harness::{TestCse, registrar_settings, registree_settings};
-
-/// A listener that accepts connections and never answers (it keeps every socket open).
-async fn black_hole() -> (String, JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("local address"));
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (url, task)
-}
+use crate::harness::{TestCse, black_hole, registrar_settings, registree_settings};
 
 /// A check round, which must end: the old monitor waited for every probe.
 async fn round(cse: &TestCse) {

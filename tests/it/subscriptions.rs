@@ -7,7 +7,7 @@ use acme_cse::config::CseKind;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Proxy, Receiver, TestCse, eventually, on_disk, registrar_settings, registree_settings, test_settings,
+    Proxy, Receiver, TestCse, black_hole, eventually, on_disk, registrar_settings, registree_settings, test_settings,
 };
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -587,14 +587,7 @@ async fn a_dead_target_holds_up_no_other_target() {
 async fn a_target_that_never_answers_holds_up_no_other_target() {
     // The silent target takes connections and never answers: each send to it lasts the
     // whole client time-out, far longer than the test waits.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let silent_url = format!("http://{}", silent.local_addr().expect("address"));
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let (silent_url, hold) = black_hole().await;
     let live = Receiver::start().await;
     let cse = in_with_container(|settings| {
         settings.resource.sub.verify = false;
