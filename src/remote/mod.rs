@@ -359,7 +359,7 @@ impl RemoteCseManager {
         let descendants = self.inner.cse.registry.descendants_changed();
         let copied = self.inner.copied_now().await;
         let cse_base_changes = self.inner.cse.storage.changes_of(ResourceType::CseBase);
-        let announced_changes = crate::core::types::ANNOUNCEABLE.map(|ty| self.inner.cse.storage.changes_of(ty));
+        let announced_changes = self.inner.cse.storage.changes_of_any(&crate::core::types::ANNOUNCEABLE);
         let registrations = self.inner.cse.events.subscribe();
         let statuses = self.inner.reports.watch();
         // Connecting before the first round can report anything else.

@@ -296,12 +296,16 @@ pub struct Storage {
     cache: Option<Arc<cache::Cache>>,
 }
 
+/// Where the change sets of a set of resource types go.
+type ChangeSender = broadcast::Sender<Arc<ChangeSet>>;
+
 /// Where committed change sets go.
 #[derive(Default)]
 struct Fanout {
     observers: std::sync::RwLock<Vec<Arc<dyn Observer>>>,
-    /// Per resource type, the subscribers of its changes.
-    by_type: std::sync::RwLock<Vec<(ResourceType, broadcast::Sender<Arc<ChangeSet>>)>>,
+    /// Per set of resource types, the subscribers of their changes (one channel per set:
+    /// a channel's backlog is allocated whole when it is made).
+    by_type: std::sync::RwLock<Vec<(Vec<ResourceType>, ChangeSender)>>,
     /// Woken by every commit that put notifications in the outbox.
     outbox: tokio::sync::Notify,
 }
@@ -379,15 +383,22 @@ impl Storage {
     /// that touched any (a subscriber that falls behind sees `Lagged` and must
     /// resynchronise from the store). Commits of other types do not wake it.
     pub fn changes_of(&self, ty: ResourceType) -> broadcast::Receiver<Arc<ChangeSet>> {
+        self.changes_of_any(&[ty])
+    }
+
+    /// The changes of resources of any of `types` committed from now on, one set per
+    /// commit that touched any, in commit order across the types (unlike one receiver per
+    /// type, which a subscriber would have to merge, with no order between them).
+    pub fn changes_of_any(&self, types: &[ResourceType]) -> broadcast::Receiver<Arc<ChangeSet>> {
         let Ok(mut by_type) = self.fanout.by_type.write() else {
             // Poisoned: nothing will be published either; a closed channel says so.
             return broadcast::channel(1).1;
         };
-        if let Some((_, sender)) = by_type.iter().find(|(of, _)| *of == ty) {
+        if let Some((_, sender)) = by_type.iter().find(|(of, _)| of.as_slice() == types) {
             return sender.subscribe();
         }
         let (sender, receiver) = broadcast::channel(CHANGE_BACKLOG);
-        by_type.push((ty, sender));
+        by_type.push((types.to_vec(), sender));
         receiver
     }
 
@@ -527,9 +538,9 @@ impl Fanout {
         }
         self.observe(&changes);
         let Ok(by_type) = self.by_type.read() else { return };
-        for (ty, sender) in by_type.iter() {
+        for (types, sender) in by_type.iter() {
             let of_type: Vec<Change> =
-                changes.changes.iter().filter(|change| change.resource().ty == *ty).cloned().collect();
+                changes.changes.iter().filter(|change| types.contains(&change.resource().ty)).cloned().collect();
             if !of_type.is_empty() && sender.receiver_count() > 0 {
                 let _ = sender.send(Arc::new(ChangeSet { changes: of_type, enqueued: 0 }));
             }
@@ -584,6 +595,30 @@ mod tests {
         let committed = csrs.try_recv().expect("the CSR's commit");
         assert_eq!(committed.changes.len(), 1);
         assert_eq!(committed.changes[0].resource().ri(), "id-mn");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_of_several_types_hears_them_in_commit_order_on_one_receiver() {
+        let storage = Storage::open(&DatabaseConfig::default()).expect("in-memory store");
+        let mut both = storage.changes_of_any(&[ResourceType::Cnt, ResourceType::Cin]);
+        let mut csrs = storage.changes_of(ResourceType::Csr);
+        let (cnt, ae) = (resource(ResourceType::Cnt, "cnt1"), resource(ResourceType::Ae, "ae1"));
+        storage.write(move |tx| tx.insert(&cnt).and_then(|()| tx.insert(&ae))).await.expect("commit");
+        let (cin, csr) = (resource(ResourceType::Cin, "cin1"), resource(ResourceType::Csr, "id-mn"));
+        storage.write(move |tx| tx.insert(&csr).and_then(|()| tx.insert(&cin))).await.expect("commit");
+        let ris =
+            |set: &ChangeSet| set.changes.iter().map(|change| change.resource().ri().to_string()).collect::<Vec<_>>();
+        assert_eq!(ris(&both.try_recv().expect("the first commit")), ["cnt1"], "the AE is not among its types");
+        assert_eq!(ris(&both.try_recv().expect("the second commit")), ["cin1"]);
+        assert!(both.try_recv().is_err(), "one set per commit");
+        assert_eq!(ris(&csrs.try_recv().expect("the CSR's commit")), ["id-mn"], "each subscriber has its own sets");
+        let again = storage.changes_of_any(&[ResourceType::Cnt, ResourceType::Cin]);
+        assert_eq!(
+            storage.fanout.by_type.read().map(|by_type| by_type.len()).ok(),
+            Some(2),
+            "the same set shares its channel"
+        );
+        drop(again);
     }
 
     fn pending(target: &str, n: u32, due: &str) -> Pending {

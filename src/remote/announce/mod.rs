@@ -91,12 +91,12 @@ struct Announcer {
 
 impl Inner {
     /// Run the announcer until `token` is cancelled, following the commits of the
-    /// announceable types (`receivers`, in the order of [`ANNOUNCEABLE`]), the
+    /// announceable types (`changes`, one receiver for all, in commit order), the
     /// registrations (`events`) and the registrars' states (`statuses`: what waits is
     /// tried again when one is reached again), all subscribed to before the monitor starts.
     pub(super) async fn announce(
         self: Arc<Self>,
-        mut receivers: [broadcast::Receiver<Arc<ChangeSet>>; 5],
+        mut changes: broadcast::Receiver<Arc<ChangeSet>>,
         mut events: broadcast::Receiver<Event>,
         mut statuses: watch::Receiver<Arc<Vec<RegistrarView>>>,
         token: CancellationToken,
@@ -131,14 +131,9 @@ impl Inner {
                 retry_at = Some(tokio::time::Instant::now() + self.cse.config().registration.check_interval);
             }
             let due = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            let [acp, ae, cnt, cin, csr] = &mut receivers;
             let open = tokio::select! {
                 () = token.cancelled() => return,
-                changes = acp.recv() => announcer.changed(changes).await,
-                changes = ae.recv() => announcer.changed(changes).await,
-                changes = cnt.recv() => announcer.changed(changes).await,
-                changes = cin.recv() => announcer.changed(changes).await,
-                changes = csr.recv() => announcer.changed(changes).await,
+                committed = changes.recv() => announcer.changed(committed).await,
                 event = events.recv() => match event {
                     Ok(Event::RegisteredToRegistrar { registrar_csi, .. }) => {
                         // A new place in the tree: the registrar may have lost what it had,
