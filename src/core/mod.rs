@@ -243,7 +243,7 @@ impl Cse {
         self.check_caller(request, originator.as_ref())?;
         let local = match self.identity.resolve(&request.to)? {
             Target::Local(local) => local,
-            Target::Remote(remote) => return self.forward(request, originator.as_ref(), &remote).await,
+            Target::Remote(remote) => return Box::pin(self.forward(request, originator.as_ref(), &remote)).await,
         };
         let originator = originator.map(|originator| originator.simplified().to_string());
         let guard = Access {
@@ -255,12 +255,14 @@ impl Cse {
             config: self.config(),
             identity: self.identity.clone(),
         };
+        // Each operation's state on the heap, at its own size: inline, this future would be
+        // as large as the largest of them, and copied whole each time it is moved.
         match request.op {
-            Operation::Create => self.create(request, originator, local, guard).await,
-            Operation::Retrieve => self.retrieve(request, local, guard).await,
-            Operation::Update => self.update(request, local, guard).await,
-            Operation::Delete => self.delete(request, local, guard).await,
-            Operation::Notify => self.notify(request, local, guard).await,
+            Operation::Create => Box::pin(self.create(request, originator, local, guard)).await,
+            Operation::Retrieve => Box::pin(self.retrieve(request, local, guard)).await,
+            Operation::Update => Box::pin(self.update(request, local, guard)).await,
+            Operation::Delete => Box::pin(self.delete(request, local, guard)).await,
+            Operation::Notify => Box::pin(self.notify(request, local, guard)).await,
         }
     }
 

@@ -14,15 +14,12 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use tracing::{debug, warn};
 
 use super::tls::Tls;
-use super::wire::{
-    VIA, X_M2M_CTO, X_M2M_CTS, X_M2M_EC, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC, X_M2M_RVI, X_M2M_VSI,
-    path_of, via_header,
-};
+use super::wire::{names, path_of, via_header};
 use crate::config::HttpConfig;
 use crate::core::net::{Outbound, Sending, TransportError};
 use crate::core::request::{IdForm, Operation, Request, Response};
@@ -87,73 +84,82 @@ impl Client {
             Operation::Update => reqwest::Method::PUT,
             Operation::Delete => reqwest::Method::DELETE,
         };
-        let mut headers = HeaderMap::new();
+        let mut headers = HeaderMap::with_capacity(12);
         let content_type = match (request.op, request.ty) {
-            (Operation::Create, Some(ty)) => format!("application/json;ty={ty}"),
-            _ => "application/json".to_string(),
+            (Operation::Create, Some(ty)) => HeaderValue::try_from(format!("application/json;ty={ty}")).ok(),
+            _ => Some(HeaderValue::from_static("application/json")),
         };
-        insert(&mut headers, reqwest::header::CONTENT_TYPE.as_str(), &content_type);
-        insert(&mut headers, reqwest::header::ACCEPT.as_str(), "application/json");
-        if let Some(originator) = &request.originator {
-            insert(&mut headers, X_M2M_ORIGIN, originator);
+        if let Some(content_type) = content_type {
+            headers.insert(reqwest::header::CONTENT_TYPE, content_type);
         }
-        insert(&mut headers, X_M2M_RI, &request.rqi);
-        insert(&mut headers, X_M2M_RVI, &request.rvi);
-        insert(&mut headers, X_M2M_OT, &Timestamp::now().to_string());
+        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(originator) = &request.originator {
+            insert(&mut headers, names::ORIGIN, originator);
+        }
+        insert(&mut headers, names::RI, &request.rqi);
+        insert(&mut headers, names::RVI, &request.rvi);
+        insert(&mut headers, names::OT, &Timestamp::now().to_string());
         if let Some(vsi) = &request.vsi {
-            insert(&mut headers, X_M2M_VSI, vsi);
+            insert(&mut headers, names::VSI, vsi);
         }
         if let Some(ec) = request.ec {
-            insert(&mut headers, X_M2M_EC, &ec.to_string());
+            headers.insert(names::EC, HeaderValue::from(u16::from(ec)));
         }
         if let Some(rqet) = &request.rqet {
-            insert(&mut headers, X_M2M_RET, &rqet.to_string());
+            insert(&mut headers, names::RET, &rqet.to_string());
         }
         if !request.via.is_empty() {
-            insert(&mut headers, VIA, &via_header(&request.via));
+            insert(&mut headers, reqwest::header::VIA, &via_header(&request.via));
         }
-        let mut builder = self.http.request(method, &url).headers(headers).timeout(timeout);
-        // reqwest marks the header sensitive, so it never shows in its debug output.
-        builder = match credentials {
-            Some(Credentials::Basic { username, password }) => builder.basic_auth(username, Some(password.expose())),
-            Some(Credentials::Bearer { token }) => builder.bearer_auth(token.expose()),
-            None => builder,
-        };
-        if let Some(content) = &request.content {
-            builder = builder.body(serde_json::to_vec(content).unwrap_or_default());
-        }
+        let body = request.content.as_ref().map(|content| serde_json::to_vec(content).unwrap_or_default());
         let idempotent = matches!(request.op, Operation::Retrieve | Operation::Update | Operation::Delete);
-        let retry = if idempotent { builder.try_clone() } else { None };
-        let reply = match builder.send().await {
+        // The request as sent; built once more (not cloned up front) when it is retried.
+        let build = |headers: HeaderMap, body: Option<Vec<u8>>| {
+            let builder = self.http.request(method.clone(), &url).headers(headers).timeout(timeout);
+            // reqwest marks the header sensitive, so it never shows in its debug output.
+            let builder = match credentials {
+                Some(Credentials::Basic { username, password }) => {
+                    builder.basic_auth(username, Some(password.expose()))
+                }
+                Some(Credentials::Bearer { token }) => builder.bearer_auth(token.expose()),
+                None => builder,
+            };
+            match body {
+                Some(body) => builder.body(body),
+                None => builder,
+            }
+        };
+        let retry = idempotent.then(|| (headers.clone(), body.clone()));
+        let reply = match build(headers, body).send().await {
             Ok(reply) => reply,
             // A pooled keep-alive connection that the peer closed meanwhile (it restarted,
             // say) fails without reaching it: an idempotent request gets one more try on a
             // fresh connection.
             Err(error) if !error.is_connect() && !error.is_timeout() && retry.is_some() => {
                 debug!(%url, %error, "retrying on a new connection");
-                let Some(retry) = retry else { return Err(classify(&url, timeout, &error)) };
-                retry.send().await.map_err(|error| classify(&url, timeout, &error))?
+                let Some((headers, body)) = retry else { return Err(classify(&url, timeout, &error)) };
+                build(headers, body).send().await.map_err(|error| classify(&url, timeout, &error))?
             }
             Err(error) => return Err(classify(&url, timeout, &error)),
         };
         let status = reply.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED && reply.headers().get(X_M2M_RSC).is_none() {
+        if status == reqwest::StatusCode::UNAUTHORIZED && reply.headers().get(names::RSC).is_none() {
             debug!(op = request.op.name(), %url, rqi = %request.rqi, "peer refused the credentials");
             return Err(TransportError::Unauthorized { address: url });
         }
         let rsc_header = reply
             .headers()
-            .get(X_M2M_RSC)
+            .get(names::RSC)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<u16>().ok());
-        let rqi = reply.headers().get(X_M2M_RI).and_then(|value| value.to_str().ok()).map(str::to_string);
+        let rqi = reply.headers().get(names::RI).and_then(|value| value.to_str().ok()).map(str::to_string);
         let location = reply
             .headers()
             .get(reqwest::header::CONTENT_LOCATION)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
-        let text = |name: &str| reply.headers().get(name).and_then(|value| value.to_str().ok()).map(str::trim);
-        let partial = (text(X_M2M_CTS) == Some("1")).then(|| text(X_M2M_CTO).and_then(|offset| offset.parse().ok()));
+        let text = |name: HeaderName| reply.headers().get(name).and_then(|value| value.to_str().ok()).map(str::trim);
+        let partial = (text(names::CTS) == Some("1")).then(|| text(names::CTO).and_then(|offset| offset.parse().ok()));
         let bytes = read_body(reply, &url, timeout, self.max_body_size).await?;
         let content: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
 
@@ -260,7 +266,7 @@ fn classify(url: &str, timeout: Duration, error: &reqwest::Error) -> TransportEr
     TransportError::Unreachable { address: url.to_string(), reason }
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }

@@ -17,14 +17,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use tracing::debug;
 
 use super::auth::{Gate, Refused};
-use super::wire::{
-    CONTENT_STATUS_PARTIAL, StrictJson, X_M2M_CTO, X_M2M_CTS, X_M2M_ORIGIN, X_M2M_OT, X_M2M_RET, X_M2M_RI, X_M2M_RSC,
-    X_M2M_RVI, X_M2M_VSI, content_type, header_text, target_of, via_hops,
-};
+use super::wire::{CONTENT_STATUS_PARTIAL, StrictJson, content_type, header_text, names, target_of, via_hops};
 use crate::core::Cse;
 use crate::core::request::{Caller, Operation, Request, Response, SUPPORTED_MEDIA_TYPES};
 use crate::error::{Error, Result, Rsc};
@@ -50,14 +47,13 @@ pub fn router(cse: Cse) -> std::io::Result<Router> {
         .with_state(Binding { cse, gate }))
 }
 
+/// Every request. It is taken whole and split, not through one extractor per part: those
+/// clone the headers, the URI and the extensions.
 async fn handle(
     State(Binding { cse, gate }): State<Binding>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    extensions: Extensions,
-    body: Body,
+    request: axum::extract::Request,
 ) -> axum::response::Response {
+    let (axum::http::request::Parts { method, uri, headers, extensions, .. }, body) = request.into_parts();
     let client = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip());
     let principal = match gate.authenticate(&headers, client).await {
         Ok(principal) => principal,
@@ -75,27 +71,25 @@ async fn handle(
             Err(_) => axum::response::IntoResponse::into_response(axum::http::StatusCode::REQUEST_TIMEOUT),
         };
     }
-    let rqi = header_text(&headers, X_M2M_RI).ok().flatten().unwrap_or_default().to_string();
-    let rvi = header_text(&headers, X_M2M_RVI).ok().flatten().unwrap_or_default().to_string();
     // One time limit for reading the request (a client may stall its body) and answering it.
     let timeout: Duration = cse.config().http.request_timeout;
     let began = std::time::Instant::now();
     let access_log = cse.config().access_log;
-    let originator = header_text(&headers, X_M2M_ORIGIN).ok().flatten().unwrap_or_default().to_string();
     // The operation, once the request is read (for the metrics).
     let mut operation = None;
     let work = async {
         let mut request = parse_request(&cse, &method, &uri, &headers, body).await?;
         request.caller = Caller::Peer { principal, address: client };
         operation = Some(request.op);
-        Ok::<Response, Error>(cse.handle(request).await)
+        // The core's state on the heap: this future stays small, and so does every move of it.
+        Ok::<Response, Error>(Box::pin(cse.handle(request)).await)
     };
     let response = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(response)) => response,
-        Ok(Err(error)) => error_response(rqi, rvi, &error),
+        Ok(Err(error)) => error_response(&headers, &error),
         Err(_) => {
             let error = Error::new(Rsc::RequestTimeout, format!("request not completed within {timeout:?}"));
-            error_response(rqi, rvi, &error)
+            error_response(&headers, &error)
         }
     };
     // A request refused before it was read counts under the operation its method and
@@ -108,7 +102,7 @@ async fn handle(
             target: "acme_cse::access",
             method = %method,
             to = uri.path(),
-            fr = %originator,
+            fr = header_text(&headers, &names::ORIGIN).ok().flatten().unwrap_or_default(),
             rqi = %response.rqi,
             rsc = response.rsc.code(),
             duration_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -140,22 +134,26 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = what, "request handling panicked");
-    into_http(error_response(String::new(), String::new(), &Error::internal(what.to_string())))
+    into_http(error_response(&HeaderMap::new(), &Error::internal(what.to_string())))
 }
 
-fn error_response(rqi: String, rvi: String, error: &Error) -> Response {
-    let request = Request { rqi, rvi, ..Request::new(Operation::Retrieve, "", None) };
+/// The answer to a request that failed before the core answered it: its `X-M2M-RI` and
+/// `X-M2M-RVI` echoed as far as they are readable.
+fn error_response(headers: &HeaderMap, error: &Error) -> Response {
+    let echo = |name| header_text(headers, name).ok().flatten().unwrap_or_default().to_string();
+    let request =
+        Request { rqi: echo(&names::RI), rvi: echo(&names::RVI), ..Request::new(Operation::Retrieve, "", None) };
     Response::error(&request, error)
 }
 
 async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Request> {
-    let rqi = header_text(headers, X_M2M_RI)?
+    let rqi = header_text(headers, &names::RI)?
         .filter(|rqi| !rqi.is_empty())
         .ok_or_else(|| Error::bad_request("missing request identifier (X-M2M-RI)"))?;
-    let rvi = header_text(headers, X_M2M_RVI)?
+    let rvi = header_text(headers, &names::RVI)?
         .filter(|rvi| !rvi.is_empty())
         .ok_or_else(|| Error::new(Rsc::ReleaseVersionNotSupported, "missing release version indicator (X-M2M-RVI)"))?;
-    let originator = header_text(headers, X_M2M_ORIGIN)?;
+    let originator = header_text(headers, &names::ORIGIN)?;
     let (media_type, ty) = content_type(headers)?;
     let Some(op) = operation_of(method, ty) else {
         return Err(Error::not_allowed(format!("HTTP method {method} is not a oneM2M operation")));
@@ -171,9 +169,9 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
     request.rqi = rqi.to_string();
     request.rvi = rvi.to_string();
     request.ty = ty;
-    request.vsi = header_text(headers, X_M2M_VSI)?.map(str::to_string);
+    request.vsi = header_text(headers, &names::VSI)?.map(str::to_string);
     request.via = via_hops(headers);
-    if let Some(ret) = header_text(headers, X_M2M_RET)? {
+    if let Some(ret) = header_text(headers, &names::RET)? {
         request.rqet = Some(request_expiration(ret, cse.config().cse.max_expiration_delta)?);
     }
     if let Some(query) = uri.query() {
@@ -246,19 +244,19 @@ fn into_http(response: Response) -> axum::response::Response {
     let mut http = axum::response::Response::new(body);
     *http.status_mut() = status;
     let headers = http.headers_mut();
-    headers.insert(X_M2M_RSC, HeaderValue::from(response.rsc.code()));
-    insert(headers, X_M2M_RI, &response.rqi);
-    insert(headers, X_M2M_RVI, &response.rvi);
-    insert(headers, X_M2M_OT, &Timestamp::now().to_string());
-    if let Some(vsi) = &response.vsi {
-        insert(headers, X_M2M_VSI, vsi);
+    headers.insert(names::RSC, HeaderValue::from(response.rsc.code()));
+    insert(headers, names::RI, response.rqi);
+    insert(headers, names::RVI, response.rvi);
+    insert(headers, names::OT, Timestamp::now().to_string());
+    if let Some(vsi) = response.vsi {
+        insert(headers, names::VSI, vsi);
     }
-    if let Some(location) = &response.content_location {
-        insert(headers, header::CONTENT_LOCATION.as_str(), location);
+    if let Some(location) = response.content_location {
+        insert(headers, header::CONTENT_LOCATION, location);
     }
     if let Some(next) = response.partial {
-        headers.insert(X_M2M_CTS, HeaderValue::from(CONTENT_STATUS_PARTIAL));
-        headers.insert(X_M2M_CTO, HeaderValue::from(next));
+        headers.insert(names::CTS, HeaderValue::from(CONTENT_STATUS_PARTIAL));
+        headers.insert(names::CTO, HeaderValue::from(next));
     }
     if response.content.is_some() {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -266,11 +264,13 @@ fn into_http(response: Response) -> axum::response::Response {
     http
 }
 
-fn insert(headers: &mut HeaderMap, name: &str, value: &str) {
+/// `value` under `name`, unless it is empty or not a valid header value (its bytes are
+/// moved, not copied).
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
     if value.is_empty() {
         return;
     }
-    if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+    if let Ok(value) = HeaderValue::try_from(value) {
         headers.insert(name, value);
     }
 }

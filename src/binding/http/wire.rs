@@ -2,6 +2,7 @@
 //! the `X-M2M-*` header names, the path escapes of IDs (`/~/`, `/_/`), the `Via` header of
 //! forwarded requests, `Content-Type` with its `ty` parameter, and JSON bodies.
 
+use axum::http::header::AsHeaderName;
 use axum::http::{HeaderMap, header};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
@@ -33,6 +34,23 @@ pub const CONTENT_STATUS_PARTIAL: u16 = 1;
 /// The standard HTTP `Via` header: the CSEs a forwarded request has passed.
 pub const VIA: &str = "via";
 
+/// The header names above as [`HeaderName`]s, for this binding's own reads and writes: a
+/// name given as `&str` is parsed and checked again on every use.
+pub(crate) mod names {
+    use axum::http::HeaderName;
+
+    pub(crate) const ORIGIN: HeaderName = HeaderName::from_static(super::X_M2M_ORIGIN);
+    pub(crate) const RI: HeaderName = HeaderName::from_static(super::X_M2M_RI);
+    pub(crate) const RVI: HeaderName = HeaderName::from_static(super::X_M2M_RVI);
+    pub(crate) const RSC: HeaderName = HeaderName::from_static(super::X_M2M_RSC);
+    pub(crate) const OT: HeaderName = HeaderName::from_static(super::X_M2M_OT);
+    pub(crate) const RET: HeaderName = HeaderName::from_static(super::X_M2M_RET);
+    pub(crate) const VSI: HeaderName = HeaderName::from_static(super::X_M2M_VSI);
+    pub(crate) const EC: HeaderName = HeaderName::from_static(super::X_M2M_EC);
+    pub(crate) const CTS: HeaderName = HeaderName::from_static(super::X_M2M_CTS);
+    pub(crate) const CTO: HeaderName = HeaderName::from_static(super::X_M2M_CTO);
+}
+
 /// The hop names of all `Via` entries (`1.1 acme.example.com_id-mn, ...`).
 pub fn via_hops(headers: &HeaderMap) -> Vec<String> {
     headers
@@ -50,8 +68,12 @@ pub fn via_header(hops: &[String]) -> String {
     hops.iter().map(|hop| format!("1.1 {hop}")).collect::<Vec<_>>().join(", ")
 }
 
-/// A header's value; present but not visible ASCII is an error naming the header.
-pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>> {
+/// A header's value; present but not visible ASCII is an error naming the header. The
+/// name is a `&str` or a `&HeaderName` (no parsing per call).
+pub fn header_text<N>(headers: &HeaderMap, name: N) -> Result<Option<&str>>
+where
+    N: AsHeaderName + std::fmt::Display + Copy,
+{
     let Some(value) = headers.get(name) else {
         return Ok(None);
     };
