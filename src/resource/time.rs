@@ -87,20 +87,28 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     /// The fixed-width oneM2M form `YYYYMMDDTHHMMSS,ffffff`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Field by field: written on every answer (`X-M2M-OT`) and every write, where a
-        // strftime pattern is parsed again each time.
+        // Digit by digit into a buffer: written on every answer (`X-M2M-OT`), every
+        // CSEBase RETRIEVE (`ctm`) and every write, where `write!` with padded fields took
+        // as long as the rest of formatting the answer's headers.
         let (date, time) = (self.0.date_naive(), self.0.time());
-        write!(
-            f,
-            "{:04}{:02}{:02}T{:02}{:02}{:02},{:06}",
-            date.year(),
-            date.month(),
-            date.day(),
-            time.hour(),
-            time.minute(),
-            time.second(),
-            time.nanosecond() / 1000 % 1_000_000
-        )
+        let mut text = *b"00000000T000000,000000";
+        let year = u32::try_from(date.year()).map_err(|_| fmt::Error)?;
+        let fields = [
+            (0..4, year),
+            (4..6, date.month()),
+            (6..8, date.day()),
+            (9..11, time.hour()),
+            (11..13, time.minute()),
+            (13..15, time.second()),
+            (16..22, time.nanosecond() / 1000 % 1_000_000),
+        ];
+        for (range, mut value) in fields {
+            for digit in text[range].iter_mut().rev() {
+                *digit = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
