@@ -6,9 +6,35 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::core::types::policy_of;
+use crate::core::types::{policy_of, rules};
 use crate::error::{Error, Result};
-use crate::resource::{Resource, ResourceType};
+use crate::resource::{Resource, ResourceType, Timestamp};
+use crate::storage::Representation;
+
+/// The JSON text a whole RETRIEVE answers for `resource` (as its type presents it), made to
+/// be kept with a held resource: the attribute that says the time of reading, if its type
+/// has one, holds a placeholder of the same width whose place is kept, to be overwritten
+/// per answer ([`Representation::stamped`]). `None` if it cannot be serialised.
+pub(crate) fn text(resource: &Resource) -> Option<Representation> {
+    let type_rules = rules(resource.ty);
+    let mut presented = resource.clone();
+    type_rules.present(&mut presented);
+    let placeholder = Timestamp::max().to_string();
+    let now = type_rules.now_attribute();
+    if let Some(name) = now {
+        presented.set(name, placeholder.clone());
+    }
+    let json = serde_json::to_vec(&presented.into_json()).ok()?;
+    let now_at = match now {
+        Some(name) => {
+            let needle = format!("\"{name}\":\"{placeholder}\"");
+            let at = json.windows(needle.len()).position(|window| window == needle.as_bytes())?;
+            Some(at + needle.len() - placeholder.len() - 1)
+        }
+        None => None,
+    };
+    Some(Representation { json: json.into(), now_at })
+}
 
 /// `{"m2m:xx": {attributes?, "m2m:yy": [{..., "m2m:zz": [...]}, ...]}}`: each selected
 /// resource nested under its nearest selected ancestor (the root when none is selected, so

@@ -133,6 +133,10 @@ pub struct Request {
     pub via: Vec<String>,
     /// Who handed the request to the core.
     pub caller: Caller,
+    /// Whether the answer may carry its content as JSON text ([`Response::text`]) instead
+    /// of a value: set by a binding that sends JSON anyway. Off by default, so that every
+    /// other caller finds the content in [`Response::content`].
+    pub text_answer: bool,
 }
 
 impl Request {
@@ -156,6 +160,7 @@ impl Request {
             query: None,
             via: Vec::new(),
             caller: Caller::Internal,
+            text_answer: false,
         }
     }
 }
@@ -226,6 +231,9 @@ pub struct Response {
     pub vsi: Option<String>,
     /// The primitive content, if any.
     pub content: Option<Value>,
+    /// The primitive content as JSON text, instead of `content`: only in answers to a
+    /// request with [`Request::text_answer`] set (a held resource's text, made once).
+    pub text: Option<bytes::Bytes>,
     /// For CREATE: the address of the new resource.
     pub content_location: Option<String>,
     /// `Some(next)` when the content is partial (Content Status): more results were found
@@ -242,6 +250,7 @@ impl Response {
             rvi: request.rvi.clone(),
             vsi: request.vsi.clone(),
             content,
+            text: None,
             content_location: None,
             partial: None,
         }

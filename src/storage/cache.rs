@@ -16,7 +16,7 @@
 //! commits take), so a stale row never enters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use dashmap::DashMap;
 
@@ -32,9 +32,41 @@ pub(crate) const CAPACITY: usize = 4096;
 /// than an eighth of it is never held (a large content instance is read each time).
 pub(crate) const BUDGET: usize = 8 * 1024 * 1024;
 
+/// A held resource, and the JSON text the core made of it, once, for this version: a
+/// commit that changes the resource replaces the whole entry, text and all.
+pub(crate) struct Held {
+    pub resource: Arc<Resource>,
+    /// Made by the first RETRIEVE that needs it (`None`: it could not be made).
+    pub text: OnceLock<Option<Representation>>,
+}
+
+/// A resource's answer as JSON text, with where the current time goes in it (an attribute
+/// such as the CSEBase's `ctm` that says "now" on every read): the byte offset of a
+/// fixed-width timestamp to overwrite per answer.
+pub(crate) struct Representation {
+    pub json: bytes::Bytes,
+    pub now_at: Option<usize>,
+}
+
+impl Representation {
+    /// The text for an answer now: shared as it is, or a copy with the time of reading
+    /// written at `now_at`.
+    pub(crate) fn stamped(&self) -> bytes::Bytes {
+        let Some(at) = self.now_at else {
+            return self.json.clone();
+        };
+        let mut text = bytes::BytesMut::from(&self.json[..]);
+        let now = crate::resource::Timestamp::now().to_string();
+        if let Some(place) = text.get_mut(at..at + now.len()) {
+            place.copy_from_slice(now.as_bytes());
+        }
+        text.freeze()
+    }
+}
+
 pub(crate) struct Cache {
     /// Each held resource with its [`weight`].
-    by_ri: DashMap<String, (Arc<Resource>, usize)>,
+    by_ri: DashMap<String, (Arc<Held>, usize)>,
     /// Structured path to `ri`, for what `by_ri` holds.
     by_path: DashMap<String, String>,
     /// Commits published so far.
@@ -69,13 +101,23 @@ impl Cache {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The entry held for `ri`.
+    pub(crate) fn held(&self, ri: &str) -> Option<Arc<Held>> {
+        self.by_ri.get(ri).map(|held| held.0.clone())
+    }
+
+    /// The entry held for the structured `path`.
+    pub(crate) fn held_by_path(&self, path: &str) -> Option<Arc<Held>> {
+        let held = self.held(self.by_path.get(path)?.as_str())?;
+        (held.resource.path == path).then_some(held)
+    }
+
     fn by_ri(&self, ri: &str) -> Option<Resource> {
-        self.by_ri.get(ri).map(|held| Resource::clone(&held.0))
+        self.held(ri).map(|held| Resource::clone(&held.resource))
     }
 
     fn by_path(&self, path: &str) -> Option<Resource> {
-        let ri = self.by_path.get(path)?.clone();
-        self.by_ri(&ri).filter(|resource| resource.path == path)
+        self.held_by_path(path).map(|held| Resource::clone(&held.resource))
     }
 
     /// Hold `resource`, read by a transaction that began at `generation`, unless a commit
@@ -92,7 +134,7 @@ impl Cache {
         if self.by_ri.len() >= self.capacity || *held + weight > self.budget {
             self.clear(&mut held);
         }
-        let replaced = self.by_ri.insert(resource.ri().to_string(), (Arc::new(resource.clone()), weight));
+        let replaced = self.by_ri.insert(resource.ri().to_string(), (fresh(Arc::new(resource.clone())), weight));
         *held = held.saturating_add(weight).saturating_sub(replaced.map_or(0, |(_, weight)| weight));
         self.by_path.insert(resource.path.clone(), resource.ri().to_string());
     }
@@ -118,7 +160,7 @@ impl Cache {
                     if let Some(mut entry) = self.by_ri.get_mut(resource.ri()) {
                         let weight = weight(resource);
                         *held = held.saturating_add(weight).saturating_sub(entry.1);
-                        *entry = (resource.clone(), weight);
+                        *entry = (fresh(resource.clone()), weight);
                     }
                     if *held > self.budget {
                         self.clear(&mut held);
@@ -147,8 +189,13 @@ impl super::Observer for Cache {
     }
 }
 
+/// A new entry for `resource`, its text not made yet.
+fn fresh(resource: Arc<Resource>) -> Arc<Held> {
+    Arc::new(Held { resource, text: OnceLock::new() })
+}
+
 /// About the memory `resource` takes: its JSON text twice over (strings, and the maps and
-/// values around them), plus its path.
+/// values around them), once more for its representation once made, plus its path.
 fn weight(resource: &Resource) -> usize {
     fn of(value: &serde_json::Value) -> usize {
         use serde_json::Value;
@@ -160,7 +207,7 @@ fn weight(resource: &Resource) -> usize {
         }
     }
     let attributes: usize = resource.attributes.iter().map(|(name, value)| name.len() + 48 + of(value)).sum();
-    2 * attributes + resource.path.len() + 64
+    3 * attributes + resource.path.len() + 64
 }
 
 /// Types that never have children: deleting one deletes it alone.

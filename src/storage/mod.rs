@@ -25,6 +25,7 @@ mod writer;
 
 pub use writer::CommitHook;
 
+pub(crate) use cache::{Held, Representation};
 pub(crate) use outbox::{Busy, Due, StoredPending, select_due};
 
 use std::sync::Arc;
@@ -453,6 +454,26 @@ impl Storage {
         // Taken before the transaction begins: see `Cache::fill`.
         let generation = cache.generation();
         self.read(move |tx| work(&cache::FillingTx { tx, cache: &cache, generation })).await
+    }
+
+    /// `work` over the resources held in memory alone, given the entry held for `name` (a
+    /// structured path, or else a resource ID): `None` when that is not held, or when
+    /// `work` needed anything that is not (the caller then reads through a transaction).
+    pub(crate) fn with_held<T>(
+        &self,
+        name: &str,
+        structured: bool,
+        work: impl FnOnce(&dyn ReadTx, &Held) -> Result<T>,
+    ) -> Option<Result<T>> {
+        let cache = self.cache.as_ref()?;
+        let held = if structured { cache.held_by_path(name) } else { cache.held(name) }?;
+        match work(&cache::CachedTx(cache), &held) {
+            Err(error) if cache::is_miss(&error) => None,
+            answered => {
+                cache.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(answered)
+            }
+        }
     }
 
     /// Run `work` in a write transaction (on the store's writer) and wait until it is

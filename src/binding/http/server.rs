@@ -166,6 +166,8 @@ async fn parse_request(cse: &Cse, method: &Method, uri: &Uri, headers: &HeaderMa
     }
     let to = target_of(uri.path())?;
     let mut request = Request::new(op, to, originator);
+    // The answer is sent as JSON: a held resource's text may go as it is.
+    request.text_answer = true;
     request.rqi = rqi.to_string();
     request.rvi = rvi.to_string();
     request.ty = ty;
@@ -237,9 +239,11 @@ fn apply_query(request: &mut Request, query: &str) -> Result<()> {
 /// The one place a oneM2M response becomes an HTTP response.
 fn into_http(response: Response) -> axum::response::Response {
     let status = StatusCode::from_u16(response.rsc.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = match &response.content {
-        Some(content) => Body::from(serde_json::to_vec(content).unwrap_or_default()),
-        None => Body::empty(),
+    let json = response.text.is_some() || response.content.is_some();
+    let body = match (response.text, &response.content) {
+        (Some(text), _) => Body::from(text),
+        (None, Some(content)) => Body::from(serde_json::to_vec(content).unwrap_or_default()),
+        (None, None) => Body::empty(),
     };
     let mut http = axum::response::Response::new(body);
     *http.status_mut() = status;
@@ -258,7 +262,7 @@ fn into_http(response: Response) -> axum::response::Response {
         headers.insert(names::CTS, HeaderValue::from(CONTENT_STATUS_PARTIAL));
         headers.insert(names::CTO, HeaderValue::from(next));
     }
-    if response.content.is_some() {
+    if json {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     http

@@ -4,13 +4,14 @@
 use super::below;
 use crate::core::Cse;
 use crate::core::access::{Access, Permission, Touches};
-use crate::core::address::LocalTarget;
+use crate::core::address::{LocalId, LocalTarget};
 use crate::core::represent;
 use crate::core::request::{Operation, Request, Response};
 use crate::core::tree::locate;
 use crate::core::types::{edge_instance, rules};
 use crate::error::{Error, Result, Rsc};
 use crate::resource::Resource;
+use crate::storage::Representation;
 
 impl Cse {
     pub(in crate::core) async fn retrieve(
@@ -25,6 +26,14 @@ impl Cse {
         let rcn = request.rcn.unwrap_or(1);
         if !request.atrl.is_empty() && rcn != 1 {
             return Err(Error::bad_request(format!("a partial retrieve (atrl) is for rcn 1 only, not rcn {rcn}")));
+        }
+        if request.text_answer
+            && rcn == 1
+            && request.atrl.is_empty()
+            && target.virtual_child.is_none()
+            && let Some(answer) = self.retrieve_held(request, &target, &guard)
+        {
+            return answer;
         }
         let filter = request.filter.clone();
         let atrl = request.atrl.clone();
@@ -69,6 +78,36 @@ impl Cse {
         let mut response = Response::new(request, Rsc::Ok, Some(content));
         response.partial = partial;
         Ok(response)
+    }
+
+    /// A whole RETRIEVE of a resource held in memory, answered with its JSON text (made once
+    /// per version of it, `ctm` and the like written anew). The access decision is made
+    /// for this request like any other. `None` when the resource is not held, when the
+    /// decision needs what is not held, or when reading it changes it: the caller reads.
+    fn retrieve_held(&self, request: &Request, target: &LocalTarget, guard: &Access) -> Option<Result<Response>> {
+        let (name, structured) = match &target.id {
+            LocalId::Structured(path) => (path.as_str(), true),
+            LocalId::Unstructured(ri) => (ri.as_str(), false),
+        };
+        let text = self.storage.with_held(name, structured, |tx, held| {
+            let resource = &held.resource;
+            guard.check(tx, resource, Permission::Retrieve, None, Touches::Whole)?;
+            let type_rules = rules(resource.ty);
+            type_rules.check_read(tx, resource)?;
+            if type_rules.writes_on_retrieve(resource) {
+                return Ok(None);
+            }
+            Ok(held.text.get_or_init(|| represent::text(resource)).as_ref().map(Representation::stamped))
+        });
+        match text? {
+            Ok(Some(text)) => {
+                let mut response = Response::new(request, Rsc::Ok, None);
+                response.text = Some(text);
+                Some(Ok(response))
+            }
+            Ok(None) => None,
+            Err(error) => Some(Err(error)),
+        }
     }
 
     /// `rcn` 7 on an announced resource: the original, retrieved through its link in the

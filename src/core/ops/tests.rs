@@ -214,3 +214,49 @@ async fn an_unreachable_registree_is_removed_only_if_its_csr_is_the_one_probed()
     assert!(cse.delete_local_unchanged(&current).await.expect("store"));
     assert!(cse.registry().route("/id-mn").is_none());
 }
+
+/// A RETRIEVE as the HTTP binding sends it: the answer may come as JSON text.
+async fn retrieve_text(cse: &Cse, to: &str, originator: &str) -> Response {
+    let mut request = Request::new(Operation::Retrieve, to, Some(originator));
+    request.text_answer = true;
+    cse.handle(request).await
+}
+
+fn text_of(response: &Response) -> Value {
+    match (&response.text, &response.content) {
+        (Some(text), _) => serde_json::from_slice(text).expect("the text is JSON"),
+        (None, Some(content)) => content.clone(),
+        (None, None) => Value::Null,
+    }
+}
+
+#[tokio::test]
+async fn a_text_answer_says_what_a_value_answer_says_follows_updates_and_is_decided_per_request() {
+    let cse = cse().await;
+    assert_eq!(create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "box", "lbl": ["a"]}})).await.rsc, Rsc::Created);
+    // The first read holds the container, the next ones answer with its text.
+    for _ in 0..3 {
+        let answer = retrieve_text(&cse, "cse-in/box", ADMIN).await;
+        assert_eq!(answer.rsc, Rsc::Ok);
+        assert_eq!(text_of(&answer), retrieve(&cse, "cse-in/box").await.content.expect("content"));
+    }
+    assert!(retrieve_text(&cse, "cse-in/box", ADMIN).await.text.is_some(), "a held resource is answered with text");
+    assert!(retrieve(&cse, "cse-in/box").await.text.is_none(), "only when the request allows it");
+    assert_eq!(update(&cse, "cse-in/box", json!({"m2m:cnt": {"lbl": ["b"]}})).await.rsc, Rsc::Updated);
+    assert_eq!(text_of(&retrieve_text(&cse, "cse-in/box", ADMIN).await)["m2m:cnt"]["lbl"], json!(["b"]));
+    let refused = retrieve_text(&cse, "cse-in/box", "Cstranger").await;
+    assert_eq!(refused.rsc, Rsc::OriginatorHasNoPrivilege, "the text held changes no access decision");
+    assert!(refused.text.is_none());
+
+    // The CSEBase says the time of reading in each answer (`ctm`), the rest as held.
+    let before = Timestamp::now().to_string();
+    for _ in 0..3 {
+        let mut text = text_of(&retrieve_text(&cse, "cse-in", ADMIN).await);
+        let mut value = retrieve(&cse, "cse-in").await.content.expect("content");
+        let ctm = text["m2m:cb"]["ctm"].as_str().map(str::to_string).expect("ctm");
+        assert!(Timestamp::parse(&ctm).is_some() && ctm >= before && ctm <= Timestamp::now().to_string(), "{ctm}");
+        text["m2m:cb"]["ctm"] = Value::Null;
+        value["m2m:cb"]["ctm"] = Value::Null;
+        assert_eq!(text, value);
+    }
+}

@@ -29,4 +29,8 @@ impl TypeRules for CseBase {
     fn present(&self, cse_base: &mut Resource) {
         cse_base.set("ctm", Timestamp::now());
     }
+
+    fn now_attribute(&self) -> Option<&'static str> {
+        Some("ctm")
+    }
 }

@@ -146,8 +146,16 @@ pub(crate) trait TypeRules: Sync {
         Ok(())
     }
 
-    /// Values computed at read time (not stored).
+    /// Values computed at read time (not stored). What it adds must follow from the stored
+    /// resource alone, but for the [`TypeRules::now_attribute`]: a RETRIEVE's JSON text is
+    /// made once per version of a held resource and reused.
     fn present(&self, _resource: &mut Resource) {}
+
+    /// The attribute that [`TypeRules::present`] sets to the time of reading, if any: it is
+    /// written anew into each answer made from a held resource's text.
+    fn now_attribute(&self) -> Option<&'static str> {
+        None
+    }
 
     /// An UPDATE's content, beyond the attribute policies.
     fn check_update(
