@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use tracing::{debug, warn};
@@ -161,9 +162,18 @@ impl Client {
         let text = |name: HeaderName| reply.headers().get(name).and_then(|value| value.to_str().ok()).map(str::trim);
         let partial = (text(names::CTS) == Some("1")).then(|| text(names::CTO).and_then(|offset| offset.parse().ok()));
         let bytes = read_body(reply, &url, timeout, self.max_body_size).await?;
-        let content: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
+        // A request that may be answered with text (one forwarded for an HTTP client) gets
+        // the peer's JSON as it came, checked but not parsed into a value and written again.
+        let (content, text) = if bytes.is_empty() {
+            (None, None)
+        } else if request.text_answer && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+            (None, Some(bytes))
+        } else {
+            (serde_json::from_slice::<Value>(&bytes).ok(), None)
+        };
 
         let mut response = Response::new(request, Rsc::Ok, content);
+        response.text = text;
         response.content_location = location;
         response.partial = partial.flatten();
         debug!(op = request.op.name(), %url, fr = ?request.originator, rqi = %request.rqi, rsc = ?rsc_header, "sent");
@@ -175,12 +185,19 @@ impl Client {
         };
         if rqi.as_deref().is_some_and(|rqi| rqi != request.rqi) {
             response.rsc = Rsc::BadRequest;
+            response.text = None;
             response.content = Some(serde_json::json!({"m2m:dbg": "peer answered with another request identifier"}));
         }
-        if rsc_header.is_none() && response.content.as_ref().and_then(|c| c.get("m2m:dbg")).is_none() {
-            response.content = Some(serde_json::json!({
-                "m2m:dbg": format!("peer answered HTTP {status} without X-M2M-RSC")
-            }));
+        if rsc_header.is_none() {
+            // No oneM2M answer: what the peer said is kept only if it is an `m2m:dbg`.
+            if let Some(text) = response.text.take() {
+                response.content = serde_json::from_slice(&text).ok();
+            }
+            if response.content.as_ref().and_then(|c| c.get("m2m:dbg")).is_none() {
+                response.content = Some(serde_json::json!({
+                    "m2m:dbg": format!("peer answered HTTP {status} without X-M2M-RSC")
+                }));
+            }
         }
         Ok(response)
     }
@@ -238,10 +255,13 @@ async fn read_body(
     url: &str,
     timeout: Duration,
     limit: usize,
-) -> Result<Vec<u8>, TransportError> {
+) -> Result<Bytes, TransportError> {
     let too_large = || TransportError::TooLarge { address: url.to_string(), limit };
-    if reply.content_length().is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
+    match reply.content_length() {
+        Some(length) if length > limit as u64 => return Err(too_large()),
+        // Its length known and within the limit: read whole, without a copy of each chunk.
+        Some(_) => return reply.bytes().await.map_err(|error| classify(url, timeout, &error)),
+        None => {}
     }
     let mut body = Vec::new();
     while let Some(chunk) = reply.chunk().await.map_err(|error| classify(url, timeout, &error))? {
@@ -250,7 +270,7 @@ async fn read_body(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(body.into())
 }
 
 fn classify(url: &str, timeout: Duration, error: &reqwest::Error) -> TransportError {
@@ -269,5 +289,76 @@ fn classify(url: &str, timeout: Duration, error: &reqwest::Error) -> TransportEr
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::Settings;
+
+    /// A peer on loopback that answers every request with `body` (and `X-M2M-RI: r1`).
+    async fn peer(body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 8192];
+                    let mut read = 0;
+                    while !request[..read].windows(4).any(|end| end == b"\r\n\r\n") {
+                        match stream.read(&mut request[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nX-M2M-RSC: 2000\r\nX-M2M-RI: r1\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{address}")
+    }
+
+    fn client() -> Client {
+        let config = Settings::default().validate().expect("valid settings");
+        Client::new(&config.http, &super::super::tls::load(&config.http.tls).expect("no TLS files"))
+    }
+
+    fn request(text_answer: bool) -> Request {
+        let mut request = Request::new(Operation::Retrieve, "cse-in/box", Some("CAdmin"));
+        request.rqi = "r1".into();
+        request.text_answer = text_answer;
+        request
+    }
+
+    #[tokio::test]
+    async fn an_answer_for_a_text_request_is_relayed_as_the_peer_wrote_it_and_parsed_otherwise() {
+        // Spaces and an order of keys that parsing and writing again would not keep.
+        let body = r#"{ "m2m:cnt" : { "rn": "box", "cni": 2, "acpi": [] } }"#;
+        let url = peer(body).await;
+        let client = client();
+        let timeout = Duration::from_secs(5);
+        let relayed = client.send_with(&url, &request(true), timeout, None).await.expect("answer");
+        assert_eq!(relayed.rsc, Rsc::Ok);
+        assert_eq!(relayed.text.as_deref(), Some(body.as_bytes()), "byte for byte");
+        assert!(relayed.content.is_none());
+        let parsed = client.send_with(&url, &request(false), timeout, None).await.expect("answer");
+        assert!(parsed.text.is_none());
+        assert_eq!(parsed.content, Some(serde_json::json!({"m2m:cnt": {"rn": "box", "cni": 2, "acpi": []}})));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_json_is_not_relayed_even_for_a_text_request() {
+        let url = peer("{\"m2m:cnt\": ").await;
+        let answer = client().send_with(&url, &request(true), Duration::from_secs(5), None).await.expect("answer");
+        assert_eq!(answer.rsc, Rsc::Ok);
+        assert!(answer.text.is_none() && answer.content.is_none(), "{answer:?}");
     }
 }
