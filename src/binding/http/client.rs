@@ -85,38 +85,13 @@ impl Client {
             Operation::Update => reqwest::Method::PUT,
             Operation::Delete => reqwest::Method::DELETE,
         };
-        let mut headers = HeaderMap::with_capacity(12);
-        let content_type = match (request.op, request.ty) {
-            (Operation::Create, Some(ty)) => HeaderValue::try_from(format!("application/json;ty={ty}")).ok(),
-            _ => Some(HeaderValue::from_static("application/json")),
-        };
-        if let Some(content_type) = content_type {
-            headers.insert(reqwest::header::CONTENT_TYPE, content_type);
-        }
-        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
-        if let Some(originator) = &request.originator {
-            insert(&mut headers, names::ORIGIN, originator);
-        }
-        insert(&mut headers, names::RI, &request.rqi);
-        insert(&mut headers, names::RVI, &request.rvi);
-        insert(&mut headers, names::OT, &Timestamp::now().to_string());
-        if let Some(vsi) = &request.vsi {
-            insert(&mut headers, names::VSI, vsi);
-        }
-        if let Some(ec) = request.ec {
-            headers.insert(names::EC, HeaderValue::from(u16::from(ec)));
-        }
-        if let Some(rqet) = &request.rqet {
-            insert(&mut headers, names::RET, &rqet.to_string());
-        }
-        if !request.via.is_empty() {
-            insert(&mut headers, reqwest::header::VIA, &via_header(&request.via));
-        }
-        let body = request.content.as_ref().map(|content| serde_json::to_vec(content).unwrap_or_default());
+        // Shared, not copied, by a retry.
+        let body: Option<Bytes> =
+            request.content.as_ref().map(|content| serde_json::to_vec(content).unwrap_or_default().into());
         let idempotent = matches!(request.op, Operation::Retrieve | Operation::Update | Operation::Delete);
-        // The request as sent; built once more (not cloned up front) when it is retried.
-        let build = |headers: HeaderMap, body: Option<Vec<u8>>| {
-            let builder = self.http.request(method.clone(), &url).headers(headers).timeout(timeout);
+        // The request as sent; built once more (not copied up front) when it is retried.
+        let build = |body: Option<Bytes>| {
+            let builder = self.http.request(method.clone(), &url).headers(headers_of(request)).timeout(timeout);
             // reqwest marks the header sensitive, so it never shows in its debug output.
             let builder = match credentials {
                 Some(Credentials::Basic { username, password }) => {
@@ -130,16 +105,14 @@ impl Client {
                 None => builder,
             }
         };
-        let retry = idempotent.then(|| (headers.clone(), body.clone()));
-        let reply = match build(headers, body).send().await {
+        let reply = match build(body.clone()).send().await {
             Ok(reply) => reply,
             // A pooled keep-alive connection that the peer closed meanwhile (it restarted,
             // say) fails without reaching it: an idempotent request gets one more try on a
             // fresh connection.
-            Err(error) if !error.is_connect() && !error.is_timeout() && retry.is_some() => {
+            Err(error) if !error.is_connect() && !error.is_timeout() && idempotent => {
                 debug!(%url, %error, "retrying on a new connection");
-                let Some((headers, body)) = retry else { return Err(classify(&url, timeout, &error)) };
-                build(headers, body).send().await.map_err(|error| classify(&url, timeout, &error))?
+                build(body).send().await.map_err(|error| classify(&url, timeout, &error))?
             }
             Err(error) => return Err(classify(&url, timeout, &error)),
         };
@@ -217,6 +190,38 @@ impl Outbound for Client {
     fn timeout(&self) -> Duration {
         self.timeout
     }
+}
+
+/// The HTTP headers of `request` (`X-M2M-OT` says the time of this call).
+fn headers_of(request: &Request) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(12);
+    let content_type = match (request.op, request.ty) {
+        (Operation::Create, Some(ty)) => HeaderValue::try_from(format!("application/json;ty={ty}")).ok(),
+        _ => Some(HeaderValue::from_static("application/json")),
+    };
+    if let Some(content_type) = content_type {
+        headers.insert(reqwest::header::CONTENT_TYPE, content_type);
+    }
+    headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+    if let Some(originator) = &request.originator {
+        insert(&mut headers, names::ORIGIN, originator);
+    }
+    insert(&mut headers, names::RI, &request.rqi);
+    insert(&mut headers, names::RVI, &request.rvi);
+    insert(&mut headers, names::OT, &Timestamp::now().to_string());
+    if let Some(vsi) = &request.vsi {
+        insert(&mut headers, names::VSI, vsi);
+    }
+    if let Some(ec) = request.ec {
+        headers.insert(names::EC, HeaderValue::from(u16::from(ec)));
+    }
+    if let Some(rqet) = &request.rqet {
+        insert(&mut headers, names::RET, &rqet.to_string());
+    }
+    if !request.via.is_empty() {
+        insert(&mut headers, reqwest::header::VIA, &via_header(&request.via));
+    }
+    headers
 }
 
 /// The pooled client: the system's CAs plus `roots`; without a system CA store (a minimal
