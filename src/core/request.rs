@@ -232,7 +232,8 @@ pub struct Response {
     /// The primitive content, if any.
     pub content: Option<Value>,
     /// The primitive content as JSON text, instead of `content`: only in answers to a
-    /// request with [`Request::text_answer`] set (a held resource's text, made once).
+    /// request with [`Request::text_answer`] set (a held resource's text, made once; a next
+    /// hop's answer to a forwarded request, relayed as it came).
     pub text: Option<bytes::Bytes>,
     /// For CREATE: the address of the new resource.
     pub content_location: Option<String>,
