@@ -9,6 +9,10 @@
 //! deleted subtree empties the cache: what was below it is not indexed). So once a write
 //! is acknowledged, no read sees what it replaced.
 //!
+//! Names read and found to name nothing are held too (a 4004 asked again, an originator
+//! checked against the registered AEs): the commit that creates a resource of that `ri` or
+//! path drops them, under the same rule.
+//!
 //! Filling races with writing: a read transaction may have read a row just before a
 //! commit replaced it, and offer it after the commit's change set went by. Each fill
 //! therefore carries the commit generation seen before its transaction began, and is
@@ -18,7 +22,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 
 use super::{Busy, Change, ChangeSet, Due, ReadTx};
 use crate::error::{Error, Result};
@@ -69,6 +73,11 @@ pub(crate) struct Cache {
     by_ri: DashMap<String, (Arc<Held>, usize)>,
     /// Structured path to `ri`, for what `by_ri` holds.
     by_path: DashMap<String, String>,
+    /// Resource IDs and structured paths read and found to name nothing (a commit that
+    /// creates one drops it); at most a quarter of `capacity` together, so that reads of
+    /// names that do not exist cannot push out what is held.
+    absent_ri: DashSet<String>,
+    absent_path: DashSet<String>,
     /// Commits published so far.
     generation: AtomicU64,
     /// Held by a commit's invalidation and by a fill's check-and-insert; what it guards is
@@ -86,6 +95,8 @@ impl Cache {
         Cache {
             by_ri: DashMap::new(),
             by_path: DashMap::new(),
+            absent_ri: DashSet::new(),
+            absent_path: DashSet::new(),
             generation: AtomicU64::new(0),
             commits: Mutex::new(0),
             capacity,
@@ -139,9 +150,29 @@ impl Cache {
         self.by_path.insert(resource.path.clone(), resource.ri().to_string());
     }
 
+    /// Hold that `ri` (or, `structured`, the path `name`) names nothing, as read by a
+    /// transaction that began at `generation`, unless a commit was published since.
+    pub(crate) fn fill_absent(&self, generation: u64, name: &str, structured: bool) {
+        let _held = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.generation.load(Ordering::Acquire) != generation || name.is_empty() {
+            return;
+        }
+        if self.absent_ri.len() + self.absent_path.len() >= self.capacity / 4 {
+            self.absent_ri.clear();
+            self.absent_path.clear();
+        }
+        if structured {
+            self.absent_path.insert(name.to_string());
+        } else {
+            self.absent_ri.insert(name.to_string());
+        }
+    }
+
     fn clear(&self, held: &mut usize) {
         self.by_ri.clear();
         self.by_path.clear();
+        self.absent_ri.clear();
+        self.absent_path.clear();
         *held = 0;
     }
 
@@ -152,8 +183,11 @@ impl Cache {
         for change in &changes.changes {
             let resource = change.resource();
             match change {
-                // Nothing held names it (no absence is held), unless a path was reused.
+                // Its names are no longer absent; nothing held names it, unless a path was
+                // reused.
                 Change::Created(_) => {
+                    self.absent_ri.remove(resource.ri());
+                    self.absent_path.remove(&resource.path);
                     self.by_path.remove(&resource.path);
                 }
                 Change::Updated(_) => {
@@ -234,11 +268,19 @@ pub(crate) struct CachedTx<'a>(pub &'a Cache);
 
 impl ReadTx for CachedTx<'_> {
     fn get(&self, ri: &str) -> Result<Option<Resource>> {
-        self.0.by_ri(ri).map(Some).map_or_else(miss, Ok)
+        match self.0.by_ri(ri) {
+            Some(resource) => Ok(Some(resource)),
+            None if self.0.absent_ri.contains(ri) => Ok(None),
+            None => miss(),
+        }
     }
 
     fn get_by_path(&self, path: &str) -> Result<Option<Resource>> {
-        self.0.by_path(path).map(Some).map_or_else(miss, Ok)
+        match self.0.by_path(path) {
+            Some(resource) => Ok(Some(resource)),
+            None if self.0.absent_path.contains(path) => Ok(None),
+            None => miss(),
+        }
     }
 
     fn children(&self, _: &str, _: Option<ResourceType>) -> Result<Vec<Resource>> {
@@ -295,9 +337,12 @@ pub(crate) struct FillingTx<'a> {
 }
 
 impl FillingTx<'_> {
-    fn offer(&self, found: Result<Option<Resource>>) -> Result<Option<Resource>> {
-        if let Ok(Some(resource)) = &found {
-            self.cache.fill(self.generation, resource);
+    /// What a read by `name` found (or that it found nothing) offered to the cache.
+    fn offer(&self, found: Result<Option<Resource>>, name: &str, structured: bool) -> Result<Option<Resource>> {
+        match &found {
+            Ok(Some(resource)) => self.cache.fill(self.generation, resource),
+            Ok(None) => self.cache.fill_absent(self.generation, name, structured),
+            Err(_) => {}
         }
         found
     }
@@ -305,11 +350,11 @@ impl FillingTx<'_> {
 
 impl ReadTx for FillingTx<'_> {
     fn get(&self, ri: &str) -> Result<Option<Resource>> {
-        self.offer(self.tx.get(ri))
+        self.offer(self.tx.get(ri), ri, false)
     }
 
     fn get_by_path(&self, path: &str) -> Result<Option<Resource>> {
-        self.offer(self.tx.get_by_path(path))
+        self.offer(self.tx.get_by_path(path), path, true)
     }
 
     fn children(&self, pi: &str, ty: Option<ResourceType>) -> Result<Vec<Resource>> {
@@ -395,6 +440,35 @@ mod tests {
         // A transaction that began after the commit fills it.
         cache.fill(cache.generation(), &resource(ResourceType::Cnt, "cnt1", "cse-in/cnt", 2));
         assert_eq!(version(CachedTx(&cache).get_by_path("cse-in/cnt")), Some(2));
+    }
+
+    #[test]
+    fn a_name_found_absent_is_answered_from_memory_until_a_commit_creates_it() {
+        let cache = Cache::new(16, BUDGET);
+        let absent = || {
+            (
+                CachedTx(&cache).get("cnt1").map_err(|error| is_miss(&error)),
+                CachedTx(&cache).get_by_path("cse-in/cnt").map_err(|error| is_miss(&error)),
+            )
+        };
+        assert!(matches!(absent(), (Err(true), Err(true))), "nothing is known before a read");
+        cache.fill_absent(cache.generation(), "cnt1", false);
+        cache.fill_absent(cache.generation(), "cse-in/cnt", true);
+        assert!(matches!(absent(), (Ok(None), Ok(None))), "absent, from memory");
+        commit(&cache, Change::Created(Arc::new(resource(ResourceType::Cnt, "cnt1", "cse-in/cnt", 1))));
+        assert!(matches!(absent(), (Err(true), Err(true))), "created: read again");
+        // A transaction that began before the creation found nothing: that is not taken.
+        let generation = cache.generation();
+        commit(&cache, Change::Created(Arc::new(resource(ResourceType::Cnt, "cnt2", "cse-in/cnt2", 1))));
+        cache.fill_absent(generation, "cnt2", false);
+        assert!(is_miss(&CachedTx(&cache).get("cnt2").expect_err("not held")));
+        // Absences are bounded apart from what is held: a flood of them pushes nothing out.
+        cache.fill(cache.generation(), &resource(ResourceType::Cnt, "cnt1", "cse-in/cnt", 1));
+        for n in 0..100 {
+            cache.fill_absent(cache.generation(), &format!("gone{n}"), false);
+        }
+        assert!(cache.absent_ri.len() <= 4);
+        assert_eq!(version(CachedTx(&cache).get("cnt1")), Some(1));
     }
 
     #[test]

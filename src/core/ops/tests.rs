@@ -260,3 +260,21 @@ async fn a_text_answer_says_what_a_value_answer_says_follows_updates_and_is_deci
         assert_eq!(text, value);
     }
 }
+
+#[tokio::test]
+async fn a_resource_not_found_is_found_as_soon_as_it_is_created() {
+    let cse = cse().await;
+    for _ in 0..3 {
+        assert_eq!(retrieve(&cse, "cse-in/late").await.rsc, Rsc::NotFound);
+        assert_eq!(retrieve_text(&cse, "cse-in/late", ADMIN).await.rsc, Rsc::NotFound);
+    }
+    let created = create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "late"}})).await;
+    assert_eq!(created.rsc, Rsc::Created);
+    let ri = attribute(&created, "m2m:cnt", "ri").as_str().map(str::to_string).expect("ri");
+    assert_eq!(retrieve(&cse, "cse-in/late").await.rsc, Rsc::Ok, "no absence outlives the creation");
+    assert_eq!(retrieve_text(&cse, &ri, ADMIN).await.rsc, Rsc::Ok);
+    assert_eq!(delete(&cse, "cse-in/late").await.rsc, Rsc::Deleted);
+    assert_eq!(retrieve(&cse, "cse-in/late").await.rsc, Rsc::NotFound);
+    assert_eq!(create(&cse, "cse-in", 3, json!({"m2m:cnt": {"rn": "late"}})).await.rsc, Rsc::Created);
+    assert_eq!(retrieve_text(&cse, "cse-in/late", ADMIN).await.rsc, Rsc::Ok, "nor one of a name used again");
+}
