@@ -328,10 +328,13 @@ where
 }
 
 /// A TCP proxy on loopback to one target that can be switched off: off, it closes new
-/// connections at once and cuts the ones it carries (as a stopped instance would).
+/// connections at once and cuts the ones it carries (as a stopped instance would). Its own
+/// address is held from the start, so a CSE that comes up later (on port 0) can be reached
+/// at an address known before it ([`Proxy::unaimed`], [`Proxy::aim`]).
 pub struct Proxy {
     pub url: String,
     on: Arc<AtomicBool>,
+    target: Arc<Mutex<Option<SocketAddr>>>,
     /// Connections carried so far.
     carried_count: Arc<std::sync::atomic::AtomicUsize>,
     carried: Arc<Mutex<JoinSet<()>>>,
@@ -339,14 +342,24 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
+        let proxy = Proxy::unaimed().await;
+        proxy.aim(target);
+        proxy
+    }
+
+    /// A proxy with no target yet: it closes every connection, as an address where nothing
+    /// listens would refuse it, until [`Proxy::aim`].
+    pub async fn unaimed() -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let on = Arc::new(AtomicBool::new(true));
+        let target: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let carried = Arc::new(Mutex::new(JoinSet::new()));
         let carried_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (switch, connections, count) = (on.clone(), carried.clone(), carried_count.clone());
+        let (switch, aimed, connections, count) = (on.clone(), target.clone(), carried.clone(), carried_count.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let Some(target) = *aimed.lock().expect("lock") else { continue };
                 if !switch.load(Ordering::SeqCst) {
                     continue;
                 }
@@ -358,7 +371,12 @@ impl Proxy {
                 });
             }
         });
-        Proxy { url, on, carried_count, carried }
+        Proxy { url, on, target, carried_count, carried }
+    }
+
+    /// Carry new connections to `target`.
+    pub fn aim(&self, target: SocketAddr) {
+        *self.target.lock().expect("lock") = Some(target);
     }
 
     /// How many connections it has carried.

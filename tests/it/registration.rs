@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use acme_cse::config::CseKind;
+use acme_cse::config::{CseKind, RegistrarSettings};
 use acme_cse::remote::RegistrationStatus;
 use serde_json::json;
 
@@ -429,10 +429,11 @@ async fn a_restart_reports_nothing_new_and_a_graceful_stop_reports_the_registrar
 
 #[tokio::test]
 async fn an_mn_started_before_its_in_registers_seconds_after_the_in_comes_up() {
-    // Arrange: an address where the IN will listen, nothing there yet; check interval 1 h.
+    // Arrange: an address where the IN will be reached, nothing behind it yet (a proxy
+    // that holds its port, so no other test can take it meanwhile); check interval 1 h.
+    let address = Proxy::unaimed().await;
     let placeholder = spawn_in().await;
-    let registrar = placeholder.as_registrar();
-    let address = placeholder.addr;
+    let registrar = RegistrarSettings { address: vec![address.url.clone()], ..placeholder.as_registrar() };
     placeholder.shutdown().await;
     let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", None);
     settings.cse.registrar = Some(registrar);
@@ -441,9 +442,8 @@ async fn an_mn_started_before_its_in_registers_seconds_after_the_in_comes_up() {
     assert!(!mn.remote.is_registered());
 
     // Act: the IN comes up; nobody calls check_now.
-    let mut settings = registrar_settings();
-    settings.http.listen = address.to_string();
-    let in_cse = TestCse::start(settings).await;
+    let in_cse = TestCse::start(registrar_settings()).await;
+    address.aim(in_cse.addr);
 
     // Assert: registered by a retry, long before the hour is up.
     eventually("the MN registered by itself", DEADLINE, || {
