@@ -19,7 +19,7 @@
 //! refused if any commit has been published since (checked and inserted under the lock the
 //! commits take), so a stale row never enters.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use dashmap::{DashMap, DashSet};
@@ -74,10 +74,14 @@ pub(crate) struct Cache {
     /// Structured path to `ri`, for what `by_ri` holds.
     by_path: DashMap<String, String>,
     /// Resource IDs and structured paths read and found to name nothing (a commit that
-    /// creates one drops it); at most a quarter of `capacity` together, so that reads of
-    /// names that do not exist cannot push out what is held.
+    /// creates one drops it); at most a quarter of `capacity` together and an eighth of
+    /// `budget` in bytes, so that reads of names that do not exist (a peer chooses them, and
+    /// their length) cannot push out what is held nor take more memory than that.
     absent_ri: DashSet<String>,
     absent_path: DashSet<String>,
+    /// The bytes the absent names take, as [`absence_weight`] estimates them; changed only
+    /// under `commits`.
+    absent_bytes: AtomicUsize,
     /// Commits published so far.
     generation: AtomicU64,
     /// Held by a commit's invalidation and by a fill's check-and-insert; what it guards is
@@ -97,6 +101,7 @@ impl Cache {
             by_path: DashMap::new(),
             absent_ri: DashSet::new(),
             absent_path: DashSet::new(),
+            absent_bytes: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             commits: Mutex::new(0),
             capacity,
@@ -154,25 +159,43 @@ impl Cache {
     /// transaction that began at `generation`, unless a commit was published since.
     pub(crate) fn fill_absent(&self, generation: u64, name: &str, structured: bool) {
         let _held = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.generation.load(Ordering::Acquire) != generation || name.is_empty() {
+        let weight = absence_weight(name);
+        let bytes = self.budget / 8;
+        if self.generation.load(Ordering::Acquire) != generation || name.is_empty() || weight > bytes {
             return;
         }
-        if self.absent_ri.len() + self.absent_path.len() >= self.capacity / 4 {
-            self.absent_ri.clear();
-            self.absent_path.clear();
+        if self.absent_ri.len() + self.absent_path.len() >= self.capacity / 4
+            || self.absent_bytes.load(Ordering::Relaxed) + weight > bytes
+        {
+            self.clear_absent();
         }
-        if structured {
-            self.absent_path.insert(name.to_string());
+        let new = if structured {
+            self.absent_path.insert(name.to_string())
         } else {
-            self.absent_ri.insert(name.to_string());
+            self.absent_ri.insert(name.to_string())
+        };
+        if new {
+            self.absent_bytes.fetch_add(weight, Ordering::Relaxed);
         }
+    }
+
+    /// `name` is no longer absent (under `commits`).
+    fn drop_absent(&self, set: &DashSet<String>, name: &str) {
+        if set.remove(name).is_some() {
+            self.absent_bytes.fetch_sub(absence_weight(name), Ordering::Relaxed);
+        }
+    }
+
+    fn clear_absent(&self) {
+        self.absent_ri.clear();
+        self.absent_path.clear();
+        self.absent_bytes.store(0, Ordering::Relaxed);
     }
 
     fn clear(&self, held: &mut usize) {
         self.by_ri.clear();
         self.by_path.clear();
-        self.absent_ri.clear();
-        self.absent_path.clear();
+        self.clear_absent();
         *held = 0;
     }
 
@@ -186,8 +209,8 @@ impl Cache {
                 // Its names are no longer absent; nothing held names it, unless a path was
                 // reused.
                 Change::Created(_) => {
-                    self.absent_ri.remove(resource.ri());
-                    self.absent_path.remove(&resource.path);
+                    self.drop_absent(&self.absent_ri, resource.ri());
+                    self.drop_absent(&self.absent_path, &resource.path);
                     self.by_path.remove(&resource.path);
                 }
                 Change::Updated(_) => {
@@ -242,6 +265,11 @@ fn weight(resource: &Resource) -> usize {
     }
     let attributes: usize = resource.attributes.iter().map(|(name, value)| name.len() + 48 + of(value)).sum();
     3 * attributes + resource.path.len() + 64
+}
+
+/// About the memory an absent name takes: the name, and the set's entry around it.
+fn absence_weight(name: &str) -> usize {
+    name.len() + 48
 }
 
 /// Types that never have children: deleting one deletes it alone.
@@ -469,6 +497,25 @@ mod tests {
         }
         assert!(cache.absent_ri.len() <= 4);
         assert_eq!(version(CachedTx(&cache).get("cnt1")), Some(1));
+    }
+
+    #[test]
+    fn long_absent_names_stay_within_their_share_of_the_memory_budget() {
+        // A budget of 8 KiB: absent names may take 1 KiB.
+        let cache = Cache::new(4096, 8 * 1024);
+        let long = |n: usize| format!("cse-in/{n}/{}", "x".repeat(300));
+        for n in 0..100 {
+            cache.fill_absent(cache.generation(), &long(n), true);
+            assert!(cache.absent_bytes.load(Ordering::Relaxed) <= 1024, "after {n}");
+        }
+        assert!(!cache.absent_path.is_empty(), "names within the share are held");
+        cache.fill_absent(cache.generation(), &"y".repeat(2000), false);
+        assert!(cache.absent_ri.is_empty(), "a name longer than the share is not held");
+        // Creating a resource of a held absent name gives its bytes back.
+        let held = cache.absent_path.iter().next().map(|name| name.clone()).expect("one held");
+        let before = cache.absent_bytes.load(Ordering::Relaxed);
+        commit(&cache, Change::Created(Arc::new(resource(ResourceType::Cnt, "c", &held, 1))));
+        assert_eq!(cache.absent_bytes.load(Ordering::Relaxed), before - absence_weight(&held));
     }
 
     #[test]
