@@ -432,9 +432,13 @@ async fn an_mn_started_before_its_in_registers_seconds_after_the_in_comes_up() {
     // Arrange: an address where the IN will be reached, nothing behind it yet (a proxy
     // that holds its port, so no other test can take it meanwhile); check interval 1 h.
     let address = Proxy::unaimed().await;
-    let placeholder = spawn_in().await;
-    let registrar = RegistrarSettings { address: vec![address.url.clone()], ..placeholder.as_registrar() };
-    placeholder.shutdown().await;
+    let in_settings = registrar_settings();
+    let registrar = RegistrarSettings {
+        address: vec![address.url.clone()],
+        cse_id: in_settings.cse.cse_id.clone(),
+        resource_name: in_settings.cse.resource_name.clone(),
+        ..RegistrarSettings::default()
+    };
     let mut settings = registree_settings(CseKind::Mn, "/id-mn", "cse-mn", None);
     settings.cse.registrar = Some(registrar);
     let mn = TestCse::start(settings).await;
@@ -442,7 +446,7 @@ async fn an_mn_started_before_its_in_registers_seconds_after_the_in_comes_up() {
     assert!(!mn.remote.is_registered());
 
     // Act: the IN comes up; nobody calls check_now.
-    let in_cse = TestCse::start(registrar_settings()).await;
+    let in_cse = TestCse::start(in_settings).await;
     address.aim(in_cse.addr);
 
     // Assert: registered by a retry, long before the hour is up.

@@ -7,8 +7,8 @@
 //! later: after a second, doubling with jitter up to `resource.sub.max_retry_delay`. It
 //! gives a notification up only when the target refused it (a 4xxx answer), after
 //! `max_attempts` or `max_age`; a target with more than `max_pending_per_target` waiting
-//! loses its oldest. Each of these is logged. Every attempt at one notification carries the same request ID, so that a
-//! receiver can drop a repeat (delivery is at least once).
+//! loses its oldest. Each of these is logged. Every attempt at one notification carries
+//! the same request ID, so that a receiver can drop a repeat (delivery is at least once).
 //!
 //! Targets: a URL gets the NOTIFY as is; an ID (an AE-ID, a resource, a CSE or a resource
 //! on another CSE) is a NOTIFY request to that ID, handled like any other request: a
