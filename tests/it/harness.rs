@@ -145,7 +145,7 @@ impl TestCse {
             client = client.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).expect("a PEM CA bundle"));
         }
         let client = client.build().expect("test client");
-        let app = App::build_from(config, source, Some(init_dir())).await.expect("CSE builds");
+        let app = build_listening(config, source).await;
         hook(app.remote());
         let addr = app.local_addr();
         let admin_url = app.admin_addr().map(|admin| format!("http://{admin}"));
@@ -324,6 +324,31 @@ where
             panic!("timed out after {deadline:?} waiting until {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Build the CSE of `config`. A CSE started again on the address it has just left (a test
+/// of restarts) may find that port taken by another test's socket for a while (an outgoing
+/// connection that got it as its local port, kept in a client's pool): it tries again, for
+/// up to 10 s, while the port is in use; any other failure fails the test at once.
+async fn build_listening(config: Config, source: Option<Source>) -> App {
+    let started = std::time::Instant::now();
+    loop {
+        match App::build_from(config.clone(), source.clone(), Some(init_dir())).await {
+            Ok(app) => return app,
+            Err(error)
+                if config.http.listen.port() != 0
+                    && started.elapsed() < Duration::from_secs(10)
+                    && error.chain().any(|cause| {
+                        cause
+                            .downcast_ref::<std::io::Error>()
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+                    }) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("CSE builds: {error:#}"),
+        }
     }
 }
 
