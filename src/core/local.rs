@@ -243,15 +243,16 @@ impl Cse {
 
 /// The announceable resources with an `at` entry (naming the CSE `target`, when given).
 fn announcing_in(tx: &dyn crate::storage::ReadTx, target: Option<&str>) -> Result<Vec<Resource>> {
-    let mut found = Vec::new();
-    for ty in ANNOUNCEABLE {
-        found.extend(tx.by_type(ty)?.into_iter().filter(|resource| {
-            let entries = resource.str_list("at");
-            match target {
-                None => !entries.is_empty(),
-                Some(csi) => entries.iter().any(|entry| crate::id::cse_of(entry) == Some(csi)),
-            }
-        }));
-    }
+    let mut found: Vec<Resource> = tx
+        .announced()?
+        .into_iter()
+        .filter(|resource| ANNOUNCEABLE.contains(&resource.ty))
+        .filter(|resource| match target {
+            None => true,
+            Some(csi) => resource.str_list("at").iter().any(|entry| crate::id::cse_of(entry) == Some(csi)),
+        })
+        .collect();
+    // By type in the order of ANNOUNCEABLE, each in creation order (stable).
+    found.sort_by_key(|resource| ANNOUNCEABLE.iter().position(|ty| *ty == resource.ty));
     Ok(found)
 }

@@ -327,6 +327,10 @@ impl ReadTx for CachedTx<'_> {
         miss()
     }
 
+    fn announced(&self) -> Result<Vec<Resource>> {
+        miss()
+    }
+
     fn expired(&self, _: &str, _: usize) -> Result<Vec<Resource>> {
         miss()
     }
@@ -404,6 +408,10 @@ impl ReadTx for FillingTx<'_> {
 
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>> {
         self.tx.by_type(ty)
+    }
+
+    fn announced(&self) -> Result<Vec<Resource>> {
+        self.tx.announced()
     }
 
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {

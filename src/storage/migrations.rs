@@ -173,6 +173,29 @@ DROP INDEX resources_by_type;
 CREATE INDEX resources_by_type ON resources(ty, ord) WHERE ty <> 4;
 ",
     },
+    Migration {
+        version: 6,
+        what: "the resources announced (a non-empty `at`) found by an index",
+        // The announcer looks for what is announced to a CSE at every registration of one:
+        // it read every announceable resource, content instances by a scan of the whole
+        // table, so 1,000 registrations over a large database were minutes of reading.
+        // `announced` is 1 (TRUE) for a resource whose `at` lists something and NULL
+        // otherwise, so that the partial index holds only those and a CIN CREATE without
+        // `at` writes no page of it. The step fills it from the stored bodies.
+        sqlite: "
+ALTER TABLE resources ADD COLUMN announced INTEGER;
+UPDATE resources SET announced = 1
+    WHERE (CASE WHEN json_valid(body) THEN json_array_length(body, '$.at') ELSE 0 END) > 0;
+CREATE INDEX resources_announced ON resources(announced) WHERE announced IS NOT NULL;
+",
+        postgres: "
+ALTER TABLE resources ADD COLUMN announced BOOLEAN;
+UPDATE resources SET announced = TRUE
+    WHERE CASE WHEN jsonb_typeof(body::jsonb -> 'at') = 'array'
+               THEN jsonb_array_length(body::jsonb -> 'at') > 0 ELSE FALSE END;
+CREATE INDEX resources_announced ON resources(announced) WHERE announced;
+",
+    },
 ];
 
 /// The version this build writes.

@@ -59,6 +59,9 @@ pub trait ReadTx {
         visit: &mut dyn FnMut(Resource, usize) -> Result<bool>,
     ) -> Result<()>;
     fn by_type(&self, ty: ResourceType) -> Result<Vec<Resource>>;
+    /// The resources whose `at` lists a CSE (announced, or to be), in creation order:
+    /// found by an index, without reading any other resource.
+    fn announced(&self) -> Result<Vec<Resource>>;
     /// Resources whose `et` is before `now` (both in stored timestamp form).
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>>;
     /// Resources of type `ty` at `path` or below it.
@@ -574,6 +577,12 @@ impl Fanout {
 /// condition, for every type but the content instance.
 pub(crate) fn by_type_index(ty: ResourceType) -> &'static str {
     if ty == ResourceType::Cin { "" } else { " AND ty <> 4" }
+}
+
+/// Whether `resource` belongs in the index of announced resources (its `at` lists
+/// something): the `announced` column of its row.
+pub(crate) fn is_announced(resource: &Resource) -> bool {
+    !resource.str_list("at").is_empty()
 }
 
 /// A resource from its stored columns (`ty`, `path`, `creator`, the JSON `body`).

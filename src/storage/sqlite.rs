@@ -271,6 +271,11 @@ impl SqliteTx<'_> {
     }
 }
 
+/// The `announced` column of `resource`'s row: 1, or NULL (outside the partial index).
+fn announced_column(resource: &Resource) -> Option<i64> {
+    super::is_announced(resource).then_some(1)
+}
+
 type Parts = (i64, String, Option<String>, String);
 
 fn row_to_parts(row: &Row<'_>) -> rusqlite::Result<Parts> {
@@ -339,6 +344,10 @@ impl ReadTx for SqliteTx<'_> {
             &format!("SELECT {COLUMNS} FROM resources WHERE ty = ?1{} ORDER BY ord", super::by_type_index(ty)),
             [ty.code()],
         )
+    }
+
+    fn announced(&self) -> Result<Vec<Resource>> {
+        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE announced = 1 ORDER BY ord"), [])
     }
 
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {
@@ -436,7 +445,8 @@ impl WriteTx for SqliteTx<'_> {
         let body = serde_json::to_string(&resource.attributes)
             .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
         let mut statement = self.connection.prepare_cached(
-            "INSERT INTO resources (ri, pi, ty, path, et, creator, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO resources (ri, pi, ty, path, et, creator, body, announced) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         statement
             .execute(params![
@@ -446,7 +456,8 @@ impl WriteTx for SqliteTx<'_> {
                 resource.path,
                 resource.et(),
                 resource.creator,
-                body
+                body,
+                announced_column(resource)
             ])
             .map_err(|error| match error.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::ConstraintViolation) => Error::conflict(format!(
@@ -463,9 +474,16 @@ impl WriteTx for SqliteTx<'_> {
     fn update(&mut self, resource: &Resource) -> Result<()> {
         let body = serde_json::to_string(&resource.attributes)
             .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
-        let mut statement =
-            self.connection.prepare_cached("UPDATE resources SET et = ?2, creator = ?3, body = ?4 WHERE ri = ?1")?;
-        let changed = statement.execute(params![resource.ri(), resource.et(), resource.creator, body])?;
+        let mut statement = self
+            .connection
+            .prepare_cached("UPDATE resources SET et = ?2, creator = ?3, body = ?4, announced = ?5 WHERE ri = ?1")?;
+        let changed = statement.execute(params![
+            resource.ri(),
+            resource.et(),
+            resource.creator,
+            body,
+            announced_column(resource)
+        ])?;
         if changed == 0 {
             return Err(Error::not_found(format!("resource {} no longer exists", resource.ri())));
         }
@@ -661,6 +679,57 @@ mod tests {
         let again = SqliteStore::open(&path, Durability::Full).expect("open again");
         drop(again);
         assert_eq!(recorded_version(&path), Some(migrations::latest().to_string()));
+    }
+
+    #[tokio::test]
+    async fn the_resources_announced_are_found_by_their_index_after_an_upgrade_and_follow_their_at() {
+        // Arrange: an old database with an announced AE, one whose `at` is empty, and instances.
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("old.db");
+        version_1_database(&path);
+        let connection = Connection::open(&path).expect("open");
+        for (ri, at) in [("announcedAe", r#"["/id-mn"]"#), ("quietAe", "[]")] {
+            let body = format!(r#"{{"ri":"{ri}","pi":"cb","rn":"{ri}","ty":2,"at":{at}}}"#);
+            connection
+                .execute(
+                    "INSERT INTO resources (ri, pi, ty, path, body) VALUES (?1, 'cb', 2, ?2, ?3)",
+                    params![ri, format!("cse-in/{ri}"), body],
+                )
+                .expect("insert");
+        }
+        drop(connection);
+        let storage = Storage::from_store(Arc::new(SqliteStore::open(&path, Durability::Full).expect("open")));
+        let announced = || async { names(&storage.read(|tx| tx.announced()).await.expect("announced")) };
+        // Assert: the upgrade filled the column from the stored bodies.
+        assert_eq!(announced().await, ["announcedAe"]);
+        // Act: an instance created with `at`, the AE's `at` emptied, the other AE's filled.
+        let resource = |ri: &str, ty: ResourceType, at: &[&str]| {
+            let mut attributes = Map::new();
+            attributes.insert("ri".into(), ri.into());
+            attributes.insert("pi".into(), "cb".into());
+            attributes.insert("at".into(), at.iter().map(|entry| serde_json::Value::from(*entry)).collect());
+            Resource { ty, attributes, path: format!("cse-in/{ri}"), creator: None }
+        };
+        let created = resource("announcedCin", ResourceType::Cin, &["/id-in"]);
+        let emptied = resource("announcedAe", ResourceType::Ae, &[]);
+        let filled = resource("quietAe", ResourceType::Ae, &["/id-mn/xyz"]);
+        storage
+            .write(move |tx| {
+                tx.insert(&created)?;
+                tx.update(&emptied)?;
+                tx.update(&filled)
+            })
+            .await
+            .expect("write");
+        // Assert: in creation order, and read through the partial index, not the table.
+        assert_eq!(announced().await, ["quietAe", "announcedCin"]);
+        let connection = Connection::open(&path).expect("open");
+        let plan: String = connection
+            .query_row(&format!("EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM resources WHERE announced = 1"), [], |row| {
+                row.get(3)
+            })
+            .expect("plan");
+        assert!(plan.contains("resources_announced"), "{plan}");
     }
 
     #[test]

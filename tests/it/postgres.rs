@@ -343,6 +343,56 @@ async fn a_notification_another_instance_claimed_is_not_sent_until_the_claim_end
 }
 
 #[tokio::test]
+async fn an_upgrade_to_schema_6_indexes_the_resources_already_announced_on_postgresql() {
+    let Some(url) = database("an_upgrade_to_schema_6_indexes_the_resources_already_announced_on_postgresql").await
+    else {
+        return;
+    };
+    // Arrange: a database as schema version 5 left it, holding an announced AE, one whose
+    // `at` is empty, and one without `at`.
+    on(&url).await.shutdown().await;
+    let client = connect(&url).await;
+    client
+        .batch_execute(
+            "ALTER TABLE resources DROP COLUMN announced; \
+             UPDATE meta SET value = '5' WHERE key = 'schema_version'",
+        )
+        .await
+        .expect("back to version 5");
+    for (ri, at) in [("announcedAe", r#","at":["/id-mn"]"#), ("emptyAe", r#","at":[]"#), ("plainAe", "")] {
+        let body = format!(r#"{{"ri":"{ri}","pi":"id-in","rn":"{ri}","ty":2,"api":"Nx","rr":false{at}}}"#);
+        client
+            .execute(
+                "INSERT INTO resources (ri, pi, ty, path, body) VALUES ($1, 'id-in', 2, $2, $3)",
+                &[&ri, &format!("cse-in/{ri}"), &body],
+            )
+            .await
+            .expect("insert");
+    }
+    // Act
+    let cse = on(&url).await;
+    // Assert: the upgrade marked the announced one only, and the index serves the query.
+    let announced: Vec<String> = client
+        .query("SELECT ri FROM resources WHERE announced ORDER BY ord", &[])
+        .await
+        .expect("query")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(announced, ["announcedAe"]);
+    let version: String =
+        client.query_one("SELECT value FROM meta WHERE key = 'schema_version'", &[]).await.expect("version").get(0);
+    assert_eq!(version, "6");
+    let indexed: i64 = client
+        .query_one("SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'resources_announced'", &[])
+        .await
+        .expect("indexes")
+        .get(0);
+    assert_eq!(indexed, 1);
+    cse.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_postgresql_database_of_a_newer_build_is_refused_without_showing_the_password() {
     let Some(url) = database("a_postgresql_database_of_a_newer_build_is_refused_without_showing_the_password").await
     else {

@@ -216,6 +216,10 @@ impl ReadTx for PgTx<'_> {
         self.many(&format!("SELECT {COLUMNS} FROM resources WHERE ty = $1{index} ORDER BY ord"), &[&code(ty)])
     }
 
+    fn announced(&self) -> Result<Vec<Resource>> {
+        self.many(&format!("SELECT {COLUMNS} FROM resources WHERE announced ORDER BY ord"), &[])
+    }
+
     fn expired(&self, now: &str, limit: usize) -> Result<Vec<Resource>> {
         self.many(
             &format!("SELECT {COLUMNS} FROM resources WHERE et IS NOT NULL AND et < $1 ORDER BY et LIMIT $2::BIGINT"),
@@ -284,13 +288,18 @@ impl ReadTx for PgTx<'_> {
     }
 }
 
+/// The `announced` column of `resource`'s row: TRUE, or NULL (outside the partial index).
+fn announced_column(resource: &Resource) -> Option<bool> {
+    crate::storage::is_announced(resource).then_some(true)
+}
+
 impl WriteTx for PgTx<'_> {
     fn insert(&mut self, resource: &Resource) -> Result<()> {
         let body = serde_json::to_string(&resource.attributes)
             .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
         let inserted = self.rows(
-            "INSERT INTO resources (ri, pi, ty, path, et, creator, body) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             RETURNING xmin::TEXT",
+            "INSERT INTO resources (ri, pi, ty, path, et, creator, body, announced) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING xmin::TEXT",
             &[
                 &resource.ri(),
                 &resource.pi(),
@@ -299,6 +308,7 @@ impl WriteTx for PgTx<'_> {
                 &resource.et(),
                 &resource.creator,
                 &body,
+                &announced_column(resource),
             ],
         );
         match inserted {
@@ -325,9 +335,9 @@ impl WriteTx for PgTx<'_> {
             .map_err(|error| Error::internal(format!("cannot serialise resource: {error}")))?;
         let read = self.versions.borrow().get(resource.ri()).cloned();
         let updated = self.rows(
-            "UPDATE resources SET et = $2, creator = $3, body = $4 \
+            "UPDATE resources SET et = $2, creator = $3, body = $4, announced = $6 \
              WHERE ri = $1 AND ($5::TEXT IS NULL OR xmin::TEXT = $5) RETURNING xmin::TEXT",
-            &[&resource.ri(), &resource.et(), &resource.creator, &body, &read],
+            &[&resource.ri(), &resource.et(), &resource.creator, &body, &read, &announced_column(resource)],
         )?;
         match (updated.first(), read) {
             (Some(row), _) => {
