@@ -2,8 +2,9 @@
 //! ONE loopback HTTP/1.1 server that plays the registree side of many remote CSEs. It is also
 //! the notification receiver of scenario 8 (notifications).
 //!
-//! - Any request whose path names `mn<N>` (e.g. the probe `GET /~/id-mn17/cse-mn17`) is a
-//!   probe of registree N: its arrival time is recorded and it is answered `200`,
+//! - Any request whose path names `mn<N>` (e.g. the probe `GET /~/id-mn17/cse-mn17`) but is
+//!   not a discovery (`fu=1`) is a probe of registree N: its arrival time is recorded and it
+//!   is answered `200`,
 //!   `X-M2M-RSC: 2000`, `X-M2M-RI` echoed and a small `{"m2m:cb": {...}}` body, unless N is
 //!   "gone": then the connection is closed without an answer (a transport failure, as for a
 //!   CSE whose process died).
@@ -191,10 +192,16 @@ async fn serve(stream: TcpStream, sim: Arc<Sim>) -> std::io::Result<()> {
             };
             ("200 OK", String::new(), text)
         } else if let Some(id) = registree(&path) {
+            // A discovery (`fu=1`: a registrar's announcer looking for stale copies after a
+            // registration) is answered as a probe is but not recorded as one, so that the
+            // rounds of scenario 6 hold the liveliness probes alone.
+            let probe = query_value(&path, "fu").is_none();
             let gone = {
                 let mut state = sim.lock();
                 let gone = state.gone.contains(&id);
-                state.probes.push((id, now, gone));
+                if probe {
+                    state.probes.push((id, now, gone));
+                }
                 gone
             };
             if gone {
